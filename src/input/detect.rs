@@ -1,0 +1,160 @@
+//! Guessing the shape of a list: delimiter, header row, which column holds the addresses.
+//! Pure functions over a sample, so every guess is unit-tested.
+
+pub const DELIMITER_CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The delimiter whose per-line count is most consistent (and non-zero) over the sample's lines.
+/// Quoted sections are skipped so "Smith, John" does not vote for ','. One-column files → ','.
+pub fn sniff_delimiter(sample: &[u8]) -> u8 {
+    let lines: Vec<&[u8]> = sample
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .take(50)
+        .collect();
+    // A sample cut mid-line would skew the last line's counts.
+    let lines = if lines.len() > 1 && !sample.ends_with(b"\n") {
+        &lines[..lines.len() - 1]
+    } else {
+        &lines[..]
+    };
+    let mut best = (b',', 0usize, 0usize); // (delimiter, lines agreeing with the mode, mode)
+    for &d in &DELIMITER_CANDIDATES {
+        let counts: Vec<usize> = lines.iter().map(|l| count_unquoted(l, d)).collect();
+        let Some(mode) = mode_nonzero(&counts) else { continue };
+        let agree = counts.iter().filter(|&&c| c == mode).count();
+        if agree > best.1 || (agree == best.1 && mode > best.2) {
+            best = (d, agree, mode);
+        }
+    }
+    best.0
+}
+
+fn count_unquoted(line: &[u8], d: u8) -> usize {
+    let mut quoted = false;
+    let mut n = 0;
+    for &b in line {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if b == d && !quoted {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn mode_nonzero(counts: &[usize]) -> Option<usize> {
+    let mut tally: Vec<(usize, usize)> = Vec::new();
+    for &c in counts.iter().filter(|&&c| c > 0) {
+        match tally.iter_mut().find(|(v, _)| *v == c) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((c, 1)),
+        }
+    }
+    tally.into_iter().max_by_key(|&(v, n)| (n, v)).map(|(v, _)| v)
+}
+
+/// Header names that mean "the email address", compared after lower-casing and dropping
+/// everything but letters and digits ("E-Mail Address" → "emailaddress").
+const EMAIL_HEADERS: &[&str] = &[
+    "email", "emailaddress", "mail", "emails", "mailaddress", "emailid", "eaddress",
+    "workemail", "businessemail", "primaryemail", "contactemail", "useremail", "personalemail",
+    "courriel", "adressemail", "correo", "correoelectronico", "epost", "emailadresse",
+];
+
+fn squash(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Index of a header that names the email column: exact known names first, then any name
+/// containing "email" ("Email (work)").
+pub fn email_header_index(header: &[String]) -> Option<usize> {
+    let squashed: Vec<String> = header.iter().map(|h| squash(h)).collect();
+    squashed
+        .iter()
+        .position(|h| EMAIL_HEADERS.contains(&h.as_str()))
+        .or_else(|| squashed.iter().position(|h| h.contains("email")))
+}
+
+/// Whether the first record is a header: yes when a cell names the email column; no when a
+/// cell already holds an address; otherwise yes (most exports have one).
+pub fn looks_like_header(first: &[String]) -> bool {
+    if email_header_index(first).is_some() {
+        return true;
+    }
+    !first.iter().any(|c| looks_like_address(c))
+}
+
+fn looks_like_address(cell: &str) -> bool {
+    let c = cell.trim();
+    match c.rfind('@') {
+        Some(at) => at > 0 && c[at + 1..].contains('.'),
+        None => false,
+    }
+}
+
+/// The column whose sampled values mostly look like addresses (≥ half of the non-empty ones).
+pub fn email_column_by_content(rows: &[Vec<String>], width: usize) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for col in 0..width {
+        let values: Vec<&String> = rows
+            .iter()
+            .filter_map(|r| r.get(col))
+            .filter(|v| !v.trim().is_empty())
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let share = values.iter().filter(|v| v.contains('@')).count() as f64 / values.len() as f64;
+        if share >= 0.5 && best.is_none_or(|(_, s)| share > s) {
+            best = Some((col, share));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(sniff_delimiter(b"email,name\na@b.com,Ann\n"), b',');
+        assert_eq!(sniff_delimiter(b"email;name\na@b.com;\"Smith, Ann\"\n"), b';');
+        assert_eq!(sniff_delimiter(b"email\tname\na@b.com\tAnn\n"), b'\t');
+        assert_eq!(sniff_delimiter(b"email|name|x\na@b.com|Ann|1\n"), b'|');
+        assert_eq!(sniff_delimiter(b"a@b.com\nc@d.com\n"), b',');
+        assert_eq!(sniff_delimiter(b""), b',');
+        // Commas inside quotes do not vote.
+        assert_eq!(sniff_delimiter(b"n;e\n\"a,b,c\";x@y.z\n\"d,e\";q@r.s\n"), b';');
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(email_header_index(&strings(&["Name", "E-Mail Address"])), Some(1));
+        assert_eq!(email_header_index(&strings(&["id", "EMAIL"])), Some(1));
+        assert_eq!(email_header_index(&strings(&["id", "Email (work)"])), Some(1));
+        assert_eq!(email_header_index(&strings(&["id", "name"])), None);
+        assert!(looks_like_header(&strings(&["id", "name"])));
+        assert!(!looks_like_header(&strings(&["ann@x.com", "Ann"])));
+        assert!(looks_like_header(&strings(&["email"])));
+    }
+
+    #[test]
+    fn content_detection() {
+        let rows = vec![
+            strings(&["1", "Ann", "ann@x.com"]),
+            strings(&["2", "Bob", "bob@y.org"]),
+            strings(&["3", "Cy", "not given"]),
+        ];
+        assert_eq!(email_column_by_content(&rows, 3), Some(2));
+        assert_eq!(email_column_by_content(&rows[..0], 3), None);
+    }
+}

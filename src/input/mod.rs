@@ -1,0 +1,461 @@
+//! Input stage: bytes → records → fields, with the list's shape detected and every malformed
+//! row kept (as a row with a problem) rather than dropped.
+
+pub mod detect;
+pub mod splitter;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use splitter::{RecordKind, RecordSplitter};
+
+/// Where the list comes from.
+#[derive(Debug, Clone)]
+pub enum InputSource {
+    File(PathBuf),
+    Stdin,
+}
+
+impl InputSource {
+    pub fn describe(&self) -> String {
+        match self {
+            InputSource::File(p) => p.display().to_string(),
+            InputSource::Stdin => "standard input".into(),
+        }
+    }
+}
+
+/// What the user told us about the list's shape; `None` means detect.
+#[derive(Debug, Clone, Default)]
+pub struct InputOptions {
+    /// Header name, or a 1-based column number.
+    pub column: Option<String>,
+    pub delimiter: Option<u8>,
+    pub no_header: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("cannot read the input: {0}")]
+    Read(#[from] io::Error),
+    #[error("no email column found (columns: {columns}); name it with --column NAME or --column N")]
+    NoEmailColumn { columns: String },
+    #[error("column {wanted:?} not found (columns: {columns}); check --column")]
+    ColumnNotFound { wanted: String, columns: String },
+    #[error("column {number} does not exist: the list has {width} columns; check --column")]
+    ColumnOutOfRange { number: usize, width: usize },
+}
+
+/// The detected (or given) shape of the list.
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    pub delimiter: u8,
+    pub has_header: bool,
+    /// Header cells as they were (or column_1…column_N for a headerless list).
+    pub header: Vec<Vec<u8>>,
+    pub email_column: usize,
+    /// Fields a row must have; rows with another count are unreadable.
+    pub width: usize,
+}
+
+/// Why a row cannot be taken at face value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowProblem {
+    FieldCount { found: usize, expected: usize },
+    UnterminatedQuote,
+    TooLong { bytes: u64 },
+}
+
+impl std::fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowProblem::FieldCount { found, expected } => {
+                write!(f, "row has {found} fields, the header has {expected}")
+            }
+            RowProblem::UnterminatedQuote => {
+                f.write_str("a quote opened on this line is never closed; the line is kept as read")
+            }
+            RowProblem::TooLong { bytes } => write!(
+                f,
+                "row is {bytes} bytes long (limit {} bytes); only its first {} bytes are kept",
+                splitter::MAX_RECORD_BYTES,
+                splitter::KEPT_PREFIX_BYTES
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RowSlot {
+    /// Index into `Chunk::ends` of this row's first field.
+    first_field: usize,
+    field_count: usize,
+    /// Physical line where the row starts (1-based), for messages.
+    pub line: u64,
+    pub problem: Option<RowProblem>,
+}
+
+/// A batch of rows. Field bytes live back to back in one buffer, so a million rows cost a few
+/// allocations per chunk rather than several per row.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    pub rows: Vec<RowSlot>,
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn field_bytes(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.data[start..self.ends[k]]
+    }
+
+    /// The fields of row `r`, exactly as parsed.
+    pub fn fields(&self, r: usize) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let slot = self.rows[r];
+        (slot.first_field..slot.first_field + slot.field_count).map(|k| self.field_bytes(k))
+    }
+
+    pub fn field(&self, r: usize, i: usize) -> Option<&[u8]> {
+        let slot = self.rows[r];
+        (i < slot.field_count).then(|| self.field_bytes(slot.first_field + i))
+    }
+
+    fn lossy_fields(&self, r: usize) -> Vec<String> {
+        self.fields(r)
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect()
+    }
+
+    /// Parse one record's bytes with csv-core (the csv crate's own parser) into this chunk.
+    fn push(&mut self, core: &mut csv_core::Reader, scratch: &mut Vec<usize>, bytes: &[u8], line: u64, problem: Option<RowProblem>) {
+        let base = self.data.len();
+        // Unquoting only ever shrinks a field, and there are at most len+1 fields.
+        self.data.resize(base + bytes.len() + 1, 0);
+        if scratch.len() < bytes.len() + 2 {
+            scratch.resize(bytes.len() + 2, 0);
+        }
+        let (mut input, mut out_at, mut nfields) = (bytes, 0usize, 0usize);
+        loop {
+            let (res, nin, nout, nend) =
+                core.read_record(input, &mut self.data[base + out_at..], &mut scratch[nfields..]);
+            // csv-core's ends count from the record's start across calls, like its output.
+            input = &input[nin..];
+            out_at += nout;
+            nfields += nend;
+            match res {
+                csv_core::ReadRecordResult::InputEmpty => {
+                    if input.is_empty() {
+                        // Unterminated last record: an empty read tells csv-core it is EOF.
+                        let (_, _, nout2, nend2) =
+                            core.read_record(&[], &mut self.data[base + out_at..], &mut scratch[nfields..]);
+                        out_at += nout2;
+                        nfields += nend2;
+                        core.reset();
+                        break;
+                    }
+                }
+                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => break,
+                csv_core::ReadRecordResult::OutputFull | csv_core::ReadRecordResult::OutputEndsFull => {
+                    // Cannot happen given the sizes above; grow and go on rather than trust that.
+                    self.data.resize(self.data.len() + bytes.len() + 16, 0);
+                    scratch.resize(scratch.len() + 16, 0);
+                }
+            }
+        }
+        if problem.is_some() {
+            core.reset();
+        }
+        self.data.truncate(base + out_at);
+        let first_field = self.ends.len();
+        self.ends.extend(scratch[..nfields].iter().map(|e| base + e));
+        self.rows.push(RowSlot {
+            first_field,
+            field_count: nfields,
+            line,
+            problem,
+        });
+    }
+}
+
+pub struct InputReader {
+    splitter: RecordSplitter<Box<dyn Read + Send>>,
+    core: csv_core::Reader,
+    scratch: Vec<usize>,
+    width: usize,
+    /// Rows read during detection, handed out first.
+    pending: Option<Chunk>,
+    /// Size of the input when known, for progress.
+    pub total_bytes: Option<u64>,
+}
+
+/// Rows sampled to detect the email column.
+const SAMPLE_ROWS: usize = 200;
+/// Bytes sampled to detect the delimiter.
+const SAMPLE_BYTES: usize = 64 * 1024;
+
+impl InputReader {
+    pub fn open(source: &InputSource, opts: &InputOptions) -> Result<(InputReader, Dialect), InputError> {
+        let (reader, total_bytes): (Box<dyn Read + Send>, Option<u64>) = match source {
+            InputSource::Stdin => (Box::new(io::stdin()), None),
+            InputSource::File(path) => {
+                let open_err = |source| InputError::Open {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let file = File::open(path).map_err(open_err)?;
+                let meta = file.metadata().map_err(open_err)?;
+                if meta.is_dir() {
+                    return Err(open_err(io::Error::other("it is a directory")));
+                }
+                (Box::new(file), Some(meta.len()))
+            }
+        };
+        let mut splitter = RecordSplitter::new(reader, b',');
+        splitter.skip_bom()?;
+        let delimiter = match opts.delimiter {
+            Some(d) => d,
+            None => detect::sniff_delimiter(splitter.peek(SAMPLE_BYTES)?),
+        };
+        splitter.set_delimiter(delimiter);
+        let mut input = InputReader {
+            splitter,
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            scratch: Vec::new(),
+            width: 0,
+            pending: None,
+            total_bytes,
+        };
+
+        let mut first = Chunk::default();
+        input.read_into(&mut first, 1)?;
+        if first.is_empty() {
+            let dialect = Dialect {
+                delimiter,
+                has_header: false,
+                header: Vec::new(),
+                email_column: 0,
+                width: 0,
+            };
+            return Ok((input, dialect));
+        }
+        let first_cells = first.lossy_fields(0);
+        let column_is_name = opts.column.as_deref().is_some_and(|c| c.parse::<usize>().is_err());
+        let has_header = !opts.no_header && (column_is_name || detect::looks_like_header(&first_cells));
+        input.width = first_cells.len();
+        let (header, mut sample) = if has_header {
+            let header: Vec<Vec<u8>> = first.fields(0).map(<[u8]>::to_vec).collect();
+            (header, Chunk::default())
+        } else {
+            let header = (1..=input.width).map(|i| format!("column_{i}").into_bytes()).collect();
+            (header, first)
+        };
+        let already = sample.len();
+        input.read_into(&mut sample, SAMPLE_ROWS.saturating_sub(already))?;
+        // The first row set the width before it was known whether it is data: mark it now.
+        input.mark_field_counts(&mut sample);
+
+        let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+        let email_column = choose_column(opts, has_header, &names, &sample)?;
+        input.pending = Some(sample);
+        let dialect = Dialect {
+            delimiter,
+            has_header,
+            header,
+            email_column,
+            width: input.width,
+        };
+        Ok((input, dialect))
+    }
+
+    fn mark_field_counts(&self, chunk: &mut Chunk) {
+        for slot in &mut chunk.rows {
+            if slot.problem.is_none() && slot.field_count != self.width {
+                slot.problem = Some(RowProblem::FieldCount {
+                    found: slot.field_count,
+                    expected: self.width,
+                });
+            }
+        }
+    }
+
+    /// Append up to `max_rows` records to `chunk`.
+    fn read_into(&mut self, chunk: &mut Chunk, max_rows: usize) -> Result<(), InputError> {
+        let mut n = 0;
+        while n < max_rows {
+            let Some((kind, line, bytes)) = self.splitter.next_record()? else {
+                break;
+            };
+            let problem = match kind {
+                RecordKind::Complete => None,
+                RecordKind::UnterminatedQuote => Some(RowProblem::UnterminatedQuote),
+                RecordKind::TooLong { bytes } => Some(RowProblem::TooLong { bytes }),
+            };
+            chunk.push(&mut self.core, &mut self.scratch, bytes, line, problem);
+            n += 1;
+        }
+        Ok(())
+    }
+
+    /// The next batch of at most `max_rows` rows (None at end of input).
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>, InputError> {
+        if let Some(p) = self.pending.take() {
+            if !p.is_empty() {
+                return Ok(Some(p));
+            }
+        }
+        let mut chunk = Chunk {
+            data: Vec::with_capacity(max_rows * 64),
+            ends: Vec::with_capacity(max_rows * 4),
+            rows: Vec::with_capacity(max_rows),
+        };
+        self.read_into(&mut chunk, max_rows)?;
+        self.mark_field_counts(&mut chunk);
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+
+    pub fn bytes_consumed(&self) -> u64 {
+        self.splitter.bytes_consumed()
+    }
+}
+
+fn choose_column(opts: &InputOptions, has_header: bool, names: &[String], sample: &Chunk) -> Result<usize, InputError> {
+    let width = names.len();
+    let columns = || names.join(", ");
+    if let Some(wanted) = &opts.column {
+        if has_header {
+            let w = wanted.trim();
+            if let Some(i) = names.iter().position(|n| n.trim() == w) {
+                return Ok(i);
+            }
+            if let Some(i) = names.iter().position(|n| n.trim().eq_ignore_ascii_case(w)) {
+                return Ok(i);
+            }
+        }
+        return match wanted.trim().parse::<usize>() {
+            Ok(n) if n >= 1 && n <= width => Ok(n - 1),
+            Ok(n) => Err(InputError::ColumnOutOfRange { number: n, width }),
+            Err(_) => Err(InputError::ColumnNotFound {
+                wanted: wanted.clone(),
+                columns: columns(),
+            }),
+        };
+    }
+    if width == 1 {
+        return Ok(0);
+    }
+    if has_header {
+        if let Some(i) = detect::email_header_index(names) {
+            return Ok(i);
+        }
+    }
+    let rows: Vec<Vec<String>> = (0..sample.len())
+        .filter(|&r| sample.rows[r].problem.is_none())
+        .map(|r| sample.lossy_fields(r))
+        .collect();
+    if rows.is_empty() && has_header {
+        return Ok(0); // a header-only list has nothing to verify; any column will do
+    }
+    detect::email_column_by_content(&rows, width).ok_or_else(|| InputError::NoEmailColumn { columns: columns() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn open_bytes(bytes: &[u8], opts: InputOptions) -> Result<(Dialect, Vec<(Vec<String>, Option<RowProblem>)>), InputError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        let (mut reader, dialect) = InputReader::open(&InputSource::File(f.path().into()), &opts)?;
+        let mut rows = Vec::new();
+        while let Some(chunk) = reader.next_chunk(3)? {
+            for r in 0..chunk.len() {
+                rows.push((chunk.lossy_fields(r), chunk.rows[r].problem));
+            }
+        }
+        Ok((dialect, rows))
+    }
+
+    #[test]
+    fn header_bom_crlf_and_quoted_newlines() {
+        let (d, rows) = open_bytes(
+            b"\xEF\xBB\xBFname,Email\r\n\"Smith,\r\n Ann\",ann@x.com\r\nBob,bob@y.org\r\n",
+            InputOptions::default(),
+        )
+        .unwrap();
+        assert!(d.has_header);
+        assert_eq!(d.header, vec![b"name".to_vec(), b"Email".to_vec()]);
+        assert_eq!(d.email_column, 1);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, vec!["Smith,\r\n Ann", "ann@x.com"]);
+        assert_eq!(rows[1].0, vec!["Bob", "bob@y.org"]);
+    }
+
+    #[test]
+    fn headerless_one_column_list() {
+        let (d, rows) = open_bytes(b"ann@x.com\nbob@y.org\n", InputOptions::default()).unwrap();
+        assert!(!d.has_header);
+        assert_eq!(d.header, vec![b"column_1".to_vec()]);
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn semicolons_and_content_detection() {
+        let (d, rows) = open_bytes(b"id;who;contact\n1;Ann;ann@x.com\n2;Bob;bob@y.org\n", InputOptions::default()).unwrap();
+        assert_eq!(d.delimiter, b';');
+        assert_eq!(d.email_column, 2);
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn broken_rows_are_kept_with_their_problem() {
+        let (_, rows) = open_bytes(
+            b"email,name\na@x.com,A\nb@x.com\n\"c@x.com,C\nd@x.com,D\n",
+            InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].1, None);
+        assert_eq!(rows[1].1, Some(RowProblem::FieldCount { found: 1, expected: 2 }));
+        assert_eq!(rows[2].1, Some(RowProblem::UnterminatedQuote));
+        assert_eq!(rows[2].0, vec!["c@x.com,C"]);
+        assert_eq!(rows[3], (vec!["d@x.com".into(), "D".into()], None));
+    }
+
+    #[test]
+    fn empty_and_header_only() {
+        let (d, rows) = open_bytes(b"", InputOptions::default()).unwrap();
+        assert_eq!((d.width, rows.len()), (0, 0));
+        let (d, rows) = open_bytes(b"id,name\n", InputOptions::default()).unwrap();
+        assert_eq!((d.width, rows.len()), (2, 0));
+    }
+
+    #[test]
+    fn column_option() {
+        let opts = |c: &str| InputOptions {
+            column: Some(c.into()),
+            ..Default::default()
+        };
+        let data = b"a,b\nx@y.com,z@w.com\n";
+        assert_eq!(open_bytes(data, opts("b")).unwrap().0.email_column, 1);
+        assert_eq!(open_bytes(data, opts("2")).unwrap().0.email_column, 1);
+        assert!(matches!(open_bytes(data, opts("3")), Err(InputError::ColumnOutOfRange { .. })));
+        assert!(matches!(open_bytes(data, opts("mail")), Err(InputError::ColumnNotFound { .. })));
+        assert!(matches!(
+            open_bytes(b"a,b\n1,2\n", InputOptions::default()),
+            Err(InputError::NoEmailColumn { .. })
+        ));
+    }
+}

@@ -1,0 +1,94 @@
+//! prebounce: tells a sender, before a send, which addresses of a list will bounce.
+//!
+//! The pipeline (see `pipeline`): CSV rows → syntax (rayon, pure) → verdict (pure) → forecast
+//! (pure) → the four lists and summary.json. DNS and SMTP stages plug in between syntax and
+//! verdict in later versions.
+
+pub mod forecast;
+pub mod input;
+pub mod output;
+mod pipeline;
+pub mod syntax;
+pub mod verdict;
+
+use std::path::PathBuf;
+
+pub use forecast::Priors;
+pub use output::summary::Summary;
+
+/// How far to verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Syntax,
+    Dns,
+    Smtp,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Syntax => "syntax",
+            Level::Dns => "dns",
+            Level::Smtp => "smtp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// Only when stderr is a terminal.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Everything one `verify` run needs.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub input: input::InputSource,
+    pub input_options: input::InputOptions,
+    pub out_dir: PathBuf,
+    pub force: bool,
+    pub level: Level,
+    pub syntax: syntax::SyntaxOptions,
+    /// Worker threads for the syntax stage (None: one per core).
+    pub threads: Option<usize>,
+    pub progress: ProgressMode,
+    pub priors: Priors,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Input(#[from] input::InputError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
+    #[error(
+        "--level {0} is not available in this version yet (only syntax checks are implemented); run with --level syntax"
+    )]
+    LevelUnavailable(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// 2 for what the user can fix by changing the command or the input, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Input(input::InputError::Read(_)) => 1,
+            Error::Input(_) | Error::LevelUnavailable(_) => 2,
+            Error::Output(output::OutputError::Exists(_) | output::OutputError::NotADirectory(_)) => 2,
+            Error::Output(_) | Error::Internal(_) => 1,
+        }
+    }
+}
+
+/// Run a verification and write its outputs; returns the summary that was written.
+pub fn verify(config: &VerifyConfig) -> Result<Summary, Error> {
+    if config.level != Level::Syntax {
+        return Err(Error::LevelUnavailable(config.level.as_str()));
+    }
+    pipeline::run(config)
+}

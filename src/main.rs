@@ -1,0 +1,167 @@
+//! Command line: argument parsing and exit codes only. Exit 0: the run completed; 2: usage or
+//! input error; 1: anything else.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use prebounce::input::{InputOptions, InputSource};
+use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
+
+#[derive(Parser)]
+#[command(name = "prebounce", version, about = "Tells you, before a send, which addresses of a list will bounce")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a CSV list and write valid / invalid / catch-all / unknown lists plus summary.json.
+    Verify(VerifyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LevelArg {
+    Syntax,
+    Dns,
+    Smtp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// A CSV file, or - for standard input.
+    input: String,
+    /// Output folder [default: <input-stem>.prebounce/ beside the input; ./prebounce-out/ for stdin].
+    #[arg(short, long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace the files of an existing output folder.
+    #[arg(long)]
+    force: bool,
+    /// The email column: a header name or a 1-based number [default: detected].
+    #[arg(short, long, value_name = "NAME|N")]
+    column: Option<String>,
+    /// Field delimiter: , ; | tab (or \t) or any single ASCII character [default: detected].
+    #[arg(long, value_name = "C", value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+    /// The first row is data, not a header.
+    #[arg(long)]
+    no_header: bool,
+    /// How far to verify.
+    #[arg(long, value_enum, default_value = "dns")]
+    level: LevelArg,
+    /// Accept .test .example .invalid .localhost … (RFC 2606/6761) as ordinary domains.
+    #[arg(long)]
+    allow_reserved_domains: bool,
+    /// Worker threads for the syntax checks [default: all cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Progress bars on stderr (auto: only on a terminal).
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+    /// Bounce-probability priors (TOML or JSON) overriding the built-in table.
+    #[arg(long, value_name = "FILE")]
+    priors: Option<PathBuf>,
+    /// No summary on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Also print summary.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" | "TAB" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => Ok(s.as_bytes()[0]),
+        _ => Err("expected one ASCII character such as , ; | or tab".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(args) => verify(args),
+    }
+}
+
+fn verify(args: VerifyArgs) -> ExitCode {
+    let priors = match &args.priors {
+        Some(path) => match Priors::from_file(path) {
+            Ok(p) => p,
+            Err(e) => return fail(2, &anyhow::Error::new(e)),
+        },
+        None => Priors::default(),
+    };
+    let input = if args.input == "-" {
+        InputSource::Stdin
+    } else {
+        InputSource::File(PathBuf::from(&args.input))
+    };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| prebounce::output::default_out_dir(&input));
+    let config = VerifyConfig {
+        input,
+        input_options: InputOptions {
+            column: args.column.clone(),
+            delimiter: args.delimiter,
+            no_header: args.no_header,
+        },
+        out_dir,
+        force: args.force,
+        level: match args.level {
+            LevelArg::Syntax => Level::Syntax,
+            LevelArg::Dns => Level::Dns,
+            LevelArg::Smtp => Level::Smtp,
+        },
+        syntax: prebounce::syntax::SyntaxOptions {
+            allow_reserved_domains: args.allow_reserved_domains,
+        },
+        threads: args.threads.map(usize::from),
+        progress: match args.progress {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Always => ProgressMode::Always,
+            ProgressArg::Never => ProgressMode::Never,
+        },
+        priors,
+    };
+    let summary = match prebounce::verify(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = e.exit_code();
+            return fail(code, &anyhow::Error::new(e));
+        }
+    };
+    if !args.quiet {
+        eprint!("{}", summary.human());
+    }
+    if args.json {
+        let printed = serde_json::to_string_pretty(&summary)
+            .context("cannot encode the summary")
+            .and_then(|json| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{json}").context("cannot write to standard output")
+            });
+        if let Err(e) = printed {
+            return fail(1, &e);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(code: u8, err: &anyhow::Error) -> ExitCode {
+    eprintln!("prebounce: error: {err:#}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,222 @@
+//! Output stage: the four lists and summary.json, written under temporary names and renamed
+//! only when the run completes, so a failed run never leaves files that look finished.
+
+pub mod summary;
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::input::InputSource;
+use crate::verdict::Status;
+
+/// Columns appended to every output row, in this order.
+pub const APPENDED_COLUMNS: [&str; 7] = [
+    "prebounce_status",
+    "prebounce_reason",
+    "prebounce_detail",
+    "prebounce_normalized",
+    "prebounce_suggestion",
+    "prebounce_flags",
+    "prebounce_bounce_p",
+];
+
+pub const SUMMARY_FILE: &str = "summary.json";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    #[error("output folder {0} already exists and is not empty; pass --force to replace its files, or choose another with --out")]
+    Exists(PathBuf),
+    #[error("output path {0} exists and is not a folder; choose another with --out")]
+    NotADirectory(PathBuf),
+    #[error("cannot write to {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// `<input-stem>.prebounce/` beside the input; `./prebounce-out/` for standard input.
+pub fn default_out_dir(input: &InputSource) -> PathBuf {
+    match input {
+        InputSource::Stdin => PathBuf::from("prebounce-out"),
+        InputSource::File(path) => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "input".into());
+            path.with_file_name(format!("{stem}.prebounce"))
+        }
+    }
+}
+
+pub fn list_file_name(status: Status) -> &'static str {
+    match status {
+        Status::Valid => "valid.csv",
+        Status::Invalid => "invalid.csv",
+        Status::CatchAll => "catch-all.csv",
+        Status::Unknown => "unknown.csv",
+    }
+}
+
+/// Create the output folder, refusing to mix a new run into an old one unless `force`.
+pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<(), OutputError> {
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => return Err(OutputError::NotADirectory(dir.to_owned())),
+        Ok(_) => {
+            let non_empty = fs::read_dir(dir).map_err(io_err(dir))?.next().is_some();
+            if non_empty && !force {
+                return Err(OutputError::Exists(dir.to_owned()));
+            }
+        }
+        Err(_) => fs::create_dir_all(dir).map_err(io_err(dir))?,
+    }
+    Ok(())
+}
+
+/// A file written under a hidden temporary name and renamed into place on `commit`; removed on
+/// drop if never committed.
+struct PendingFile {
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl PendingFile {
+    fn new(dir: &Path, name: &str) -> Self {
+        PendingFile {
+            temp: dir.join(format!(".{name}.partial")),
+            target: dir.join(name),
+            committed: false,
+        }
+    }
+    fn commit(&mut self) -> Result<(), OutputError> {
+        fs::rename(&self.temp, &self.target).map_err(io_err(&self.target))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The four CSV lists of one run.
+pub struct ListWriters {
+    dir: PathBuf,
+    writers: Vec<csv::Writer<BufWriter<File>>>,
+    files: Vec<PendingFile>,
+}
+
+impl ListWriters {
+    /// Open the four lists and write their header row (input header + appended columns).
+    pub fn create(dir: &Path, delimiter: u8, header: &[Vec<u8>]) -> Result<Self, OutputError> {
+        let mut writers = Vec::with_capacity(4);
+        let mut files = Vec::with_capacity(4);
+        for status in Status::ALL {
+            let pending = PendingFile::new(dir, list_file_name(status));
+            let file = File::create(&pending.temp).map_err(io_err(&pending.temp))?;
+            files.push(pending);
+            let mut w = csv::WriterBuilder::new()
+                .delimiter(delimiter)
+                .flexible(true)
+                .from_writer(BufWriter::with_capacity(256 * 1024, file));
+            let names = header
+                .iter()
+                .map(Vec::as_slice)
+                .chain(APPENDED_COLUMNS.iter().map(|c| c.as_bytes()));
+            w.write_record(names).map_err(|e| csv_err(&files[files.len() - 1].temp, e))?;
+            writers.push(w);
+        }
+        Ok(ListWriters {
+            dir: dir.to_owned(),
+            writers,
+            files,
+        })
+    }
+
+    /// Append one row to the list of `status`.
+    pub fn write<'a>(&mut self, status: Status, fields: impl IntoIterator<Item = &'a [u8]>) -> Result<(), OutputError> {
+        let i = status.index();
+        self.writers[i]
+            .write_record(fields)
+            .map_err(|e| csv_err(&self.files[i].temp, e))
+    }
+
+    /// Flush everything, write summary.json, then rename all files into place.
+    pub fn commit(mut self, summary_json: &[u8]) -> Result<(), OutputError> {
+        for (w, f) in self.writers.drain(..).zip(&self.files) {
+            let inner = w.into_inner().map_err(|e| OutputError::Io {
+                path: f.temp.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            let file = inner.into_inner().map_err(|e| OutputError::Io {
+                path: f.temp.clone(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(io_err(&f.temp))?;
+        }
+        let mut summary = PendingFile::new(&self.dir, SUMMARY_FILE);
+        let mut file = File::create(&summary.temp).map_err(io_err(&summary.temp))?;
+        file.write_all(summary_json).map_err(io_err(&summary.temp))?;
+        file.sync_all().map_err(io_err(&summary.temp))?;
+        // summary.json marks a finished run: remove the old one first, put the new one in last.
+        let _ = fs::remove_file(&summary.target);
+        for f in &mut self.files {
+            f.commit()?;
+        }
+        summary.commit()
+    }
+}
+
+fn csv_err(path: &Path, e: csv::Error) -> OutputError {
+    OutputError::Io {
+        path: path.to_owned(),
+        source: match e.into_kind() {
+            csv::ErrorKind::Io(io) => io,
+            other => io::Error::other(format!("{other:?}")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dirs() {
+        assert_eq!(
+            default_out_dir(&InputSource::File("/data/leads.csv".into())),
+            PathBuf::from("/data/leads.prebounce")
+        );
+        assert_eq!(default_out_dir(&InputSource::Stdin), PathBuf::from("prebounce-out"));
+    }
+
+    #[test]
+    fn uncommitted_files_disappear() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut w = ListWriters::create(dir.path(), b',', &[b"email".to_vec()]).unwrap();
+            w.write(Status::Valid, [&b"a@b.com"[..]]).unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_a_used_folder_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_out_dir(dir.path(), false).unwrap();
+        fs::write(dir.path().join("x"), "").unwrap();
+        assert!(matches!(prepare_out_dir(dir.path(), false), Err(OutputError::Exists(_))));
+        prepare_out_dir(dir.path(), true).unwrap();
+    }
+}

@@ -1,0 +1,365 @@
+//! Syntax stage: is this string a deliverable-looking mailbox address?
+//!
+//! Pure and allocation-light so it can run on every row in parallel. The rules are stricter than
+//! RFC 5322 on purpose: we judge whether a real mail system will accept the address as a
+//! recipient, not whether a parser could read it. The policy differences from public corpora are
+//! listed in `tests/data/POLICY.md`.
+
+mod domain;
+pub mod lists;
+mod local;
+mod typo;
+
+use std::cell::RefCell;
+use std::fmt;
+
+use ahash::AHashMap;
+
+pub use domain::{DomainError, DomainFacts, analyse_domain};
+pub use local::LocalError;
+pub use typo::suggest_domain;
+
+/// RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the angle brackets.
+pub const MAX_ADDRESS_OCTETS: usize = 254;
+/// RFC 5321 §4.5.3.1.1.
+pub const MAX_LOCAL_OCTETS: usize = 64;
+
+/// Knobs the user controls that change what the syntax stage accepts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyntaxOptions {
+    /// Treat .test, .example, .invalid, .localhost … as ordinary domains (labs, staging).
+    pub allow_reserved_domains: bool,
+}
+
+/// Row flags. A small bit set so a row carries them without allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u8);
+
+impl Flags {
+    pub const ROLE: Flags = Flags(1);
+    pub const DISPOSABLE: Flags = Flags(2);
+    pub const FREE: Flags = Flags(4);
+    pub const DUPLICATE: Flags = Flags(8);
+    pub const SMTPUTF8: Flags = Flags(16);
+
+    /// Every flag with its stable name, in output order.
+    pub const ALL: [(Flags, &'static str); 5] = [
+        (Flags::ROLE, "role"),
+        (Flags::DISPOSABLE, "disposable"),
+        (Flags::FREE, "free"),
+        (Flags::DUPLICATE, "duplicate"),
+        (Flags::SMTPUTF8, "smtputf8"),
+    ];
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Flags::ALL
+            .into_iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| n)
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.names().enumerate() {
+            if i > 0 {
+                f.write_str(";")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// A syntactically deliverable address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// The local part as the user wrote it (case kept: some servers are case-sensitive).
+    pub local: String,
+    /// Lower-case ASCII (A-label) domain: what DNS and SMTP see.
+    pub domain_ascii: String,
+    /// Lower-case Unicode (U-label) domain: what a person reads.
+    pub domain_unicode: String,
+    pub flags: Flags,
+    /// A likely intended domain when this one looks like a typo of a common provider.
+    pub suggestion: Option<String>,
+}
+
+impl Address {
+    /// What goes in `prebounce_normalized`: local part as written, domain in lower-case Unicode.
+    pub fn normalized(&self) -> String {
+        format!("{}@{}", self.local, self.domain_unicode)
+    }
+
+    /// Identity for duplicate detection: local parts are compared case-insensitively, because
+    /// practically every mail system treats them so and a list holding both is a duplicate.
+    pub fn dedup_key(&self) -> String {
+        let mut key = self.local.to_lowercase();
+        key.push('@');
+        key.push_str(&self.domain_ascii);
+        key
+    }
+}
+
+/// Why an address is not deliverable as written. The Display text is the row's
+/// `prebounce_detail`, so it says what is wrong in words a list owner understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyntaxError {
+    #[error("the email cell is empty")]
+    Empty,
+    #[error("no @ sign")]
+    NoAtSign,
+    #[error("{0}")]
+    Local(#[from] LocalError),
+    #[error("{0}")]
+    Domain(#[from] DomainError),
+    #[error("address is {0} octets long; the limit is 254")]
+    TooLong(usize),
+    #[error("a display name or text around the address (\"Name <addr>\") is not an address")]
+    DisplayText,
+    #[error("contains whitespace or a control character")]
+    Whitespace,
+    #[error("rejected by the RFC 5322 parser: {0}")]
+    Parser(String),
+}
+
+impl SyntaxError {
+    /// Whether the address is well formed but points at a reserved (never-deliverable) domain.
+    pub fn is_reserved_domain(&self) -> bool {
+        matches!(self, SyntaxError::Domain(DomainError::Reserved(_)))
+    }
+}
+
+/// Strip what people paste around addresses: blanks, `mailto:`, one pair of angle brackets.
+pub fn normalize_input(raw: &str) -> &str {
+    let mut s = raw.trim();
+    if s.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("mailto:")) {
+        s = s[7..].trim_start();
+    }
+    if let Some(inner) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
+        s = inner.trim();
+    }
+    s
+}
+
+/// Check one raw cell. Domain analysis (IDNA, lists, typo distance) is memoised per thread,
+/// because lists repeat the same few thousand domains millions of times.
+pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
+    let s = normalize_input(raw);
+    if s.is_empty() {
+        return Err(SyntaxError::Empty);
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // "John <j@x.com>" is the common case; name it rather than blaming the space.
+        if s.contains('<') && s.ends_with('>') {
+            return Err(SyntaxError::DisplayText);
+        }
+        return Err(SyntaxError::Whitespace);
+    }
+    let Some(at) = s.rfind('@') else {
+        return Err(SyntaxError::NoAtSign);
+    };
+    let (local, domain) = (&s[..at], &s[at + 1..]);
+    local::check_local(local)?;
+    let facts = DOMAIN_MEMO.with(|memo| memo.borrow_mut().get(domain, opts))?;
+    let octets = local.len() + 1 + facts.ascii.len();
+    if octets > MAX_ADDRESS_OCTETS {
+        return Err(SyntaxError::TooLong(octets));
+    }
+    backstop(local, &facts.ascii)?;
+
+    let mut flags = facts.flags;
+    if !local.is_ascii() {
+        flags.insert(Flags::SMTPUTF8);
+    }
+    if lists::is_role(local) {
+        flags.insert(Flags::ROLE);
+    }
+    Ok(Address {
+        local: local.to_owned(),
+        domain_ascii: facts.ascii.clone(),
+        domain_unicode: facts.unicode.clone(),
+        flags,
+        suggestion: facts.suggestion.clone(),
+    })
+}
+
+/// A second opinion from the email_address crate (RFC 5322 grammar), so a gap in our own rules
+/// cannot let a malformed address through. It never accepts what we reject, only the reverse.
+fn backstop(local: &str, domain_ascii: &str) -> Result<(), SyntaxError> {
+    let addr = format!("{local}@{domain_ascii}");
+    let options = email_address::Options::default()
+        .without_domain_literal()
+        .with_required_tld()
+        .without_display_text();
+    email_address::EmailAddress::parse_with_options(&addr, options)
+        .map(|_| ())
+        .map_err(|e| SyntaxError::Parser(e.to_string()))
+}
+
+/// Per-thread memo of domain analysis. Bounded: when full it is simply cleared, which costs a
+/// few recomputations and keeps memory flat on lists with millions of distinct domains.
+struct DomainMemo {
+    map: AHashMap<Box<str>, Result<DomainFacts, DomainError>>,
+    opts_reserved: bool,
+}
+
+const DOMAIN_MEMO_CAPACITY: usize = 50_000;
+
+impl DomainMemo {
+    fn get(&mut self, domain: &str, opts: SyntaxOptions) -> Result<DomainFacts, DomainError> {
+        if self.opts_reserved != opts.allow_reserved_domains {
+            self.map.clear();
+            self.opts_reserved = opts.allow_reserved_domains;
+        }
+        if let Some(hit) = self.map.get(domain) {
+            return hit.clone();
+        }
+        let result = analyse_domain(domain, opts);
+        if self.map.len() >= DOMAIN_MEMO_CAPACITY {
+            self.map.clear();
+        }
+        self.map.insert(domain.into(), result.clone());
+        result
+    }
+}
+
+thread_local! {
+    static DOMAIN_MEMO: RefCell<DomainMemo> = RefCell::new(DomainMemo {
+        map: AHashMap::new(),
+        opts_reserved: false,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Address {
+        check(s, SyntaxOptions::default()).unwrap_or_else(|e| panic!("{s:?} rejected: {e}"))
+    }
+    fn err(s: &str) -> SyntaxError {
+        match check(s, SyntaxOptions::default()) {
+            Ok(a) => panic!("{s:?} accepted as {a:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn accepts_ordinary_addresses() {
+        for s in [
+            "john.smith@gmail.com",
+            "a@b.co",
+            "user+tag@sub.example-mail.com",
+            "!#$%&'*+-/=?^_`{|}~@example-mail.org.uk",
+            "jeff@臺網中心.tw",
+            "o'brien@company.ie",
+        ] {
+            ok(s);
+        }
+    }
+
+    #[test]
+    fn normalizes_wrapping_and_case() {
+        let a = ok("  mailto:John.Smith@GMAIL.Com ");
+        assert_eq!(a.local, "John.Smith");
+        assert_eq!(a.domain_ascii, "gmail.com");
+        assert_eq!(a.normalized(), "John.Smith@gmail.com");
+        assert_eq!(a.dedup_key(), "john.smith@gmail.com");
+        assert_eq!(ok("<x@acme.net>").normalized(), "x@acme.net");
+        assert_eq!(ok("MAILTO:<x@acme.net>").normalized(), "x@acme.net");
+    }
+
+    #[test]
+    fn idn_domains_convert_both_ways() {
+        let a = ok("info@Bücher.de");
+        assert_eq!(a.domain_ascii, "xn--bcher-kva.de");
+        assert_eq!(a.domain_unicode, "bücher.de");
+        let b = ok("info@xn--bcher-kva.de");
+        assert_eq!(b.domain_unicode, "bücher.de");
+    }
+
+    #[test]
+    fn non_ascii_local_part_is_valid_but_flagged() {
+        let a = ok("θσερ@acme.gr");
+        assert!(a.flags.contains(Flags::SMTPUTF8));
+        assert!(!ok("ascii@acme.gr").flags.contains(Flags::SMTPUTF8));
+    }
+
+    #[test]
+    fn rejects_with_specific_details() {
+        assert_eq!(err(""), SyntaxError::Empty);
+        assert_eq!(err("   "), SyntaxError::Empty);
+        assert_eq!(err("john.gmail.com"), SyntaxError::NoAtSign);
+        assert_eq!(err("John Smith <john@gmail.com>"), SyntaxError::DisplayText);
+        assert_eq!(err("jo hn@gmail.com"), SyntaxError::Whitespace);
+        assert!(matches!(err("\"quoted\"@acme.com"), SyntaxError::Local(LocalError::Quoted)));
+        assert!(matches!(err("me@[127.0.0.1]"), SyntaxError::Domain(DomainError::Literal)));
+        assert!(matches!(err("me@localhost"), SyntaxError::Domain(DomainError::SingleLabel)));
+        assert!(matches!(err("me@acme.123"), SyntaxError::Domain(DomainError::BadTld(_))));
+        assert!(matches!(err("a..b@acme.com"), SyntaxError::Local(LocalError::Dots)));
+        assert!(matches!(err("a@exa_mple.com"), SyntaxError::Domain(DomainError::Char(..))));
+        assert!(matches!(err("a@-example.com"), SyntaxError::Domain(DomainError::Hyphen(_))));
+        assert!(matches!(err("a@acme.com."), SyntaxError::Domain(DomainError::TrailingDot)));
+        assert!(matches!(err("a@b@acme.com"), SyntaxError::Local(LocalError::Char('@'))));
+    }
+
+    #[test]
+    fn length_limits_are_octets() {
+        let local64 = "a".repeat(64);
+        ok(&format!("{local64}@acme.com"));
+        assert!(matches!(
+            err(&format!("{}@acme.com", "a".repeat(65))),
+            SyntaxError::Local(LocalError::TooLong(65))
+        ));
+        // 22 two-octet characters = 44 octets fits, 33 = 66 octets does not.
+        ok(&format!("{}@acme.com", "é".repeat(22)));
+        assert!(matches!(
+            err(&format!("{}@acme.com", "é".repeat(33))),
+            SyntaxError::Local(LocalError::TooLong(66))
+        ));
+        let label = "d".repeat(63);
+        let long = format!("{local64}@{label}.{label}.{label}.com");
+        assert!(matches!(err(&long), SyntaxError::TooLong(_)));
+    }
+
+    #[test]
+    fn reserved_domains_depend_on_the_option() {
+        assert!(err("a@example.com").is_reserved_domain());
+        assert!(err("a@foo.test").is_reserved_domain());
+        assert!(err("a@host.localhost").is_reserved_domain());
+        assert!(err("a@x.invalid").is_reserved_domain());
+        let allow = SyntaxOptions { allow_reserved_domains: true };
+        assert!(check("a@foo.test", allow).is_ok());
+        assert!(check("a@example.com", allow).is_ok());
+        // Memo must not leak a verdict across option changes.
+        assert!(err("a@foo.test").is_reserved_domain());
+    }
+
+    #[test]
+    fn flags_role_free_disposable() {
+        let a = ok("Info@gmail.com");
+        assert!(a.flags.contains(Flags::ROLE) && a.flags.contains(Flags::FREE));
+        assert!(ok("x@mailinator.com").flags.contains(Flags::DISPOSABLE));
+        assert!(ok("x@sub.mailinator.com").flags.contains(Flags::DISPOSABLE));
+        assert!(ok("x@acme-widgets.com").flags.is_empty());
+        assert_eq!(a.flags.to_string(), "role;free");
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for s in ["@", "@@", "a@", "@b", "a@.", ".@.", "<>", "mailto:", "a@b.c\u{0}", "\u{feff}a@b.com", "a@\u{200b}.com", "ä@ö.ü"] {
+            let _ = check(s, SyntaxOptions::default());
+        }
+    }
+}
