@@ -159,6 +159,10 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
     if s.is_empty() {
         return Err(SyntaxError::Empty);
     }
+    if s.starts_with('"') {
+        // Name the real problem: a quoted local part may hold spaces legitimately.
+        return Err(LocalError::Quoted.into());
+    }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         // "John <j@x.com>" is the common case; name it rather than blaming the space.
         if s.contains('<') && s.ends_with('>') {

@@ -1,0 +1,85 @@
+//! Helpers shared by the end-to-end tests: run the real binary, read its outputs back.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const LISTS: [&str; 4] = ["valid.csv", "invalid.csv", "catch-all.csv", "unknown.csv"];
+pub const APPENDED: usize = 7;
+
+pub fn prebounce() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_prebounce"))
+}
+
+/// Run `prebounce` with `args`, feeding `stdin`.
+pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = prebounce()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn prebounce");
+    let mut pipe = child.stdin.take().expect("stdin");
+    // Ignore a broken pipe: the binary may fail before reading everything, which is what some
+    // tests check.
+    let _ = pipe.write_all(stdin);
+    drop(pipe);
+    child.wait_with_output().expect("wait for prebounce")
+}
+
+/// Verify `input` (written to a file in a new temp dir) at level syntax with extra `args`.
+pub fn verify_bytes(input: &[u8], args: &[&str]) -> (tempfile::TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("list.csv");
+    std::fs::write(&path, input).unwrap();
+    let out = dir.path().join("out");
+    let mut all = vec!["verify", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--level", "syntax"];
+    all.extend_from_slice(args);
+    let output = run(&all, b"");
+    (dir, out, output)
+}
+
+pub fn read_records(path: &Path, delimiter: u8) -> Vec<Vec<Vec<u8>>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    r.byte_records()
+        .map(|rec| rec.unwrap().iter().map(<[u8]>::to_vec).collect())
+        .collect()
+}
+
+/// Data rows of one list (header dropped).
+pub fn list_rows(out: &Path, list: &str) -> Vec<Vec<Vec<u8>>> {
+    let mut rows = read_records(&out.join(list), b',');
+    assert!(!rows.is_empty(), "{list} has no header row");
+    rows.remove(0);
+    rows
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Column `name` of each data row of `list`.
+pub fn column(out: &Path, list: &str, name: &str) -> Vec<String> {
+    let rows = read_records(&out.join(list), b',');
+    let idx = rows[0]
+        .iter()
+        .position(|h| h == name.as_bytes())
+        .unwrap_or_else(|| panic!("no column {name} in {list}"));
+    rows[1..].iter().map(|r| text(&r[idx])).collect()
+}
+
+pub fn summary(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
