@@ -153,6 +153,41 @@ impl Priors {
     }
 }
 
+/// [`Priors`] resolved into arrays once per run: the per-row lookup is an index, not a string
+/// map search.
+#[derive(Debug, Clone)]
+pub struct PriorTable {
+    by_reason: [f64; Reason::ALL.len()],
+    floors: Vec<(Flags, f64)>,
+}
+
+impl PriorTable {
+    pub fn new(priors: &Priors) -> Self {
+        let mut by_reason = [1.0; Reason::ALL.len()];
+        for r in Reason::ALL {
+            by_reason[r.index()] = priors.bounce_p(r.status(), r, Flags::default());
+        }
+        let floors = Flags::ALL
+            .iter()
+            .filter_map(|(f, name)| priors.flags.get(*name).map(|p| (*f, *p)))
+            .collect();
+        PriorTable { by_reason, floors }
+    }
+
+    /// Same answer as [`Priors::bounce_p`] for the reason's own status.
+    pub fn bounce_p(&self, reason: Reason, flags: Flags) -> f64 {
+        let mut p = self.by_reason[reason.index()];
+        if reason.status() != Status::Invalid && !flags.is_empty() {
+            for (f, floor) in &self.floors {
+                if flags.contains(*f) {
+                    p = p.max(*floor);
+                }
+            }
+        }
+        p
+    }
+}
+
 /// Sender-reputation bands for a predicted hard-bounce rate (mailbox providers start throttling
 /// around 2 %).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -202,6 +237,10 @@ impl Mean {
     fn add(&mut self, p: f64) {
         self.sum += p;
         self.n += 1;
+    }
+    fn merge(&mut self, other: Mean) {
+        self.sum += other.sum;
+        self.n += other.n;
     }
     fn value(self) -> f64 {
         if self.n == 0 { 0.0 } else { self.sum / self.n as f64 }
@@ -253,6 +292,12 @@ impl Forecast {
         }
     }
 
+    pub fn merge(&mut self, other: &Forecast) {
+        self.all.merge(other.all);
+        self.valid_only.merge(other.valid_only);
+        self.valid_and_catch_all.merge(other.valid_and_catch_all);
+    }
+
     pub fn result(&self) -> PredictedBounceRate {
         let all = self.all.value();
         PredictedBounceRate {
@@ -293,6 +338,19 @@ mod tests {
         assert_eq!(p.bounce_p(Status::Valid, Reason::SyntaxOk, Flags::DISPOSABLE), 0.30);
         // A flag floor never lowers a probability.
         assert_eq!(p.bounce_p(Status::Invalid, Reason::Syntax, Flags::DISPOSABLE), 1.0);
+    }
+
+    #[test]
+    fn the_table_agrees_with_the_priors() {
+        let mut priors = Priors::default();
+        priors.flags.insert("role".into(), 0.5);
+        let table = PriorTable::new(&priors);
+        let flag_sets = [Flags::default(), Flags::DISPOSABLE, Flags::ROLE, Flags::FREE];
+        for r in Reason::ALL {
+            for f in flag_sets {
+                assert_eq!(table.bounce_p(r, f), priors.bounce_p(r.status(), r, f), "{r} {f}");
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Wires the stages: a reader thread cuts the input into chunks, the syntax stage checks each
-//! chunk's rows in parallel on rayon, and this thread deduplicates, counts and writes in input
-//! order. Bounded channels between them keep memory flat whatever the input size.
+//! Wires the stages. A reader thread cuts the input into chunks; a stage thread checks each
+//! chunk's rows in parallel on rayon, marks repeats in input order, and serialises the output rows
+//! in parallel; this thread only appends the bytes to the four lists. Bounded channels between
+//! the threads keep memory flat whatever the input size.
 
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,25 +15,27 @@ use crossbeam_channel::bounded;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::forecast::Forecast;
+use crate::forecast::{Forecast, PriorTable};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
-use crate::output::summary::{InputShape, StatusCounts, Summary};
-use crate::output::{ListWriters, prepare_out_dir};
-use crate::syntax::{self, Flags, SyntaxOptions};
-use crate::verdict::{self, Evidence, Status, Unreadable};
+use crate::output::summary::{InputShape, StatusCounts, Summary, thousands};
+use crate::output::{ListWriters, prepare_out_dir, push_field};
+use crate::syntax::{self, Address, Flags, SyntaxOptions};
+use crate::verdict::{self, Evidence, Reason, Status, Unreadable};
 use crate::{Error, ProgressMode, VerifyConfig};
 
 /// Rows per chunk: large enough to amortise channel and rayon overhead, small enough that the
 /// chunks in flight stay a few MB.
-const CHUNK_ROWS: usize = 4096;
+const CHUNK_ROWS: usize = 8192;
+/// Rows serialised by one rayon task.
+const SERIALIZE_BATCH: usize = 1024;
 /// Chunks in flight between two stages.
 const CHANNEL_DEPTH: usize = 4;
 
-/// One row, decided: everything the writer needs besides the original fields.
+/// One row, decided: everything the output needs besides the original fields.
 struct RowResult {
     status: Status,
-    reason: verdict::Reason,
-    detail: String,
+    reason: Reason,
+    detail: std::borrow::Cow<'static, str>,
     normalized: String,
     suggestion: Option<String>,
     flags: Flags,
@@ -41,10 +44,27 @@ struct RowResult {
     dedup_hash: Option<u64>,
 }
 
-/// Hash of the dedup key with fixed seeds: 64 bits keep the duplicate set at ~16 bytes an
-/// address; a false "duplicate" needs a collision (≈ n²/2⁶⁵, 3·10⁻⁸ at a million addresses).
-fn dedup_hash(key: &str) -> u64 {
-    ahash::RandomState::with_seeds(0x5eed, 0xb0b, 0xdead, 0xbeef).hash_one(key)
+const DEDUP_SEEDS: (u64, u64, u64, u64) = (0x5eed, 0xb0b, 0xdead, 0xbeef);
+
+/// Hash of the address's identity (local part case-folded) with fixed seeds, built without
+/// allocating. 64 bits keep the duplicate set at ~16 bytes an address; a false "duplicate" needs
+/// a collision (≈ n²/2⁶⁵: 3·10⁻⁸ at a million addresses).
+fn dedup_hash(addr: &Address) -> u64 {
+    let (a, b, c, d) = DEDUP_SEEDS;
+    let mut h = ahash::RandomState::with_seeds(a, b, c, d).build_hasher();
+    if addr.local.is_ascii() {
+        let mut buf = [0u8; 64];
+        let local = addr.local.as_bytes();
+        for (dst, src) in buf.iter_mut().zip(local) {
+            *dst = src.to_ascii_lowercase();
+        }
+        h.write(&buf[..local.len().min(64)]);
+    } else {
+        h.write(addr.local.to_lowercase().as_bytes());
+    }
+    h.write_u8(b'@');
+    h.write(addr.domain_ascii.as_bytes());
+    h.finish()
 }
 
 /// The set stores hashes already: don't hash them again.
@@ -80,17 +100,17 @@ fn gather_evidence(chunk: &Chunk, r: usize, dialect: &Dialect, opts: SyntaxOptio
     }
 }
 
-fn decide_row(evidence: Evidence, config: &VerifyConfig) -> RowResult {
+fn decide_row(evidence: Evidence, priors: &PriorTable) -> RowResult {
     let v = verdict::decide(&evidence);
     let (normalized, suggestion, flags, dedup) = match evidence {
         Evidence::Syntax(Ok(addr)) => {
-            let key = dedup_hash(&addr.dedup_key());
+            let key = dedup_hash(&addr);
             (addr.normalized(), addr.suggestion, addr.flags, Some(key))
         }
         _ => (String::new(), None, Flags::default(), None),
     };
     RowResult {
-        bounce_p: config.priors.bounce_p(v.status, v.reason, flags),
+        bounce_p: priors.bounce_p(v.reason, flags),
         status: v.status,
         reason: v.reason,
         detail: v.detail,
@@ -101,15 +121,7 @@ fn decide_row(evidence: Evidence, config: &VerifyConfig) -> RowResult {
     }
 }
 
-fn analyse_chunk(chunk: &Chunk, dialect: &Dialect, config: &VerifyConfig) -> Vec<RowResult> {
-    (0..chunk.len())
-        .into_par_iter()
-        .with_min_len(256)
-        .map(|r| decide_row(gather_evidence(chunk, r, dialect, config.syntax), config))
-        .collect()
-}
-
-/// Running totals over the written rows.
+/// Running totals; per batch in parallel, merged in order.
 #[derive(Default)]
 struct Tally {
     rows: u64,
@@ -117,66 +129,70 @@ struct Tally {
     duplicates: u64,
     suggestions: u64,
     status: StatusCounts,
+    reasons: [u64; Reason::ALL.len()],
     flags: [u64; Flags::ALL.len()],
     forecast: Forecast,
 }
 
-/// Writes rows in input order and keeps the tallies.
-struct RowWriter<'a> {
-    lists: ListWriters,
-    dialect: &'a Dialect,
-    seen: SeenSet,
-    tally: Tally,
-    reason_counts: [u64; verdict::Reason::ALL.len()],
-    // Reused formatting buffers: no allocation per row.
-    detail: String,
-    flags_text: String,
-    p_text: String,
-}
-
-impl RowWriter<'_> {
-    fn write_chunk(&mut self, chunk: &Chunk, results: Vec<RowResult>) -> Result<(), Error> {
-        for (r, mut res) in results.into_iter().enumerate() {
-            if let Some(h) = res.dedup_hash {
-                if self.seen.insert(h) {
-                    self.tally.unique += 1;
-                } else {
-                    res.flags.insert(Flags::DUPLICATE);
-                    self.tally.duplicates += 1;
-                }
-            }
-            self.count(&res);
-            self.write_row(chunk, r, &res)?;
-        }
-        Ok(())
-    }
-
+impl Tally {
     fn count(&mut self, res: &RowResult) {
-        let t = &mut self.tally;
-        t.rows += 1;
-        t.status.add(res.status);
-        let ri = verdict::Reason::ALL
-            .iter()
-            .position(|r| *r == res.reason)
-            .unwrap_or(0);
-        self.reason_counts[ri] += 1;
+        self.rows += 1;
+        self.status.add(res.status);
+        self.reasons[res.reason.index()] += 1;
         for (i, (flag, _)) in Flags::ALL.iter().enumerate() {
             if res.flags.contains(*flag) {
-                t.flags[i] += 1;
+                self.flags[i] += 1;
+            }
+        }
+        if res.dedup_hash.is_some() {
+            if res.flags.contains(Flags::DUPLICATE) {
+                self.duplicates += 1;
+            } else {
+                self.unique += 1;
             }
         }
         if res.suggestion.is_some() {
-            t.suggestions += 1;
+            self.suggestions += 1;
         }
-        t.forecast.add(res.status, res.reason, res.flags, res.bounce_p);
+        self.forecast.add(res.status, res.reason, res.flags, res.bounce_p);
     }
 
-    fn write_row(&mut self, chunk: &Chunk, r: usize, res: &RowResult) -> Result<(), Error> {
-        let width = self.dialect.width;
-        let fields = chunk.fields(r);
-        let found = fields.len();
-        self.detail.clear();
-        self.detail.push_str(&res.detail);
+    fn merge(&mut self, o: &Tally) {
+        self.rows += o.rows;
+        self.unique += o.unique;
+        self.duplicates += o.duplicates;
+        self.suggestions += o.suggestions;
+        self.status.merge(&o.status);
+        for (a, b) in self.reasons.iter_mut().zip(o.reasons) {
+            *a += b;
+        }
+        for (a, b) in self.flags.iter_mut().zip(o.flags) {
+            *a += b;
+        }
+        self.forecast.merge(&o.forecast);
+    }
+}
+
+/// Output rows of one batch, one buffer per list, plus the batch's tallies.
+struct Serialized {
+    lists: [Vec<u8>; 4],
+    tally: Tally,
+}
+
+/// Format rows `first..first+results.len()` of `chunk`: original cells as parsed (padded when
+/// short, extras moved into the detail) followed by the prebounce columns.
+fn serialize_batch(chunk: &Chunk, first: usize, results: &[RowResult], dialect: &Dialect) -> Serialized {
+    let (width, delim) = (dialect.width, dialect.delimiter);
+    let mut lists: [Vec<u8>; 4] = Default::default();
+    let mut tally = Tally::default();
+    let (mut detail, mut flags_text) = (String::new(), String::new());
+    let mut p_cache: Option<(u64, String)> = None;
+    for (i, res) in results.iter().enumerate() {
+        let r = first + i;
+        tally.count(res);
+        let found = chunk.fields(r).len();
+        detail.clear();
+        detail.push_str(&res.detail);
         if found > width {
             // Keep the extra cells' bytes in the detail rather than shifting the columns.
             let extra: Vec<String> = chunk
@@ -184,29 +200,73 @@ impl RowWriter<'_> {
                 .skip(width)
                 .map(|f| String::from_utf8_lossy(f).into_owned())
                 .collect();
-            let _ = write!(self.detail, "; cells beyond column {width}: {}", extra.join(" | "));
+            let _ = write!(detail, "; cells beyond column {width}: {}", extra.join(" | "));
         }
-        self.flags_text.clear();
-        let _ = write!(self.flags_text, "{}", res.flags);
-        self.p_text.clear();
-        let _ = write!(self.p_text, "{:.4}", res.bounce_p);
-        let padding = width.saturating_sub(found);
-        let original = chunk.fields(r).take(width);
+        flags_text.clear();
+        let _ = write!(flags_text, "{}", res.flags);
+        // Probabilities repeat across rows: format each distinct one once.
+        let bits = res.bounce_p.to_bits();
+        if p_cache.as_ref().is_none_or(|(b, _)| *b != bits) {
+            p_cache = Some((bits, format!("{:.4}", res.bounce_p)));
+        }
+        let p_text = p_cache.as_ref().map_or("", |(_, t)| t.as_str());
+
+        let out = &mut lists[res.status.index()];
+        match chunk.raw(r) {
+            // A quote-free row of the right width is already its own CSV encoding.
+            Some(raw) if found == width => out.extend_from_slice(raw),
+            _ => {
+                let padding = std::iter::repeat_n(&b""[..], width.saturating_sub(found));
+                for (k, cell) in chunk.fields(r).take(width).chain(padding).enumerate() {
+                    if k > 0 {
+                        out.push(delim);
+                    }
+                    push_field(out, cell, delim);
+                }
+            }
+        }
         let appended: [&[u8]; 7] = [
             res.status.as_str().as_bytes(),
             res.reason.as_str().as_bytes(),
-            self.detail.as_bytes(),
+            detail.as_bytes(),
             res.normalized.as_bytes(),
             res.suggestion.as_deref().unwrap_or("").as_bytes(),
-            self.flags_text.as_bytes(),
-            self.p_text.as_bytes(),
+            flags_text.as_bytes(),
+            p_text.as_bytes(),
         ];
-        let row = original
-            .chain(std::iter::repeat_n(&b""[..], padding))
-            .chain(appended);
-        self.lists.write(res.status, row)?;
-        Ok(())
+        for cell in appended {
+            out.push(delim);
+            push_field(out, cell, delim);
+        }
+        out.push(b'\n');
     }
+    Serialized { lists, tally }
+}
+
+/// The stage thread's work on one chunk.
+fn process_chunk(chunk: &Chunk, dialect: &Dialect, config: &VerifyConfig, priors: &PriorTable, seen: &mut SeenSet, pool: &rayon::ThreadPool) -> Vec<Serialized> {
+    let mut results: Vec<RowResult> = pool.install(|| {
+        (0..chunk.len())
+            .into_par_iter()
+            .with_min_len(256)
+            .map(|r| decide_row(gather_evidence(chunk, r, dialect, config.syntax), priors))
+            .collect()
+    });
+    // "Duplicate" means "seen earlier in the input": decided in order, here, and cheap.
+    for res in &mut results {
+        if let Some(h) = res.dedup_hash {
+            if !seen.insert(h) {
+                res.flags.insert(Flags::DUPLICATE);
+            }
+        }
+    }
+    pool.install(|| {
+        results
+            .par_chunks(SERIALIZE_BATCH)
+            .enumerate()
+            .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, dialect))
+            .collect()
+    })
 }
 
 /// Progress on stderr: bytes of the input when its size is known, rows otherwise.
@@ -237,29 +297,20 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started = Instant::now();
     let (mut reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
     prepare_out_dir(&config.out_dir, config.force)?;
-    let lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
+    let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.unwrap_or(0))
         .thread_name(|i| format!("prebounce-syntax-{i}"))
         .build()
         .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
+    let priors = PriorTable::new(&config.priors);
     let bar = progress_bar(config.progress, reader.total_bytes);
     let bytes_read = Arc::new(AtomicU64::new(0));
-
-    let mut writer = RowWriter {
-        lists,
-        dialect: &dialect,
-        seen: SeenSet::default(),
-        tally: Tally::default(),
-        reason_counts: Default::default(),
-        detail: String::new(),
-        flags_text: String::new(),
-        p_text: String::new(),
-    };
+    let mut tally = Tally::default();
 
     thread::scope(|scope| -> Result<(), Error> {
         let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, InputError>>(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = bounded::<Result<(Chunk, Vec<RowResult>), InputError>>(CHANNEL_DEPTH);
+        let (done_tx, done_rx) = bounded::<Result<Vec<Serialized>, InputError>>(CHANNEL_DEPTH);
         let bytes = Arc::clone(&bytes_read);
         thread::Builder::new()
             .name("prebounce-read".into())
@@ -267,57 +318,52 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 loop {
                     let next = reader.next_chunk(CHUNK_ROWS);
                     bytes.store(reader.bytes_consumed(), Ordering::Relaxed);
-                    let stop = !matches!(next, Ok(Some(_)));
                     let msg = match next {
                         Ok(Some(c)) => Ok(c),
                         Ok(None) => break,
                         Err(e) => Err(e),
                     };
-                    // A closed channel means the writer failed; it reports why.
+                    let stop = msg.is_err();
+                    // A closed channel means a later stage failed; it reports why.
                     if chunk_tx.send(msg).is_err() || stop {
                         break;
                     }
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
-        let dialect_ref = &dialect;
-        let pool_ref = &pool;
+        let (dialect_ref, pool_ref, priors_ref) = (&dialect, &pool, &priors);
         thread::Builder::new()
             .name("prebounce-stage".into())
             .spawn_scoped(scope, move || {
+                let mut seen = SeenSet::default();
                 for msg in chunk_rx {
-                    let out = msg.map(|chunk| {
-                        let results = pool_ref.install(|| analyse_chunk(&chunk, dialect_ref, config));
-                        (chunk, results)
-                    });
+                    let out = msg.map(|chunk| process_chunk(&chunk, dialect_ref, config, priors_ref, &mut seen, pool_ref));
                     if done_tx.send(out).is_err() {
                         break;
                     }
                 }
             })
-            .map_err(|e| Error::Internal(format!("cannot start the syntax thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the stage thread: {e}")))?;
         for msg in done_rx {
-            let (chunk, results) = msg?;
-            writer.write_chunk(&chunk, results)?;
+            for batch in msg? {
+                for status in Status::ALL {
+                    lists.write(status, &batch.lists[status.index()])?;
+                }
+                tally.merge(&batch.tally);
+            }
             bar.set_position(bytes_read.load(Ordering::Relaxed));
-            bar.set_message(format!("{} rows", crate::output::summary::thousands(writer.tally.rows)));
+            bar.set_message(format!("{} rows", thousands(tally.rows)));
         }
         Ok(())
     })?;
     bar.finish_and_clear();
 
-    let RowWriter {
-        lists,
-        tally,
-        reason_counts,
-        ..
-    } = writer;
-    let mut reasons = std::collections::BTreeMap::new();
-    for (r, n) in verdict::Reason::ALL.iter().zip(reason_counts) {
-        if n > 0 {
-            reasons.insert(r.as_str().to_owned(), n);
-        }
-    }
+    let reasons = Reason::ALL
+        .iter()
+        .zip(tally.reasons)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.as_str().to_owned(), n))
+        .collect();
     let flags = Flags::ALL
         .iter()
         .zip(tally.flags)

@@ -3,6 +3,7 @@
 //! Stages record what they saw (the syntax outcome now; DNS answers and SMTP replies later) and
 //! this pure function turns it into a verdict, so a policy change never needs a new probe.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
@@ -82,6 +83,11 @@ impl Reason {
         !matches!(self, Reason::UnreadableRow)
     }
 
+    /// Position in [`Reason::ALL`], for per-reason tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn from_code(code: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.as_str() == code)
     }
@@ -126,18 +132,19 @@ pub enum Evidence {
 pub struct Verdict {
     pub status: Status,
     pub reason: Reason,
-    pub detail: String,
+    /// Fixed texts are borrowed: most rows share one of a handful.
+    pub detail: Cow<'static, str>,
 }
 
 pub fn decide(evidence: &Evidence) -> Verdict {
     let (reason, detail) = match evidence {
-        Evidence::Unreadable(why) => (Reason::UnreadableRow, why.to_string()),
+        Evidence::Unreadable(why) => (Reason::UnreadableRow, Cow::Owned(why.to_string())),
         Evidence::Syntax(Ok(_)) => (
             Reason::SyntaxOk,
-            "well-formed address; domain and mailbox not checked at --level syntax".to_owned(),
+            Cow::Borrowed("well-formed address; domain and mailbox not checked at --level syntax"),
         ),
-        Evidence::Syntax(Err(e)) if e.is_reserved_domain() => (Reason::ReservedDomain, e.to_string()),
-        Evidence::Syntax(Err(e)) => (Reason::Syntax, e.to_string()),
+        Evidence::Syntax(Err(e)) if e.is_reserved_domain() => (Reason::ReservedDomain, Cow::Owned(e.to_string())),
+        Evidence::Syntax(Err(e)) => (Reason::Syntax, Cow::Owned(e.to_string())),
     };
     Verdict {
         status: reason.status(),
@@ -155,8 +162,9 @@ mod tests {
     fn reason_codes_are_stable_kebab_case() {
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(codes, ["syntax-ok", "syntax", "reserved-domain", "unreadable-row"]);
-        for r in Reason::ALL {
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(Reason::from_code(r.as_str()), Some(r));
+            assert_eq!(r.index(), i);
         }
     }
 

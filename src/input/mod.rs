@@ -91,20 +91,24 @@ impl std::fmt::Display for RowProblem {
 
 #[derive(Debug, Clone, Copy)]
 pub struct RowSlot {
-    /// Index into `Chunk::ends` of this row's first field.
+    /// Index into `Chunk::bounds` of this row's first field.
     first_field: usize,
+    /// For a row without quotes: its bytes in `Chunk::data`, which are exactly its fields joined
+    /// by the delimiter, so the output can copy them instead of re-encoding each cell.
+    raw: Option<(usize, usize)>,
     field_count: usize,
     /// Physical line where the row starts (1-based), for messages.
     pub line: u64,
     pub problem: Option<RowProblem>,
 }
 
-/// A batch of rows. Field bytes live back to back in one buffer, so a million rows cost a few
-/// allocations per chunk rather than several per row.
+/// A batch of rows. Field bytes live in one buffer, so a million rows cost a few allocations per
+/// chunk rather than several per row.
 #[derive(Debug, Default)]
 pub struct Chunk {
     data: Vec<u8>,
-    ends: Vec<usize>,
+    /// (start, end) of each field in `data`.
+    bounds: Vec<(usize, usize)>,
     pub rows: Vec<RowSlot>,
 }
 
@@ -117,8 +121,36 @@ impl Chunk {
     }
 
     fn field_bytes(&self, k: usize) -> &[u8] {
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.data[start..self.ends[k]]
+        let (start, end) = self.bounds[k];
+        &self.data[start..end]
+    }
+
+    /// Row `r` exactly as it stood in the input (without its line end) when it had no quotes:
+    /// then it is its fields joined by the delimiter.
+    pub fn raw(&self, r: usize) -> Option<&[u8]> {
+        self.rows[r].raw.map(|(s, e)| &self.data[s..e])
+    }
+
+    /// A quote-free record: its fields are the bytes between delimiters, no decoding needed.
+    fn push_plain(&mut self, bytes: &[u8], delimiter: u8, line: u64) {
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let base = self.data.len();
+        self.data.extend_from_slice(body);
+        let first_field = self.bounds.len();
+        let mut start = base;
+        for pos in memchr::memchr_iter(delimiter, body) {
+            self.bounds.push((start, base + pos));
+            start = base + pos + 1;
+        }
+        self.bounds.push((start, base + body.len()));
+        self.rows.push(RowSlot {
+            first_field,
+            raw: Some((base, base + body.len())),
+            field_count: self.bounds.len() - first_field,
+            line,
+            problem: None,
+        });
     }
 
     /// The fields of row `r`, exactly as parsed.
@@ -178,10 +210,15 @@ impl Chunk {
             core.reset();
         }
         self.data.truncate(base + out_at);
-        let first_field = self.ends.len();
-        self.ends.extend(scratch[..nfields].iter().map(|e| base + e));
+        let first_field = self.bounds.len();
+        let mut start = base;
+        for &e in &scratch[..nfields] {
+            self.bounds.push((start, base + e));
+            start = base + e;
+        }
         self.rows.push(RowSlot {
             first_field,
+            raw: None,
             field_count: nfields,
             line,
             problem,
@@ -191,6 +228,7 @@ impl Chunk {
 
 pub struct InputReader {
     splitter: RecordSplitter<Box<dyn Read + Send>>,
+    delimiter: u8,
     core: csv_core::Reader,
     scratch: Vec<usize>,
     width: usize,
@@ -231,6 +269,7 @@ impl InputReader {
         splitter.set_delimiter(delimiter);
         let mut input = InputReader {
             splitter,
+            delimiter,
             core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             scratch: Vec::new(),
             width: 0,
@@ -294,9 +333,15 @@ impl InputReader {
     fn read_into(&mut self, chunk: &mut Chunk, max_rows: usize) -> Result<(), InputError> {
         let mut n = 0;
         while n < max_rows {
-            let Some((kind, line, bytes)) = self.splitter.next_record()? else {
+            let Some(rec) = self.splitter.next_record()? else {
                 break;
             };
+            let (kind, line, bytes) = (rec.kind, rec.line, rec.bytes);
+            if rec.plain {
+                chunk.push_plain(bytes, self.delimiter, line);
+                n += 1;
+                continue;
+            }
             let problem = match kind {
                 RecordKind::Complete => None,
                 RecordKind::UnterminatedQuote => Some(RowProblem::UnterminatedQuote),
@@ -317,7 +362,7 @@ impl InputReader {
         }
         let mut chunk = Chunk {
             data: Vec::with_capacity(max_rows * 64),
-            ends: Vec::with_capacity(max_rows * 4),
+            bounds: Vec::with_capacity(max_rows * 6),
             rows: Vec::with_capacity(max_rows),
         };
         self.read_into(&mut chunk, max_rows)?;

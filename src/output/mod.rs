@@ -110,31 +110,71 @@ impl Drop for PendingFile {
     }
 }
 
-/// The four CSV lists of one run.
+/// The four CSV lists of one run. Rows arrive already serialised (the pipeline formats them in
+/// parallel); this only appends bytes, in order.
 pub struct ListWriters {
     dir: PathBuf,
-    writers: Vec<csv::Writer<BufWriter<File>>>,
+    writers: Vec<BufWriter<File>>,
     files: Vec<PendingFile>,
+}
+
+/// Append one CSV field, quoted only when it must be: when it holds the delimiter, a quote or a
+/// line break (the csv crate's `QuoteStyle::Necessary`). Hand-written because rows are built
+/// from pre-encoded input bytes plus these fields, which a csv::Writer cannot splice.
+pub fn push_field(out: &mut Vec<u8>, field: &[u8], delimiter: u8) {
+    let needs_quotes = field
+        .iter()
+        .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    if !needs_quotes {
+        out.extend_from_slice(field);
+        return;
+    }
+    out.reserve(field.len() + 2);
+    out.push(b'"');
+    for &b in field {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// A CSV writer over a byte buffer with the run's dialect, for serialising rows.
+pub fn row_serializer(delimiter: u8, capacity: usize) -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .buffer_capacity(8 * 1024)
+        .from_writer(Vec::with_capacity(capacity))
+}
+
+/// Finish a serialiser and take its bytes.
+pub fn serialized_bytes(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
+    // Flushing into a Vec cannot fail.
+    w.into_inner().unwrap_or_else(|e| e.into_inner().get_ref().clone())
 }
 
 impl ListWriters {
     /// Open the four lists and write their header row (input header + appended columns).
     pub fn create(dir: &Path, delimiter: u8, header: &[Vec<u8>]) -> Result<Self, OutputError> {
+        let mut header_row = row_serializer(delimiter, 256);
+        let names = header
+            .iter()
+            .map(Vec::as_slice)
+            .chain(APPENDED_COLUMNS.iter().map(|c| c.as_bytes()));
+        header_row
+            .write_record(names)
+            .map_err(|e| csv_err(dir, e))?;
+        let header_bytes = serialized_bytes(header_row);
         let mut writers = Vec::with_capacity(4);
         let mut files = Vec::with_capacity(4);
         for status in Status::ALL {
             let pending = PendingFile::new(dir, list_file_name(status));
             let file = File::create(&pending.temp).map_err(io_err(&pending.temp))?;
+            let mut w = BufWriter::with_capacity(256 * 1024, file);
+            w.write_all(&header_bytes).map_err(io_err(&pending.temp))?;
             files.push(pending);
-            let mut w = csv::WriterBuilder::new()
-                .delimiter(delimiter)
-                .flexible(true)
-                .from_writer(BufWriter::with_capacity(256 * 1024, file));
-            let names = header
-                .iter()
-                .map(Vec::as_slice)
-                .chain(APPENDED_COLUMNS.iter().map(|c| c.as_bytes()));
-            w.write_record(names).map_err(|e| csv_err(&files[files.len() - 1].temp, e))?;
             writers.push(w);
         }
         Ok(ListWriters {
@@ -144,22 +184,18 @@ impl ListWriters {
         })
     }
 
-    /// Append one row to the list of `status`.
-    pub fn write<'a>(&mut self, status: Status, fields: impl IntoIterator<Item = &'a [u8]>) -> Result<(), OutputError> {
+    /// Append serialised rows to the list of `status`.
+    pub fn write(&mut self, status: Status, rows: &[u8]) -> Result<(), OutputError> {
         let i = status.index();
         self.writers[i]
-            .write_record(fields)
-            .map_err(|e| csv_err(&self.files[i].temp, e))
+            .write_all(rows)
+            .map_err(io_err(&self.files[i].temp))
     }
 
     /// Flush everything, write summary.json, then rename all files into place.
     pub fn commit(mut self, summary_json: &[u8]) -> Result<(), OutputError> {
         for (w, f) in self.writers.drain(..).zip(&self.files) {
-            let inner = w.into_inner().map_err(|e| OutputError::Io {
-                path: f.temp.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
-            let file = inner.into_inner().map_err(|e| OutputError::Io {
+            let file = w.into_inner().map_err(|e| OutputError::Io {
                 path: f.temp.clone(),
                 source: e.into_error(),
             })?;
@@ -193,6 +229,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fields_round_trip_through_the_csv_crate() {
+        let fields: [&[u8]; 7] = [b"plain", b"with,comma", b"with \"quote\"", b"line\nbreak", b"cr\r", b"", b"semi;colon"];
+        for delimiter in [b',', b';', b'\t', b'|'] {
+            let mut out = Vec::new();
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(delimiter);
+                }
+                push_field(&mut out, f, delimiter);
+            }
+            out.push(b'\n');
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .delimiter(delimiter)
+                .from_reader(&out[..]);
+            let rec = r.byte_records().next().unwrap().unwrap();
+            let got: Vec<&[u8]> = rec.iter().collect();
+            assert_eq!(got, fields, "delimiter {}", delimiter as char);
+        }
+    }
+
+    #[test]
     fn default_dirs() {
         assert_eq!(
             default_out_dir(&InputSource::File("/data/leads.csv".into())),
@@ -206,7 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut w = ListWriters::create(dir.path(), b',', &[b"email".to_vec()]).unwrap();
-            w.write(Status::Valid, [&b"a@b.com"[..]]).unwrap();
+            w.write(Status::Valid, b"a@b.com\n").unwrap();
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -21,6 +21,11 @@ impl StatusCounts {
     pub fn add(&mut self, s: Status) {
         *self.get_mut(s) += 1;
     }
+    pub fn merge(&mut self, o: &StatusCounts) {
+        for s in Status::ALL {
+            *self.get_mut(s) += o.get(s);
+        }
+    }
     pub fn get(&self, s: Status) -> u64 {
         match s {
             Status::Valid => self.valid,

@@ -39,7 +39,11 @@ pub fn check_local(local: &str) -> Result<(), LocalError> {
     }
     if local.is_ascii() {
         // Fast path: the overwhelming majority of real addresses.
-        if let Some(&b) = local.as_bytes().iter().find(|&&b| b != b'.' && !is_atext(b)) {
+        if let Some(&b) = local
+            .as_bytes()
+            .iter()
+            .find(|&&b| b != b'.' && !is_atext(b))
+        {
             return Err(LocalError::Char(b as char));
         }
         return Ok(());
@@ -54,7 +58,9 @@ pub fn check_local(local: &str) -> Result<(), LocalError> {
         }
     }
     if local.chars().next().is_some_and(is_combining_mark) {
-        return Err(LocalError::Unsafe(local.chars().next().unwrap_or('?') as u32));
+        return Err(LocalError::Unsafe(
+            local.chars().next().unwrap_or('?') as u32
+        ));
     }
     Ok(())
 }
@@ -77,6 +83,9 @@ pub(crate) fn is_unsafe_unicode(c: char) -> bool {
         || (u & 0xFFFE) == 0xFFFE
         // Fullwidth and small at-signs: someone typed the wrong @, not a real mailbox name.
         || matches!(u, 0xFF20 | 0xFE6B)
+        // Greek question mark: canonically equivalent to ';' (NFC turns it into one), so any
+        // system that normalises sees a character that is not allowed unquoted.
+        || u == 0x037E
 }
 
 /// Combining marks cannot start a local part (they would attach to the previous character).
@@ -114,5 +123,6 @@ mod tests {
         assert_eq!(check_local("a\u{e000}"), Err(LocalError::Unsafe(0xe000)));
         assert_eq!(check_local("\u{0301}a"), Err(LocalError::Unsafe(0x0301)));
         assert_eq!(check_local("\u{ff20}"), Err(LocalError::Unsafe(0xff20)));
+        assert_eq!(check_local("me.\u{37e}"), Err(LocalError::Unsafe(0x37e)));
     }
 }

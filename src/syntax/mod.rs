@@ -143,7 +143,9 @@ impl SyntaxError {
 /// Strip what people paste around addresses: blanks, `mailto:`, one pair of angle brackets.
 pub fn normalize_input(raw: &str) -> &str {
     let mut s = raw.trim();
-    if s.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("mailto:")) {
+    if s.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("mailto:"))
+    {
         s = s[7..].trim_start();
     }
     if let Some(inner) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
@@ -159,15 +161,16 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
     if s.is_empty() {
         return Err(SyntaxError::Empty);
     }
+    // "John <j@x.com>" is the common case; name it rather than blaming the space. Before the
+    // quote test: exports write `"Smith, John" <j@x.com>`, whose local part is not quoted.
+    if s.contains('<') && s.ends_with('>') {
+        return Err(SyntaxError::DisplayText);
+    }
     if s.starts_with('"') {
         // Name the real problem: a quoted local part may hold spaces legitimately.
         return Err(LocalError::Quoted.into());
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        // "John <j@x.com>" is the common case; name it rather than blaming the space.
-        if s.contains('<') && s.ends_with('>') {
-            return Err(SyntaxError::DisplayText);
-        }
         return Err(SyntaxError::Whitespace);
     }
     let Some(at) = s.rfind('@') else {
@@ -201,6 +204,13 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
 /// A second opinion from the email_address crate (RFC 5322 grammar), so a gap in our own rules
 /// cannot let a malformed address through. It never accepts what we reject, only the reverse.
 fn backstop(local: &str, domain_ascii: &str) -> Result<(), SyntaxError> {
+    // Non-ASCII characters are judged by our own rules only: email_address 0.2.9 tests a code
+    // point's value, not its UTF-8 bytes, against UTF8-non-ascii, so it refuses every non-ASCII
+    // character that is not alphanumeric, such as the Devanagari virama in "परीक्ष".
+    let local: String = local
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { 'u' })
+        .collect();
     let addr = format!("{local}@{domain_ascii}");
     let options = email_address::Options::default()
         .without_domain_literal()
@@ -306,16 +316,58 @@ mod tests {
         assert_eq!(err("   "), SyntaxError::Empty);
         assert_eq!(err("john.gmail.com"), SyntaxError::NoAtSign);
         assert_eq!(err("John Smith <john@gmail.com>"), SyntaxError::DisplayText);
+        assert_eq!(
+            err("\"Smith, John\" <john@gmail.com>"),
+            SyntaxError::DisplayText
+        );
+        assert_eq!(err("\"J\"<j@gmail.com>"), SyntaxError::DisplayText);
         assert_eq!(err("jo hn@gmail.com"), SyntaxError::Whitespace);
-        assert!(matches!(err("\"quoted\"@acme.com"), SyntaxError::Local(LocalError::Quoted)));
-        assert!(matches!(err("me@[127.0.0.1]"), SyntaxError::Domain(DomainError::Literal)));
-        assert!(matches!(err("me@localhost"), SyntaxError::Domain(DomainError::SingleLabel)));
-        assert!(matches!(err("me@acme.123"), SyntaxError::Domain(DomainError::BadTld(_))));
-        assert!(matches!(err("a..b@acme.com"), SyntaxError::Local(LocalError::Dots)));
-        assert!(matches!(err("a@exa_mple.com"), SyntaxError::Domain(DomainError::Char(..))));
-        assert!(matches!(err("a@-example.com"), SyntaxError::Domain(DomainError::Hyphen(_))));
-        assert!(matches!(err("a@acme.com."), SyntaxError::Domain(DomainError::TrailingDot)));
-        assert!(matches!(err("a@b@acme.com"), SyntaxError::Local(LocalError::Char('@'))));
+        assert!(matches!(
+            err("\"quoted\"@acme.com"),
+            SyntaxError::Local(LocalError::Quoted)
+        ));
+        assert!(matches!(
+            err("me@[127.0.0.1]"),
+            SyntaxError::Domain(DomainError::Literal)
+        ));
+        assert!(matches!(
+            err("me@localhost"),
+            SyntaxError::Domain(DomainError::SingleLabel)
+        ));
+        assert!(matches!(
+            err("me@acme.123"),
+            SyntaxError::Domain(DomainError::BadTld(_))
+        ));
+        assert!(matches!(
+            err("a..b@acme.com"),
+            SyntaxError::Local(LocalError::Dots)
+        ));
+        assert!(matches!(
+            err("a@exa_mple.com"),
+            SyntaxError::Domain(DomainError::Char(..))
+        ));
+        assert!(matches!(
+            err("a@-example.com"),
+            SyntaxError::Domain(DomainError::Hyphen(_))
+        ));
+        assert!(matches!(
+            err("a@acme.com."),
+            SyntaxError::Domain(DomainError::TrailingDot)
+        ));
+        assert!(matches!(
+            err("a@b@acme.com"),
+            SyntaxError::Local(LocalError::Char('@'))
+        ));
+    }
+
+    #[test]
+    fn utf8_local_parts_are_not_refused_by_the_backstop() {
+        // Virama (U+094D) and other combining marks are not alphanumeric, but are UTF-8 atext.
+        let a = ok("उदाहरण.परीक्ष@domain.with.idn.tld");
+        assert!(a.flags.contains(Flags::SMTPUTF8));
+        ok("שָׁלוֹם@acme.co.il");
+        // The backstop still judges the ASCII structure around them.
+        assert!(backstop("é.;", "acme.com").is_err());
     }
 
     #[test]
@@ -343,7 +395,9 @@ mod tests {
         assert!(err("a@foo.test").is_reserved_domain());
         assert!(err("a@host.localhost").is_reserved_domain());
         assert!(err("a@x.invalid").is_reserved_domain());
-        let allow = SyntaxOptions { allow_reserved_domains: true };
+        let allow = SyntaxOptions {
+            allow_reserved_domains: true,
+        };
         assert!(check("a@foo.test", allow).is_ok());
         assert!(check("a@example.com", allow).is_ok());
         // Memo must not leak a verdict across option changes.
@@ -362,7 +416,20 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for s in ["@", "@@", "a@", "@b", "a@.", ".@.", "<>", "mailto:", "a@b.c\u{0}", "\u{feff}a@b.com", "a@\u{200b}.com", "ä@ö.ü"] {
+        for s in [
+            "@",
+            "@@",
+            "a@",
+            "@b",
+            "a@.",
+            ".@.",
+            "<>",
+            "mailto:",
+            "a@b.c\u{0}",
+            "\u{feff}a@b.com",
+            "a@\u{200b}.com",
+            "ä@ö.ü",
+        ] {
             let _ = check(s, SyntaxOptions::default());
         }
     }
