@@ -1,6 +1,6 @@
 //! Deterministic generator of realistic lead lists, for samples/ and the benchmarks.
 //!
-//! `cargo run --release --example gen_list -- [--rows N] [--seed S] [--headerless]`
+//! `cargo run --release --example gen_list -- [--rows N] [--seed S] [--headerless | --compact]`
 //! writes CSV to stdout: names, an email, a company, the vendor (`source`) and a signup date.
 //! Vendors differ in quality the way bought lists do: some carry many typos, throwaway inboxes,
 //! role accounts, broken cells and repeats; an organic signup list carries few.
@@ -150,11 +150,22 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
-pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, headerless: bool) -> io::Result<()> {
+/// Row layout: the full lead record, a compact ≈60-byte record (benchmarks), or the bare address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Full,
+    Compact,
+    Headerless,
+}
+
+pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) -> io::Result<()> {
+    let headerless = layout == Layout::Headerless;
     let mut rng = Rng::new(seed);
     let mut earlier: Vec<String> = Vec::new();
-    if !headerless {
-        writeln!(out, "first_name,last_name,email,company,source,signup_date")?;
+    match layout {
+        Layout::Full => writeln!(out, "first_name,last_name,email,company,source,signup_date")?,
+        Layout::Compact => writeln!(out, "first_name,last_name,email,source,signup_date")?,
+        Layout::Headerless => {}
     }
     for _ in 0..rows {
         let v = pick_vendor(&mut rng);
@@ -191,6 +202,9 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, headerless: bool
         }
         if headerless {
             writeln!(out, "{}", csv_cell(&email))?;
+        } else if layout == Layout::Compact {
+            let date = format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
+            writeln!(out, "{},{},{},{},{date}", capitalize(f), capitalize(l), csv_cell(&email), v.name)?;
         } else {
             let date = format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
             writeln!(
@@ -211,19 +225,20 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, headerless: bool
 fn main() -> io::Result<()> {
     let mut rows = 1000usize;
     let mut seed = 1u64;
-    let mut headerless = false;
+    let mut layout = Layout::Full;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rows" => rows = args.next().and_then(|v| v.parse().ok()).unwrap_or(rows),
             "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(seed),
-            "--headerless" => headerless = true,
+            "--headerless" => layout = Layout::Headerless,
+            "--compact" => layout = Layout::Compact,
             _ => {
-                eprintln!("usage: gen_list [--rows N] [--seed S] [--headerless]");
+                eprintln!("usage: gen_list [--rows N] [--seed S] [--headerless | --compact]");
                 std::process::exit(2);
             }
         }
     }
     let stdout = io::stdout();
-    write_list(&mut BufWriter::new(stdout.lock()), rows, seed, headerless)
+    write_list(&mut BufWriter::new(stdout.lock()), rows, seed, layout)
 }
