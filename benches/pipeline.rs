@@ -37,8 +37,14 @@ fn generated_list(dir: &Path, rows: usize) -> PathBuf {
 fn plain_csv_pass(input: &Path, output: &Path) -> u64 {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
-        .from_reader(BufReader::with_capacity(256 * 1024, File::open(input).unwrap()));
-    let mut w = csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, File::create(output).unwrap()));
+        .from_reader(BufReader::with_capacity(
+            256 * 1024,
+            File::open(input).unwrap(),
+        ));
+    let mut w = csv::Writer::from_writer(BufWriter::with_capacity(
+        256 * 1024,
+        File::create(output).unwrap(),
+    ));
     let mut rec = csv::ByteRecord::new();
     let mut n = 0;
     while r.read_byte_record(&mut rec).unwrap() {
@@ -56,7 +62,9 @@ fn bench_pipeline(c: &mut Criterion) {
     let bytes = std::fs::metadata(&input).unwrap().len();
 
     let mut group = c.benchmark_group("end_to_end");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(rows as u64));
     group.bench_function(BenchmarkId::new("csv_read_write_floor", rows), |b| {
         let out = dir.path().join("floor.csv");
@@ -77,7 +85,10 @@ fn bench_pipeline(c: &mut Criterion) {
         b.iter(|| prebounce::verify(&config).unwrap().rows);
     });
     group.finish();
-    eprintln!("input: {rows} rows, {bytes} bytes ({:.1} bytes/row)", bytes as f64 / rows as f64);
+    eprintln!(
+        "input: {rows} rows, {bytes} bytes ({:.1} bytes/row)",
+        bytes as f64 / rows as f64
+    );
 }
 
 fn bench_syntax(c: &mut Criterion) {

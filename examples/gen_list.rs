@@ -44,9 +44,26 @@ const LAST: &[&str] = &[
 ];
 /// Consumer providers with rough market weights (repeated entries weigh more).
 const FREE: &[&str] = &[
-    "gmail.com", "gmail.com", "gmail.com", "gmail.com", "gmail.com", "yahoo.com", "yahoo.com",
-    "hotmail.com", "hotmail.com", "outlook.com", "outlook.com", "icloud.com", "aol.com",
-    "gmx.de", "web.de", "orange.fr", "mail.ru", "yahoo.co.uk", "hotmail.fr", "protonmail.com",
+    "gmail.com",
+    "gmail.com",
+    "gmail.com",
+    "gmail.com",
+    "gmail.com",
+    "yahoo.com",
+    "yahoo.com",
+    "hotmail.com",
+    "hotmail.com",
+    "outlook.com",
+    "outlook.com",
+    "icloud.com",
+    "aol.com",
+    "gmx.de",
+    "web.de",
+    "orange.fr",
+    "mail.ru",
+    "yahoo.co.uk",
+    "hotmail.fr",
+    "protonmail.com",
 ];
 const COMPANIES: &[(&str, &str)] = &[
     ("Northwind Traders", "northwind-traders.com"),
@@ -63,20 +80,53 @@ const COMPANIES: &[(&str, &str)] = &[
     ("Tyrell Systems", "tyrell-systems.com"),
 ];
 const TYPOS: &[&str] = &[
-    "gmial.com", "gmai.com", "gnail.com", "gmail.con", "gmail.co", "hotmial.com", "hotmai.com",
-    "yahooo.com", "yaho.com", "outlok.com", "icloud.cm", "gmail.cmo",
+    "gmial.com",
+    "gmai.com",
+    "gnail.com",
+    "gmail.con",
+    "gmail.co",
+    "hotmial.com",
+    "hotmai.com",
+    "yahooo.com",
+    "yaho.com",
+    "outlok.com",
+    "icloud.cm",
+    "gmail.cmo",
 ];
 const DISPOSABLE: &[&str] = &[
-    "mailinator.com", "guerrillamail.com", "10minutemail.com", "yopmail.com", "trashmail.com",
+    "mailinator.com",
+    "guerrillamail.com",
+    "10minutemail.com",
+    "yopmail.com",
+    "trashmail.com",
     "sharklasers.com",
 ];
-const ROLES: &[&str] = &["info", "sales", "support", "admin", "contact", "office", "hello", "noreply"];
-const BROKEN: &[&str] = &[
-    "{f}.{l}gmail.com", "{f}..{l}@gmail.com", "{f} {l}@gmail.com", "{f}@gmail..com",
-    "{f}.{l}@", "@{d}", "{f}@{d}.", "{f} at {d}", "{F} {L} <{f}@{d}>", "{f}@[192.168.0.1]",
-    "\"{f} {l}\"@{d}", "{f},{l}@{d}", "{f}@localhost", "{f}@{d};{l}@{d}",
+const ROLES: &[&str] = &[
+    "info", "sales", "support", "admin", "contact", "office", "hello", "noreply",
 ];
-const RESERVED: &[&str] = &["example.com", "example.org", "test.test", "demo.invalid", "mail.example"];
+const BROKEN: &[&str] = &[
+    "{f}.{l}gmail.com",
+    "{f}..{l}@gmail.com",
+    "{f} {l}@gmail.com",
+    "{f}@gmail..com",
+    "{f}.{l}@",
+    "@{d}",
+    "{f}@{d}.",
+    "{f} at {d}",
+    "{F} {L} <{f}@{d}>",
+    "{f}@[192.168.0.1]",
+    "\"{f} {l}\"@{d}",
+    "{f},{l}@{d}",
+    "{f}@localhost",
+    "{f}@{d};{l}@{d}",
+];
+const RESERVED: &[&str] = &[
+    "example.com",
+    "example.org",
+    "test.test",
+    "demo.invalid",
+    "mail.example",
+];
 
 /// Quality profile of one vendor: probability of each defect per row.
 struct Vendor {
@@ -93,11 +143,66 @@ struct Vendor {
 }
 
 const VENDORS: &[Vendor] = &[
-    Vendor { name: "organic-signup", weight: 35, typo: 0.005, disposable: 0.003, role: 0.005, broken: 0.002, reserved: 0.0, duplicate: 0.01, empty: 0.0, free_share: 0.6 },
-    Vendor { name: "webinar-2026", weight: 20, typo: 0.01, disposable: 0.01, role: 0.02, broken: 0.005, reserved: 0.002, duplicate: 0.03, empty: 0.005, free_share: 0.4 },
-    Vendor { name: "trade-show-berlin", weight: 15, typo: 0.02, disposable: 0.0, role: 0.08, broken: 0.02, reserved: 0.0, duplicate: 0.02, empty: 0.01, free_share: 0.2 },
-    Vendor { name: "acme-leads", weight: 15, typo: 0.03, disposable: 0.04, role: 0.06, broken: 0.03, reserved: 0.01, duplicate: 0.05, empty: 0.01, free_share: 0.5 },
-    Vendor { name: "bulkdata-pro", weight: 15, typo: 0.08, disposable: 0.12, role: 0.10, broken: 0.08, reserved: 0.04, duplicate: 0.10, empty: 0.02, free_share: 0.7 },
+    Vendor {
+        name: "organic-signup",
+        weight: 35,
+        typo: 0.005,
+        disposable: 0.003,
+        role: 0.005,
+        broken: 0.002,
+        reserved: 0.0,
+        duplicate: 0.01,
+        empty: 0.0,
+        free_share: 0.6,
+    },
+    Vendor {
+        name: "webinar-2026",
+        weight: 20,
+        typo: 0.01,
+        disposable: 0.01,
+        role: 0.02,
+        broken: 0.005,
+        reserved: 0.002,
+        duplicate: 0.03,
+        empty: 0.005,
+        free_share: 0.4,
+    },
+    Vendor {
+        name: "trade-show-berlin",
+        weight: 15,
+        typo: 0.02,
+        disposable: 0.0,
+        role: 0.08,
+        broken: 0.02,
+        reserved: 0.0,
+        duplicate: 0.02,
+        empty: 0.01,
+        free_share: 0.2,
+    },
+    Vendor {
+        name: "acme-leads",
+        weight: 15,
+        typo: 0.03,
+        disposable: 0.04,
+        role: 0.06,
+        broken: 0.03,
+        reserved: 0.01,
+        duplicate: 0.05,
+        empty: 0.01,
+        free_share: 0.5,
+    },
+    Vendor {
+        name: "bulkdata-pro",
+        weight: 15,
+        typo: 0.08,
+        disposable: 0.12,
+        role: 0.10,
+        broken: 0.08,
+        reserved: 0.04,
+        duplicate: 0.10,
+        empty: 0.02,
+        free_share: 0.7,
+    },
 ];
 
 fn capitalize(s: &str) -> String {
@@ -111,7 +216,12 @@ fn capitalize(s: &str) -> String {
 fn ascii_fold(s: &str) -> String {
     s.chars()
         .map(|c| match c {
-            'ü' => 'u', 'é' => 'e', 'ø' => 'o', 'ë' => 'e', 'ä' => 'a', 'ö' => 'o',
+            'ü' => 'u',
+            'é' => 'e',
+            'ø' => 'o',
+            'ë' => 'e',
+            'ä' => 'a',
+            'ö' => 'o',
             c => c,
         })
         .collect()
@@ -126,7 +236,7 @@ fn local_part(rng: &mut Rng, f: &str, l: &str) -> String {
         3 => format!("{f}{}", 1960 + rng.below(50)),
         4 => format!("{f}.{l}+news"),
         5 => capitalize(&format!("{f}.{l}")),
-        _ => format!("{f}"),
+        _ => f,
     }
 }
 
@@ -171,10 +281,18 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) 
         let v = pick_vendor(&mut rng);
         let (f, l) = (*rng.pick(FIRST), *rng.pick(LAST));
         let (company, corp_domain) = *rng.pick(COMPANIES);
-        let domain = if rng.chance(v.free_share) { *rng.pick(FREE) } else { corp_domain };
+        let domain = if rng.chance(v.free_share) {
+            *rng.pick(FREE)
+        } else {
+            corp_domain
+        };
         let email = if rng.chance(v.duplicate) && !earlier.is_empty() {
             let prev = earlier[rng.below(earlier.len())].clone();
-            if rng.chance(0.3) { prev.to_uppercase() } else { prev }
+            if rng.chance(0.3) {
+                prev.to_uppercase()
+            } else {
+                prev
+            }
         } else if rng.chance(v.empty) {
             String::new()
         } else if rng.chance(v.broken) {
@@ -204,7 +322,14 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) 
             writeln!(out, "{}", csv_cell(&email))?;
         } else if layout == Layout::Compact {
             let date = format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
-            writeln!(out, "{},{},{},{},{date}", capitalize(f), capitalize(l), csv_cell(&email), v.name)?;
+            writeln!(
+                out,
+                "{},{},{},{},{date}",
+                capitalize(f),
+                capitalize(l),
+                csv_cell(&email),
+                v.name
+            )?;
         } else {
             let date = format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
             writeln!(

@@ -36,7 +36,12 @@ impl Default for Priors {
             ("reserved-domain", 1.0),
             ("unreadable-row", 1.0),
         ];
-        let status = [("valid", 0.08), ("invalid", 1.0), ("catch-all", 0.10), ("unknown", 0.25)];
+        let status = [
+            ("valid", 0.08),
+            ("invalid", 1.0),
+            ("catch-all", 0.10),
+            ("unknown", 0.25),
+        ];
         let flags = [("disposable", 0.30)];
         let map = |v: &[(&str, f64)]| v.iter().map(|(k, p)| (k.to_string(), *p)).collect();
         Priors {
@@ -52,9 +57,16 @@ impl Default for Priors {
 #[non_exhaustive]
 pub enum PriorsError {
     #[error("cannot read priors file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("priors file {path} is not valid {format}: {message}")]
-    Parse { path: String, format: &'static str, message: String },
+    Parse {
+        path: String,
+        format: &'static str,
+        message: String,
+    },
     #[error("priors file {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -78,7 +90,9 @@ impl Priors {
             path: shown.clone(),
             source,
         })?;
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
             || text.trim_start().starts_with('{');
         let file: PriorsFile = if is_json {
             serde_json::from_str(&text).map_err(|e| PriorsError::Parse {
@@ -94,7 +108,10 @@ impl Priors {
             })?
         };
         let mut priors = Priors::default();
-        priors.apply(file).map_err(|message| PriorsError::Invalid { path: shown.clone(), message })?;
+        priors.apply(file).map_err(|message| PriorsError::Invalid {
+            path: shown.clone(),
+            message,
+        })?;
         priors.source = shown;
         Ok(priors)
     }
@@ -104,27 +121,36 @@ impl Priors {
             if (0.0..=1.0).contains(&p) {
                 Ok(())
             } else {
-                Err(format!("{kind} {key:?} has probability {p}; it must be between 0 and 1"))
+                Err(format!(
+                    "{kind} {key:?} has probability {p}; it must be between 0 and 1"
+                ))
             }
         };
         for (k, p) in file.reasons {
             if Reason::from_code(&k).is_none() {
                 let known: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-                return Err(format!("unknown reason {k:?} (known: {})", known.join(", ")));
+                return Err(format!(
+                    "unknown reason {k:?} (known: {})",
+                    known.join(", ")
+                ));
             }
             check("reason", &k, p)?;
             self.reasons.insert(k, p);
         }
         for (k, p) in file.status {
             if !Status::ALL.iter().any(|s| s.as_str() == k) {
-                return Err(format!("unknown status {k:?} (known: valid, invalid, catch-all, unknown)"));
+                return Err(format!(
+                    "unknown status {k:?} (known: valid, invalid, catch-all, unknown)"
+                ));
             }
             check("status", &k, p)?;
             self.status.insert(k, p);
         }
         for (k, p) in file.flags {
             if !Flags::ALL.iter().any(|(_, n)| *n == k) {
-                return Err(format!("unknown flag {k:?} (known: role, disposable, free, duplicate, smtputf8)"));
+                return Err(format!(
+                    "unknown flag {k:?} (known: role, disposable, free, duplicate, smtputf8)"
+                ));
             }
             check("flag", &k, p)?;
             self.flags.insert(k, p);
@@ -243,7 +269,11 @@ impl Mean {
         self.n += other.n;
     }
     fn value(self) -> f64 {
-        if self.n == 0 { 0.0 } else { self.sum / self.n as f64 }
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
     }
 }
 
@@ -333,11 +363,23 @@ mod tests {
     #[test]
     fn row_probabilities() {
         let p = Priors::default();
-        assert_eq!(p.bounce_p(Status::Valid, Reason::SyntaxOk, Flags::default()), 0.08);
-        assert_eq!(p.bounce_p(Status::Invalid, Reason::Syntax, Flags::default()), 1.0);
-        assert_eq!(p.bounce_p(Status::Valid, Reason::SyntaxOk, Flags::DISPOSABLE), 0.30);
+        assert_eq!(
+            p.bounce_p(Status::Valid, Reason::SyntaxOk, Flags::default()),
+            0.08
+        );
+        assert_eq!(
+            p.bounce_p(Status::Invalid, Reason::Syntax, Flags::default()),
+            1.0
+        );
+        assert_eq!(
+            p.bounce_p(Status::Valid, Reason::SyntaxOk, Flags::DISPOSABLE),
+            0.30
+        );
         // A flag floor never lowers a probability.
-        assert_eq!(p.bounce_p(Status::Invalid, Reason::Syntax, Flags::DISPOSABLE), 1.0);
+        assert_eq!(
+            p.bounce_p(Status::Invalid, Reason::Syntax, Flags::DISPOSABLE),
+            1.0
+        );
     }
 
     #[test]
@@ -345,10 +387,19 @@ mod tests {
         let mut priors = Priors::default();
         priors.flags.insert("role".into(), 0.5);
         let table = PriorTable::new(&priors);
-        let flag_sets = [Flags::default(), Flags::DISPOSABLE, Flags::ROLE, Flags::FREE];
+        let flag_sets = [
+            Flags::default(),
+            Flags::DISPOSABLE,
+            Flags::ROLE,
+            Flags::FREE,
+        ];
         for r in Reason::ALL {
             for f in flag_sets {
-                assert_eq!(table.bounce_p(r, f), priors.bounce_p(r.status(), r, f), "{r} {f}");
+                assert_eq!(
+                    table.bounce_p(r, f),
+                    priors.bounce_p(r.status(), r, f),
+                    "{r} {f}"
+                );
             }
         }
     }
@@ -376,19 +427,35 @@ mod tests {
     fn priors_files() {
         let dir = tempfile::tempdir().unwrap();
         let toml_path = dir.path().join("p.toml");
-        std::fs::write(&toml_path, "[reasons]\nsyntax-ok = 0.02\n[status]\nunknown = 0.5\n").unwrap();
+        std::fs::write(
+            &toml_path,
+            "[reasons]\nsyntax-ok = 0.02\n[status]\nunknown = 0.5\n",
+        )
+        .unwrap();
         let p = Priors::from_file(&toml_path).unwrap();
         assert_eq!(p.reasons["syntax-ok"], 0.02);
         assert_eq!(p.status["unknown"], 0.5);
         assert_eq!(p.reasons["syntax"], 1.0);
         let json_path = dir.path().join("p.json");
         std::fs::write(&json_path, r#"{"flags": {"disposable": 0.9}}"#).unwrap();
-        assert_eq!(Priors::from_file(&json_path).unwrap().flags["disposable"], 0.9);
+        assert_eq!(
+            Priors::from_file(&json_path).unwrap().flags["disposable"],
+            0.9
+        );
         std::fs::write(&json_path, r#"{"reasons": {"syntax-ok": 1.5}}"#).unwrap();
-        assert!(matches!(Priors::from_file(&json_path), Err(PriorsError::Invalid { .. })));
+        assert!(matches!(
+            Priors::from_file(&json_path),
+            Err(PriorsError::Invalid { .. })
+        ));
         std::fs::write(&json_path, r#"{"reasons": {"made-up": 0.5}}"#).unwrap();
-        assert!(matches!(Priors::from_file(&json_path), Err(PriorsError::Invalid { .. })));
+        assert!(matches!(
+            Priors::from_file(&json_path),
+            Err(PriorsError::Invalid { .. })
+        ));
         std::fs::write(&json_path, r#"{"reason": {}}"#).unwrap();
-        assert!(matches!(Priors::from_file(&json_path), Err(PriorsError::Parse { .. })));
+        assert!(matches!(
+            Priors::from_file(&json_path),
+            Err(PriorsError::Parse { .. })
+        ));
     }
 }

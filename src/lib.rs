@@ -79,7 +79,9 @@ impl Error {
         match self {
             Error::Input(input::InputError::Read(_)) => 1,
             Error::Input(_) | Error::LevelUnavailable(_) => 2,
-            Error::Output(output::OutputError::Exists(_) | output::OutputError::NotADirectory(_)) => 2,
+            Error::Output(
+                output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),
+            ) => 2,
             Error::Output(_) | Error::Internal(_) => 1,
         }
     }

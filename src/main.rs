@@ -12,7 +12,11 @@ use prebounce::input::{InputOptions, InputSource};
 use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
 
 #[derive(Parser)]
-#[command(name = "prebounce", version, about = "Tells you, before a send, which addresses of a list will bounce")]
+#[command(
+    name = "prebounce",
+    version,
+    about = "Tells you, before a send, which addresses of a list will bounce"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,7 +87,9 @@ struct VerifyArgs {
 fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s {
         "tab" | "\\t" | "\t" | "TAB" => Ok(b'\t'),
-        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => Ok(s.as_bytes()[0]),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
+            Ok(s.as_bytes()[0])
+        }
         _ => Err("expected one ASCII character such as , ; | or tab".into()),
     }
 }

@@ -154,7 +154,8 @@ impl Tally {
         if res.suggestion.is_some() {
             self.suggestions += 1;
         }
-        self.forecast.add(res.status, res.reason, res.flags, res.bounce_p);
+        self.forecast
+            .add(res.status, res.reason, res.flags, res.bounce_p);
     }
 
     fn merge(&mut self, o: &Tally) {
@@ -181,7 +182,12 @@ struct Serialized {
 
 /// Format rows `first..first+results.len()` of `chunk`: original cells as parsed (padded when
 /// short, extras moved into the detail) followed by the prebounce columns.
-fn serialize_batch(chunk: &Chunk, first: usize, results: &[RowResult], dialect: &Dialect) -> Serialized {
+fn serialize_batch(
+    chunk: &Chunk,
+    first: usize,
+    results: &[RowResult],
+    dialect: &Dialect,
+) -> Serialized {
     let (width, delim) = (dialect.width, dialect.delimiter);
     let mut lists: [Vec<u8>; 4] = Default::default();
     let mut tally = Tally::default();
@@ -200,7 +206,11 @@ fn serialize_batch(chunk: &Chunk, first: usize, results: &[RowResult], dialect: 
                 .skip(width)
                 .map(|f| String::from_utf8_lossy(f).into_owned())
                 .collect();
-            let _ = write!(detail, "; cells beyond column {width}: {}", extra.join(" | "));
+            let _ = write!(
+                detail,
+                "; cells beyond column {width}: {}",
+                extra.join(" | ")
+            );
         }
         flags_text.clear();
         let _ = write!(flags_text, "{}", res.flags);
@@ -244,7 +254,14 @@ fn serialize_batch(chunk: &Chunk, first: usize, results: &[RowResult], dialect: 
 }
 
 /// The stage thread's work on one chunk.
-fn process_chunk(chunk: &Chunk, dialect: &Dialect, config: &VerifyConfig, priors: &PriorTable, seen: &mut SeenSet, pool: &rayon::ThreadPool) -> Vec<Serialized> {
+fn process_chunk(
+    chunk: &Chunk,
+    dialect: &Dialect,
+    config: &VerifyConfig,
+    priors: &PriorTable,
+    seen: &mut SeenSet,
+    pool: &rayon::ThreadPool,
+) -> Vec<Serialized> {
     let mut results: Vec<RowResult> = pool.install(|| {
         (0..chunk.len())
             .into_par_iter()
@@ -280,10 +297,13 @@ fn progress_bar(mode: ProgressMode, total_bytes: Option<u64>) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = match total_bytes {
-        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{spinner} {bar:30} {bytes}/{total_bytes} · {msg} · ETA {eta}")
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template(
+                    "{spinner} {bar:30} {bytes}/{total_bytes} · {msg} · ETA {eta}",
+                )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
+            ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
             ProgressStyle::with_template("{spinner} {bytes} read · {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -337,7 +357,9 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             .spawn_scoped(scope, move || {
                 let mut seen = SeenSet::default();
                 for msg in chunk_rx {
-                    let out = msg.map(|chunk| process_chunk(&chunk, dialect_ref, config, priors_ref, &mut seen, pool_ref));
+                    let out = msg.map(|chunk| {
+                        process_chunk(&chunk, dialect_ref, config, priors_ref, &mut seen, pool_ref)
+                    });
                     if done_tx.send(out).is_err() {
                         break;
                     }

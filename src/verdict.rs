@@ -22,7 +22,12 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [Status::Valid, Status::Invalid, Status::CatchAll, Status::Unknown];
+    pub const ALL: [Status; 4] = [
+        Status::Valid,
+        Status::Invalid,
+        Status::CatchAll,
+        Status::Unknown,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,7 +64,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [Reason::SyntaxOk, Reason::Syntax, Reason::ReservedDomain, Reason::UnreadableRow];
+    pub const ALL: [Reason; 4] = [
+        Reason::SyntaxOk,
+        Reason::Syntax,
+        Reason::ReservedDomain,
+        Reason::UnreadableRow,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,7 +113,9 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unreadable {
     Row(RowProblem),
-    NotUtf8 { valid_up_to: usize },
+    NotUtf8 {
+        valid_up_to: usize,
+    },
     /// The row is shorter than the email column.
     MissingEmailCell,
 }
@@ -143,7 +155,9 @@ pub fn decide(evidence: &Evidence) -> Verdict {
             Reason::SyntaxOk,
             Cow::Borrowed("well-formed address; domain and mailbox not checked at --level syntax"),
         ),
-        Evidence::Syntax(Err(e)) if e.is_reserved_domain() => (Reason::ReservedDomain, Cow::Owned(e.to_string())),
+        Evidence::Syntax(Err(e)) if e.is_reserved_domain() => {
+            (Reason::ReservedDomain, Cow::Owned(e.to_string()))
+        }
         Evidence::Syntax(Err(e)) => (Reason::Syntax, Cow::Owned(e.to_string())),
     };
     Verdict {
@@ -161,7 +175,10 @@ mod tests {
     #[test]
     fn reason_codes_are_stable_kebab_case() {
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(codes, ["syntax-ok", "syntax", "reserved-domain", "unreadable-row"]);
+        assert_eq!(
+            codes,
+            ["syntax-ok", "syntax", "reserved-domain", "unreadable-row"]
+        );
         for (i, r) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(Reason::from_code(r.as_str()), Some(r));
             assert_eq!(r.index(), i);
@@ -170,15 +187,32 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let v = decide(&Evidence::Syntax(check("a@gmail.com", SyntaxOptions::default())));
+        let v = decide(&Evidence::Syntax(check(
+            "a@gmail.com",
+            SyntaxOptions::default(),
+        )));
         assert_eq!((v.status, v.reason), (Status::Valid, Reason::SyntaxOk));
-        let v = decide(&Evidence::Syntax(check("a@example.com", SyntaxOptions::default())));
-        assert_eq!((v.status, v.reason), (Status::Invalid, Reason::ReservedDomain));
-        let v = decide(&Evidence::Syntax(check("a@@gmail.com", SyntaxOptions::default())));
+        let v = decide(&Evidence::Syntax(check(
+            "a@example.com",
+            SyntaxOptions::default(),
+        )));
+        assert_eq!(
+            (v.status, v.reason),
+            (Status::Invalid, Reason::ReservedDomain)
+        );
+        let v = decide(&Evidence::Syntax(check(
+            "a@@gmail.com",
+            SyntaxOptions::default(),
+        )));
         assert_eq!((v.status, v.reason), (Status::Invalid, Reason::Syntax));
         assert!(v.detail.contains('@'), "{}", v.detail);
-        let v = decide(&Evidence::Unreadable(Unreadable::NotUtf8 { valid_up_to: 3 }));
-        assert_eq!((v.status, v.reason), (Status::Invalid, Reason::UnreadableRow));
+        let v = decide(&Evidence::Unreadable(Unreadable::NotUtf8 {
+            valid_up_to: 3,
+        }));
+        assert_eq!(
+            (v.status, v.reason),
+            (Status::Invalid, Reason::UnreadableRow)
+        );
         assert!(v.detail.contains("UTF-8"));
     }
 }

@@ -5,7 +5,12 @@ mod common;
 use common::*;
 
 fn ok(o: &std::process::Output) {
-    assert!(o.status.success(), "exit {:?}\n{}", o.status.code(), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}",
+        o.status.code(),
+        stderr(o)
+    );
 }
 
 fn exit_code(o: &std::process::Output) -> i32 {
@@ -29,7 +34,10 @@ fn every_row_lands_once_in_input_order_with_columns_untouched() {
     for list in LISTS {
         let rows = list_rows(&out, list);
         let ids: Vec<u32> = rows.iter().map(|r| text(&r[0]).parse().unwrap()).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{list} is out of input order: {ids:?}");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{list} is out of input order: {ids:?}"
+        );
         for r in rows {
             assert_eq!(r.len(), 4 + APPENDED, "{list}: {r:?}");
             let id: usize = text(&r[0]).parse().unwrap();
@@ -40,9 +48,23 @@ fn every_row_lands_once_in_input_order_with_columns_untouched() {
     seen.sort();
     assert_eq!(seen, (1..=7).collect::<Vec<_>>());
     assert_eq!(column(&out, "invalid.csv", "id"), ["2", "3", "6"]);
-    assert_eq!(column(&out, "invalid.csv", "prebounce_reason"), ["syntax", "reserved-domain", "syntax"]);
-    assert_eq!(column(&out, "valid.csv", "prebounce_normalized"), ["ann@gmail.com", "DI@gmail.com", "ann@gmail.com", "gu@acme-widgets.de"]);
-    assert_eq!(column(&out, "valid.csv", "prebounce_flags"), ["free", "free", "free;duplicate", ""]);
+    assert_eq!(
+        column(&out, "invalid.csv", "prebounce_reason"),
+        ["syntax", "reserved-domain", "syntax"]
+    );
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_normalized"),
+        [
+            "ann@gmail.com",
+            "DI@gmail.com",
+            "ann@gmail.com",
+            "gu@acme-widgets.de"
+        ]
+    );
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_flags"),
+        ["free", "free", "free;duplicate", ""]
+    );
     let s = summary(&out);
     assert_eq!(s["rows"], 7);
     assert_eq!(s["unique_addresses"], 3);
@@ -59,21 +81,43 @@ fn every_row_lands_once_in_input_order_with_columns_untouched() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["catch-all.csv", "invalid.csv", "summary.json", "unknown.csv", "valid.csv"]);
+    assert_eq!(
+        names,
+        [
+            "catch-all.csv",
+            "invalid.csv",
+            "summary.json",
+            "unknown.csv",
+            "valid.csv"
+        ]
+    );
 }
 
 #[test]
 fn details_suggestions_and_probabilities() {
-    let input = "email\njane@gmial.com\nbob@acme.con\ninfo@mailinator.com\n\"\"\"q u\"\"@acme.com\"\n";
+    let input =
+        "email\njane@gmial.com\nbob@acme.con\ninfo@mailinator.com\n\"\"\"q u\"\"@acme.com\"\n";
     let (_d, out, o) = verify_bytes(input.as_bytes(), &[]);
     ok(&o);
-    assert_eq!(column(&out, "valid.csv", "prebounce_suggestion"), ["gmail.com", "acme.com", ""]);
-    assert_eq!(column(&out, "valid.csv", "prebounce_flags")[2], "role;disposable");
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_suggestion"),
+        ["gmail.com", "acme.com", ""]
+    );
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_flags")[2],
+        "role;disposable"
+    );
     // Typo domains are often registered by squatters and listed as disposable: its floor applies.
-    assert_eq!(column(&out, "valid.csv", "prebounce_bounce_p")[1..], ["0.0800", "0.3000"]);
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_bounce_p")[1..],
+        ["0.0800", "0.3000"]
+    );
     let detail = &column(&out, "invalid.csv", "prebounce_detail")[0];
     assert!(detail.contains("quoted local parts"), "{detail}");
-    assert_eq!(column(&out, "invalid.csv", "prebounce_bounce_p"), ["1.0000"]);
+    assert_eq!(
+        column(&out, "invalid.csv", "prebounce_bounce_p"),
+        ["1.0000"]
+    );
 }
 
 #[test]
@@ -88,12 +132,19 @@ fn broken_rows_are_unreadable_but_kept_and_the_rest_survives() {
     let valid = list_rows(&out, "valid.csv");
     let emails: Vec<String> = valid.iter().map(|r| text(&r[0])).collect();
     assert_eq!(emails, ["a@acme.com", "d@acme.com", "f@acme.com"]);
-    assert_eq!(valid[1][1], b"M\xfcller", "non-UTF-8 bytes of other cells are kept as they were");
+    assert_eq!(
+        valid[1][1], b"M\xfcller",
+        "non-UTF-8 bytes of other cells are kept as they were"
+    );
     let reasons = column(&out, "invalid.csv", "prebounce_reason");
     assert_eq!(reasons, ["unreadable-row"; 4]);
     let details = column(&out, "invalid.csv", "prebounce_detail");
     assert!(details[0].contains("1 fields"), "{}", details[0]);
-    assert!(details[1].contains("3 fields") && details[1].contains("extra"), "{}", details[1]);
+    assert!(
+        details[1].contains("3 fields") && details[1].contains("extra"),
+        "{}",
+        details[1]
+    );
     assert!(details[2].contains("UTF-8"), "{}", details[2]);
     assert!(details[3].contains("quote"), "{}", details[3]);
     // Short rows are padded so the appended columns stay aligned.
@@ -111,7 +162,10 @@ fn a_ten_megabyte_field_is_one_unreadable_row() {
     input.extend_from_slice(b"\nc@acme.com,short\n");
     let (_d, out, o) = verify_bytes(&input, &[]);
     ok(&o);
-    assert_eq!(column(&out, "valid.csv", "email"), ["a@acme.com", "c@acme.com"]);
+    assert_eq!(
+        column(&out, "valid.csv", "email"),
+        ["a@acme.com", "c@acme.com"]
+    );
     let detail = &column(&out, "invalid.csv", "prebounce_detail")[0];
     assert!(detail.contains("10485771 bytes"), "{detail}");
     assert!(std::fs::metadata(out.join("invalid.csv")).unwrap().len() < 64 * 1024);
@@ -119,11 +173,15 @@ fn a_ten_megabyte_field_is_one_unreadable_row() {
 
 #[test]
 fn bom_crlf_semicolons_and_detected_column() {
-    let input = "\u{feff}Name;E-Mail;Firma\r\n\"Smith; Ann\";ann@acme.de;X\r\nBob;bob@acme.de;Y\r\n";
+    let input =
+        "\u{feff}Name;E-Mail;Firma\r\n\"Smith; Ann\";ann@acme.de;X\r\nBob;bob@acme.de;Y\r\n";
     let (_d, out, o) = verify_bytes(input.as_bytes(), &[]);
     ok(&o);
     let rows = read_records(&out.join("valid.csv"), b';');
-    assert_eq!(rows[0][..3], [b"Name".to_vec(), b"E-Mail".to_vec(), b"Firma".to_vec()]);
+    assert_eq!(
+        rows[0][..3],
+        [b"Name".to_vec(), b"E-Mail".to_vec(), b"Firma".to_vec()]
+    );
     assert_eq!(rows[1][0], b"Smith; Ann");
     assert_eq!(rows.len(), 3);
     assert_eq!(summary(&out)["input"]["delimiter"], ";");
@@ -133,16 +191,28 @@ fn bom_crlf_semicolons_and_detected_column() {
 fn headerless_lists_and_column_options() {
     let (_d, out, o) = verify_bytes(b"ann@acme.de\nbob@acme.de\nnot-an-address\n", &[]);
     ok(&o);
-    assert_eq!(column(&out, "valid.csv", "column_1"), ["ann@acme.de", "bob@acme.de"]);
+    assert_eq!(
+        column(&out, "valid.csv", "column_1"),
+        ["ann@acme.de", "bob@acme.de"]
+    );
     assert_eq!(summary(&out)["input"]["has_header"], false);
 
-    let (_d, out, o) = verify_bytes(b"x|ann@acme.de\ny|bob@acme.de\n", &["--no-header", "--column", "2", "--delimiter", "|"]);
+    let (_d, out, o) = verify_bytes(
+        b"x|ann@acme.de\ny|bob@acme.de\n",
+        &["--no-header", "--column", "2", "--delimiter", "|"],
+    );
     ok(&o);
     assert_eq!(summary(&out)["status"]["valid"], 2);
 
-    let (_d, out, o) = verify_bytes(b"work,home\nann@acme.de,ann@gmail.com\n", &["--column", "home"]);
+    let (_d, out, o) = verify_bytes(
+        b"work,home\nann@acme.de,ann@gmail.com\n",
+        &["--column", "home"],
+    );
     ok(&o);
-    assert_eq!(column(&out, "valid.csv", "prebounce_normalized"), ["ann@gmail.com"]);
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_normalized"),
+        ["ann@gmail.com"]
+    );
 }
 
 #[test]
@@ -163,7 +233,16 @@ fn stdin_input_and_json_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");
     let o = run(
-        &["verify", "-", "--out", out.to_str().unwrap(), "--level", "syntax", "--json", "-q"],
+        &[
+            "verify",
+            "-",
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+            "--json",
+            "-q",
+        ],
         b"email\nann@acme.de\n",
     );
     ok(&o);
@@ -178,11 +257,17 @@ fn default_output_folder_is_beside_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("leads.csv");
     std::fs::write(&input, "email\nann@acme.de\n").unwrap();
-    let o = run(&["verify", input.to_str().unwrap(), "--level", "syntax"], b"");
+    let o = run(
+        &["verify", input.to_str().unwrap(), "--level", "syntax"],
+        b"",
+    );
     ok(&o);
     assert!(dir.path().join("leads.prebounce/valid.csv").exists());
     let human = stderr(&o);
-    assert!(human.contains("predicted bounce rate") && human.contains("leads.prebounce"), "{human}");
+    assert!(
+        human.contains("predicted bounce rate") && human.contains("leads.prebounce"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -195,14 +280,44 @@ fn exit_codes_and_one_line_messages() {
     let out = out.to_str().unwrap();
 
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (vec!["verify", "/nonexistent/list.csv", "--level", "syntax"], 2, "cannot open"),
-        (vec!["verify", input, "--out", out, "--level", "syntax"], 2, "no email column"),
-        (vec!["verify", input, "--out", out, "--level", "syntax", "--column", "mail"], 2, "not found"),
+        (
+            vec!["verify", "/nonexistent/list.csv", "--level", "syntax"],
+            2,
+            "cannot open",
+        ),
+        (
+            vec!["verify", input, "--out", out, "--level", "syntax"],
+            2,
+            "no email column",
+        ),
+        (
+            vec![
+                "verify", input, "--out", out, "--level", "syntax", "--column", "mail",
+            ],
+            2,
+            "not found",
+        ),
         (vec!["verify", input, "--out", out], 2, "--level syntax"),
-        (vec!["verify", input, "--out", out, "--level", "smtp"], 2, "--level syntax"),
-        (vec!["verify", input, "--level", "bogus"], 2, "invalid value"),
-        (vec!["verify", input, "--delimiter", "ab"], 2, "ASCII character"),
-        (vec!["verify", dir.path().to_str().unwrap(), "--level", "syntax"], 2, "directory"),
+        (
+            vec!["verify", input, "--out", out, "--level", "smtp"],
+            2,
+            "--level syntax",
+        ),
+        (
+            vec!["verify", input, "--level", "bogus"],
+            2,
+            "invalid value",
+        ),
+        (
+            vec!["verify", input, "--delimiter", "ab"],
+            2,
+            "ASCII character",
+        ),
+        (
+            vec!["verify", dir.path().to_str().unwrap(), "--level", "syntax"],
+            2,
+            "directory",
+        ),
     ];
     for (args, code, needle) in cases {
         let o = run(&args, b"");
@@ -213,7 +328,17 @@ fn exit_codes_and_one_line_messages() {
     }
     let priors = dir.path().join("p.toml");
     std::fs::write(&priors, "[reasons]\nsyntax-ok = 7\n").unwrap();
-    let o = run(&["verify", input, "--level", "syntax", "--priors", priors.to_str().unwrap()], b"");
+    let o = run(
+        &[
+            "verify",
+            input,
+            "--level",
+            "syntax",
+            "--priors",
+            priors.to_str().unwrap(),
+        ],
+        b"",
+    );
     assert_eq!(exit_code(&o), 2, "{}", stderr(&o));
 }
 
@@ -223,11 +348,22 @@ fn existing_output_needs_force() {
     ok(&o);
     let input = out.parent().unwrap().join("list.csv");
     std::fs::write(&input, "email\nbob@acme.de\ncy@acme.de\n").unwrap();
-    let args = ["verify", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--level", "syntax"];
+    let args = [
+        "verify",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--level",
+        "syntax",
+    ];
     let o = run(&args, b"");
     assert_eq!(exit_code(&o), 2);
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
-    assert_eq!(summary(&out)["rows"], 1, "the refused run must not touch the old results");
+    assert_eq!(
+        summary(&out)["rows"],
+        1,
+        "the refused run must not touch the old results"
+    );
     let mut forced = args.to_vec();
     forced.push("--force");
     ok(&run(&forced, b""));
@@ -240,7 +376,14 @@ fn unwritable_output_is_exit_1() {
     let input = dir.path().join("l.csv");
     std::fs::write(&input, "email\nann@acme.de\n").unwrap();
     let o = run(
-        &["verify", input.to_str().unwrap(), "--level", "syntax", "--out", "/proc/prebounce-cannot-write-here"],
+        &[
+            "verify",
+            input.to_str().unwrap(),
+            "--level",
+            "syntax",
+            "--out",
+            "/proc/prebounce-cannot-write-here",
+        ],
         b"",
     );
     assert_eq!(exit_code(&o), 1, "{}", stderr(&o));
@@ -251,7 +394,10 @@ fn priors_file_changes_probabilities() {
     let dir = tempfile::tempdir().unwrap();
     let priors = dir.path().join("p.json");
     std::fs::write(&priors, r#"{"reasons": {"syntax-ok": 0.01}}"#).unwrap();
-    let (_d, out, o) = verify_bytes(b"email\nann@acme.de\nbad\n", &["--priors", priors.to_str().unwrap()]);
+    let (_d, out, o) = verify_bytes(
+        b"email\nann@acme.de\nbad\n",
+        &["--priors", priors.to_str().unwrap()],
+    );
     ok(&o);
     assert_eq!(column(&out, "valid.csv", "prebounce_bounce_p"), ["0.0100"]);
     let s = summary(&out);
@@ -265,7 +411,10 @@ fn reserved_domains_follow_the_flag() {
     let input = b"email\na@example.com\nb@mail.test\n";
     let (_d, out, o) = verify_bytes(input, &[]);
     ok(&o);
-    assert_eq!(column(&out, "invalid.csv", "prebounce_reason"), ["reserved-domain"; 2]);
+    assert_eq!(
+        column(&out, "invalid.csv", "prebounce_reason"),
+        ["reserved-domain"; 2]
+    );
     let (_d, out, o) = verify_bytes(input, &["--allow-reserved-domains"]);
     ok(&o);
     assert_eq!(summary(&out)["status"]["valid"], 2);
@@ -278,7 +427,14 @@ fn the_samples_run_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o");
         let o = run(
-            &["verify", root.join(sample).to_str().unwrap(), "--out", out.to_str().unwrap(), "--level", "syntax"],
+            &[
+                "verify",
+                root.join(sample).to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--level",
+                "syntax",
+            ],
             b"",
         );
         ok(&o);

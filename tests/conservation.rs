@@ -38,7 +38,11 @@ fn output_rows(out: &Path, width: usize) -> Vec<(usize, Vec<Vec<u8>>, String)> {
         recs.remove(0);
         for r in recs {
             assert_eq!(r.len(), width + 7, "misaligned row in {list}: {r:?}");
-            rows.push((i, r[..width].to_vec(), String::from_utf8_lossy(&r[width + 1]).into_owned()));
+            rows.push((
+                i,
+                r[..width].to_vec(),
+                String::from_utf8_lossy(&r[width + 1]).into_owned(),
+            ));
         }
     }
     rows

@@ -21,7 +21,9 @@ pub fn sniff_delimiter(sample: &[u8]) -> u8 {
     let mut best = (b',', 0usize, 0usize); // (delimiter, lines agreeing with the mode, mode)
     for &d in &DELIMITER_CANDIDATES {
         let counts: Vec<usize> = lines.iter().map(|l| count_unquoted(l, d)).collect();
-        let Some(mode) = mode_nonzero(&counts) else { continue };
+        let Some(mode) = mode_nonzero(&counts) else {
+            continue;
+        };
         let agree = counts.iter().filter(|&&c| c == mode).count();
         if agree > best.1 || (agree == best.1 && mode > best.2) {
             best = (d, agree, mode);
@@ -51,15 +53,34 @@ fn mode_nonzero(counts: &[usize]) -> Option<usize> {
             None => tally.push((c, 1)),
         }
     }
-    tally.into_iter().max_by_key(|&(v, n)| (n, v)).map(|(v, _)| v)
+    tally
+        .into_iter()
+        .max_by_key(|&(v, n)| (n, v))
+        .map(|(v, _)| v)
 }
 
 /// Header names that mean "the email address", compared after lower-casing and dropping
 /// everything but letters and digits ("E-Mail Address" → "emailaddress").
 const EMAIL_HEADERS: &[&str] = &[
-    "email", "emailaddress", "mail", "emails", "mailaddress", "emailid", "eaddress",
-    "workemail", "businessemail", "primaryemail", "contactemail", "useremail", "personalemail",
-    "courriel", "adressemail", "correo", "correoelectronico", "epost", "emailadresse",
+    "email",
+    "emailaddress",
+    "mail",
+    "emails",
+    "mailaddress",
+    "emailid",
+    "eaddress",
+    "workemail",
+    "businessemail",
+    "primaryemail",
+    "contactemail",
+    "useremail",
+    "personalemail",
+    "courriel",
+    "adressemail",
+    "correo",
+    "correoelectronico",
+    "epost",
+    "emailadresse",
 ];
 
 fn squash(name: &str) -> String {
@@ -127,20 +148,32 @@ mod tests {
     #[test]
     fn delimiters() {
         assert_eq!(sniff_delimiter(b"email,name\na@b.com,Ann\n"), b',');
-        assert_eq!(sniff_delimiter(b"email;name\na@b.com;\"Smith, Ann\"\n"), b';');
+        assert_eq!(
+            sniff_delimiter(b"email;name\na@b.com;\"Smith, Ann\"\n"),
+            b';'
+        );
         assert_eq!(sniff_delimiter(b"email\tname\na@b.com\tAnn\n"), b'\t');
         assert_eq!(sniff_delimiter(b"email|name|x\na@b.com|Ann|1\n"), b'|');
         assert_eq!(sniff_delimiter(b"a@b.com\nc@d.com\n"), b',');
         assert_eq!(sniff_delimiter(b""), b',');
         // Commas inside quotes do not vote.
-        assert_eq!(sniff_delimiter(b"n;e\n\"a,b,c\";x@y.z\n\"d,e\";q@r.s\n"), b';');
+        assert_eq!(
+            sniff_delimiter(b"n;e\n\"a,b,c\";x@y.z\n\"d,e\";q@r.s\n"),
+            b';'
+        );
     }
 
     #[test]
     fn headers() {
-        assert_eq!(email_header_index(&strings(&["Name", "E-Mail Address"])), Some(1));
+        assert_eq!(
+            email_header_index(&strings(&["Name", "E-Mail Address"])),
+            Some(1)
+        );
         assert_eq!(email_header_index(&strings(&["id", "EMAIL"])), Some(1));
-        assert_eq!(email_header_index(&strings(&["id", "Email (work)"])), Some(1));
+        assert_eq!(
+            email_header_index(&strings(&["id", "Email (work)"])),
+            Some(1)
+        );
         assert_eq!(email_header_index(&strings(&["id", "name"])), None);
         assert!(looks_like_header(&strings(&["id", "name"])));
         assert!(!looks_like_header(&strings(&["ann@x.com", "Ann"])));

@@ -171,7 +171,14 @@ impl Chunk {
     }
 
     /// Parse one record's bytes with csv-core (the csv crate's own parser) into this chunk.
-    fn push(&mut self, core: &mut csv_core::Reader, scratch: &mut Vec<usize>, bytes: &[u8], line: u64, problem: Option<RowProblem>) {
+    fn push(
+        &mut self,
+        core: &mut csv_core::Reader,
+        scratch: &mut Vec<usize>,
+        bytes: &[u8],
+        line: u64,
+        problem: Option<RowProblem>,
+    ) {
         let base = self.data.len();
         // Unquoting only ever shrinks a field, and there are at most len+1 fields.
         self.data.resize(base + bytes.len() + 1, 0);
@@ -180,8 +187,11 @@ impl Chunk {
         }
         let (mut input, mut out_at, mut nfields) = (bytes, 0usize, 0usize);
         loop {
-            let (res, nin, nout, nend) =
-                core.read_record(input, &mut self.data[base + out_at..], &mut scratch[nfields..]);
+            let (res, nin, nout, nend) = core.read_record(
+                input,
+                &mut self.data[base + out_at..],
+                &mut scratch[nfields..],
+            );
             // csv-core's ends count from the record's start across calls, like its output.
             input = &input[nin..];
             out_at += nout;
@@ -190,8 +200,11 @@ impl Chunk {
                 csv_core::ReadRecordResult::InputEmpty => {
                     if input.is_empty() {
                         // Unterminated last record: an empty read tells csv-core it is EOF.
-                        let (_, _, nout2, nend2) =
-                            core.read_record(&[], &mut self.data[base + out_at..], &mut scratch[nfields..]);
+                        let (_, _, nout2, nend2) = core.read_record(
+                            &[],
+                            &mut self.data[base + out_at..],
+                            &mut scratch[nfields..],
+                        );
                         out_at += nout2;
                         nfields += nend2;
                         core.reset();
@@ -199,7 +212,8 @@ impl Chunk {
                     }
                 }
                 csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => break,
-                csv_core::ReadRecordResult::OutputFull | csv_core::ReadRecordResult::OutputEndsFull => {
+                csv_core::ReadRecordResult::OutputFull
+                | csv_core::ReadRecordResult::OutputEndsFull => {
                     // Cannot happen given the sizes above; grow and go on rather than trust that.
                     self.data.resize(self.data.len() + bytes.len() + 16, 0);
                     scratch.resize(scratch.len() + 16, 0);
@@ -244,7 +258,10 @@ const SAMPLE_ROWS: usize = 200;
 const SAMPLE_BYTES: usize = 64 * 1024;
 
 impl InputReader {
-    pub fn open(source: &InputSource, opts: &InputOptions) -> Result<(InputReader, Dialect), InputError> {
+    pub fn open(
+        source: &InputSource,
+        opts: &InputOptions,
+    ) -> Result<(InputReader, Dialect), InputError> {
         let (reader, total_bytes): (Box<dyn Read + Send>, Option<u64>) = match source {
             InputSource::Stdin => (Box::new(io::stdin()), None),
             InputSource::File(path) => {
@@ -290,14 +307,20 @@ impl InputReader {
             return Ok((input, dialect));
         }
         let first_cells = first.lossy_fields(0);
-        let column_is_name = opts.column.as_deref().is_some_and(|c| c.parse::<usize>().is_err());
-        let has_header = !opts.no_header && (column_is_name || detect::looks_like_header(&first_cells));
+        let column_is_name = opts
+            .column
+            .as_deref()
+            .is_some_and(|c| c.parse::<usize>().is_err());
+        let has_header =
+            !opts.no_header && (column_is_name || detect::looks_like_header(&first_cells));
         input.width = first_cells.len();
         let (header, mut sample) = if has_header {
             let header: Vec<Vec<u8>> = first.fields(0).map(<[u8]>::to_vec).collect();
             (header, Chunk::default())
         } else {
-            let header = (1..=input.width).map(|i| format!("column_{i}").into_bytes()).collect();
+            let header = (1..=input.width)
+                .map(|i| format!("column_{i}").into_bytes())
+                .collect();
             (header, first)
         };
         let already = sample.len();
@@ -305,7 +328,10 @@ impl InputReader {
         // The first row set the width before it was known whether it is data: mark it now.
         input.mark_field_counts(&mut sample);
 
-        let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+        let names: Vec<String> = header
+            .iter()
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .collect();
         let email_column = choose_column(opts, has_header, &names, &sample)?;
         input.pending = Some(sample);
         let dialect = Dialect {
@@ -375,7 +401,12 @@ impl InputReader {
     }
 }
 
-fn choose_column(opts: &InputOptions, has_header: bool, names: &[String], sample: &Chunk) -> Result<usize, InputError> {
+fn choose_column(
+    opts: &InputOptions,
+    has_header: bool,
+    names: &[String],
+    sample: &Chunk,
+) -> Result<usize, InputError> {
     let width = names.len();
     let columns = || names.join(", ");
     if let Some(wanted) = &opts.column {
@@ -412,7 +443,8 @@ fn choose_column(opts: &InputOptions, has_header: bool, names: &[String], sample
     if rows.is_empty() && has_header {
         return Ok(0); // a header-only list has nothing to verify; any column will do
     }
-    detect::email_column_by_content(&rows, width).ok_or_else(|| InputError::NoEmailColumn { columns: columns() })
+    detect::email_column_by_content(&rows, width)
+        .ok_or_else(|| InputError::NoEmailColumn { columns: columns() })
 }
 
 #[cfg(test)]
@@ -420,7 +452,10 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn open_bytes(bytes: &[u8], opts: InputOptions) -> Result<(Dialect, Vec<(Vec<String>, Option<RowProblem>)>), InputError> {
+    /// The dialect and every row's cells and problem.
+    type ReadBack = (Dialect, Vec<(Vec<String>, Option<RowProblem>)>);
+
+    fn open_bytes(bytes: &[u8], opts: InputOptions) -> Result<ReadBack, InputError> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         let (mut reader, dialect) = InputReader::open(&InputSource::File(f.path().into()), &opts)?;
@@ -458,7 +493,11 @@ mod tests {
 
     #[test]
     fn semicolons_and_content_detection() {
-        let (d, rows) = open_bytes(b"id;who;contact\n1;Ann;ann@x.com\n2;Bob;bob@y.org\n", InputOptions::default()).unwrap();
+        let (d, rows) = open_bytes(
+            b"id;who;contact\n1;Ann;ann@x.com\n2;Bob;bob@y.org\n",
+            InputOptions::default(),
+        )
+        .unwrap();
         assert_eq!(d.delimiter, b';');
         assert_eq!(d.email_column, 2);
         assert_eq!(rows.len(), 2);
@@ -473,7 +512,13 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0].1, None);
-        assert_eq!(rows[1].1, Some(RowProblem::FieldCount { found: 1, expected: 2 }));
+        assert_eq!(
+            rows[1].1,
+            Some(RowProblem::FieldCount {
+                found: 1,
+                expected: 2
+            })
+        );
         assert_eq!(rows[2].1, Some(RowProblem::UnterminatedQuote));
         assert_eq!(rows[2].0, vec!["c@x.com,C"]);
         assert_eq!(rows[3], (vec!["d@x.com".into(), "D".into()], None));
@@ -496,8 +541,14 @@ mod tests {
         let data = b"a,b\nx@y.com,z@w.com\n";
         assert_eq!(open_bytes(data, opts("b")).unwrap().0.email_column, 1);
         assert_eq!(open_bytes(data, opts("2")).unwrap().0.email_column, 1);
-        assert!(matches!(open_bytes(data, opts("3")), Err(InputError::ColumnOutOfRange { .. })));
-        assert!(matches!(open_bytes(data, opts("mail")), Err(InputError::ColumnNotFound { .. })));
+        assert!(matches!(
+            open_bytes(data, opts("3")),
+            Err(InputError::ColumnOutOfRange { .. })
+        ));
+        assert!(matches!(
+            open_bytes(data, opts("mail")),
+            Err(InputError::ColumnNotFound { .. })
+        ));
         assert!(matches!(
             open_bytes(b"a,b\n1,2\n", InputOptions::default()),
             Err(InputError::NoEmailColumn { .. })

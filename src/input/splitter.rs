@@ -7,6 +7,18 @@
 //! is reported broken, and reading resumes on the next line. Memory stays bounded by that limit.
 
 use std::io::{self, Read};
+use std::ops::Range;
+
+/// A record's kind and its bytes' range in the buffer.
+type Cut = (RecordKind, Range<usize>);
+
+/// What the quote-free fast path found.
+enum PlainScan {
+    /// A record (or the end of input).
+    Done(Option<Cut>),
+    /// The record has a quote or is too long: scan it with the full rules.
+    NeedsFullScan,
+}
 
 /// Longest record we accept. Real email-list rows are under 1 KiB; this leaves room for notes
 /// columns while keeping a runaway quote or a 10 MB field from costing more than this.
@@ -157,7 +169,7 @@ impl<R: Read> RecordSplitter<R> {
     }
 
     /// Cut the current record at `end` (exclusive) and move on to `next`.
-    fn take(&mut self, end: usize, next: usize, kind: RecordKind) -> (RecordKind, std::ops::Range<usize>) {
+    fn take(&mut self, end: usize, next: usize, kind: RecordKind) -> Cut {
         let range = self.start..end;
         self.last_plain = !self.saw_quote && kind == RecordKind::Complete;
         self.saw_quote = false;
@@ -192,24 +204,34 @@ impl<R: Read> RecordSplitter<R> {
 
     /// Most rows hold no quote: find their end with one vectorised search. Returns None when the
     /// record has a quote (or is too long) and must be scanned byte by byte.
-    fn next_plain(&mut self) -> io::Result<Option<Option<(RecordKind, std::ops::Range<usize>)>>> {
+    fn next_plain(&mut self) -> io::Result<PlainScan> {
         loop {
             match memchr::memchr3(b'\n', b'\r', b'"', &self.buf[self.scan_at..self.filled]) {
                 Some(pos) => {
                     let i = self.scan_at + pos;
                     if self.buf[i] == b'"' || i - self.start >= self.max_record {
-                        return Ok(None);
+                        return Ok(PlainScan::NeedsFullScan);
                     }
                     self.skip_lf = self.buf[i] == b'\r';
-                    return Ok(Some(Some(self.take(i + 1, i + 1, RecordKind::Complete))));
+                    return Ok(PlainScan::Done(Some(self.take(
+                        i + 1,
+                        i + 1,
+                        RecordKind::Complete,
+                    ))));
                 }
-                None if self.filled - self.start > self.max_record => return Ok(None),
+                None if self.filled - self.start > self.max_record => {
+                    return Ok(PlainScan::NeedsFullScan);
+                }
                 None if self.eof => {
                     if self.start >= self.filled {
-                        return Ok(Some(None));
+                        return Ok(PlainScan::Done(None));
                     }
                     let end = self.filled;
-                    return Ok(Some(Some(self.take(end, end, RecordKind::Complete))));
+                    return Ok(PlainScan::Done(Some(self.take(
+                        end,
+                        end,
+                        RecordKind::Complete,
+                    ))));
                 }
                 None => {
                     self.scan_at = self.filled;
@@ -219,7 +241,7 @@ impl<R: Read> RecordSplitter<R> {
         }
     }
 
-    fn next_raw(&mut self) -> io::Result<Option<(RecordKind, std::ops::Range<usize>)>> {
+    fn next_raw(&mut self) -> io::Result<Option<Cut>> {
         loop {
             if self.skip_lf && self.start < self.filled {
                 if self.buf[self.start] == b'\n' {
@@ -230,7 +252,7 @@ impl<R: Read> RecordSplitter<R> {
                 self.skip_lf = false;
             }
             if !self.saw_quote {
-                if let Some(done) = self.next_plain()? {
+                if let PlainScan::Done(done) = self.next_plain()? {
                     return Ok(done);
                 }
                 // Start over on this record with the full quoting rules.
@@ -281,7 +303,7 @@ impl<R: Read> RecordSplitter<R> {
         }
     }
 
-    fn cut_runaway_quote(&mut self) -> (RecordKind, std::ops::Range<usize>) {
+    fn cut_runaway_quote(&mut self) -> Cut {
         match self.first_break {
             // Keep the opening line; everything after it is read again as fresh records.
             Some(brk) => {
@@ -300,7 +322,7 @@ impl<R: Read> RecordSplitter<R> {
     }
 
     /// The record passed the limit at `at`.
-    fn cut_oversized(&mut self, at: usize) -> io::Result<(RecordKind, std::ops::Range<usize>)> {
+    fn cut_oversized(&mut self, at: usize) -> io::Result<Cut> {
         if self.state == Scan::Quoted && self.first_break.is_some() {
             return Ok(self.cut_runaway_quote());
         }
@@ -389,9 +411,15 @@ mod tests {
             split(b"a,\"x\ny\",b\nc\n", 100),
             vec![ok("a,\"x\ny\",b\n"), ok("c\n")]
         );
-        assert_eq!(split(b"\"a\"\"b\",c\nd\n", 100), vec![ok("\"a\"\"b\",c\n"), ok("d\n")]);
+        assert_eq!(
+            split(b"\"a\"\"b\",c\nd\n", 100),
+            vec![ok("\"a\"\"b\",c\n"), ok("d\n")]
+        );
         // A quote in the middle of a field is literal, as the csv crate reads it.
-        assert_eq!(split(b"ab\"c,d\ne\n", 100), vec![ok("ab\"c,d\n"), ok("e\n")]);
+        assert_eq!(
+            split(b"ab\"c,d\ne\n", 100),
+            vec![ok("ab\"c,d\n"), ok("e\n")]
+        );
     }
 
     #[test]

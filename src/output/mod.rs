@@ -26,7 +26,9 @@ pub const SUMMARY_FILE: &str = "summary.json";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutputError {
-    #[error("output folder {0} already exists and is not empty; pass --force to replace its files, or choose another with --out")]
+    #[error(
+        "output folder {0} already exists and is not empty; pass --force to replace its files, or choose another with --out"
+    )]
     Exists(PathBuf),
     #[error("output path {0} exists and is not a folder; choose another with --out")]
     NotADirectory(PathBuf),
@@ -152,7 +154,8 @@ pub fn row_serializer(delimiter: u8, capacity: usize) -> csv::Writer<Vec<u8>> {
 /// Finish a serialiser and take its bytes.
 pub fn serialized_bytes(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
     // Flushing into a Vec cannot fail.
-    w.into_inner().unwrap_or_else(|e| e.into_inner().get_ref().clone())
+    w.into_inner()
+        .unwrap_or_else(|e| e.into_inner().get_ref().clone())
 }
 
 impl ListWriters {
@@ -203,7 +206,8 @@ impl ListWriters {
         }
         let mut summary = PendingFile::new(&self.dir, SUMMARY_FILE);
         let mut file = File::create(&summary.temp).map_err(io_err(&summary.temp))?;
-        file.write_all(summary_json).map_err(io_err(&summary.temp))?;
+        file.write_all(summary_json)
+            .map_err(io_err(&summary.temp))?;
         file.sync_all().map_err(io_err(&summary.temp))?;
         // summary.json marks a finished run: remove the old one first, put the new one in last.
         let _ = fs::remove_file(&summary.target);
@@ -230,7 +234,15 @@ mod tests {
 
     #[test]
     fn fields_round_trip_through_the_csv_crate() {
-        let fields: [&[u8]; 7] = [b"plain", b"with,comma", b"with \"quote\"", b"line\nbreak", b"cr\r", b"", b"semi;colon"];
+        let fields: [&[u8]; 7] = [
+            b"plain",
+            b"with,comma",
+            b"with \"quote\"",
+            b"line\nbreak",
+            b"cr\r",
+            b"",
+            b"semi;colon",
+        ];
         for delimiter in [b',', b';', b'\t', b'|'] {
             let mut out = Vec::new();
             for (i, f) in fields.iter().enumerate() {
@@ -256,7 +268,10 @@ mod tests {
             default_out_dir(&InputSource::File("/data/leads.csv".into())),
             PathBuf::from("/data/leads.prebounce")
         );
-        assert_eq!(default_out_dir(&InputSource::Stdin), PathBuf::from("prebounce-out"));
+        assert_eq!(
+            default_out_dir(&InputSource::Stdin),
+            PathBuf::from("prebounce-out")
+        );
     }
 
     #[test]
@@ -274,7 +289,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         prepare_out_dir(dir.path(), false).unwrap();
         fs::write(dir.path().join("x"), "").unwrap();
-        assert!(matches!(prepare_out_dir(dir.path(), false), Err(OutputError::Exists(_))));
+        assert!(matches!(
+            prepare_out_dir(dir.path(), false),
+            Err(OutputError::Exists(_))
+        ));
         prepare_out_dir(dir.path(), true).unwrap();
     }
 }

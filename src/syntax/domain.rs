@@ -18,7 +18,9 @@ pub struct DomainFacts {
 pub enum DomainError {
     #[error("nothing after the @")]
     Empty,
-    #[error("IP-address literals (user@[192.0.2.1]) are not accepted: real mailboxes have domain names")]
+    #[error(
+        "IP-address literals (user@[192.0.2.1]) are not accepted: real mailboxes have domain names"
+    )]
     Literal,
     #[error("the domain ends with a dot")]
     TrailingDot,
@@ -28,9 +30,13 @@ pub enum DomainError {
     LabelTooLong(String),
     #[error("the domain is longer than 253 octets")]
     TooLong,
-    #[error("the domain contains the character {1:?} in {0:?}; only letters, digits and hyphens are allowed")]
+    #[error(
+        "the domain contains the character {1:?} in {0:?}; only letters, digits and hyphens are allowed"
+    )]
     Char(String, char),
-    #[error("the domain label {0:?} starts or ends with a hyphen, or has '--' in positions 3-4 without being an xn-- label")]
+    #[error(
+        "the domain label {0:?} starts or ends with a hyphen, or has '--' in positions 3-4 without being an xn-- label"
+    )]
     Hyphen(String),
     #[error("the domain has a single label; mail needs a dotted name like example.com")]
     SingleLabel,
@@ -45,7 +51,15 @@ pub enum DomainError {
 /// Special-use names from RFC 2606, RFC 6761, RFC 6762 (.local), RFC 7686 (.onion),
 /// RFC 8375 (home.arpa), RFC 9476 (.alt) and ICANN's .internal.
 const RESERVED_SUFFIXES: &[&str] = &[
-    "test", "example", "invalid", "localhost", "local", "onion", "alt", "internal", "arpa",
+    "test",
+    "example",
+    "invalid",
+    "localhost",
+    "local",
+    "onion",
+    "alt",
+    "internal",
+    "arpa",
 ];
 const RESERVED_EXACT: &[&str] = &["example.com", "example.net", "example.org"];
 
@@ -147,7 +161,8 @@ fn check_ldh(ascii: &str) -> Result<(), DomainError> {
             return Err(DomainError::Char(label.to_owned(), c));
         }
         let bytes = label.as_bytes();
-        let reserved_hyphens = bytes.len() >= 4 && &bytes[2..4] == b"--" && !label.starts_with("xn--");
+        let reserved_hyphens =
+            bytes.len() >= 4 && &bytes[2..4] == b"--" && !label.starts_with("xn--");
         if label.starts_with('-') || label.ends_with('-') || reserved_hyphens {
             return Err(DomainError::Hyphen(label.to_owned()));
         }
@@ -179,11 +194,20 @@ mod tests {
         assert_eq!(analyse("a.com."), Err(DomainError::TrailingDot));
         assert_eq!(analyse("com"), Err(DomainError::SingleLabel));
         assert_eq!(analyse("1.2.3.4"), Err(DomainError::BadTld("4".into())));
-        assert_eq!(analyse("bad.tld-2"), Err(DomainError::BadTld("tld-2".into())));
-        assert_eq!(analyse("yy--0.tld"), Err(DomainError::Hyphen("yy--0".into())));
+        assert_eq!(
+            analyse("bad.tld-2"),
+            Err(DomainError::BadTld("tld-2".into()))
+        );
+        assert_eq!(
+            analyse("yy--0.tld"),
+            Err(DomainError::Hyphen("yy--0".into()))
+        );
         assert_eq!(analyse("a-.com"), Err(DomainError::Hyphen("a-".into())));
         assert!(matches!(analyse("x!.com"), Err(DomainError::Char(_, '!'))));
-        assert!(matches!(analyse(&format!("{}.com", "a".repeat(64))), Err(DomainError::LabelTooLong(_))));
+        assert!(matches!(
+            analyse(&format!("{}.com", "a".repeat(64))),
+            Err(DomainError::LabelTooLong(_))
+        ));
         assert_eq!(analyse("[127.0.0.1]"), Err(DomainError::Literal));
         assert_eq!(analyse(""), Err(DomainError::Empty));
     }
@@ -194,13 +218,25 @@ mod tests {
         assert!(f.ascii.starts_with("xn--") && f.unicode == "臺網中心.tw");
         assert!(matches!(analyse("xn--0.tld"), Err(DomainError::Idna(_))));
         assert_eq!(analyse("ｇｍａｉｌ．ｃｏｍ").unwrap().ascii, "gmail.com");
-        assert_eq!(analyse("trailingfwdot.com．"), Err(DomainError::TrailingDot));
+        assert_eq!(
+            analyse("trailingfwdot.com．"),
+            Err(DomainError::TrailingDot)
+        );
         assert!(analyse("a\u{200b}b.com").is_err());
     }
 
     #[test]
     fn reserved() {
-        for d in ["example.com", "mail.example.org", "x.test", "foo.invalid", "a.localhost", "printer.local", "x.onion", "home.arpa"] {
+        for d in [
+            "example.com",
+            "mail.example.org",
+            "x.test",
+            "foo.invalid",
+            "a.localhost",
+            "printer.local",
+            "x.onion",
+            "home.arpa",
+        ] {
             assert!(is_reserved(d), "{d}");
         }
         for d in ["notexample.com", "example.co", "testing.com", "test.com"] {

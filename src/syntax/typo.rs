@@ -12,28 +12,71 @@ use super::lists::free_providers;
 /// Misspellings of .com/.net/.org that are not delegated TLDs (checked against the IANA root
 /// zone list): replacing them can only help. `.co`, `.cm`, `.om`, `.ne` are real and absent.
 const TLD_FIXES: &[(&str, &str)] = &[
-    ("con", "com"), ("cmo", "com"), ("ocm", "com"), ("comm", "com"), ("coom", "com"),
-    ("vom", "com"), ("xom", "com"), ("cpm", "com"), ("cim", "com"), ("clm", "com"),
-    ("cok", "com"), ("comn", "com"), ("c0m", "com"), ("cpom", "com"), ("ccom", "com"),
-    ("nte", "net"), ("nett", "net"), ("ent", "net"), ("met", "net"), ("ogr", "org"),
-    ("orgg", "org"), ("rog", "org"), ("prg", "org"),
+    ("con", "com"),
+    ("cmo", "com"),
+    ("ocm", "com"),
+    ("comm", "com"),
+    ("coom", "com"),
+    ("vom", "com"),
+    ("xom", "com"),
+    ("cpm", "com"),
+    ("cim", "com"),
+    ("clm", "com"),
+    ("cok", "com"),
+    ("comn", "com"),
+    ("c0m", "com"),
+    ("cpom", "com"),
+    ("ccom", "com"),
+    ("nte", "net"),
+    ("nett", "net"),
+    ("ent", "net"),
+    ("met", "net"),
+    ("ogr", "org"),
+    ("orgg", "org"),
+    ("rog", "org"),
+    ("prg", "org"),
 ];
 
 /// The domains people mistype most, and the only targets of the distance rule: a long, distinctive
 /// label keeps distance 1 away from other real domains.
 const TYPO_TARGETS: &[&str] = &[
-    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "hotmail.com", "hotmail.co.uk",
-    "outlook.com", "icloud.com", "comcast.net", "protonmail.com", "btinternet.com",
-    "sbcglobal.net", "bellsouth.net", "verizon.net", "earthlink.net", "optonline.net",
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "outlook.com",
+    "icloud.com",
+    "comcast.net",
+    "protonmail.com",
+    "btinternet.com",
+    "sbcglobal.net",
+    "bellsouth.net",
+    "verizon.net",
+    "earthlink.net",
+    "optonline.net",
     "rediffmail.com",
 ];
 
 /// Real domains within distance 1 of a target: they must never be "corrected".
-const REAL_NEIGHBOURS: &[&str] = &["email.com", "cloud.com", "gmail.co.jp", "yahoo.co.jp", "hotmail.co.jp"];
+const REAL_NEIGHBOURS: &[&str] = &[
+    "email.com",
+    "cloud.com",
+    "gmail.co.jp",
+    "yahoo.co.jp",
+    "hotmail.co.jp",
+];
 
 /// Providers that exist under one TLD only, so `gmail.co` is certainly a typo even though `.co`
 /// is a real TLD.
-const SINGLE_TLD_PROVIDERS: &[&str] = &["gmail.com", "googlemail.com", "icloud.com", "comcast.net", "verizon.net"];
+const SINGLE_TLD_PROVIDERS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "icloud.com",
+    "comcast.net",
+    "verizon.net",
+];
 
 fn split_sld(domain: &str) -> Option<(&str, &str)> {
     domain.split_once('.')
@@ -70,12 +113,18 @@ pub fn suggest_domain(domain_ascii: &str) -> Option<String> {
         let mut best: Option<(&str, usize)> = None;
         let mut tie = false;
         for p in TYPO_TARGETS {
-            let Some((psld, ptld)) = split_sld(p) else { continue };
+            let Some((psld, ptld)) = split_sld(p) else {
+                continue;
+            };
             if ptld != tld_now || psld.len().abs_diff(sld.len()) > 2 {
                 continue;
             }
             let d = distance(sld, psld);
-            let allowed = if psld.len() >= 7 && psld.as_bytes()[0] == sld.as_bytes()[0] { 2 } else { 1 };
+            let allowed = if psld.len() >= 7 && psld.as_bytes()[0] == sld.as_bytes()[0] {
+                2
+            } else {
+                1
+            };
             if d == 0 || d > allowed {
                 continue;
             }
@@ -125,10 +174,34 @@ mod tests {
     #[test]
     fn leaves_real_domains_alone() {
         for real in [
-            "gmail.com", "ymail.com", "gmx.de", "gmx.net", "hotmail.fr", "yahoo.co.uk", "mail.com",
-            "acme.co", "me.com", "mac.com", "aol.com", "live.com", "outlook.de", "web.de",
-            "email.com", "gmaill.company", "yahoo.fr", "msn.com", "gamil.co.uk",
-            "oracle.com", "google.com", "cloud.com", "never.com", "saver.com", "apple.com", "cox.net", "att.net", "sky.com",
+            "gmail.com",
+            "ymail.com",
+            "gmx.de",
+            "gmx.net",
+            "hotmail.fr",
+            "yahoo.co.uk",
+            "mail.com",
+            "acme.co",
+            "me.com",
+            "mac.com",
+            "aol.com",
+            "live.com",
+            "outlook.de",
+            "web.de",
+            "email.com",
+            "gmaill.company",
+            "yahoo.fr",
+            "msn.com",
+            "gamil.co.uk",
+            "oracle.com",
+            "google.com",
+            "cloud.com",
+            "never.com",
+            "saver.com",
+            "apple.com",
+            "cox.net",
+            "att.net",
+            "sky.com",
         ] {
             assert_eq!(suggest_domain(real), None, "{real}");
         }

@@ -35,7 +35,14 @@ pub fn verify_bytes(input: &[u8], args: &[&str]) -> (tempfile::TempDir, PathBuf,
     let path = dir.path().join("list.csv");
     std::fs::write(&path, input).unwrap();
     let out = dir.path().join("out");
-    let mut all = vec!["verify", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--level", "syntax"];
+    let mut all = vec![
+        "verify",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--level",
+        "syntax",
+    ];
     all.extend_from_slice(args);
     let output = run(&all, b"");
     (dir, out, output)
