@@ -19,7 +19,7 @@ use crate::forecast::{Forecast, PriorTable};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
 use crate::output::summary::{InputShape, StatusCounts, Summary, thousands};
 use crate::output::{ListWriters, prepare_out_dir, push_field};
-use crate::syntax::{self, Address, Flags, SyntaxOptions};
+use crate::syntax::{self, Address, DomainFacts, Flags, SyntaxOptions};
 use crate::verdict::{self, Evidence, Reason, Status, Unreadable};
 use crate::{Error, ProgressMode, VerifyConfig};
 
@@ -37,11 +37,18 @@ struct RowResult {
     reason: Reason,
     detail: std::borrow::Cow<'static, str>,
     normalized: String,
-    suggestion: Option<String>,
+    /// The address's domain facts (its typo suggestion), shared with every row at the domain.
+    domain: Option<Arc<DomainFacts>>,
     flags: Flags,
     bounce_p: f64,
     /// Identity for duplicate detection (None when the row has no well-formed address).
     dedup_hash: Option<u64>,
+}
+
+impl RowResult {
+    fn suggestion(&self) -> Option<&str> {
+        self.domain.as_ref().and_then(|d| d.suggestion.as_deref())
+    }
 }
 
 const DEDUP_SEEDS: (u64, u64, u64, u64) = (0x5eed, 0xb0b, 0xdead, 0xbeef);
@@ -63,7 +70,7 @@ fn dedup_hash(addr: &Address) -> u64 {
         h.write(addr.local.to_lowercase().as_bytes());
     }
     h.write_u8(b'@');
-    h.write(addr.domain_ascii.as_bytes());
+    h.write(addr.domain_ascii().as_bytes());
     h.finish()
 }
 
@@ -102,10 +109,10 @@ fn gather_evidence(chunk: &Chunk, r: usize, dialect: &Dialect, opts: SyntaxOptio
 
 fn decide_row(evidence: Evidence, priors: &PriorTable) -> RowResult {
     let v = verdict::decide(&evidence);
-    let (normalized, suggestion, flags, dedup) = match evidence {
+    let (normalized, domain, flags, dedup) = match evidence {
         Evidence::Syntax(Ok(addr)) => {
             let key = dedup_hash(&addr);
-            (addr.normalized(), addr.suggestion, addr.flags, Some(key))
+            (addr.normalized(), Some(addr.domain), addr.flags, Some(key))
         }
         _ => (String::new(), None, Flags::default(), None),
     };
@@ -115,7 +122,7 @@ fn decide_row(evidence: Evidence, priors: &PriorTable) -> RowResult {
         reason: v.reason,
         detail: v.detail,
         normalized,
-        suggestion,
+        domain,
         flags,
         dedup_hash: dedup,
     }
@@ -151,7 +158,7 @@ impl Tally {
                 self.unique += 1;
             }
         }
-        if res.suggestion.is_some() {
+        if res.suggestion().is_some() {
             self.suggestions += 1;
         }
         self.forecast
@@ -192,7 +199,8 @@ fn serialize_batch(
     let mut lists: [Vec<u8>; 4] = Default::default();
     let mut tally = Tally::default();
     let (mut detail, mut flags_text) = (String::new(), String::new());
-    let mut p_cache: Option<(u64, String)> = None;
+    // Probabilities repeat across rows (one per reason and flag floor): format each once.
+    let mut p_texts: Vec<(u64, String)> = Vec::new();
     for (i, res) in results.iter().enumerate() {
         let r = first + i;
         tally.count(res);
@@ -214,12 +222,15 @@ fn serialize_batch(
         }
         flags_text.clear();
         let _ = write!(flags_text, "{}", res.flags);
-        // Probabilities repeat across rows: format each distinct one once.
         let bits = res.bounce_p.to_bits();
-        if p_cache.as_ref().is_none_or(|(b, _)| *b != bits) {
-            p_cache = Some((bits, format!("{:.4}", res.bounce_p)));
-        }
-        let p_text = p_cache.as_ref().map_or("", |(_, t)| t.as_str());
+        let k = match p_texts.iter().position(|(b, _)| *b == bits) {
+            Some(k) => k,
+            None => {
+                p_texts.push((bits, format!("{:.4}", res.bounce_p)));
+                p_texts.len() - 1
+            }
+        };
+        let p_text = p_texts[k].1.as_str();
 
         let out = &mut lists[res.status.index()];
         match chunk.raw(r) {
@@ -240,7 +251,7 @@ fn serialize_batch(
             res.reason.as_str().as_bytes(),
             detail.as_bytes(),
             res.normalized.as_bytes(),
-            res.suggestion.as_deref().unwrap_or("").as_bytes(),
+            res.suggestion().unwrap_or("").as_bytes(),
             flags_text.as_bytes(),
             p_text.as_bytes(),
         ];
@@ -253,37 +264,43 @@ fn serialize_batch(
     Serialized { lists, tally }
 }
 
-/// The stage thread's work on one chunk.
-fn process_chunk(
-    chunk: &Chunk,
+/// Checked rows of one chunk, waiting for duplicate marking and serialisation.
+struct Checked {
+    chunk: Chunk,
+    results: Vec<RowResult>,
+}
+
+/// Stage 1, parallel: evidence and verdict for every row of a chunk.
+fn check_chunk(
+    chunk: Chunk,
     dialect: &Dialect,
     config: &VerifyConfig,
     priors: &PriorTable,
-    seen: &mut SeenSet,
-    pool: &rayon::ThreadPool,
-) -> Vec<Serialized> {
-    let mut results: Vec<RowResult> = pool.install(|| {
-        (0..chunk.len())
-            .into_par_iter()
-            .with_min_len(256)
-            .map(|r| decide_row(gather_evidence(chunk, r, dialect, config.syntax), priors))
-            .collect()
-    });
-    // "Duplicate" means "seen earlier in the input": decided in order, here, and cheap.
-    for res in &mut results {
+) -> Checked {
+    let results = (0..chunk.len())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|r| decide_row(gather_evidence(&chunk, r, dialect, config.syntax), priors))
+        .collect();
+    Checked { chunk, results }
+}
+
+/// Stage 2: mark repeats (in input order, sequentially: cheap), then serialise in parallel.
+fn finish_chunk(checked: &mut Checked, dialect: &Dialect, seen: &mut SeenSet) -> Vec<Serialized> {
+    for res in &mut checked.results {
         if let Some(h) = res.dedup_hash {
             if !seen.insert(h) {
                 res.flags.insert(Flags::DUPLICATE);
             }
         }
     }
-    pool.install(|| {
-        results
-            .par_chunks(SERIALIZE_BATCH)
-            .enumerate()
-            .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, dialect))
-            .collect()
-    })
+    let chunk = &checked.chunk;
+    checked
+        .results
+        .par_chunks(SERIALIZE_BATCH)
+        .enumerate()
+        .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, dialect))
+        .collect()
 }
 
 /// Progress on stderr: bytes of the input when its size is known, rows otherwise.
@@ -330,7 +347,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
 
     thread::scope(|scope| -> Result<(), Error> {
         let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, InputError>>(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = bounded::<Result<Vec<Serialized>, InputError>>(CHANNEL_DEPTH);
+        let (done_tx, done_rx) =
+            bounded::<Result<(Vec<Serialized>, Checked), InputError>>(CHANNEL_DEPTH);
         let bytes = Arc::clone(&bytes_read);
         thread::Builder::new()
             .name("prebounce-read".into())
@@ -351,28 +369,49 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
+        // Two stage threads feed the same rayon pool, so one chunk's sequential steps overlap
+        // the next chunk's parallel checks.
+        let (checked_tx, checked_rx) = bounded::<Result<Checked, InputError>>(CHANNEL_DEPTH);
         let (dialect_ref, pool_ref, priors_ref) = (&dialect, &pool, &priors);
         thread::Builder::new()
-            .name("prebounce-stage".into())
+            .name("prebounce-check".into())
             .spawn_scoped(scope, move || {
-                let mut seen = SeenSet::default();
                 for msg in chunk_rx {
                     let out = msg.map(|chunk| {
-                        process_chunk(&chunk, dialect_ref, config, priors_ref, &mut seen, pool_ref)
+                        pool_ref.install(|| check_chunk(chunk, dialect_ref, config, priors_ref))
+                    });
+                    if checked_tx.send(out).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the check thread: {e}")))?;
+        thread::Builder::new()
+            .name("prebounce-format".into())
+            .spawn_scoped(scope, move || {
+                let mut seen = SeenSet::default();
+                for msg in checked_rx {
+                    let out = msg.map(|mut checked| {
+                        let batches =
+                            pool_ref.install(|| finish_chunk(&mut checked, dialect_ref, &mut seen));
+                        // Freeing a chunk's rows is not free: let the writer thread do it.
+                        (batches, checked)
                     });
                     if done_tx.send(out).is_err() {
                         break;
                     }
                 }
             })
-            .map_err(|e| Error::Internal(format!("cannot start the stage thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the format thread: {e}")))?;
         for msg in done_rx {
-            for batch in msg? {
+            let (batches, spent) = msg?;
+            for batch in batches {
                 for status in Status::ALL {
                     lists.write(status, &batch.lists[status.index()])?;
                 }
                 tally.merge(&batch.tally);
             }
+            drop(spent);
             bar.set_position(bytes_read.load(Ordering::Relaxed));
             bar.set_message(format!("{} rows", thousands(tally.rows)));
         }

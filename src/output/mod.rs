@@ -196,19 +196,19 @@ impl ListWriters {
     }
 
     /// Flush everything, write summary.json, then rename all files into place.
+    ///
+    /// Renaming only complete files protects against a crashed or killed run. The files are not
+    /// fsynced: that cost a third of a million-row run (0.39 s of 1.3 s) for protection against
+    /// a power cut in the seconds after it, when running again is the remedy.
     pub fn commit(mut self, summary_json: &[u8]) -> Result<(), OutputError> {
         for (w, f) in self.writers.drain(..).zip(&self.files) {
-            let file = w.into_inner().map_err(|e| OutputError::Io {
+            w.into_inner().map_err(|e| OutputError::Io {
                 path: f.temp.clone(),
                 source: e.into_error(),
             })?;
-            file.sync_all().map_err(io_err(&f.temp))?;
         }
         let mut summary = PendingFile::new(&self.dir, SUMMARY_FILE);
-        let mut file = File::create(&summary.temp).map_err(io_err(&summary.temp))?;
-        file.write_all(summary_json)
-            .map_err(io_err(&summary.temp))?;
-        file.sync_all().map_err(io_err(&summary.temp))?;
+        fs::write(&summary.temp, summary_json).map_err(io_err(&summary.temp))?;
         // summary.json marks a finished run: remove the old one first, put the new one in last.
         let _ = fs::remove_file(&summary.target);
         for f in &mut self.files {

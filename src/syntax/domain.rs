@@ -42,8 +42,10 @@ pub enum DomainError {
     SingleLabel,
     #[error("{0:?} is not a top-level domain (it must be letters or an xn-- label)")]
     BadTld(String),
-    #[error("the domain is not valid IDNA: {0}")]
+    #[error("the domain is not a valid internationalized domain name (IDNA): {0}")]
     Idna(String),
+    #[error("the domain is rejected by the RFC 5322 parser")]
+    Parser,
     #[error("{0} is a reserved or special-use domain that never receives mail (RFC 2606/6761)")]
     Reserved(String),
 }
@@ -83,6 +85,10 @@ pub fn analyse_domain(domain: &str, opts: SyntaxOptions) -> Result<DomainFacts, 
     }
     let (ascii, unicode) = to_ascii_and_unicode(domain)?;
     check_ldh(&ascii)?;
+    // Second opinion from the email_address crate's RFC 5322 domain grammar (see `backstop`).
+    if !email_address::EmailAddress::is_valid_domain(&ascii) {
+        return Err(DomainError::Parser);
+    }
     if !opts.allow_reserved_domains && is_reserved(&ascii) {
         return Err(DomainError::Reserved(ascii));
     }
@@ -113,7 +119,12 @@ fn to_ascii_and_unicode(domain: &str) -> Result<(String, String), DomainError> {
         }
         // A-labels must decode, or the domain is garbage that merely looks like punycode.
         let (unicode, result) = idna::domain_to_unicode(&ascii);
-        result.map_err(|e| DomainError::Idna(format!("{e:?}")))?;
+        // idna's error type carries no detail worth showing ("Errors"): say what failed.
+        result.map_err(|_| {
+            DomainError::Idna(
+                "an xn-- label is not valid punycode for a permitted Unicode label".into(),
+            )
+        })?;
         return Ok((ascii, unicode));
     }
     for c in domain.chars() {
@@ -130,7 +141,10 @@ fn to_ascii_and_unicode(domain: &str) -> Result<(String, String), DomainError> {
         if domain.ends_with(['.', '。', '．', '｡']) {
             DomainError::TrailingDot
         } else {
-            DomainError::Idna(format!("{e:?}"))
+            let _ = e; // carries no detail worth showing
+            DomainError::Idna(
+                "it holds a character or label UTS #46 does not permit in a domain".into(),
+            )
         }
     })?;
     if ascii.ends_with('.') {

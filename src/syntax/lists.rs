@@ -198,15 +198,21 @@ static DISPOSABLE: LazyLock<AHashSet<&'static str>> =
 
 /// Role accounts, ignoring case and a `+tag`.
 pub fn is_role(local: &str) -> bool {
-    let base = local.split('+').next().unwrap_or(local);
-    if base.len() > 20 {
+    let bytes = local.as_bytes();
+    let end = bytes.iter().position(|&b| b == b'+').unwrap_or(bytes.len());
+    // Every role name is short ASCII: fold case on the stack, no allocation.
+    let mut buf = [0u8; ROLE_MAX_LEN];
+    if end == 0 || end > ROLE_MAX_LEN {
         return false;
     }
-    if base.bytes().any(|b| b.is_ascii_uppercase()) {
-        return ROLES.contains(base.to_ascii_lowercase().as_str());
+    for (dst, src) in buf.iter_mut().zip(&bytes[..end]) {
+        *dst = src.to_ascii_lowercase();
     }
-    ROLES.contains(base)
+    std::str::from_utf8(&buf[..end]).is_ok_and(|base| ROLES.contains(base))
 }
+
+/// Longest entry of the role list.
+const ROLE_MAX_LEN: usize = 16;
 
 pub fn is_free(domain_ascii: &str) -> bool {
     FREE.contains(domain_ascii)
@@ -236,6 +242,15 @@ pub(crate) fn free_providers() -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_list_fits_the_stack_buffer() {
+        assert!(
+            ROLE_LOCAL_PARTS
+                .iter()
+                .all(|r| r.len() <= ROLE_MAX_LEN && r.is_ascii())
+        );
+    }
 
     #[test]
     fn roles() {

@@ -19,9 +19,41 @@ pub enum LocalError {
     Unsafe(u32),
 }
 
-/// RFC 5322 `atext` for the ASCII range.
+/// RFC 5322 `atext` for the ASCII range, as a table: this runs on every byte of every address.
+const ATEXT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'/'
+                    | b'='
+                    | b'?'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'{'
+                    | b'|'
+                    | b'}'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+    ATEXT[b as usize]
 }
 
 pub fn check_local(local: &str) -> Result<(), LocalError> {
@@ -34,19 +66,29 @@ pub fn check_local(local: &str) -> Result<(), LocalError> {
     if local.len() > MAX_LOCAL_OCTETS {
         return Err(LocalError::TooLong(local.len()));
     }
-    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+    let bytes = local.as_bytes();
+    if bytes[0] == b'.' || bytes[bytes.len() - 1] == b'.' {
         return Err(LocalError::Dots);
     }
     if local.is_ascii() {
-        // Fast path: the overwhelming majority of real addresses.
-        if let Some(&b) = local
-            .as_bytes()
-            .iter()
-            .find(|&&b| b != b'.' && !is_atext(b))
-        {
-            return Err(LocalError::Char(b as char));
+        // Fast path, one pass: the overwhelming majority of real addresses.
+        let mut prev_dot = false;
+        for &b in bytes {
+            if b == b'.' {
+                if prev_dot {
+                    return Err(LocalError::Dots);
+                }
+                prev_dot = true;
+            } else if is_atext(b) {
+                prev_dot = false;
+            } else {
+                return Err(LocalError::Char(b as char));
+            }
         }
         return Ok(());
+    }
+    if local.contains("..") {
+        return Err(LocalError::Dots);
     }
     for c in local.chars() {
         if c.is_ascii() {
