@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use crate::forecast::{Forecast, PriorTable};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
 use crate::output::summary::{InputShape, StatusCounts, Summary, thousands};
-use crate::output::{ListWriters, prepare_out_dir, push_field};
+use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
 use crate::syntax::{self, Address, DomainFacts, Flags, SyntaxOptions};
 use crate::verdict::{self, Evidence, Reason, Status, Unreadable};
 use crate::{Error, ProgressMode, VerifyConfig};
@@ -187,6 +187,41 @@ struct Serialized {
     tally: Tally,
 }
 
+/// The appended cells that come from a small fixed set, encoded once per run.
+struct RowFormat {
+    encoder: FieldEncoder,
+    /// `<delim>status<delim>reason`, by reason index.
+    status_and_reason: Vec<Vec<u8>>,
+    /// `<delim>flags`, by flag bits.
+    flags: Vec<Vec<u8>>,
+}
+
+impl RowFormat {
+    fn new(delimiter: u8) -> Self {
+        let encoder = FieldEncoder::new(delimiter);
+        let cells = |parts: &[&str]| {
+            let mut out = Vec::new();
+            for p in parts {
+                out.push(delimiter);
+                encoder.push(&mut out, p.as_bytes());
+            }
+            out
+        };
+        let status_and_reason = Reason::ALL
+            .iter()
+            .map(|r| cells(&[r.status().as_str(), r.as_str()]))
+            .collect();
+        let flags = (0..=Flags::MAX_BITS)
+            .map(|b| cells(&[Flags::from_bits(b).as_str()]))
+            .collect();
+        RowFormat {
+            encoder,
+            status_and_reason,
+            flags,
+        }
+    }
+}
+
 /// Format rows `first..first+results.len()` of `chunk`: original cells as parsed (padded when
 /// short, extras moved into the detail) followed by the prebounce columns.
 fn serialize_batch(
@@ -194,11 +229,13 @@ fn serialize_batch(
     first: usize,
     results: &[RowResult],
     dialect: &Dialect,
+    fmt: &RowFormat,
 ) -> Serialized {
     let (width, delim) = (dialect.width, dialect.delimiter);
+    let enc = &fmt.encoder;
     let mut lists: [Vec<u8>; 4] = Default::default();
     let mut tally = Tally::default();
-    let (mut detail, mut flags_text) = (String::new(), String::new());
+    let mut detail = String::new();
     // Probabilities repeat across rows (one per reason and flag floor): format each once.
     let mut p_texts: Vec<(u64, String)> = Vec::new();
     for (i, res) in results.iter().enumerate() {
@@ -220,8 +257,6 @@ fn serialize_batch(
                 extra.join(" | ")
             );
         }
-        flags_text.clear();
-        let _ = write!(flags_text, "{}", res.flags);
         let bits = res.bounce_p.to_bits();
         let k = match p_texts.iter().position(|(b, _)| *b == bits) {
             Some(k) => k,
@@ -242,23 +277,22 @@ fn serialize_batch(
                     if k > 0 {
                         out.push(delim);
                     }
-                    push_field(out, cell, delim);
+                    enc.push(out, cell);
                 }
             }
         }
-        let appended: [&[u8]; 7] = [
-            res.status.as_str().as_bytes(),
-            res.reason.as_str().as_bytes(),
+        out.extend_from_slice(&fmt.status_and_reason[res.reason.index()]);
+        for cell in [
             detail.as_bytes(),
             res.normalized.as_bytes(),
             res.suggestion().unwrap_or("").as_bytes(),
-            flags_text.as_bytes(),
-            p_text.as_bytes(),
-        ];
-        for cell in appended {
+        ] {
             out.push(delim);
-            push_field(out, cell, delim);
+            enc.push(out, cell);
         }
+        out.extend_from_slice(&fmt.flags[res.flags.bits() as usize]);
+        out.push(delim);
+        enc.push(out, p_text.as_bytes());
         out.push(b'\n');
     }
     Serialized { lists, tally }
@@ -286,7 +320,12 @@ fn check_chunk(
 }
 
 /// Stage 2: mark repeats (in input order, sequentially: cheap), then serialise in parallel.
-fn finish_chunk(checked: &mut Checked, dialect: &Dialect, seen: &mut SeenSet) -> Vec<Serialized> {
+fn finish_chunk(
+    checked: &mut Checked,
+    dialect: &Dialect,
+    fmt: &RowFormat,
+    seen: &mut SeenSet,
+) -> Vec<Serialized> {
     for res in &mut checked.results {
         if let Some(h) = res.dedup_hash {
             if !seen.insert(h) {
@@ -299,7 +338,7 @@ fn finish_chunk(checked: &mut Checked, dialect: &Dialect, seen: &mut SeenSet) ->
         .results
         .par_chunks(SERIALIZE_BATCH)
         .enumerate()
-        .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, dialect))
+        .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, dialect, fmt))
         .collect()
 }
 
@@ -341,6 +380,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         .build()
         .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
     let priors = PriorTable::new(&config.priors);
+    let row_format = RowFormat::new(dialect.delimiter);
     let bar = progress_bar(config.progress, reader.total_bytes);
     let bytes_read = Arc::new(AtomicU64::new(0));
     let mut tally = Tally::default();
@@ -372,7 +412,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         // Two stage threads feed the same rayon pool, so one chunk's sequential steps overlap
         // the next chunk's parallel checks.
         let (checked_tx, checked_rx) = bounded::<Result<Checked, InputError>>(CHANNEL_DEPTH);
-        let (dialect_ref, pool_ref, priors_ref) = (&dialect, &pool, &priors);
+        let (dialect_ref, pool_ref, priors_ref, fmt_ref) = (&dialect, &pool, &priors, &row_format);
         thread::Builder::new()
             .name("prebounce-check".into())
             .spawn_scoped(scope, move || {
@@ -392,8 +432,9 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 let mut seen = SeenSet::default();
                 for msg in checked_rx {
                     let out = msg.map(|mut checked| {
-                        let batches =
-                            pool_ref.install(|| finish_chunk(&mut checked, dialect_ref, &mut seen));
+                        let batches = pool_ref.install(|| {
+                            finish_chunk(&mut checked, dialect_ref, fmt_ref, &mut seen)
+                        });
                         // Freeing a chunk's rows is not free: let the writer thread do it.
                         (batches, checked)
                     });

@@ -153,7 +153,8 @@ pub fn decide(evidence: &Evidence) -> Verdict {
         Evidence::Unreadable(why) => (Reason::UnreadableRow, Cow::Owned(why.to_string())),
         Evidence::Syntax(Ok(_)) => (
             Reason::SyntaxOk,
-            Cow::Borrowed("well-formed; domain and mailbox not checked (level syntax)"),
+            // The reason says it all; an empty detail keeps a million-row valid.csv lean.
+            Cow::Borrowed(""),
         ),
         Evidence::Syntax(Err(e)) if e.is_reserved_domain() => {
             (Reason::ReservedDomain, Cow::Owned(e.to_string()))

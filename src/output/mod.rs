@@ -120,26 +120,44 @@ pub struct ListWriters {
     files: Vec<PendingFile>,
 }
 
-/// Append one CSV field, quoted only when it must be: when it holds the delimiter, a quote or a
+/// Appends CSV fields, quoted only when they must be: when one holds the delimiter, a quote or a
 /// line break (the csv crate's `QuoteStyle::Necessary`). Hand-written because rows are built
-/// from pre-encoded input bytes plus these fields, which a csv::Writer cannot splice.
-pub fn push_field(out: &mut Vec<u8>, field: &[u8], delimiter: u8) {
-    let needs_quotes = field
-        .iter()
-        .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
-    if !needs_quotes {
-        out.extend_from_slice(field);
-        return;
-    }
-    out.reserve(field.len() + 2);
-    out.push(b'"');
-    for &b in field {
-        if b == b'"' {
-            out.push(b'"');
+/// from pre-encoded input bytes plus these fields, which a csv::Writer cannot splice; the
+/// round-trip test below holds it to the csv crate's reading.
+pub struct FieldEncoder {
+    delimiter: u8,
+    /// Bytes that force quoting, as a table: this runs on every byte of every appended cell.
+    special: [bool; 256],
+}
+
+impl FieldEncoder {
+    pub fn new(delimiter: u8) -> Self {
+        let mut special = [false; 256];
+        for b in [delimiter, b'"', b'\n', b'\r'] {
+            special[b as usize] = true;
         }
-        out.push(b);
+        FieldEncoder { delimiter, special }
     }
-    out.push(b'"');
+
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+
+    pub fn push(&self, out: &mut Vec<u8>, field: &[u8]) {
+        if !field.iter().any(|&b| self.special[b as usize]) {
+            out.extend_from_slice(field);
+            return;
+        }
+        out.reserve(field.len() + 2);
+        out.push(b'"');
+        for &b in field {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    }
 }
 
 /// A CSV writer over a byte buffer with the run's dialect, for serialising rows.
@@ -245,11 +263,12 @@ mod tests {
         ];
         for delimiter in [b',', b';', b'\t', b'|'] {
             let mut out = Vec::new();
+            let enc = FieldEncoder::new(delimiter);
             for (i, f) in fields.iter().enumerate() {
                 if i > 0 {
                     out.push(delimiter);
                 }
-                push_field(&mut out, f, delimiter);
+                enc.push(&mut out, f);
             }
             out.push(b'\n');
             let mut r = csv::ReaderBuilder::new()

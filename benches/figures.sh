@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Reproduces the figures in benches/RESULTS.md: end-to-end time and peak memory of
+# `prebounce verify --level syntax` on generated lists of 1M and 5M rows, the plain csv
+# read+write floor on the same file, and python email-validator on the same addresses.
+# Best of 3 runs each. Needs /usr/bin/time (Debian package "time") and, for the comparison,
+# pip access to install email-validator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${BENCH_DIR:-/tmp/prebounce-bench}
+mkdir -p "$dir"
+cargo build --release --quiet --bin prebounce --example gen_list --example csv_floor
+for rows in 1000000 5000000; do
+  [ -s "$dir/list-$rows.csv" ] || target/release/examples/gen_list --rows "$rows" --seed 42 --compact > "$dir/list-$rows.csv"
+done
+
+best() { # best-of-3 wall seconds and peak RSS of a command
+  local best_t=999999 best_m=0
+  for _ in 1 2 3; do
+    rm -rf "$dir/out"
+    /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$@" > /dev/null 2>&1
+    read -r t m < "$dir/time.txt"
+    if awk "BEGIN{exit !($t < $best_t)}"; then best_t=$t; best_m=$m; fi
+  done
+  echo "$best_t $best_m"
+}
+
+for rows in 1000000 5000000; do
+  f="$dir/list-$rows.csv"
+  read -r pt pm < <(best target/release/prebounce verify "$f" --level syntax -o "$dir/out" -q)
+  read -r ft fm < <(best target/release/examples/csv_floor "$f" "$dir/floor.csv")
+  awk -v r="$rows" -v pt="$pt" -v pm="$pm" -v ft="$ft" -v fm="$fm" -v b="$(stat -c %s "$f")" 'BEGIN{
+    printf "%d rows (%.1f bytes/row): prebounce %.2f s = %.0f rows/s, peak RSS %.1f MB | csv floor %.2f s (RSS %.1f MB) | ratio %.2fx\n",
+      r, b/r, pt, r/pt, pm/1024, ft, fm/1024, pt/ft }'
+done
+
+if python3 -c "import email_validator" 2>/dev/null || pip install --quiet email-validator >/dev/null 2>&1; then
+  python3 benches/compare_email_validator.py "$dir/list-1000000.csv"
+else
+  echo "email-validator not installable here; comparison skipped"
+fi
