@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use prebounce::input::{InputOptions, InputSource};
+use prebounce::input::InputSource;
 use prebounce::syntax::{SyntaxOptions, check};
-use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
+use prebounce::{Level, VerifyConfig};
 
 #[path = "../examples/gen_list.rs"]
 #[allow(dead_code)]
@@ -72,15 +72,9 @@ fn bench_pipeline(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("prebounce_verify_syntax", rows), |b| {
         let config = VerifyConfig {
-            input: InputSource::File(input.clone()),
-            input_options: InputOptions::default(),
-            out_dir: dir.path().join("out"),
             force: true,
             level: Level::Syntax,
-            syntax: SyntaxOptions::default(),
-            threads: None,
-            progress: ProgressMode::Never,
-            priors: Priors::default(),
+            ..VerifyConfig::new(InputSource::File(input.clone()), dir.path().join("out"))
         };
         b.iter(|| prebounce::verify(&config).unwrap().rows);
     });

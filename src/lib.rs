@@ -1,9 +1,10 @@
 //! prebounce: tells a sender, before a send, which addresses of a list will bounce.
 //!
-//! The pipeline (see `pipeline`): CSV rows → syntax (rayon, pure) → verdict (pure) → forecast
-//! (pure) → the four lists and summary.json. DNS and SMTP stages plug in between syntax and
-//! verdict in later versions.
+//! The pipeline (see `pipeline`): CSV rows → syntax (rayon, pure) → DNS (tokio, cached per
+//! domain) → verdict (pure) → forecast (pure) → the four lists and summary.json. The SMTP stage
+//! plugs in after DNS in a later version.
 
+pub mod dns;
 pub mod forecast;
 pub mod input;
 pub mod output;
@@ -16,8 +17,8 @@ use std::path::PathBuf;
 pub use forecast::Priors;
 pub use output::summary::Summary;
 
-/// How far to verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far to verify; each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Syntax,
     Dns,
@@ -56,6 +57,29 @@ pub struct VerifyConfig {
     pub threads: Option<usize>,
     pub progress: ProgressMode,
     pub priors: Priors,
+    /// Resolver settings (used from `Level::Dns` on).
+    pub dns: dns::DnsConfig,
+    pub policy: verdict::Policy,
+}
+
+impl VerifyConfig {
+    /// The command line's defaults: level dns with the system resolver, detected input shape,
+    /// built-in priors, no progress bar.
+    pub fn new(input: input::InputSource, out_dir: PathBuf) -> Self {
+        VerifyConfig {
+            input,
+            input_options: input::InputOptions::default(),
+            out_dir,
+            force: false,
+            level: Level::Dns,
+            syntax: syntax::SyntaxOptions::default(),
+            threads: None,
+            progress: ProgressMode::Never,
+            priors: Priors::default(),
+            dns: dns::DnsConfig::default(),
+            policy: verdict::Policy::default(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +89,10 @@ pub enum Error {
     Input(#[from] input::InputError),
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    #[error(transparent)]
+    Dns(#[from] dns::DnsSetupError),
     #[error(
-        "--level {0} is not available in this version yet (only syntax checks are implemented); run with --level syntax"
+        "--level {0} is not available in this version yet (syntax and dns are); run with --level dns"
     )]
     LevelUnavailable(&'static str),
     #[error("internal error: {0}")]
@@ -78,7 +104,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Input(input::InputError::Read(_)) => 1,
-            Error::Input(_) | Error::LevelUnavailable(_) => 2,
+            Error::Input(_) | Error::LevelUnavailable(_) | Error::Dns(_) => 2,
             Error::Output(
                 output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),
             ) => 2,
@@ -89,7 +115,7 @@ impl Error {
 
 /// Run a verification and write its outputs; returns the summary that was written.
 pub fn verify(config: &VerifyConfig) -> Result<Summary, Error> {
-    if config.level != Level::Syntax {
+    if config.level > Level::Dns {
         return Err(Error::LevelUnavailable(config.level.as_str()));
     }
     pipeline::run(config)

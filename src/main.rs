@@ -2,13 +2,17 @@
 //! input error; 1: anything else.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
+use prebounce::verdict::Policy;
 use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
 
 #[derive(Parser)]
@@ -73,6 +77,18 @@ struct VerifyArgs {
     /// Progress bars on stderr (auto: only on a terminal).
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
+    /// DNS server to ask instead of the system configuration, as IP or IP:PORT (repeatable).
+    #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = parse_dns_server)]
+    dns_server: Vec<SocketAddr>,
+    /// How long to wait for one DNS answer (each query is tried twice), e.g. 5s or 800ms.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    dns_timeout: Duration,
+    /// DNS lookups in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    dns_concurrency: u32,
+    /// Treat MX hosts on loopback or private addresses as ordinary (labs, intranets).
+    #[arg(long)]
+    allow_private_mx: bool,
     /// Bounce-probability priors (TOML or JSON) overriding the built-in table.
     #[arg(long, value_name = "FILE")]
     priors: Option<PathBuf>,
@@ -82,6 +98,17 @@ struct VerifyArgs {
     /// Also print summary.json to stdout.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            "expected an IP address with an optional port, such as 127.0.0.1:53 or [::1]:53".into()
+        })
 }
 
 fn parse_delimiter(s: &str) -> Result<u8, String> {
@@ -142,6 +169,15 @@ fn verify(args: VerifyArgs) -> ExitCode {
             ProgressArg::Never => ProgressMode::Never,
         },
         priors,
+        dns: DnsConfig {
+            servers: args.dns_server.clone(),
+            timeout: args.dns_timeout,
+            concurrency: args.dns_concurrency as usize,
+            ..DnsConfig::default()
+        },
+        policy: Policy {
+            allow_private_mx: args.allow_private_mx,
+        },
     };
     let summary = match prebounce::verify(&config) {
         Ok(s) => s,

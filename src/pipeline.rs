@@ -1,8 +1,10 @@
-//! Wires the stages. A reader thread cuts the input into chunks; a stage thread checks each
-//! chunk's rows in parallel on rayon, marks repeats in input order, and serialises the output rows
-//! in parallel; this thread only appends the bytes to the four lists. Bounded channels between
-//! the threads keep memory flat whatever the input size.
+//! Wires the stages, each on its own thread, joined by bounded channels so the run streams and
+//! memory stays flat whatever the input size:
+//!
+//! read (chunks of rows) → check (syntax, rayon) → dns (tokio, only at --level dns) →
+//! format (marks repeats in input order, decides verdicts and serialises rows, rayon) → write.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::IsTerminal;
@@ -14,14 +16,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
+use tokio::sync::mpsc;
 
+use crate::dns::{DnsResolver, DomainEvidence};
 use crate::forecast::{Forecast, PriorTable};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
 use crate::output::summary::{InputShape, StatusCounts, Summary, thousands};
 use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
-use crate::syntax::{self, Address, DomainFacts, Flags, SyntaxOptions};
-use crate::verdict::{self, Evidence, Reason, Status, Unreadable};
-use crate::{Error, ProgressMode, VerifyConfig};
+use crate::syntax::{self, Address, Flags, SyntaxOptions};
+use crate::verdict::{self, Evidence, Policy, Reason, Status, Unreadable};
+use crate::{Error, Level, ProgressMode, VerifyConfig};
 
 /// Rows per chunk: large enough to amortise channel and rayon overhead, small enough that the
 /// chunks in flight stay a few MB.
@@ -30,26 +34,9 @@ const CHUNK_ROWS: usize = 8192;
 const SERIALIZE_BATCH: usize = 1024;
 /// Chunks in flight between two stages.
 const CHANNEL_DEPTH: usize = 4;
-
-/// One row, decided: everything the output needs besides the original fields.
-struct RowResult {
-    status: Status,
-    reason: Reason,
-    detail: std::borrow::Cow<'static, str>,
-    normalized: String,
-    /// The address's domain facts (its typo suggestion), shared with every row at the domain.
-    domain: Option<Arc<DomainFacts>>,
-    flags: Flags,
-    bounce_p: f64,
-    /// Identity for duplicate detection (None when the row has no well-formed address).
-    dedup_hash: Option<u64>,
-}
-
-impl RowResult {
-    fn suggestion(&self) -> Option<&str> {
-        self.domain.as_ref().and_then(|d| d.suggestion.as_deref())
-    }
-}
+/// Chunks whose domains are being resolved at once: enough look-ahead to keep the resolver busy
+/// across chunk boundaries, few enough to bound memory.
+const DNS_CHUNKS_IN_FLIGHT: usize = 16;
 
 const DEDUP_SEEDS: (u64, u64, u64, u64) = (0x5eed, 0xb0b, 0xdead, 0xbeef);
 
@@ -107,25 +94,18 @@ fn gather_evidence(chunk: &Chunk, r: usize, dialect: &Dialect, opts: SyntaxOptio
     }
 }
 
-fn decide_row(evidence: Evidence, priors: &PriorTable) -> RowResult {
-    let v = verdict::decide(&evidence);
-    let (normalized, domain, flags, dedup) = match evidence {
-        Evidence::Syntax(Ok(addr)) => {
-            let key = dedup_hash(&addr);
-            (addr.normalized(), Some(addr.domain), addr.flags, Some(key))
-        }
-        _ => (String::new(), None, Flags::default(), None),
-    };
-    RowResult {
-        bounce_p: priors.bounce_p(v.reason, flags),
-        status: v.status,
-        reason: v.reason,
-        detail: v.detail,
-        normalized,
-        domain,
-        flags,
-        dedup_hash: dedup,
-    }
+/// One row after the check (and DNS) stages: its evidence, awaiting a verdict.
+struct RowCheck {
+    evidence: Evidence,
+    /// Identity for duplicate detection (None when the row has no well-formed address).
+    dedup_hash: Option<u64>,
+    duplicate: bool,
+}
+
+/// Checked rows of one chunk.
+struct Checked {
+    chunk: Chunk,
+    rows: Vec<RowCheck>,
 }
 
 /// Running totals; per batch in parallel, merged in order.
@@ -142,27 +122,33 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(&mut self, res: &RowResult) {
+    fn count(
+        &mut self,
+        row: &RowCheck,
+        v: &verdict::Verdict,
+        flags: Flags,
+        suggestion: bool,
+        p: f64,
+    ) {
         self.rows += 1;
-        self.status.add(res.status);
-        self.reasons[res.reason.index()] += 1;
+        self.status.add(v.status);
+        self.reasons[v.reason.index()] += 1;
         for (i, (flag, _)) in Flags::ALL.iter().enumerate() {
-            if res.flags.contains(*flag) {
+            if flags.contains(*flag) {
                 self.flags[i] += 1;
             }
         }
-        if res.dedup_hash.is_some() {
-            if res.flags.contains(Flags::DUPLICATE) {
+        if row.dedup_hash.is_some() {
+            if row.duplicate {
                 self.duplicates += 1;
             } else {
                 self.unique += 1;
             }
         }
-        if res.suggestion().is_some() {
+        if suggestion {
             self.suggestions += 1;
         }
-        self.forecast
-            .add(res.status, res.reason, res.flags, res.bounce_p);
+        self.forecast.add(v.status, v.reason, flags, p);
     }
 
     fn merge(&mut self, o: &Tally) {
@@ -185,6 +171,220 @@ impl Tally {
 struct Serialized {
     lists: [Vec<u8>; 4],
     tally: Tally,
+}
+
+/// What the format stage needs besides the rows.
+struct FormatContext<'a> {
+    dialect: &'a Dialect,
+    row_format: RowFormat,
+    priors: PriorTable,
+    policy: Policy,
+}
+
+/// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
+/// when short, extras moved into the detail) followed by the prebounce columns.
+fn serialize_batch(
+    chunk: &Chunk,
+    first: usize,
+    rows: &[RowCheck],
+    cx: &FormatContext,
+) -> Serialized {
+    let (width, delim) = (cx.dialect.width, cx.dialect.delimiter);
+    let enc = &cx.row_format.encoder;
+    let mut lists: [Vec<u8>; 4] = Default::default();
+    let mut tally = Tally::default();
+    let mut detail = String::new();
+    let mut normalized = String::new();
+    // Probabilities repeat across rows (one per reason and flag floor): format each once.
+    let mut p_texts: Vec<(u64, String)> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let r = first + i;
+        let v = verdict::decide(&row.evidence, cx.policy);
+        let address = row.evidence.address();
+        let mut flags = address.map_or(Flags::default(), |a| a.flags);
+        if row.duplicate {
+            flags.insert(Flags::DUPLICATE);
+        }
+        let suggestion = address.and_then(Address::suggestion);
+        let p = cx.priors.bounce_p(v.reason, flags);
+        tally.count(row, &v, flags, suggestion.is_some(), p);
+
+        let found = chunk.fields(r).len();
+        detail.clear();
+        detail.push_str(&v.detail);
+        if found > width {
+            // Keep the extra cells' bytes in the detail rather than shifting the columns.
+            let extra: Vec<String> = chunk
+                .fields(r)
+                .skip(width)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            let _ = write!(
+                detail,
+                "; cells beyond column {width}: {}",
+                extra.join(" | ")
+            );
+        }
+        normalized.clear();
+        if let Some(a) = address {
+            normalized.push_str(&a.local);
+            normalized.push('@');
+            normalized.push_str(a.domain_unicode());
+        }
+        let bits = p.to_bits();
+        let k = match p_texts.iter().position(|(b, _)| *b == bits) {
+            Some(k) => k,
+            None => {
+                p_texts.push((bits, format!("{p:.4}")));
+                p_texts.len() - 1
+            }
+        };
+
+        let out = &mut lists[v.status.index()];
+        match chunk.raw(r) {
+            // A quote-free row of the right width is already its own CSV encoding.
+            Some(raw) if found == width => out.extend_from_slice(raw),
+            _ => {
+                let padding = std::iter::repeat_n(&b""[..], width.saturating_sub(found));
+                for (k, cell) in chunk.fields(r).take(width).chain(padding).enumerate() {
+                    if k > 0 {
+                        out.push(delim);
+                    }
+                    enc.push(out, cell);
+                }
+            }
+        }
+        out.extend_from_slice(&cx.row_format.status_and_reason[v.reason.index()]);
+        for cell in [
+            detail.as_str(),
+            normalized.as_str(),
+            suggestion.unwrap_or(""),
+        ] {
+            out.push(delim);
+            enc.push(out, cell.as_bytes());
+        }
+        out.extend_from_slice(&cx.row_format.flags[flags.bits() as usize]);
+        for cell in [p_texts[k].1.as_str(), v.mx.as_deref().unwrap_or("")] {
+            out.push(delim);
+            enc.push(out, cell.as_bytes());
+        }
+        out.push(b'\n');
+    }
+    Serialized { lists, tally }
+}
+
+/// Check stage, parallel: the syntax evidence of every row of a chunk.
+fn check_chunk(chunk: Chunk, dialect: &Dialect, opts: SyntaxOptions) -> Checked {
+    let rows = (0..chunk.len())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|r| {
+            let evidence = gather_evidence(&chunk, r, dialect, opts);
+            let dedup_hash = evidence.address().map(dedup_hash);
+            RowCheck {
+                evidence,
+                dedup_hash,
+                duplicate: false,
+            }
+        })
+        .collect();
+    Checked { chunk, rows }
+}
+
+/// DNS stage for one chunk: look up each distinct domain (the resolver shares lookups across
+/// chunks and the whole run) and attach the answer to every row at that domain.
+async fn resolve_chunk(mut checked: Checked, resolver: Arc<DnsResolver>) -> Checked {
+    let mut domains: Vec<&str> = checked
+        .rows
+        .iter()
+        .filter_map(|row| match &row.evidence {
+            Evidence::Syntax(Ok(a)) => Some(a.domain_ascii()),
+            _ => None,
+        })
+        .collect();
+    domains.sort_unstable();
+    domains.dedup();
+    let answers = futures::future::join_all(domains.iter().map(|d| resolver.domain(d))).await;
+    let by_domain: HashMap<String, Arc<DomainEvidence>> = domains
+        .into_iter()
+        .map(str::to_owned)
+        .zip(answers)
+        .collect();
+    for row in &mut checked.rows {
+        if let Evidence::Syntax(Ok(_)) = &row.evidence {
+            let Evidence::Syntax(Ok(address)) = std::mem::replace(
+                &mut row.evidence,
+                Evidence::Unreadable(Unreadable::MissingEmailCell),
+            ) else {
+                unreachable!("matched above");
+            };
+            let dns = Arc::clone(&by_domain[address.domain_ascii()]);
+            row.evidence = Evidence::Domain { address, dns };
+        }
+    }
+    checked
+}
+
+/// The DNS stage's loop: up to [`DNS_CHUNKS_IN_FLIGHT`] chunks resolve concurrently and leave in
+/// input order.
+async fn dns_stage(
+    resolver: Arc<DnsResolver>,
+    mut input: mpsc::Receiver<Result<Checked, InputError>>,
+    output: mpsc::Sender<Result<Checked, InputError>>,
+) {
+    let mut pending: std::collections::VecDeque<tokio::task::JoinHandle<Checked>> =
+        Default::default();
+    let mut input_open = true;
+    while input_open || !pending.is_empty() {
+        let room = pending.len() < DNS_CHUNKS_IN_FLIGHT;
+        let mut arrived = None;
+        let mut finished = None;
+        if let Some(front) = pending.front_mut() {
+            tokio::select! {
+                msg = input.recv(), if input_open && room => arrived = Some(msg),
+                done = front => finished = Some(done),
+            }
+        } else {
+            arrived = Some(input.recv().await);
+        }
+        match arrived {
+            Some(Some(Ok(checked))) => {
+                pending.push_back(tokio::spawn(resolve_chunk(checked, Arc::clone(&resolver))))
+            }
+            Some(Some(Err(e))) => {
+                let _ = output.send(Err(e)).await;
+                return;
+            }
+            Some(None) => input_open = false,
+            None => {}
+        }
+        if let Some(done) = finished {
+            pending.pop_front();
+            let Ok(checked) = done else {
+                return; // a lookup task panicked; the closed channel makes the run fail
+            };
+            if output.send(Ok(checked)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Format stage: mark repeats (in input order, sequentially: cheap), then decide and serialise
+/// in parallel.
+fn finish_chunk(checked: &mut Checked, cx: &FormatContext, seen: &mut SeenSet) -> Vec<Serialized> {
+    for row in &mut checked.rows {
+        if let Some(h) = row.dedup_hash {
+            row.duplicate = !seen.insert(h);
+        }
+    }
+    let chunk = &checked.chunk;
+    checked
+        .rows
+        .par_chunks(SERIALIZE_BATCH)
+        .enumerate()
+        .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, cx))
+        .collect()
 }
 
 /// The appended cells that come from a small fixed set, encoded once per run.
@@ -222,126 +422,6 @@ impl RowFormat {
     }
 }
 
-/// Format rows `first..first+results.len()` of `chunk`: original cells as parsed (padded when
-/// short, extras moved into the detail) followed by the prebounce columns.
-fn serialize_batch(
-    chunk: &Chunk,
-    first: usize,
-    results: &[RowResult],
-    dialect: &Dialect,
-    fmt: &RowFormat,
-) -> Serialized {
-    let (width, delim) = (dialect.width, dialect.delimiter);
-    let enc = &fmt.encoder;
-    let mut lists: [Vec<u8>; 4] = Default::default();
-    let mut tally = Tally::default();
-    let mut detail = String::new();
-    // Probabilities repeat across rows (one per reason and flag floor): format each once.
-    let mut p_texts: Vec<(u64, String)> = Vec::new();
-    for (i, res) in results.iter().enumerate() {
-        let r = first + i;
-        tally.count(res);
-        let found = chunk.fields(r).len();
-        detail.clear();
-        detail.push_str(&res.detail);
-        if found > width {
-            // Keep the extra cells' bytes in the detail rather than shifting the columns.
-            let extra: Vec<String> = chunk
-                .fields(r)
-                .skip(width)
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect();
-            let _ = write!(
-                detail,
-                "; cells beyond column {width}: {}",
-                extra.join(" | ")
-            );
-        }
-        let bits = res.bounce_p.to_bits();
-        let k = match p_texts.iter().position(|(b, _)| *b == bits) {
-            Some(k) => k,
-            None => {
-                p_texts.push((bits, format!("{:.4}", res.bounce_p)));
-                p_texts.len() - 1
-            }
-        };
-        let p_text = p_texts[k].1.as_str();
-
-        let out = &mut lists[res.status.index()];
-        match chunk.raw(r) {
-            // A quote-free row of the right width is already its own CSV encoding.
-            Some(raw) if found == width => out.extend_from_slice(raw),
-            _ => {
-                let padding = std::iter::repeat_n(&b""[..], width.saturating_sub(found));
-                for (k, cell) in chunk.fields(r).take(width).chain(padding).enumerate() {
-                    if k > 0 {
-                        out.push(delim);
-                    }
-                    enc.push(out, cell);
-                }
-            }
-        }
-        out.extend_from_slice(&fmt.status_and_reason[res.reason.index()]);
-        for cell in [
-            detail.as_bytes(),
-            res.normalized.as_bytes(),
-            res.suggestion().unwrap_or("").as_bytes(),
-        ] {
-            out.push(delim);
-            enc.push(out, cell);
-        }
-        out.extend_from_slice(&fmt.flags[res.flags.bits() as usize]);
-        out.push(delim);
-        enc.push(out, p_text.as_bytes());
-        out.push(b'\n');
-    }
-    Serialized { lists, tally }
-}
-
-/// Checked rows of one chunk, waiting for duplicate marking and serialisation.
-struct Checked {
-    chunk: Chunk,
-    results: Vec<RowResult>,
-}
-
-/// Stage 1, parallel: evidence and verdict for every row of a chunk.
-fn check_chunk(
-    chunk: Chunk,
-    dialect: &Dialect,
-    config: &VerifyConfig,
-    priors: &PriorTable,
-) -> Checked {
-    let results = (0..chunk.len())
-        .into_par_iter()
-        .with_min_len(256)
-        .map(|r| decide_row(gather_evidence(&chunk, r, dialect, config.syntax), priors))
-        .collect();
-    Checked { chunk, results }
-}
-
-/// Stage 2: mark repeats (in input order, sequentially: cheap), then serialise in parallel.
-fn finish_chunk(
-    checked: &mut Checked,
-    dialect: &Dialect,
-    fmt: &RowFormat,
-    seen: &mut SeenSet,
-) -> Vec<Serialized> {
-    for res in &mut checked.results {
-        if let Some(h) = res.dedup_hash {
-            if !seen.insert(h) {
-                res.flags.insert(Flags::DUPLICATE);
-            }
-        }
-    }
-    let chunk = &checked.chunk;
-    checked
-        .results
-        .par_chunks(SERIALIZE_BATCH)
-        .enumerate()
-        .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, dialect, fmt))
-        .collect()
-}
-
 /// Progress on stderr: bytes of the input when its size is known, rows otherwise.
 fn progress_bar(mode: ProgressMode, total_bytes: Option<u64>) -> ProgressBar {
     let visible = match mode {
@@ -373,22 +453,39 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started = Instant::now();
     let (mut reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
     prepare_out_dir(&config.out_dir, config.force)?;
-    let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.unwrap_or(0))
-        .thread_name(|i| format!("prebounce-syntax-{i}"))
+        .thread_name(|i| format!("prebounce-work-{i}"))
         .build()
         .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
-    let priors = PriorTable::new(&config.priors);
-    let row_format = RowFormat::new(dialect.delimiter);
+    // The DNS stage's runtime and resolver, set up before any output exists so a bad
+    // configuration fails cleanly.
+    let dns = if config.level >= Level::Dns {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the DNS runtime: {e}")))?;
+        let resolver = runtime.block_on(async { DnsResolver::new(&config.dns) })?;
+        Some((runtime, Arc::new(resolver)))
+    } else {
+        None
+    };
+    let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
+    let cx = FormatContext {
+        dialect: &dialect,
+        row_format: RowFormat::new(dialect.delimiter),
+        priors: PriorTable::new(&config.priors),
+        policy: config.policy,
+    };
     let bar = progress_bar(config.progress, reader.total_bytes);
     let bytes_read = Arc::new(AtomicU64::new(0));
     let mut tally = Tally::default();
 
     thread::scope(|scope| -> Result<(), Error> {
+        let spawn_err = |what: &str, e: std::io::Error| {
+            Error::Internal(format!("cannot start the {what} thread: {e}"))
+        };
         let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, InputError>>(CHANNEL_DEPTH);
-        let (done_tx, done_rx) =
-            bounded::<Result<(Vec<Serialized>, Checked), InputError>>(CHANNEL_DEPTH);
         let bytes = Arc::clone(&bytes_read);
         thread::Builder::new()
             .name("prebounce-read".into())
@@ -408,33 +505,48 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                     }
                 }
             })
-            .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
-        // Two stage threads feed the same rayon pool, so one chunk's sequential steps overlap
-        // the next chunk's parallel checks.
-        let (checked_tx, checked_rx) = bounded::<Result<Checked, InputError>>(CHANNEL_DEPTH);
-        let (dialect_ref, pool_ref, priors_ref, fmt_ref) = (&dialect, &pool, &priors, &row_format);
+            .map_err(|e| spawn_err("reader", e))?;
+
+        let (checked_tx, mut checked_rx) =
+            mpsc::channel::<Result<Checked, InputError>>(CHANNEL_DEPTH);
+        let (dialect_ref, pool_ref, cx_ref) = (&dialect, &pool, &cx);
+        let syntax_opts = config.syntax;
         thread::Builder::new()
             .name("prebounce-check".into())
             .spawn_scoped(scope, move || {
                 for msg in chunk_rx {
                     let out = msg.map(|chunk| {
-                        pool_ref.install(|| check_chunk(chunk, dialect_ref, config, priors_ref))
+                        pool_ref.install(|| check_chunk(chunk, dialect_ref, syntax_opts))
                     });
-                    if checked_tx.send(out).is_err() {
+                    if checked_tx.blocking_send(out).is_err() {
                         break;
                     }
                 }
             })
-            .map_err(|e| Error::Internal(format!("cannot start the check thread: {e}")))?;
+            .map_err(|e| spawn_err("check", e))?;
+
+        if let Some((runtime, resolver)) = &dns {
+            let (resolved_tx, resolved_rx) = mpsc::channel(CHANNEL_DEPTH);
+            let resolver = Arc::clone(resolver);
+            thread::Builder::new()
+                .name("prebounce-dns".into())
+                .spawn_scoped(scope, move || {
+                    runtime.block_on(dns_stage(resolver, checked_rx, resolved_tx))
+                })
+                .map_err(|e| spawn_err("DNS", e))?;
+            checked_rx = resolved_rx;
+        }
+
+        let (done_tx, done_rx) =
+            bounded::<Result<(Vec<Serialized>, Checked), InputError>>(CHANNEL_DEPTH);
         thread::Builder::new()
             .name("prebounce-format".into())
             .spawn_scoped(scope, move || {
                 let mut seen = SeenSet::default();
-                for msg in checked_rx {
+                while let Some(msg) = checked_rx.blocking_recv() {
                     let out = msg.map(|mut checked| {
-                        let batches = pool_ref.install(|| {
-                            finish_chunk(&mut checked, dialect_ref, fmt_ref, &mut seen)
-                        });
+                        let batches =
+                            pool_ref.install(|| finish_chunk(&mut checked, cx_ref, &mut seen));
                         // Freeing a chunk's rows is not free: let the writer thread do it.
                         (batches, checked)
                     });
@@ -443,7 +555,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                     }
                 }
             })
-            .map_err(|e| Error::Internal(format!("cannot start the format thread: {e}")))?;
+            .map_err(|e| spawn_err("format", e))?;
+
         for msg in done_rx {
             let (batches, spent) = msg?;
             for batch in batches {
@@ -454,12 +567,21 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             }
             drop(spent);
             bar.set_position(bytes_read.load(Ordering::Relaxed));
-            bar.set_message(format!("{} rows", thousands(tally.rows)));
+            let mut message = format!("{} rows", thousands(tally.rows));
+            if let Some((_, resolver)) = &dns {
+                let s = resolver.stats();
+                let _ = write!(
+                    message,
+                    " · {} domains · {} DNS queries",
+                    thousands(s.unique_domains),
+                    thousands(s.queries)
+                );
+            }
+            bar.set_message(message);
         }
         Ok(())
     })?;
     bar.finish_and_clear();
-
     let reasons = Reason::ALL
         .iter()
         .zip(tally.reasons)
@@ -498,6 +620,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             email_column,
             columns: dialect.width,
         },
+        dns: dns.as_ref().map(|(_, r)| r.stats()),
         output_dir: config.out_dir.display().to_string(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
     };

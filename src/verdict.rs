@@ -8,6 +8,9 @@ use std::fmt;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::dns::{Addresses, DomainEvidence, Failure, is_routable};
 use crate::input::RowProblem;
 use crate::syntax::{Address, SyntaxError};
 
@@ -61,14 +64,38 @@ pub enum Reason {
     ReservedDomain,
     /// The CSV row itself could not be read (field count, unclosed quote, too long, not UTF-8).
     UnreadableRow,
+    /// The domain has a mail server that resolves (the mailbox itself is not checked).
+    DomainAcceptsMail,
+    /// NXDOMAIN.
+    NoSuchDomain,
+    /// `MX 0 .` (RFC 7505).
+    NullMx,
+    /// No MX and no A/AAAA.
+    NoMailServer,
+    /// MX hosts exist but none resolves.
+    MxUnresolvable,
+    /// Every mail server address is loopback, private or otherwise unreachable from the internet.
+    MxUnroutable,
+    /// SERVFAIL, REFUSED or another DNS failure: nothing is known.
+    DnsError,
+    /// No DNS answer in time, after retries.
+    DnsTimeout,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 12] = [
         Reason::SyntaxOk,
         Reason::Syntax,
         Reason::ReservedDomain,
         Reason::UnreadableRow,
+        Reason::DomainAcceptsMail,
+        Reason::NoSuchDomain,
+        Reason::NullMx,
+        Reason::NoMailServer,
+        Reason::MxUnresolvable,
+        Reason::MxUnroutable,
+        Reason::DnsError,
+        Reason::DnsTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,13 +104,29 @@ impl Reason {
             Reason::Syntax => "syntax",
             Reason::ReservedDomain => "reserved-domain",
             Reason::UnreadableRow => "unreadable-row",
+            Reason::DomainAcceptsMail => "domain-accepts-mail",
+            Reason::NoSuchDomain => "no-such-domain",
+            Reason::NullMx => "null-mx",
+            Reason::NoMailServer => "no-mail-server",
+            Reason::MxUnresolvable => "mx-unresolvable",
+            Reason::MxUnroutable => "mx-unroutable",
+            Reason::DnsError => "dns-error",
+            Reason::DnsTimeout => "dns-timeout",
         }
     }
 
     pub fn status(self) -> Status {
         match self {
-            Reason::SyntaxOk => Status::Valid,
-            Reason::Syntax | Reason::ReservedDomain | Reason::UnreadableRow => Status::Invalid,
+            Reason::SyntaxOk | Reason::DomainAcceptsMail => Status::Valid,
+            Reason::Syntax
+            | Reason::ReservedDomain
+            | Reason::UnreadableRow
+            | Reason::NoSuchDomain
+            | Reason::NullMx
+            | Reason::NoMailServer
+            | Reason::MxUnresolvable
+            | Reason::MxUnroutable => Status::Invalid,
+            Reason::DnsError | Reason::DnsTimeout => Status::Unknown,
         }
     }
 
@@ -137,7 +180,29 @@ impl fmt::Display for Unreadable {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Evidence {
     Unreadable(Unreadable),
+    /// The syntax stage's outcome; for a well-formed address at `--level syntax`, all there is.
     Syntax(Result<Address, SyntaxError>),
+    /// A well-formed address and what the DNS said about its domain.
+    Domain {
+        address: Address,
+        dns: Arc<DomainEvidence>,
+    },
+}
+
+impl Evidence {
+    pub fn address(&self) -> Option<&Address> {
+        match self {
+            Evidence::Syntax(Ok(a)) | Evidence::Domain { address: a, .. } => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// Policy knobs of the decision (from the command line).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Treat loopback/private MX addresses as ordinary (labs, intranets).
+    pub allow_private_mx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,9 +211,20 @@ pub struct Verdict {
     pub reason: Reason,
     /// Fixed texts are borrowed: most rows share one of a handful.
     pub detail: Cow<'static, str>,
+    /// The preferred mail server, when the DNS named one.
+    pub mx: Option<String>,
 }
 
-pub fn decide(evidence: &Evidence) -> Verdict {
+pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
+    if let Evidence::Domain { address, dns } = evidence {
+        let (reason, detail, mx) = decide_domain(address.domain_ascii(), dns, policy);
+        return Verdict {
+            status: reason.status(),
+            reason,
+            detail: Cow::Owned(detail),
+            mx,
+        };
+    }
     let (reason, detail) = match evidence {
         Evidence::Unreadable(why) => (Reason::UnreadableRow, Cow::Owned(why.to_string())),
         Evidence::Syntax(Ok(_)) => (
@@ -160,11 +236,110 @@ pub fn decide(evidence: &Evidence) -> Verdict {
             (Reason::ReservedDomain, Cow::Owned(e.to_string()))
         }
         Evidence::Syntax(Err(e)) => (Reason::Syntax, Cow::Owned(e.to_string())),
+        Evidence::Domain { .. } => unreachable!("handled above"),
     };
     Verdict {
         status: reason.status(),
         reason,
         detail,
+        mx: None,
+    }
+}
+
+fn usable(addresses: &Addresses, policy: Policy) -> bool {
+    match addresses {
+        Addresses::Found(ips) => policy.allow_private_mx || ips.iter().any(|ip| is_routable(*ip)),
+        _ => false,
+    }
+}
+
+fn failure_reason(f: &Failure) -> Reason {
+    match f {
+        Failure::Timeout => Reason::DnsTimeout,
+        _ => Reason::DnsError,
+    }
+}
+
+/// DNS evidence → (reason, detail, preferred MX host). RFC 5321 §5.1 and RFC 7505.
+fn decide_domain(
+    domain: &str,
+    dns: &DomainEvidence,
+    policy: Policy,
+) -> (Reason, String, Option<String>) {
+    match dns {
+        DomainEvidence::NoSuchDomain => (
+            Reason::NoSuchDomain,
+            format!("{domain} does not exist (NXDOMAIN)"),
+            None,
+        ),
+        DomainEvidence::NullMx => (
+            Reason::NullMx,
+            format!("{domain} publishes a null MX (MX 0 .): it accepts no mail"),
+            None,
+        ),
+        DomainEvidence::Failed(f) => (
+            failure_reason(f),
+            format!("MX lookup for {domain}: {f}"),
+            None,
+        ),
+        DomainEvidence::NoMx(addresses) => match addresses {
+            Addresses::Found(_) if usable(addresses, policy) => (
+                Reason::DomainAcceptsMail,
+                format!("no MX; implicit MX: {domain} ({addresses}); mailbox not checked"),
+                Some(domain.to_owned()),
+            ),
+            Addresses::Found(_) => (
+                Reason::MxUnroutable,
+                format!("no MX; {domain} resolves only to unroutable addresses ({addresses})"),
+                None,
+            ),
+            Addresses::None => (
+                Reason::NoMailServer,
+                format!("{domain} has neither MX nor A/AAAA records"),
+                None,
+            ),
+            Addresses::Failed(f) => (
+                failure_reason(f),
+                format!("no MX; address lookup for {domain}: {f}"),
+                None,
+            ),
+        },
+        DomainEvidence::Mx(hosts) => {
+            let listed: Vec<String> = hosts.iter().take(4).map(|h| h.to_string()).collect();
+            let mut detail = listed.join("; ");
+            if hosts.len() > 4 {
+                detail.push_str(&format!("; and {} more", hosts.len() - 4));
+            }
+            if let Some(h) = hosts.iter().find(|h| usable(&h.addresses, policy)) {
+                return (
+                    Reason::DomainAcceptsMail,
+                    format!("{detail}; mailbox not checked"),
+                    Some(h.name.clone()),
+                );
+            }
+            if hosts
+                .iter()
+                .any(|h| matches!(h.addresses, Addresses::Found(_)))
+            {
+                return (
+                    Reason::MxUnroutable,
+                    format!("{detail}: no MX address is reachable from the internet"),
+                    None,
+                );
+            }
+            // Undecided when any host's lookup failed: it might have resolved.
+            if let Some(f) = hosts.iter().find_map(|h| match &h.addresses {
+                Addresses::Failed(f) => Some(f),
+                _ => None,
+            }) {
+                return (failure_reason(f), detail, None);
+            }
+            (
+                Reason::MxUnresolvable,
+                format!("{detail}: no MX host resolves"),
+                None,
+            )
+        }
     }
 }
 
@@ -178,7 +353,20 @@ mod tests {
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             codes,
-            ["syntax-ok", "syntax", "reserved-domain", "unreadable-row"]
+            [
+                "syntax-ok",
+                "syntax",
+                "reserved-domain",
+                "unreadable-row",
+                "domain-accepts-mail",
+                "no-such-domain",
+                "null-mx",
+                "no-mail-server",
+                "mx-unresolvable",
+                "mx-unroutable",
+                "dns-error",
+                "dns-timeout",
+            ]
         );
         for (i, r) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(Reason::from_code(r.as_str()), Some(r));
@@ -188,32 +376,188 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let v = decide(&Evidence::Syntax(check(
-            "a@gmail.com",
-            SyntaxOptions::default(),
-        )));
+        let v = decide(
+            &Evidence::Syntax(check("a@gmail.com", SyntaxOptions::default())),
+            Policy::default(),
+        );
         assert_eq!((v.status, v.reason), (Status::Valid, Reason::SyntaxOk));
-        let v = decide(&Evidence::Syntax(check(
-            "a@example.com",
-            SyntaxOptions::default(),
-        )));
+        let v = decide(
+            &Evidence::Syntax(check("a@example.com", SyntaxOptions::default())),
+            Policy::default(),
+        );
         assert_eq!(
             (v.status, v.reason),
             (Status::Invalid, Reason::ReservedDomain)
         );
-        let v = decide(&Evidence::Syntax(check(
-            "a@@gmail.com",
-            SyntaxOptions::default(),
-        )));
+        let v = decide(
+            &Evidence::Syntax(check("a@@gmail.com", SyntaxOptions::default())),
+            Policy::default(),
+        );
         assert_eq!((v.status, v.reason), (Status::Invalid, Reason::Syntax));
         assert!(v.detail.contains('@'), "{}", v.detail);
-        let v = decide(&Evidence::Unreadable(Unreadable::NotUtf8 {
-            valid_up_to: 3,
-        }));
+        let v = decide(
+            &Evidence::Unreadable(Unreadable::NotUtf8 { valid_up_to: 3 }),
+            Policy::default(),
+        );
         assert_eq!(
             (v.status, v.reason),
             (Status::Invalid, Reason::UnreadableRow)
         );
         assert!(v.detail.contains("UTF-8"));
+    }
+
+    fn domain_verdict(dns: DomainEvidence, allow_private_mx: bool) -> Verdict {
+        let address = check(
+            "ann@lab.test",
+            SyntaxOptions {
+                allow_reserved_domains: true,
+            },
+        )
+        .unwrap();
+        decide(
+            &Evidence::Domain {
+                address,
+                dns: Arc::new(dns),
+            },
+            Policy { allow_private_mx },
+        )
+    }
+
+    fn host(preference: u16, name: &str, addresses: Addresses) -> crate::dns::MxHost {
+        crate::dns::MxHost {
+            preference,
+            name: name.into(),
+            addresses,
+        }
+    }
+
+    #[test]
+    fn dns_decisions_cover_every_case() {
+        let public = || Addresses::Found(vec!["93.184.216.34".parse().unwrap()]);
+        let private = || Addresses::Found(vec!["127.77.1.1".parse().unwrap()]);
+        let cases = [
+            (
+                DomainEvidence::NoSuchDomain,
+                false,
+                Reason::NoSuchDomain,
+                None,
+            ),
+            (DomainEvidence::NullMx, true, Reason::NullMx, None),
+            (
+                DomainEvidence::Failed(Failure::ServFail),
+                false,
+                Reason::DnsError,
+                None,
+            ),
+            (
+                DomainEvidence::Failed(Failure::Refused),
+                false,
+                Reason::DnsError,
+                None,
+            ),
+            (
+                DomainEvidence::Failed(Failure::Timeout),
+                false,
+                Reason::DnsTimeout,
+                None,
+            ),
+            (
+                DomainEvidence::NoMx(public()),
+                false,
+                Reason::DomainAcceptsMail,
+                Some("lab.test"),
+            ),
+            (
+                DomainEvidence::NoMx(private()),
+                false,
+                Reason::MxUnroutable,
+                None,
+            ),
+            (
+                DomainEvidence::NoMx(private()),
+                true,
+                Reason::DomainAcceptsMail,
+                Some("lab.test"),
+            ),
+            (
+                DomainEvidence::NoMx(Addresses::None),
+                false,
+                Reason::NoMailServer,
+                None,
+            ),
+            (
+                DomainEvidence::NoMx(Addresses::Failed(Failure::Timeout)),
+                false,
+                Reason::DnsTimeout,
+                None,
+            ),
+            (
+                DomainEvidence::Mx(vec![host(10, "mx1", public())]),
+                false,
+                Reason::DomainAcceptsMail,
+                Some("mx1"),
+            ),
+            (
+                DomainEvidence::Mx(vec![host(10, "mx1", private())]),
+                false,
+                Reason::MxUnroutable,
+                None,
+            ),
+            (
+                DomainEvidence::Mx(vec![host(10, "mx1", private())]),
+                true,
+                Reason::DomainAcceptsMail,
+                Some("mx1"),
+            ),
+            (
+                DomainEvidence::Mx(vec![
+                    host(10, "gone", Addresses::None),
+                    host(20, "backup", private()),
+                ]),
+                true,
+                Reason::DomainAcceptsMail,
+                Some("backup"),
+            ),
+            (
+                DomainEvidence::Mx(vec![host(10, "gone", Addresses::None)]),
+                true,
+                Reason::MxUnresolvable,
+                None,
+            ),
+            (
+                DomainEvidence::Mx(vec![
+                    host(10, "gone", Addresses::None),
+                    host(20, "x", Addresses::Failed(Failure::ServFail)),
+                ]),
+                true,
+                Reason::DnsError,
+                None,
+            ),
+        ];
+        for (dns, allow, reason, mx) in cases {
+            let shown = format!("{dns:?} allow_private_mx={allow}");
+            let v = domain_verdict(dns, allow);
+            assert_eq!(v.reason, reason, "{shown}");
+            assert_eq!(v.status, reason.status(), "{shown}");
+            assert_eq!(v.mx.as_deref(), mx, "{shown}");
+            assert!(!v.detail.is_empty(), "{shown}");
+        }
+    }
+
+    #[test]
+    fn dns_details_say_what_was_found() {
+        let v = domain_verdict(
+            DomainEvidence::Mx(vec![host(
+                10,
+                "mx1.example.com",
+                Addresses::Found(vec!["192.0.2.1".parse().unwrap()]),
+            )]),
+            true,
+        );
+        assert!(
+            v.detail.starts_with("MX 10 mx1.example.com (192.0.2.1)"),
+            "{}",
+            v.detail
+        );
     }
 }

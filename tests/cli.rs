@@ -297,11 +297,20 @@ fn exit_codes_and_one_line_messages() {
             2,
             "not found",
         ),
-        (vec!["verify", input, "--out", out], 2, "--level syntax"),
         (
             vec!["verify", input, "--out", out, "--level", "smtp"],
             2,
-            "--level syntax",
+            "not available",
+        ),
+        (
+            vec!["verify", input, "--dns-server", "dns.example"],
+            2,
+            "IP address",
+        ),
+        (
+            vec!["verify", input, "--dns-timeout", "soon"],
+            2,
+            "invalid value",
         ),
         (
             vec!["verify", input, "--level", "bogus"],

@@ -9,22 +9,17 @@ use proptest::prelude::*;
 
 use common::{LISTS, read_records};
 use prebounce::input::{InputOptions, InputSource};
-use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
+use prebounce::{Level, VerifyConfig};
 
 fn run_lib(input: &[u8], options: InputOptions) -> (tempfile::TempDir, prebounce::Summary) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.csv");
     std::fs::write(&path, input).unwrap();
     let config = VerifyConfig {
-        input: InputSource::File(path),
         input_options: options,
-        out_dir: dir.path().join("out"),
-        force: false,
         level: Level::Syntax,
-        syntax: Default::default(),
         threads: Some(2),
-        progress: ProgressMode::Never,
-        priors: Priors::default(),
+        ..VerifyConfig::new(InputSource::File(path), dir.path().join("out"))
     };
     let summary = prebounce::verify(&config).expect("verify never fails on bad rows");
     (dir, summary)
@@ -37,7 +32,7 @@ fn output_rows(out: &Path, width: usize) -> Vec<(usize, Vec<Vec<u8>>, String)> {
         let mut recs = read_records(&out.join(list), b',');
         recs.remove(0);
         for r in recs {
-            assert_eq!(r.len(), width + 7, "misaligned row in {list}: {r:?}");
+            assert_eq!(r.len(), width + 8, "misaligned row in {list}: {r:?}");
             rows.push((
                 i,
                 r[..width].to_vec(),

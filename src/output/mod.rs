@@ -11,7 +11,7 @@ use crate::input::InputSource;
 use crate::verdict::Status;
 
 /// Columns appended to every output row, in this order.
-pub const APPENDED_COLUMNS: [&str; 7] = [
+pub const APPENDED_COLUMNS: [&str; 8] = [
     "prebounce_status",
     "prebounce_reason",
     "prebounce_detail",
@@ -19,6 +19,7 @@ pub const APPENDED_COLUMNS: [&str; 7] = [
     "prebounce_suggestion",
     "prebounce_flags",
     "prebounce_bounce_p",
+    "prebounce_mx",
 ];
 
 pub const SUMMARY_FILE: &str = "summary.json";

@@ -71,6 +71,8 @@ pub struct Summary {
     pub predicted_bounce_rate: PredictedBounceRate,
     pub priors: String,
     pub input: InputShape,
+    /// DNS work (absent at --level syntax).
+    pub dns: Option<crate::dns::DnsStats>,
     pub output_dir: String,
     pub elapsed_seconds: f64,
 }

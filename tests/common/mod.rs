@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const LISTS: [&str; 4] = ["valid.csv", "invalid.csv", "catch-all.csv", "unknown.csv"];
-pub const APPENDED: usize = 7;
+pub const APPENDED: usize = 8;
 
 pub fn prebounce() -> Command {
     Command::new(env!("CARGO_BIN_EXE_prebounce"))

@@ -1,0 +1,86 @@
+//! Which addresses mail from the internet can reach. Pure.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Whether a mail server at `ip` could be reached from the public internet. Loopback, private,
+/// link-local, shared (CGNAT), documentation, benchmarking, multicast, reserved and unspecified
+/// ranges cannot.
+pub fn is_routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_routable_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_routable_v4(v4),
+            None => is_routable_v6(v6),
+        },
+    }
+}
+
+fn is_routable_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space, RFC 6598
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments, RFC 6890
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking, RFC 2544
+        || a >= 240) // reserved, RFC 1112
+}
+
+fn is_routable_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local, RFC 4193
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation, RFC 3849
+        || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 well-known prefix
+        || s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only, RFC 6666
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_routable(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.77.1.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "192.0.2.1",
+            "198.51.100.1",
+            "203.0.113.9",
+            "198.18.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "ff02::1",
+        ] {
+            assert!(!is_routable(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

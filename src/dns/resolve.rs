@@ -1,0 +1,258 @@
+//! The resolver: hickory-resolver on tokio, with a run-wide single-flight cache so each domain
+//! gets exactly one MX lookup and each MX host one address lookup, however many rows share them.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::{Addresses, DomainEvidence, Failure, MxHost};
+
+/// How to reach the DNS.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Servers to ask instead of the system configuration (/etc/resolv.conf).
+    pub servers: Vec<SocketAddr>,
+    /// Per query attempt.
+    pub timeout: Duration,
+    /// Tries per query before giving up with `dns-timeout`.
+    pub attempts: usize,
+    /// Lookups in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            concurrency: 512,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DnsSetupError {
+    #[error(
+        "cannot read the system DNS configuration ({0}); name a server with --dns-server IP:PORT"
+    )]
+    SystemConfig(String),
+    #[error("cannot set up the DNS resolver: {0}")]
+    Build(String),
+}
+
+/// Counters for summary.json.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DnsStats {
+    pub unique_domains: u64,
+    /// Queries sent (MX, A and AAAA; retries inside the resolver are not counted).
+    pub queries: u64,
+    /// Queries that failed other than with a definite answer (SERVFAIL, REFUSED, timeout …).
+    pub errors: u64,
+}
+
+type Shared<T> = Arc<OnceCell<T>>;
+
+pub struct DnsResolver {
+    resolver: TokioResolver,
+    domains: Mutex<HashMap<String, Shared<Arc<DomainEvidence>>>>,
+    hosts: Mutex<HashMap<String, Shared<Addresses>>>,
+    limit: Semaphore,
+    queries: AtomicU64,
+    errors: AtomicU64,
+    /// Randomness for ordering MX hosts of equal preference.
+    shuffle: RandomState,
+}
+
+impl DnsResolver {
+    /// Must be called inside a tokio runtime.
+    pub fn new(config: &DnsConfig) -> Result<Self, DnsSetupError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if config.servers.is_empty() {
+            TokioResolver::builder(provider)
+                .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?
+        } else {
+            let servers = config
+                .servers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+        };
+        let opts = builder.options_mut();
+        opts.timeout = config.timeout;
+        opts.attempts = config.attempts;
+        // Never /etc/hosts: an MX host's address must come from the DNS.
+        opts.use_hosts_file = ResolveHosts::Never;
+        // One server at a time, so the server sees one query per lookup, not one per server.
+        opts.num_concurrent_reqs = 1;
+        opts.max_active_requests = config.concurrency.max(32) * 4;
+        opts.ndots = 0;
+        let resolver = builder
+            .build()
+            .map_err(|e| DnsSetupError::Build(e.to_string()))?;
+        Ok(DnsResolver {
+            resolver,
+            domains: Mutex::default(),
+            hosts: Mutex::default(),
+            limit: Semaphore::new(config.concurrency.max(1)),
+            queries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            shuffle: RandomState::new(),
+        })
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        DnsStats {
+            unique_domains: self.domains.lock().map_or(0, |d| d.len() as u64),
+            queries: self.queries.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What the DNS says about `domain` (lower-case ASCII). Concurrent calls for one domain
+    /// share a single lookup; later calls get the cached answer, negative ones included.
+    pub async fn domain(&self, domain: &str) -> Arc<DomainEvidence> {
+        let cell = shared(&self.domains, domain);
+        cell.get_or_init(|| async { Arc::new(self.lookup_domain(domain).await) })
+            .await
+            .clone()
+    }
+
+    async fn lookup_domain(&self, domain: &str) -> DomainEvidence {
+        let answer = match self.query(domain, RecordType::MX).await {
+            Ok(records) => records,
+            Err(e) if e.is_nx_domain() => return DomainEvidence::NoSuchDomain,
+            Err(e) if e.is_no_records_found() => {
+                return DomainEvidence::NoMx(self.addresses(domain).await);
+            }
+            Err(e) => return DomainEvidence::Failed(failure(&e)),
+        };
+        let mut mx: Vec<(u16, String)> = answer
+            .iter()
+            .filter_map(|r| match r {
+                RData::MX(m) => Some((
+                    m.preference,
+                    m.exchange
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                )),
+                _ => None,
+            })
+            .collect();
+        if mx.is_empty() {
+            return DomainEvidence::NoMx(self.addresses(domain).await);
+        }
+        // RFC 7505: a single "MX 0 ." means no mail at all; a "." among others is ignored.
+        if mx.len() == 1 && mx[0].1.is_empty() {
+            return DomainEvidence::NullMx;
+        }
+        mx.retain(|(_, name)| !name.is_empty());
+        // Preference order; equal preferences in random order (RFC 5321 §5.1).
+        mx.sort_by_key(|(pref, name)| (*pref, self.shuffle.hash_one(name)));
+        let lookups = mx.iter().map(|(_, name)| self.host(name));
+        let addresses = futures::future::join_all(lookups).await;
+        DomainEvidence::Mx(
+            mx.into_iter()
+                .zip(addresses)
+                .map(|((preference, name), addresses)| MxHost {
+                    preference,
+                    name,
+                    addresses,
+                })
+                .collect(),
+        )
+    }
+
+    /// Addresses of an MX host, looked up once per run.
+    async fn host(&self, name: &str) -> Addresses {
+        let cell = shared(&self.hosts, name);
+        cell.get_or_init(|| self.addresses(name)).await.clone()
+    }
+
+    /// A and AAAA of `name`, asked in parallel.
+    async fn addresses(&self, name: &str) -> Addresses {
+        let (v4, v6) = tokio::join!(
+            self.query(name, RecordType::A),
+            self.query(name, RecordType::AAAA)
+        );
+        let mut found = Vec::new();
+        let mut failed = None;
+        for result in [v4, v6] {
+            match result {
+                Ok(records) => found.extend(records.iter().filter_map(|r| match r {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e) if e.is_no_records_found() => {}
+                Err(e) => failed = Some(failure(&e)),
+            }
+        }
+        match (found.is_empty(), failed) {
+            (false, _) => Addresses::Found(found),
+            (true, Some(f)) => Addresses::Failed(f),
+            (true, None) => Addresses::None,
+        }
+    }
+
+    /// One query, within the concurrency limit. The name is made absolute so no search domain
+    /// of the system configuration is ever appended.
+    async fn query(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, NetError> {
+        let _permit = self.limit.acquire().await;
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let fqdn = format!("{name}.");
+        let result = self
+            .resolver
+            .lookup(fqdn.as_str(), rtype)
+            .await
+            .map(|lookup| lookup.answers().iter().map(|r| r.data.clone()).collect());
+        if let Err(e) = &result {
+            if !e.is_no_records_found() {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+fn shared<T>(map: &Mutex<HashMap<String, Shared<T>>>, key: &str) -> Shared<T> {
+    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.entry(key.to_owned()).or_default().clone()
+}
+
+fn failure(e: &NetError) -> Failure {
+    match e {
+        NetError::Timeout => Failure::Timeout,
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Failure::ServFail,
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Failure::Refused,
+        other => {
+            let text = other.to_string();
+            if text.contains("timed out") {
+                Failure::Timeout
+            } else {
+                Failure::Other(text)
+            }
+        }
+    }
+}
