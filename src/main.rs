@@ -66,7 +66,7 @@ struct VerifyArgs {
     #[arg(long)]
     no_header: bool,
     /// How far to verify.
-    #[arg(long, value_enum, default_value = "dns")]
+    #[arg(long, value_enum, default_value = "dns", overrides_with = "level")]
     level: LevelArg,
     /// Accept .test .example .invalid .localhost … (RFC 2606/6761) as ordinary domains.
     #[arg(long)]
