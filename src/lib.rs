@@ -103,7 +103,6 @@ impl Error {
     /// 2 for what the user can fix by changing the command or the input, 1 for the rest.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Input(input::InputError::Read(_)) => 1,
             Error::Input(_) | Error::LevelUnavailable(_) | Error::Dns(_) => 2,
             Error::Output(
                 output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),

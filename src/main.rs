@@ -86,6 +86,9 @@ struct VerifyArgs {
     /// DNS lookups in flight at once.
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     dns_concurrency: u32,
+    /// Benchmark baseline only: one DNS lookup per row, no sharing or caching.
+    #[arg(long, hide = true)]
+    dns_lookup_per_row: bool,
     /// Treat MX hosts on loopback or private addresses as ordinary (labs, intranets).
     #[arg(long)]
     allow_private_mx: bool,
@@ -173,6 +176,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
             servers: args.dns_server.clone(),
             timeout: args.dns_timeout,
             concurrency: args.dns_concurrency as usize,
+            share_lookups: !args.dns_lookup_per_row,
             ..DnsConfig::default()
         },
         policy: Policy {
@@ -187,7 +191,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
         }
     };
     if !args.quiet {
-        eprint!("{}", summary.human());
+        // A closed or full stderr must not turn a finished run into a failure.
+        let _ = write!(std::io::stderr(), "{}", summary.human());
     }
     if args.json {
         let printed = serde_json::to_string_pretty(&summary)
@@ -204,6 +209,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
 }
 
 fn fail(code: u8, err: &anyhow::Error) -> ExitCode {
-    eprintln!("prebounce: error: {err:#}");
+    // Our errors carry their cause in their own message: print it once.
+    let _ = writeln!(std::io::stderr(), "prebounce: error: {err}");
     ExitCode::from(code)
 }

@@ -61,6 +61,16 @@ fn dedup_hash(addr: &Address) -> u64 {
     h.finish()
 }
 
+/// Identity of a malformed address: its text, case-folded, so repeats of one bad cell are
+/// flagged (and forecast) once like any other repeat.
+fn raw_dedup_hash(text: &str) -> u64 {
+    let (a, b, c, d) = DEDUP_SEEDS;
+    let mut h = ahash::RandomState::with_seeds(a, b, c, d).build_hasher();
+    h.write_u8(0xff); // never equal to a well-formed address's hash input
+    h.write(text.to_lowercase().as_bytes());
+    h.finish()
+}
+
 /// The set stores hashes already: don't hash them again.
 #[derive(Default)]
 struct PassThroughHasher(u64);
@@ -97,6 +107,9 @@ fn gather_evidence(chunk: &Chunk, r: usize, dialect: &Dialect, opts: SyntaxOptio
 /// One row after the check (and DNS) stages: its evidence, awaiting a verdict.
 struct RowCheck {
     evidence: Evidence,
+    /// The email cell held something to send to (not empty, not an unreadable row): the rows
+    /// the forecast averages over.
+    sendable: bool,
     /// Identity for duplicate detection (None when the row has no well-formed address).
     dedup_hash: Option<u64>,
     duplicate: bool,
@@ -138,17 +151,17 @@ impl Tally {
                 self.flags[i] += 1;
             }
         }
-        if row.dedup_hash.is_some() {
-            if row.duplicate {
-                self.duplicates += 1;
-            } else {
-                self.unique += 1;
-            }
+        if row.duplicate {
+            self.duplicates += 1;
+        } else if row.evidence.address().is_some() {
+            self.unique += 1;
         }
         if suggestion {
             self.suggestions += 1;
         }
-        self.forecast.add(v.status, v.reason, flags, p);
+        if row.sendable {
+            self.forecast.add(v.status, v.reason, flags, p);
+        }
     }
 
     fn merge(&mut self, o: &Tally) {
@@ -280,9 +293,20 @@ fn check_chunk(chunk: Chunk, dialect: &Dialect, opts: SyntaxOptions) -> Checked 
         .with_min_len(256)
         .map(|r| {
             let evidence = gather_evidence(&chunk, r, dialect, opts);
-            let dedup_hash = evidence.address().map(dedup_hash);
+            let sendable = !matches!(
+                evidence,
+                Evidence::Unreadable(_) | Evidence::Syntax(Err(syntax::SyntaxError::Empty))
+            );
+            let dedup_hash = match &evidence {
+                Evidence::Syntax(Err(_)) if sendable => chunk
+                    .field(r, dialect.email_column)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .map(|text| raw_dedup_hash(syntax::normalize_input(text))),
+                _ => evidence.address().map(dedup_hash),
+            };
             RowCheck {
                 evidence,
+                sendable,
                 dedup_hash,
                 duplicate: false,
             }
@@ -302,14 +326,16 @@ async fn resolve_chunk(mut checked: Checked, resolver: Arc<DnsResolver>) -> Chec
             _ => None,
         })
         .collect();
-    domains.sort_unstable();
-    domains.dedup();
+    if resolver.shares_lookups() {
+        domains.sort_unstable();
+        domains.dedup();
+    }
     let answers = futures::future::join_all(domains.iter().map(|d| resolver.domain(d))).await;
     let by_domain: HashMap<String, Arc<DomainEvidence>> = domains
         .into_iter()
         .map(str::to_owned)
         .zip(answers)
-        .collect();
+        .collect(); // per-row mode: later answers for a domain replace earlier ones, as good
     for row in &mut checked.rows {
         if let Evidence::Syntax(Ok(_)) = &row.evidence {
             let Evidence::Syntax(Ok(address)) = std::mem::replace(
@@ -461,7 +487,11 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     // The DNS stage's runtime and resolver, set up before any output exists so a bad
     // configuration fails cleanly.
     let dns = if config.level >= Level::Dns {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // Two workers: hickory spends tens of microseconds of CPU per query, so a busy lookup
+        // stream wants both cores.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("prebounce-dns")
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the DNS runtime: {e}")))?;

@@ -30,6 +30,9 @@ pub struct DnsConfig {
     pub attempts: usize,
     /// Lookups in flight at once.
     pub concurrency: usize,
+    /// Share one lookup per domain and per MX host across the run (always, except to measure
+    /// what that saves: the benchmark's one-lookup-per-row baseline).
+    pub share_lookups: bool,
 }
 
 impl Default for DnsConfig {
@@ -39,6 +42,7 @@ impl Default for DnsConfig {
             timeout: Duration::from_secs(5),
             attempts: 2,
             concurrency: 512,
+            share_lookups: true,
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct DnsResolver {
     domains: Mutex<HashMap<String, Shared<Arc<DomainEvidence>>>>,
     hosts: Mutex<HashMap<String, Shared<Addresses>>>,
     limit: Semaphore,
+    share_lookups: bool,
     queries: AtomicU64,
     errors: AtomicU64,
     /// Randomness for ordering MX hosts of equal preference.
@@ -107,6 +112,9 @@ impl DnsResolver {
         opts.num_concurrent_reqs = 1;
         opts.max_active_requests = config.concurrency.max(32) * 4;
         opts.ndots = 0;
+        if !config.share_lookups {
+            opts.cache_size = 0;
+        }
         let resolver = builder
             .build()
             .map_err(|e| DnsSetupError::Build(e.to_string()))?;
@@ -115,10 +123,15 @@ impl DnsResolver {
             domains: Mutex::default(),
             hosts: Mutex::default(),
             limit: Semaphore::new(config.concurrency.max(1)),
+            share_lookups: config.share_lookups,
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             shuffle: RandomState::new(),
         })
+    }
+
+    pub fn shares_lookups(&self) -> bool {
+        self.share_lookups
     }
 
     pub fn stats(&self) -> DnsStats {
@@ -132,6 +145,10 @@ impl DnsResolver {
     /// What the DNS says about `domain` (lower-case ASCII). Concurrent calls for one domain
     /// share a single lookup; later calls get the cached answer, negative ones included.
     pub async fn domain(&self, domain: &str) -> Arc<DomainEvidence> {
+        if !self.share_lookups {
+            shared(&self.domains, domain); // still counted as a unique domain
+            return Arc::new(self.lookup_domain(domain).await);
+        }
         let cell = shared(&self.domains, domain);
         cell.get_or_init(|| async { Arc::new(self.lookup_domain(domain).await) })
             .await
@@ -186,6 +203,9 @@ impl DnsResolver {
 
     /// Addresses of an MX host, looked up once per run.
     async fn host(&self, name: &str) -> Addresses {
+        if !self.share_lookups {
+            return self.addresses(name).await;
+        }
         let cell = shared(&self.hosts, name);
         cell.get_or_init(|| self.addresses(name)).await.clone()
     }

@@ -93,20 +93,43 @@ fn squash(name: &str) -> String {
 /// Index of a header that names the email column: exact known names first, then any name
 /// containing "email" ("Email (work)").
 pub fn email_header_index(header: &[String]) -> Option<usize> {
-    let squashed: Vec<String> = header.iter().map(|h| squash(h)).collect();
-    squashed
-        .iter()
-        .position(|h| EMAIL_HEADERS.contains(&h.as_str()))
-        .or_else(|| squashed.iter().position(|h| h.contains("email")))
+    email_header_candidates(header).first().copied()
 }
 
-/// Whether the first record is a header: yes when a cell names the email column; no when a
-/// cell already holds an address; otherwise yes (most exports have one).
-pub fn looks_like_header(first: &[String]) -> bool {
-    if email_header_index(first).is_some() {
-        return true;
+/// Every header that may name the email column, best first: exact known names, then names
+/// containing "email" (Google Contacts has "E-mail 1 - Type" before "E-mail 1 - Value", so
+/// the caller picks among these by content).
+pub fn email_header_candidates(header: &[String]) -> Vec<usize> {
+    let squashed: Vec<String> = header.iter().map(|h| squash(h)).collect();
+    let exact: Vec<usize> = (0..squashed.len())
+        .filter(|&i| EMAIL_HEADERS.contains(&squashed[i].as_str()))
+        .collect();
+    if !exact.is_empty() {
+        return exact;
     }
+    (0..squashed.len())
+        .filter(|&i| squashed[i].contains("email") && !looks_like_address(&header[i]))
+        .collect()
+}
+
+/// Whether the first record is a header: no when a cell already holds an address (a data row
+/// such as "jane@email.com" must not be mistaken for a header naming "email"); yes otherwise
+/// (most exports have one).
+pub fn looks_like_header(first: &[String]) -> bool {
     !first.iter().any(|c| looks_like_address(c))
+}
+
+/// Share of the non-empty sampled values of `col` that contain '@'.
+pub fn at_share(rows: &[Vec<String>], col: usize) -> f64 {
+    let values: Vec<&String> = rows
+        .iter()
+        .filter_map(|r| r.get(col))
+        .filter(|v| !v.trim().is_empty())
+        .collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().filter(|v| v.contains('@')).count() as f64 / values.len() as f64
 }
 
 fn looks_like_address(cell: &str) -> bool {
@@ -178,6 +201,15 @@ mod tests {
         assert!(looks_like_header(&strings(&["id", "name"])));
         assert!(!looks_like_header(&strings(&["ann@x.com", "Ann"])));
         assert!(looks_like_header(&strings(&["email"])));
+        // Data that merely mentions "email" is data.
+        assert!(!looks_like_header(&strings(&["jane@email.com"])));
+        assert!(!looks_like_header(&strings(&[
+            "Ann",
+            "Email Masters Ltd",
+            "ann@emailmasters.com"
+        ])));
+        let google = strings(&["Name", "E-mail 1 - Type", "E-mail 1 - Value"]);
+        assert_eq!(email_header_candidates(&google), vec![1, 2]);
     }
 
     #[test]

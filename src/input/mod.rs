@@ -42,6 +42,10 @@ pub enum InputError {
     Open { path: String, source: io::Error },
     #[error("cannot read the input: {0}")]
     Read(#[from] io::Error),
+    #[error(
+        "the input looks like UTF-16 text (Excel's \"Unicode Text\"); save it as \"CSV UTF-8\" and try again"
+    )]
+    Utf16,
     #[error("no email column found (columns: {columns}); name it with --column NAME or --column N")]
     NoEmailColumn { columns: String },
     #[error("column {wanted:?} not found (columns: {columns}); check --column")]
@@ -278,6 +282,15 @@ impl InputReader {
             }
         };
         let mut splitter = RecordSplitter::new(reader, b',');
+        let head = splitter.peek(SAMPLE_BYTES)?;
+        // UTF-16 has a byte-order mark FF FE / FE FF, or a NUL beside every ASCII character.
+        let nuls = head.iter().filter(|&&b| b == 0).count();
+        if head.starts_with(b"\xFF\xFE")
+            || head.starts_with(b"\xFE\xFF")
+            || (head.len() >= 8 && nuls * 4 >= head.len())
+        {
+            return Err(InputError::Utf16);
+        }
         splitter.skip_bom()?;
         let delimiter = match opts.delimiter {
             Some(d) => d,
@@ -431,15 +444,22 @@ fn choose_column(
     if width == 1 {
         return Ok(0);
     }
-    if has_header {
-        if let Some(i) = detect::email_header_index(names) {
-            return Ok(i);
-        }
-    }
     let rows: Vec<Vec<String>> = (0..sample.len())
         .filter(|&r| sample.rows[r].problem.is_none())
         .map(|r| sample.lossy_fields(r))
         .collect();
+    if has_header {
+        let candidates = detect::email_header_candidates(names);
+        // Among several named candidates, the one that holds addresses.
+        let best = candidates.iter().copied().max_by(|&a, &b| {
+            detect::at_share(&rows, a)
+                .total_cmp(&detect::at_share(&rows, b))
+                .then(b.cmp(&a))
+        });
+        if let Some(i) = best {
+            return Ok(i);
+        }
+    }
     if rows.is_empty() && has_header {
         return Ok(0); // a header-only list has nothing to verify; any column will do
     }
@@ -484,6 +504,30 @@ mod tests {
     }
 
     #[test]
+    fn data_rows_that_mention_email_are_data() {
+        let (d, rows) =
+            open_bytes(b"jane@email.com\nbob@gmail.com\n", InputOptions::default()).unwrap();
+        assert!(!d.has_header);
+        assert_eq!(rows.len(), 2);
+        let (d, rows) = open_bytes(
+            b"Ann,Email Masters Ltd,ann@emailmasters.com\nBob,Acme,bob@acme.com\n",
+            InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((d.has_header, d.email_column, rows.len()), (false, 2, 2));
+    }
+
+    #[test]
+    fn google_contacts_export_picks_the_value_column() {
+        let (d, _) = open_bytes(
+            b"Name,E-mail 1 - Type,E-mail 1 - Value\nAnn,* Home,ann@x.com\nBob,Work,bob@y.org\n",
+            InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(d.email_column, 2);
+    }
+
+    #[test]
     fn headerless_one_column_list() {
         let (d, rows) = open_bytes(b"ann@x.com\nbob@y.org\n", InputOptions::default()).unwrap();
         assert!(!d.has_header);
@@ -522,6 +566,24 @@ mod tests {
         assert_eq!(rows[2].1, Some(RowProblem::UnterminatedQuote));
         assert_eq!(rows[2].0, vec!["c@x.com,C"]);
         assert_eq!(rows[3], (vec!["d@x.com".into(), "D".into()], None));
+    }
+
+    #[test]
+    fn utf16_is_refused_with_a_fix() {
+        let text: Vec<u8> = "email\r\nann@x.com\r\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut with_bom = b"\xFF\xFE".to_vec();
+        with_bom.extend_from_slice(&text);
+        assert!(matches!(
+            open_bytes(&with_bom, InputOptions::default()),
+            Err(InputError::Utf16)
+        ));
+        assert!(matches!(
+            open_bytes(&text, InputOptions::default()),
+            Err(InputError::Utf16)
+        ));
     }
 
     #[test]

@@ -185,6 +185,23 @@ const FREE_PROVIDERS: &[&str] = &[
     "sympatico.ca",
     "bigpond.com",
     "optusnet.com.au",
+    "hotmail.ca",
+    "live.ca",
+    "yahoo.ca",
+    "outlook.es",
+    "outlook.it",
+    "hotmail.se",
+    "hotmail.com.br",
+    "yahoo.com.mx",
+    "protonmail.ch",
+    "tutanota.de",
+    "tutamail.com",
+    "tuta.com",
+    "keemail.me",
+    "hey.com",
+    "posteo.de",
+    "posteo.net",
+    "mailbox.org",
 ];
 
 static ROLES: LazyLock<AHashSet<&'static str>> =
@@ -195,6 +212,29 @@ static FREE: LazyLock<AHashSet<&'static str>> =
 /// per call, so we take the list once into a set.
 static DISPOSABLE: LazyLock<AHashSet<&'static str>> =
     LazyLock::new(|| mailchecker::blacklist().into_iter().collect());
+
+/// Real long-lived mailboxes that throwaway-domain lists catch by mistake: privacy relays
+/// forward to a person's real inbox for as long as they keep the alias, and Tuta's domains are
+/// ordinary mail accounts.
+const NOT_DISPOSABLE: &[&str] = &[
+    "duck.com",
+    "mozmail.com",
+    "passmail.net",
+    "passinbox.com",
+    "simplelogin.com",
+    "simplelogin.co",
+    "slmail.me",
+    "aleeas.com",
+    "anonaddy.me",
+    "addy.io",
+    "privaterelay.appleid.com",
+    "keemail.me",
+    "tutamail.com",
+    "tuta.com",
+    "tuta.io",
+    "tutanota.com",
+    "tutanota.de",
+];
 
 /// Role accounts, ignoring case and a `+tag`.
 pub fn is_role(local: &str) -> bool {
@@ -221,6 +261,14 @@ pub fn is_free(domain_ascii: &str) -> bool {
 /// True when the domain or any parent of it is a known throwaway-mail domain
 /// (`x.mailinator.com` is as disposable as `mailinator.com`).
 pub fn is_disposable(domain_ascii: &str) -> bool {
+    if NOT_DISPOSABLE.iter().any(|d| {
+        domain_ascii == *d
+            || domain_ascii
+                .strip_suffix(d)
+                .is_some_and(|h| h.ends_with('.'))
+    }) {
+        return false;
+    }
     let mut rest = domain_ascii;
     loop {
         if DISPOSABLE.contains(rest) {
@@ -268,6 +316,15 @@ mod tests {
         assert!(is_disposable("a.b.mailinator.com"));
         assert!(!is_disposable("gmail.com"));
         assert!(!is_disposable("com"));
+        for relay in [
+            "duck.com",
+            "mozmail.com",
+            "abc.mozmail.com",
+            "keemail.me",
+            "passmail.net",
+        ] {
+            assert!(!is_disposable(relay), "{relay}");
+        }
         assert!(DISPOSABLE.len() > 40_000);
     }
 

@@ -70,13 +70,7 @@ const REAL_NEIGHBOURS: &[&str] = &[
 
 /// Providers that exist under one TLD only, so `gmail.co` is certainly a typo even though `.co`
 /// is a real TLD.
-const SINGLE_TLD_PROVIDERS: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "icloud.com",
-    "comcast.net",
-    "verizon.net",
-];
+const SINGLE_TLD_PROVIDERS: &[&str] = &["gmail.com", "googlemail.com"];
 
 fn split_sld(domain: &str) -> Option<(&str, &str)> {
     domain.split_once('.')
@@ -103,8 +97,10 @@ pub fn suggest_domain(domain_ascii: &str) -> Option<String> {
         return (candidate != domain_ascii).then_some(candidate);
     }
     // gmail.co, icloud.cm: the label is right and only one TLD is real.
+    // Only for a two-label domain: gmail.co is a typo, but icloud.com.cn is real.
     if let Some(p) = SINGLE_TLD_PROVIDERS
         .iter()
+        .filter(|_| !tld.contains('.'))
         .find(|p| split_sld(p).is_some_and(|(psld, _)| psld == sld))
     {
         return Some((*p).to_owned());
@@ -120,10 +116,12 @@ pub fn suggest_domain(domain_ascii: &str) -> Option<String> {
                 continue;
             }
             let d = distance(sld, psld);
-            let allowed = if psld.len() >= 7 && psld.as_bytes()[0] == sld.as_bytes()[0] {
-                2
-            } else {
+            // Distance 1 only, and the first letter must match: people rarely mistype the
+            // first letter, while real brands differ from providers right there (wahoo, yahoo).
+            let allowed = if psld.as_bytes()[0] == sld.as_bytes()[0] {
                 1
+            } else {
+                0
             };
             if d == 0 || d > allowed {
                 continue;
@@ -162,7 +160,6 @@ mod tests {
             ("yahooo.com", "yahoo.com"),
             ("yaho.com", "yahoo.com"),
             ("outlok.com", "outlook.com"),
-            ("icloud.cm", "icloud.com"),
             ("acme.con", "acme.com"),
             ("acme.cmo", "acme.com"),
             ("example.nte", "example.net"),
