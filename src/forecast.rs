@@ -177,10 +177,10 @@ impl Priors {
             .unwrap_or(1.0);
         if status != Status::Invalid {
             for (flag, name) in Flags::ALL {
-                if flags.contains(flag) {
-                    if let Some(&floor) = self.flags.get(name) {
-                        p = p.max(floor);
-                    }
+                if flags.contains(flag)
+                    && let Some(&floor) = self.flags.get(name)
+                {
+                    p = p.max(floor);
                 }
             }
         }

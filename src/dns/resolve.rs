@@ -247,10 +247,10 @@ impl DnsResolver {
             .lookup(fqdn.as_str(), rtype)
             .await
             .map(|lookup| lookup.answers().iter().map(|r| r.data.clone()).collect());
-        if let Err(e) = &result {
-            if !e.is_no_records_found() {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Err(e) = &result
+            && !e.is_no_records_found()
+        {
+            self.errors.fetch_add(1, Ordering::Relaxed);
         }
         result
     }

@@ -394,10 +394,10 @@ impl InputReader {
 
     /// The next batch of at most `max_rows` rows (None at end of input).
     pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>, InputError> {
-        if let Some(p) = self.pending.take() {
-            if !p.is_empty() {
-                return Ok(Some(p));
-            }
+        if let Some(p) = self.pending.take()
+            && !p.is_empty()
+        {
+            return Ok(Some(p));
         }
         let mut chunk = Chunk {
             data: Vec::with_capacity(max_rows * 64),
