@@ -129,6 +129,22 @@ impl Chunk {
         &self.data[start..end]
     }
 
+    fn last_field_count(&self) -> usize {
+        self.rows.last().map_or(0, |r| r.field_count)
+    }
+
+    /// Undo the last `push`.
+    fn pop_last(&mut self) {
+        if let Some(row) = self.rows.pop() {
+            let data_start = self
+                .bounds
+                .get(row.first_field)
+                .map_or(self.data.len(), |b| b.0);
+            self.bounds.truncate(row.first_field);
+            self.data.truncate(data_start);
+        }
+    }
+
     /// Row `r` exactly as it stood in the input (without its line end) when it had no quotes:
     /// then it is its fields joined by the delimiter.
     pub fn raw(&self, r: usize) -> Option<&[u8]> {
@@ -242,6 +258,67 @@ impl Chunk {
             problem,
         });
     }
+}
+
+/// Whether a record has a line break before its terminator.
+fn has_inner_break(bytes: &[u8]) -> bool {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    body.iter().any(|&b| b == b'\n' || b == b'\r')
+}
+
+/// Push a misshapen multi-line record as its first line (unterminated quote) followed by the
+/// records its remaining lines make on their own. Returns the rows pushed.
+fn resplit(
+    chunk: &mut Chunk,
+    core: &mut csv_core::Reader,
+    scratch: &mut Vec<usize>,
+    delimiter: u8,
+    width: usize,
+    bytes: &[u8],
+    line: u64,
+) -> usize {
+    let Some(brk) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
+        chunk.push(core, scratch, bytes, line, None);
+        return 1;
+    };
+    let next = if bytes[brk] == b'\r' && bytes.get(brk + 1) == Some(&b'\n') {
+        brk + 2
+    } else {
+        brk + 1
+    };
+    chunk.push(
+        core,
+        scratch,
+        &bytes[..brk],
+        line,
+        Some(RowProblem::UnterminatedQuote),
+    );
+    let mut pushed = 1;
+    let mut rest = RecordSplitter::new(&bytes[next..], delimiter);
+    // Reading from memory cannot fail.
+    while let Ok(Some(rec)) = rest.next_record() {
+        let at = line + rec.line;
+        if rec.plain {
+            chunk.push_plain(rec.bytes, delimiter, at);
+            pushed += 1;
+            continue;
+        }
+        let problem = match rec.kind {
+            RecordKind::Complete => None,
+            RecordKind::UnterminatedQuote => Some(RowProblem::UnterminatedQuote),
+            RecordKind::TooLong { bytes } => Some(RowProblem::TooLong { bytes }),
+        };
+        chunk.push(core, scratch, rec.bytes, at, problem);
+        if problem.is_none() && chunk.last_field_count() != width && has_inner_break(rec.bytes) {
+            chunk.pop_last();
+            let owned = rec.bytes.to_vec();
+            pushed += resplit(chunk, core, scratch, delimiter, width, &owned, at);
+        } else {
+            pushed += 1;
+        }
+    }
+    pushed
 }
 
 pub struct InputReader {
@@ -387,7 +464,27 @@ impl InputReader {
                 RecordKind::TooLong { bytes } => Some(RowProblem::TooLong { bytes }),
             };
             chunk.push(&mut self.core, &mut self.scratch, bytes, line, problem);
-            n += 1;
+            if problem.is_none()
+                && self.width > 0
+                && chunk.last_field_count() != self.width
+                && has_inner_break(bytes)
+            {
+                // A quote that spans lines yet leaves the row misshapen is a stray quote paired
+                // with another one lines later: keep the rows between them as rows.
+                chunk.pop_last();
+                let owned = bytes.to_vec();
+                n += resplit(
+                    chunk,
+                    &mut self.core,
+                    &mut self.scratch,
+                    self.delimiter,
+                    self.width,
+                    &owned,
+                    line,
+                );
+            } else {
+                n += 1;
+            }
         }
         Ok(())
     }
@@ -584,6 +681,24 @@ mod tests {
             open_bytes(&text, InputOptions::default()),
             Err(InputError::Utf16)
         ));
+    }
+
+    #[test]
+    fn two_stray_quotes_do_not_swallow_the_rows_between_them() {
+        let (_, rows) = open_bytes(
+            b"name,email\nAnn,ann@x.com\nBob,\"Bobby,bob@x.com\nSue,sue@x.com\nTom,tom@x.com\nAl,Al\",al@x.com\nZed,zed@x.com\n",
+            InputOptions::default(),
+        )
+        .unwrap();
+        let emails: Vec<String> = rows
+            .iter()
+            .map(|(cells, _)| cells.last().cloned().unwrap_or_default())
+            .collect();
+        assert_eq!(rows.len(), 6, "{rows:?}");
+        assert_eq!(rows[1].1, Some(RowProblem::UnterminatedQuote));
+        assert_eq!(&emails[2..4], ["sue@x.com", "tom@x.com"]);
+        assert_eq!(rows[2].1, None);
+        assert_eq!(rows[5].0, vec!["Zed", "zed@x.com"]);
     }
 
     #[test]
