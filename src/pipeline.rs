@@ -509,6 +509,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     };
     let bar = progress_bar(config.progress, reader.total_bytes);
     let bytes_read = Arc::new(AtomicU64::new(0));
+    let rows_read = AtomicU64::new(0);
     let mut tally = Tally::default();
 
     thread::scope(|scope| -> Result<(), Error> {
@@ -517,6 +518,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         };
         let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, InputError>>(CHANNEL_DEPTH);
         let bytes = Arc::clone(&bytes_read);
+        let rows_read = &rows_read;
         thread::Builder::new()
             .name("prebounce-read".into())
             .spawn_scoped(scope, move || {
@@ -524,7 +526,10 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                     let next = reader.next_chunk(CHUNK_ROWS);
                     bytes.store(reader.bytes_consumed(), Ordering::Relaxed);
                     let msg = match next {
-                        Ok(Some(c)) => Ok(c),
+                        Ok(Some(c)) => {
+                            rows_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+                            Ok(c)
+                        }
                         Ok(None) => break,
                         Err(e) => Err(e),
                     };
@@ -602,7 +607,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 let s = resolver.stats();
                 let _ = write!(
                     message,
-                    " · {} domains · {} DNS queries",
+                    " · {}/{} domains resolved · {} DNS queries",
+                    thousands(s.resolved_domains),
                     thousands(s.unique_domains),
                     thousands(s.queries)
                 );
@@ -612,6 +618,15 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    // Every row read must have been written: a stage that stopped early must not pass as a
+    // finished run with rows missing.
+    let read = rows_read.load(Ordering::Relaxed);
+    if tally.rows != read {
+        return Err(Error::Internal(format!(
+            "{} of {read} rows were written; a pipeline stage stopped early",
+            tally.rows
+        )));
+    }
     let reasons = Reason::ALL
         .iter()
         .zip(tally.reasons)

@@ -258,3 +258,78 @@ fn syntax_failures_never_reach_the_dns() {
         ["syntax"; 3]
     );
 }
+
+/// A scripted UDP server for faults a real server does not produce on demand: answers every
+/// query with `reply(query)`, for a bounded number of queries, then stops.
+fn scripted_server(reply: fn(&[u8]) -> Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.77.0.250:0").unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..50 {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = socket.send_to(&reply(&buf[..n]), from);
+        }
+    });
+    (addr, handle)
+}
+
+fn verify_against(server: &str) -> std::path::PathBuf {
+    let (dir, out, o) = verify_bytes(
+        b"email\na@ok.lab.test\nb@ok.lab.test\n",
+        &[
+            "--level",
+            "dns",
+            "--dns-server",
+            server,
+            "--allow-reserved-domains",
+            "--dns-timeout",
+            "300ms",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    std::mem::forget(dir); // keep the output for the caller
+    out
+}
+
+#[test]
+fn garbage_answers_are_unknown_never_invalid() {
+    let (addr, _server) = scripted_server(|_| b"\x00\x01garbage that is not DNS".to_vec());
+    let out = verify_against(&addr);
+    assert_eq!(list_rows(&out, "unknown.csv").len(), 2);
+    let reasons = column(&out, "unknown.csv", "prebounce_reason");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r == "dns-timeout" || r == "dns-error"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_truncated_answer_without_tcp_is_unknown() {
+    // The query echoed back as a response with TC set and no answers; nothing listens on TCP.
+    let (addr, _server) = scripted_server(|q| {
+        let mut r = q.to_vec();
+        if r.len() >= 4 {
+            r[2] |= 0x82; // QR + TC
+            r[3] = 0x80; // RA, NOERROR
+        }
+        r
+    });
+    let out = verify_against(&addr);
+    let reasons = column(&out, "unknown.csv", "prebounce_reason");
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r == "dns-timeout" || r == "dns-error"),
+        "{reasons:?}"
+    );
+}

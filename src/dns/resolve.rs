@@ -62,6 +62,9 @@ pub enum DnsSetupError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DnsStats {
     pub unique_domains: u64,
+    /// Domains whose lookup has finished (for progress; equals unique_domains at the end).
+    #[serde(skip)]
+    pub resolved_domains: u64,
     /// Queries sent (MX, A and AAAA; retries inside the resolver are not counted).
     pub queries: u64,
     /// Queries that failed other than with a definite answer (SERVFAIL, REFUSED, timeout …).
@@ -78,6 +81,7 @@ pub struct DnsResolver {
     share_lookups: bool,
     queries: AtomicU64,
     errors: AtomicU64,
+    resolved: AtomicU64,
     /// Randomness for ordering MX hosts of equal preference.
     shuffle: RandomState,
 }
@@ -126,6 +130,7 @@ impl DnsResolver {
             share_lookups: config.share_lookups,
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
             shuffle: RandomState::new(),
         })
     }
@@ -137,6 +142,7 @@ impl DnsResolver {
     pub fn stats(&self) -> DnsStats {
         DnsStats {
             unique_domains: self.domains.lock().map_or(0, |d| d.len() as u64),
+            resolved_domains: self.resolved.load(Ordering::Relaxed),
             queries: self.queries.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
         }
@@ -156,6 +162,12 @@ impl DnsResolver {
     }
 
     async fn lookup_domain(&self, domain: &str) -> DomainEvidence {
+        let evidence = self.ask_domain(domain).await;
+        self.resolved.fetch_add(1, Ordering::Relaxed);
+        evidence
+    }
+
+    async fn ask_domain(&self, domain: &str) -> DomainEvidence {
         let answer = match self.query(domain, RecordType::MX).await {
             Ok(records) => records,
             Err(e) if e.is_nx_domain() => return DomainEvidence::NoSuchDomain,

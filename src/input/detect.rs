@@ -144,15 +144,7 @@ fn looks_like_address(cell: &str) -> bool {
 pub fn email_column_by_content(rows: &[Vec<String>], width: usize) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for col in 0..width {
-        let values: Vec<&String> = rows
-            .iter()
-            .filter_map(|r| r.get(col))
-            .filter(|v| !v.trim().is_empty())
-            .collect();
-        if values.is_empty() {
-            continue;
-        }
-        let share = values.iter().filter(|v| v.contains('@')).count() as f64 / values.len() as f64;
+        let share = at_share(rows, col);
         if share >= 0.5 && best.is_none_or(|(_, s)| share > s) {
             best = Some((col, share));
         }
