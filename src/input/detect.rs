@@ -18,15 +18,26 @@ pub fn sniff_delimiter(sample: &[u8]) -> u8 {
     } else {
         &lines[..]
     };
-    let mut best = (b',', 0usize, 0usize); // (delimiter, lines agreeing with the mode, mode)
+    // (delimiter, lines agreeing with the mode, cells that look like addresses, mode)
+    let mut best = (b',', 0usize, 0usize, 0usize);
     for &d in &DELIMITER_CANDIDATES {
         let counts: Vec<usize> = lines.iter().map(|l| count_unquoted(l, d)).collect();
         let Some(mode) = mode_nonzero(&counts) else {
             continue;
         };
         let agree = counts.iter().filter(|&&c| c == mode).count();
-        if agree > best.1 || (agree == best.1 && mode > best.2) {
-            best = (d, agree, mode);
+        // On a tie ("Smith, Ann;ann@x.com" has one ',' and one ';' a line), the delimiter that
+        // cuts out whole addresses wins.
+        let addresses = lines
+            .iter()
+            .map(|l| {
+                l.split(|&b| b == d)
+                    .filter(|cell| looks_like_bare_address(&String::from_utf8_lossy(cell)))
+                    .count()
+            })
+            .sum();
+        if (agree, addresses, mode) > (best.1, best.2, best.3) {
+            best = (d, agree, addresses, mode);
         }
     }
     best.0
@@ -132,6 +143,13 @@ pub fn at_share(rows: &[Vec<String>], col: usize) -> f64 {
     values.iter().filter(|v| v.contains('@')).count() as f64 / values.len() as f64
 }
 
+/// A cell that is an address and nothing else: what a correctly split row has.
+fn looks_like_bare_address(cell: &str) -> bool {
+    let c = cell.trim().trim_matches('"');
+    !c.contains(|ch: char| ch.is_whitespace() || ch == ',' || ch == ';' || ch == '|')
+        && looks_like_address(c)
+}
+
 fn looks_like_address(cell: &str) -> bool {
     let c = cell.trim();
     match c.rfind('@') {
@@ -170,6 +188,15 @@ mod tests {
         assert_eq!(sniff_delimiter(b"email\tname\na@b.com\tAnn\n"), b'\t');
         assert_eq!(sniff_delimiter(b"email|name|x\na@b.com|Ann|1\n"), b'|');
         assert_eq!(sniff_delimiter(b"a@b.com\nc@d.com\n"), b',');
+        // A tie in counts goes to the delimiter that isolates the addresses.
+        assert_eq!(
+            sniff_delimiter(b"Smith, Ann;ann@acme.com\nLee, Bo;bo@acme.com\n"),
+            b';'
+        );
+        assert_eq!(
+            sniff_delimiter(b"Smith, Ann\tann@acme.com\nLee, Bo\tbo@acme.com\n"),
+            b'\t'
+        );
         assert_eq!(sniff_delimiter(b""), b',');
         // Commas inside quotes do not vote.
         assert_eq!(
