@@ -135,6 +135,15 @@ impl Summary {
         if !top.is_empty() {
             let _ = writeln!(s, "  reasons: {}", top.join(", "));
         }
+        if let Some(d) = &self.dns {
+            let _ = writeln!(
+                s,
+                "  dns: {} domains, {} queries, {} failed",
+                thousands(d.unique_domains),
+                thousands(d.queries),
+                thousands(d.errors)
+            );
+        }
         let f = &self.predicted_bounce_rate;
         let _ = writeln!(
             s,
