@@ -9,6 +9,7 @@ pub mod forecast;
 pub mod input;
 pub mod output;
 mod pipeline;
+pub mod smtp;
 pub mod syntax;
 pub mod verdict;
 

@@ -30,6 +30,12 @@ struct Cli {
 enum Command {
     /// Verify a CSV list and write valid / invalid / catch-all / unknown lists plus summary.json.
     Verify(VerifyArgs),
+    /// Decode an SMTP reply (e.g. "550 5.1.1 user unknown") and print, as JSON, what it says about
+    /// the address: code, enhanced code, permanence, reason, verdict and recommended action.
+    Explain {
+        /// The reply text; a multi-line reply may use real line breaks or "\n".
+        reply: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => verify(args),
+        Command::Explain { reply } => explain(&reply),
     }
 }
 
@@ -206,6 +213,21 @@ fn verify(args: VerifyArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn explain(reply: &str) -> ExitCode {
+    // Shells make it hard to type a line break: accept a literal "\n" as one.
+    let text = reply.replace("\\n", "\n");
+    match prebounce::smtp::reply::explain(&text) {
+        Ok(explained) => match serde_json::to_string_pretty(&explained) {
+            Ok(json) => {
+                let _ = writeln!(std::io::stdout(), "{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, &anyhow::Error::new(e)),
+        },
+        Err(e) => fail(2, &anyhow::anyhow!("cannot decode the reply: {e}")),
+    }
 }
 
 fn fail(code: u8, err: &anyhow::Error) -> ExitCode {

@@ -453,3 +453,30 @@ fn the_samples_run_cleanly() {
         assert_eq!(listed, rows as usize, "{sample}");
     }
 }
+
+#[test]
+fn explain_decodes_a_reply_as_json() {
+    let o = run(
+        &[
+            "explain",
+            "550-5.1.1 The email account that you tried to reach does not exist.\\n550 5.1.1 Please try - gsmtp",
+        ],
+        b"",
+    );
+    ok(&o);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["code"], 550);
+    assert_eq!(j["enhanced"], "5.1.1");
+    assert_eq!(j["reason"], "mailbox-not-found");
+    assert_eq!(j["status"], "invalid");
+    assert_eq!(j["permanence"], "hard");
+    let o = run(&["explain", "452 4.2.2 Mailbox full"], b"");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (j["reason"].as_str(), j["status"].as_str()),
+        (Some("mailbox-full"), Some("unknown"))
+    );
+    let o = run(&["explain", "not an smtp reply"], b"");
+    assert_eq!(exit_code(&o), 2);
+    assert!(stderr(&o).contains("cannot decode"), "{}", stderr(&o));
+}
