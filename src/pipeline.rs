@@ -508,7 +508,6 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         policy: config.policy,
     };
     let bar = progress_bar(config.progress, reader.total_bytes);
-    let bytes_read = Arc::new(AtomicU64::new(0));
     let rows_read = AtomicU64::new(0);
     let mut tally = Tally::default();
 
@@ -517,17 +516,16 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             Error::Internal(format!("cannot start the {what} thread: {e}"))
         };
         let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, InputError>>(CHANNEL_DEPTH);
-        let bytes = Arc::clone(&bytes_read);
         let rows_read = &rows_read;
         thread::Builder::new()
             .name("prebounce-read".into())
             .spawn_scoped(scope, move || {
                 loop {
                     let next = reader.next_chunk(CHUNK_ROWS);
-                    bytes.store(reader.bytes_consumed(), Ordering::Relaxed);
                     let msg = match next {
-                        Ok(Some(c)) => {
+                        Ok(Some(mut c)) => {
                             rows_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+                            c.input_end = reader.bytes_consumed();
                             Ok(c)
                         }
                         Ok(None) => break,
@@ -600,8 +598,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 }
                 tally.merge(&batch.tally);
             }
-            drop(spent);
-            bar.set_position(bytes_read.load(Ordering::Relaxed));
+            // Progress is what has been written, so the ETA holds when DNS is the slow stage.
+            bar.set_position(spent.chunk.input_end);
             let mut message = format!("{} rows", thousands(tally.rows));
             if let Some((_, resolver)) = &dns {
                 let s = resolver.stats();

@@ -114,6 +114,8 @@ pub struct Chunk {
     /// (start, end) of each field in `data`.
     bounds: Vec<(usize, usize)>,
     pub rows: Vec<RowSlot>,
+    /// Input bytes consumed up to the end of this chunk: progress measured at the writer.
+    pub input_end: u64,
 }
 
 impl Chunk {
@@ -500,6 +502,7 @@ impl InputReader {
             data: Vec::with_capacity(max_rows * 64),
             bounds: Vec::with_capacity(max_rows * 6),
             rows: Vec::with_capacity(max_rows),
+            input_end: 0,
         };
         self.read_into(&mut chunk, max_rows)?;
         self.mark_field_counts(&mut chunk);
