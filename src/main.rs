@@ -87,7 +87,7 @@ struct VerifyArgs {
     #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = parse_dns_server)]
     dns_server: Vec<SocketAddr>,
     /// How long to wait for one DNS answer (each query is tried twice), e.g. 5s or 800ms.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     dns_timeout: Duration,
     /// DNS lookups in flight at once.
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -107,6 +107,14 @@ struct VerifyArgs {
     /// Also print summary.json to stdout.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(_) => Err("a timeout must be at least 10ms".into()),
+        Err(e) => Err(format!("{e}; write it like 5s or 800ms")),
+    }
 }
 
 fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {

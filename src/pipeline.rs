@@ -495,7 +495,12 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the DNS runtime: {e}")))?;
-        let resolver = runtime.block_on(async { DnsResolver::new(&config.dns) })?;
+        // The resolver skips AAAA once A gave a usable address, which depends on the policy.
+        let dns_config = crate::dns::DnsConfig {
+            private_addresses_usable: config.policy.allow_private_mx,
+            ..config.dns.clone()
+        };
+        let resolver = runtime.block_on(async { DnsResolver::new(&dns_config) })?;
         Some((runtime, Arc::new(resolver)))
     } else {
         None

@@ -274,7 +274,9 @@ fn decide_domain(
         ),
         DomainEvidence::NullMx => (
             Reason::NullMx,
-            format!("{domain} publishes a null MX (MX 0 .): it accepts no mail"),
+            format!(
+                "{domain} publishes a null MX (\".\" as its only mail server): it accepts no mail"
+            ),
             None,
         ),
         DomainEvidence::Failed(f) => (
@@ -317,6 +319,14 @@ fn decide_domain(
                     Some(h.name.clone()),
                 );
             }
+            // Undecided when any host's lookup failed: it might have resolved to a usable
+            // address, so neither "unroutable" nor "unresolvable" can be concluded.
+            if let Some(f) = hosts.iter().find_map(|h| match &h.addresses {
+                Addresses::Failed(f) => Some(f),
+                _ => None,
+            }) {
+                return (failure_reason(f), detail, None);
+            }
             if hosts
                 .iter()
                 .any(|h| matches!(h.addresses, Addresses::Found(_)))
@@ -326,13 +336,6 @@ fn decide_domain(
                     format!("{detail}: no MX address is reachable from the internet"),
                     None,
                 );
-            }
-            // Undecided when any host's lookup failed: it might have resolved.
-            if let Some(f) = hosts.iter().find_map(|h| match &h.addresses {
-                Addresses::Failed(f) => Some(f),
-                _ => None,
-            }) {
-                return (failure_reason(f), detail, None);
             }
             (
                 Reason::MxUnresolvable,
@@ -530,6 +533,16 @@ mod tests {
                     host(20, "x", Addresses::Failed(Failure::ServFail)),
                 ]),
                 true,
+                Reason::DnsError,
+                None,
+            ),
+            // A private host and a failed one: the failed one might be routable.
+            (
+                DomainEvidence::Mx(vec![
+                    host(10, "mxp", private()),
+                    host(20, "x", Addresses::Failed(Failure::ServFail)),
+                ]),
+                false,
                 Reason::DnsError,
                 None,
             ),

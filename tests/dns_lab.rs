@@ -190,7 +190,7 @@ fn every_dns_case_gets_its_verdict() {
 #[test]
 fn lab_addresses_are_unroutable_without_the_flag() {
     let (_d, out) = verify_dns(
-        "email\na@ok.lab.test\nc@implicit.lab.test\nj@public.lab.test\n",
+        "email\na@ok.lab.test\nc@implicit.lab.test\nj@public.lab.test\nd@dual.lab.test\nx@mixed.lab.test\n",
         &[],
     );
     let got = results(&out);
@@ -198,6 +198,9 @@ fn lab_addresses_are_unroutable_without_the_flag() {
     assert_eq!(reason("a@ok.lab.test"), "mx-unroutable");
     assert_eq!(reason("c@implicit.lab.test"), "mx-unroutable");
     assert_eq!(reason("j@public.lab.test"), "domain-accepts-mail");
+    // A private A does not hide a public AAAA; a failed host makes the domain undecided.
+    assert_eq!(reason("d@dual.lab.test"), "domain-accepts-mail");
+    assert_eq!(reason("x@mixed.lab.test"), "dns-error");
 }
 
 #[test]

@@ -26,10 +26,14 @@ pub struct DnsConfig {
     pub servers: Vec<SocketAddr>,
     /// Per query attempt.
     pub timeout: Duration,
-    /// Tries per query before giving up with `dns-timeout`.
+    /// Retries after a query's first try before giving up with `dns-timeout` (hickory's
+    /// `attempts`: 1 means two tries).
     pub attempts: usize,
     /// Lookups in flight at once.
     pub concurrency: usize,
+    /// Count loopback/private addresses as usable (`--allow-private-mx`; the pipeline sets it
+    /// from the policy): then an A record of any kind makes the AAAA query unnecessary.
+    pub private_addresses_usable: bool,
     /// Share one lookup per domain and per MX host across the run (always, except to measure
     /// what that saves: the benchmark's one-lookup-per-row baseline).
     pub share_lookups: bool,
@@ -40,8 +44,9 @@ impl Default for DnsConfig {
         DnsConfig {
             servers: Vec::new(),
             timeout: Duration::from_secs(5),
-            attempts: 2,
+            attempts: 1,
             concurrency: 512,
+            private_addresses_usable: false,
             share_lookups: true,
         }
     }
@@ -65,7 +70,8 @@ pub struct DnsStats {
     /// Domains whose lookup has finished (for progress; equals unique_domains at the end).
     #[serde(skip)]
     pub resolved_domains: u64,
-    /// Queries sent (MX, A and AAAA; retries inside the resolver are not counted).
+    /// Queries prebounce asked for (MX, A, AAAA). The resolver's own retries and CNAME chases
+    /// are not counted, so a server may see a few more.
     pub queries: u64,
     /// Queries that failed other than with a definite answer (SERVFAIL, REFUSED, timeout …).
     pub errors: u64,
@@ -79,6 +85,7 @@ pub struct DnsResolver {
     hosts: Mutex<HashMap<String, Shared<Addresses>>>,
     limit: Semaphore,
     share_lookups: bool,
+    private_usable: bool,
     queries: AtomicU64,
     errors: AtomicU64,
     resolved: AtomicU64,
@@ -128,6 +135,7 @@ impl DnsResolver {
             hosts: Mutex::default(),
             limit: Semaphore::new(config.concurrency.max(1)),
             share_lookups: config.share_lookups,
+            private_usable: config.private_addresses_usable,
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
@@ -172,7 +180,8 @@ impl DnsResolver {
             Ok(records) => records,
             Err(e) if e.is_nx_domain() => return DomainEvidence::NoSuchDomain,
             Err(e) if e.is_no_records_found() => {
-                return DomainEvidence::NoMx(self.addresses(domain).await);
+                // Through the host cache: the domain may also be another domain's MX host.
+                return DomainEvidence::NoMx(self.host(domain).await);
             }
             Err(e) => return DomainEvidence::Failed(failure(&e)),
         };
@@ -190,10 +199,11 @@ impl DnsResolver {
             })
             .collect();
         if mx.is_empty() {
-            return DomainEvidence::NoMx(self.addresses(domain).await);
+            return DomainEvidence::NoMx(self.host(domain).await);
         }
-        // RFC 7505: a single "MX 0 ." means no mail at all; a "." among others is ignored.
-        if mx.len() == 1 && mx[0].1.is_empty() {
+        // RFC 7505: "MX 0 ." means no mail at all. An RRset of nothing but "." says the same;
+        // a "." among real hosts is ignored.
+        if mx.iter().all(|(_, name)| name.is_empty()) {
             return DomainEvidence::NullMx;
         }
         mx.retain(|(_, name)| !name.is_empty());
@@ -222,35 +232,40 @@ impl DnsResolver {
         cell.get_or_init(|| self.addresses(name)).await.clone()
     }
 
-    /// A of `name`, and AAAA only when there is no A: mail goes over IPv4 when it can, and an
-    /// IPv6-only host is still found. Most hosts have an A record, so this saves a third of the
-    /// queries of a run.
+    /// A of `name`, and AAAA only when A gave no usable (routable, or any with
+    /// `--allow-private-mx`) address: mail goes over IPv4 when it can, an IPv6-only or
+    /// dual-stack host with a private A is still judged by its AAAA, and the common case costs
+    /// one query instead of two.
+    ///
+    /// A failed query leaves the answer undecided unless the other one already found a routable
+    /// address: the failed one might have given one.
     async fn addresses(&self, name: &str) -> Addresses {
         let mut failed = None;
+        let mut found: Vec<IpAddr> = Vec::new();
         for rtype in [RecordType::A, RecordType::AAAA] {
             match self.query(name, rtype).await {
-                Ok(records) => {
-                    let found: Vec<IpAddr> = records
-                        .iter()
-                        .filter_map(|r| match r {
-                            RData::A(a) => Some(IpAddr::V4(a.0)),
-                            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                            _ => None,
-                        })
-                        .collect();
-                    if !found.is_empty() {
-                        return Addresses::Found(found);
-                    }
-                }
+                Ok(records) => found.extend(records.iter().filter_map(|r| match r {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
                 // NXDOMAIN: the name does not exist, so it has no AAAA either.
-                Err(e) if e.is_nx_domain() => {
-                    return failed.map_or(Addresses::None, Addresses::Failed);
-                }
+                Err(e) if e.is_nx_domain() => break,
                 Err(e) if e.is_no_records_found() => {}
                 Err(e) => failed = Some(failure(&e)),
             }
+            if found
+                .iter()
+                .any(|ip| self.private_usable || super::is_routable(*ip))
+            {
+                return Addresses::Found(found);
+            }
         }
-        failed.map_or(Addresses::None, Addresses::Failed)
+        match failed {
+            Some(f) => Addresses::Failed(f),
+            None if found.is_empty() => Addresses::None,
+            None => Addresses::Found(found),
+        }
     }
 
     /// One query, within the concurrency limit. The name is made absolute so no search domain

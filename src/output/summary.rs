@@ -138,7 +138,7 @@ impl Summary {
         if let Some(d) = &self.dns {
             let _ = writeln!(
                 s,
-                "  dns: {} domains, {} queries, {} failed",
+                "  dns: {} domains, {} queries, {} failed queries",
                 thousands(d.unique_domains),
                 thousands(d.queries),
                 thousands(d.errors)

@@ -616,6 +616,17 @@ fn decide(reply: &Reply) -> Decided {
              mailbox exists, so the address is unknown",
         );
     }
+    // An X.7 (security/policy) code anywhere in the reply, even on a later line or with a class
+    // that disagrees with the reply code, is about policy, not the mailbox: never invalid.
+    if decided.0.status() == Status::Invalid
+        && (reply.enhanced.is_some_and(|e| e.subject == 7) || mentions_policy_code(&reply.text))
+    {
+        return (
+            PolicyRejected,
+            "the reply carries a security/policy status code (X.7.x): a policy decision, not \
+             proof that the mailbox does not exist",
+        );
+    }
     if decided.0.status() == Status::Invalid && has(t, POLICY_VETO) {
         return (
             PolicyRejected,
@@ -1081,6 +1092,10 @@ const SENDER: &[&str] = &[
     // The sender address.
     "sender address",
     "sender account",
+    "sender unknown",
+    "sender's domain",
+    "originator",
+    "verification failed for",
     "sender rejected",
     "sender domain",
     "sender verif*",
@@ -1123,6 +1138,20 @@ const NO_SMTP: &[&str] = &[
 
 const FULL: &[&str] = &[
     "mailbox full",
+    "mail box full",
+    "account is full",
+    "account full",
+    "run out of space",
+    "out of space",
+    "over its size limit",
+    "exceeds allowed size",
+    "exceeds * size",
+    "at capacity",
+    "postfach voll",
+    "postfach ist voll",
+    "casella piena",
+    "buzon lleno",
+    "boite pleine",
     "mailbox is full",
     "mailbox * full",
     "inbox is full",
@@ -1427,6 +1456,18 @@ const RETRY_LATER: &[&str] = &[
 ];
 
 /// Lower case, curly apostrophes straightened, runs of blanks as one space.
+/// Whether the text holds an RFC 3463 code of subject 7 ("5.7.1", "4.7.0 …") as a word.
+fn mentions_policy_code(text: &str) -> bool {
+    text.split(|c: char| c.is_whitespace() || c == '(' || c == '[' || c == ',' || c == ';')
+        .any(|w| {
+            let mut parts = w.trim_end_matches(['.', ':', ')', ']']).split('.');
+            matches!(
+                (parts.next(), parts.next(), parts.next(), parts.next()),
+                (Some("4" | "5"), Some("7"), Some(d), None) if !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit())
+            )
+        })
+}
+
 fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split_whitespace() {
@@ -1436,6 +1477,19 @@ fn normalize(text: &str) -> String {
         for c in word.chars() {
             match c {
                 '\u{2019}' | '\u{2018}' => out.push('\''),
+                // Fold accents so one pattern matches "boîte pleine" and "boite pleine".
+                'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => {
+                    out.push('a')
+                }
+                'ç' | 'Ç' => out.push('c'),
+                'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => out.push('e'),
+                'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => out.push('i'),
+                'ñ' | 'Ñ' => out.push('n'),
+                'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' => {
+                    out.push('o')
+                }
+                'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => out.push('u'),
+                'ß' => out.push_str("ss"),
                 c => out.extend(c.to_lowercase()),
             }
         }
@@ -2169,5 +2223,32 @@ mod tests {
         let json = serde_json::to_value(Decoding::timeout()).unwrap();
         assert_eq!(json["reason"], "smtp-timeout");
         assert!(explain("garbage").is_err());
+    }
+
+    #[test]
+    fn review_cases_are_never_invalid() {
+        for text in [
+            "550 5.1.1 Boîte du destinataire pleine.",
+            "550 5.1.1 mail box full",
+            "550 5.1.1 account is full",
+            "550 5.1.1 The recipient mailbox has run out of space",
+            "550 5.1.1 mailbox is over its size limit",
+            "550 5.1.1 User mailbox exceeds allowed size",
+            "550 5.1.1 The user's mailbox is at capacity",
+            "550 5.1.1 <x@y>: Postfach voll",
+            "550 5.1.1 <x@y>: Casella piena",
+            "550 5.1.1 <x@y>: buzón lleno",
+            "550 5.1.1 <s@prober.example>: Sender unknown",
+            "550 Sender's domain does not exist",
+            "550 5.1.0 Originator address unknown",
+            "550 Verification failed for <s@prober.example>: No Such User Here",
+            "550-Requested action not taken: mailbox unavailable\n550 5.7.1 see https://x",
+            "550 4.7.1 Recipient address rejected: Access denied",
+        ] {
+            let d = classify(&Reply::parse(text).unwrap());
+            assert_ne!(d.status, Status::Invalid, "{text}: {d:?}");
+        }
+        assert!(mentions_policy_code("see 5.7.1 here"));
+        assert!(!mentions_policy_code("version 5.7.12345 or 15.7.1"));
     }
 }
