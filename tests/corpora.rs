@@ -20,6 +20,10 @@
 //!   `test_environment=True`) run with `allow_reserved_domains`, because our reserved-name rule
 //!   stands in for their DNS check (example.com has a null MX).
 
+mod common;
+
+use common::unescape;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
@@ -37,49 +41,6 @@ const EMAIL_VALIDATOR_ASSERTED: usize = 303;
 
 fn data_path(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Decode the corpora's escape scheme (`\\`, `\t`, `\n`, `\r`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`).
-/// A surrogate code point (`\ud800`) cannot be a Rust `char`; it becomes U+FFFD, which is just as
-/// invalid in an address. Anything else after a backslash is a broken file and panics.
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let digits = match chars.next() {
-            Some('\\') => {
-                out.push('\\');
-                continue;
-            }
-            Some('t') => {
-                out.push('\t');
-                continue;
-            }
-            Some('n') => {
-                out.push('\n');
-                continue;
-            }
-            Some('r') => {
-                out.push('\r');
-                continue;
-            }
-            Some('x') => 2,
-            Some('u') => 4,
-            Some('U') => 8,
-            other => panic!("bad escape \\{other:?} in {field:?}"),
-        };
-        let hex: String = chars.by_ref().take(digits).collect();
-        let code = u32::from_str_radix(&hex, 16)
-            .ok()
-            .filter(|_| hex.len() == digits)
-            .unwrap_or_else(|| panic!("bad hex escape {hex:?} in {field:?}"));
-        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
-    }
-    out
 }
 
 /// One data row of a corpus file: its header names mapped to the raw (still escaped) fields.

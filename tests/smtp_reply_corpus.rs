@@ -36,6 +36,10 @@
 //! may one labelled with a reason about the sender, the message or the receiving system (see
 //! `NEVER_INVALID`). There are no exceptions.
 
+mod common;
+
+use common::unescape;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -129,47 +133,6 @@ fn expected(label: &str) -> Option<&'static [ReplyReason]> {
         "systemerror" | "systemfull" | "networkerror" => &[ServerError],
         _ => return None,
     })
-}
-
-/// The corpus escape scheme: `\\`, `\t`, `\n`, `\r`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`.
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let digits = match chars.next() {
-            Some('\\') => {
-                out.push('\\');
-                continue;
-            }
-            Some('t') => {
-                out.push('\t');
-                continue;
-            }
-            Some('n') => {
-                out.push('\n');
-                continue;
-            }
-            Some('r') => {
-                out.push('\r');
-                continue;
-            }
-            Some('x') => 2,
-            Some('u') => 4,
-            Some('U') => 8,
-            other => panic!("bad escape \\{other:?} in {field:?}"),
-        };
-        let hex: String = chars.by_ref().take(digits).collect();
-        let code = u32::from_str_radix(&hex, 16)
-            .ok()
-            .filter(|_| hex.len() == digits)
-            .unwrap_or_else(|| panic!("bad hex escape {hex:?} in {field:?}"));
-        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
-    }
-    out
 }
 
 #[test]

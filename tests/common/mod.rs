@@ -90,3 +90,46 @@ pub fn summary(out: &Path) -> serde_json::Value {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Decode the corpora's escape scheme (`\\`, `\t`, `\n`, `\r`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`).
+/// A surrogate code point (`\ud800`) cannot be a Rust `char`; it becomes U+FFFD, which is just as
+/// invalid in an address. Anything else after a backslash is a broken file and panics.
+pub fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let digits = match chars.next() {
+            Some('\\') => {
+                out.push('\\');
+                continue;
+            }
+            Some('t') => {
+                out.push('\t');
+                continue;
+            }
+            Some('n') => {
+                out.push('\n');
+                continue;
+            }
+            Some('r') => {
+                out.push('\r');
+                continue;
+            }
+            Some('x') => 2,
+            Some('u') => 4,
+            Some('U') => 8,
+            other => panic!("bad escape \\{other:?} in {field:?}"),
+        };
+        let hex: String = chars.by_ref().take(digits).collect();
+        let code = u32::from_str_radix(&hex, 16)
+            .ok()
+            .filter(|_| hex.len() == digits)
+            .unwrap_or_else(|| panic!("bad hex escape {hex:?} in {field:?}"));
+        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+    }
+    out
+}
