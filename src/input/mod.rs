@@ -262,6 +262,30 @@ impl Chunk {
     }
 }
 
+/// UTF-16 text: a byte-order mark (FF FE / FE FF), or ASCII text with a NUL in every other
+/// byte (nearly all of one parity, almost none of the other), which binary junk rarely is.
+fn looks_like_utf16(head: &[u8]) -> bool {
+    if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        return true;
+    }
+    let pairs = head.len() / 2;
+    if pairs < 8 {
+        return false;
+    }
+    let nul_at = |parity: usize| {
+        head.iter()
+            .skip(parity)
+            .step_by(2)
+            .take(pairs)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let (even, odd) = (nul_at(0), nul_at(1));
+    let mostly = |n: usize| n * 10 >= pairs * 9;
+    let rarely = |n: usize| n * 10 <= pairs;
+    (mostly(odd) && rarely(even)) || (mostly(even) && rarely(odd))
+}
+
 /// Whether a record has a line break before its terminator.
 fn has_inner_break(bytes: &[u8]) -> bool {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
@@ -362,12 +386,7 @@ impl InputReader {
         };
         let mut splitter = RecordSplitter::new(reader, b',');
         let head = splitter.peek(SAMPLE_BYTES)?;
-        // UTF-16 has a byte-order mark FF FE / FE FF, or a NUL beside every ASCII character.
-        let nuls = head.iter().filter(|&&b| b == 0).count();
-        if head.starts_with(b"\xFF\xFE")
-            || head.starts_with(b"\xFE\xFF")
-            || (head.len() >= 8 && nuls * 4 >= head.len())
-        {
+        if looks_like_utf16(head) {
             return Err(InputError::Utf16);
         }
         splitter.skip_bom()?;

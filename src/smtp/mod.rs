@@ -3,6 +3,8 @@
 //! The stage itself (connections, catch-all detection, retries) comes later. What is here is
 //! pure: [`reply`] turns the text of one SMTP reply into a decoding (reason, permanence, the
 //! status it implies for the address, and what the sender should do), so the same decoder serves
-//! the probe, `prebounce explain`, and tests.
+//! the probe, `prebounce explain`, and tests. [`session`] is the sans-IO client state machine of
+//! one RCPT-only probe session: the caller feeds reply bytes and writes what it returns.
 
 pub mod reply;
+pub mod session;

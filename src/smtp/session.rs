@@ -1,0 +1,1130 @@
+//! A sans-IO client state machine for one SMTP probe session (RCPT-only verification).
+//!
+//! No sockets and no runtime: the caller [`Session::feed`]s whatever bytes it read, asks
+//! [`Session::next_action`] what to do (write bytes, read more, upgrade to TLS, stop), and at
+//! the end reads [`Session::results`] and [`Session::end`]. The flow is
+//! greeting → EHLO (HELO on a 5xx) → optional STARTTLS and EHLO again → per batch
+//! `MAIL FROM` + `RCPT TO`… → `RSET` between batches → `QUIT`.
+//!
+//! Safety: the machine can only build the commands of a private `Verb` enum, which has no `DATA`, so a probe
+//! can never turn into a delivery. Every argument is checked before it is sent (no CR, LF, NUL or
+//! other control character; no non-ASCII unless SMTPUTF8 was negotiated for the transaction), and
+//! every command line is checked once more just before it reaches the output.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::reply::{Reply, ReplyError};
+
+/// Longest reply line accepted (RFC 5321 allows 512; servers overshoot, but not by this much).
+const MAX_LINE: usize = 4096;
+/// Longest multi-line reply accepted, so a hostile server cannot make us buffer forever.
+const MAX_REPLY: usize = 64 * 1024;
+
+/// When to upgrade the connection with STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsPolicy {
+    /// Stay in plain text even when STARTTLS is offered.
+    Never,
+    /// Upgrade when offered; go on in plain text when not offered or refused.
+    #[default]
+    Opportunistic,
+    /// Upgrade or give up.
+    Require,
+}
+
+/// What a session does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The EHLO/HELO name (ASCII).
+    pub helo: String,
+    /// The `MAIL FROM` address (ASCII; may be empty for the null sender `<>`).
+    pub mail_from: String,
+    pub tls: TlsPolicy,
+    /// RCPTs per MAIL transaction; RSET separates transactions.
+    pub batch_size: usize,
+    /// RCPTs per session; the rest are left [`NotProbedWhy::SessionLimit`] for a new session.
+    pub rcpt_per_session: usize,
+    /// Stop after this many 5xx RCPT replies: Postfix disconnects after 20 errors
+    /// (`smtpd_hard_error_limit`), and a dropped session loses the replies in flight.
+    pub max_rejections: usize,
+}
+
+impl Config {
+    pub fn new(helo: impl Into<String>, mail_from: impl Into<String>) -> Config {
+        Config {
+            helo: helo.into(),
+            mail_from: mail_from.into(),
+            tls: TlsPolicy::Opportunistic,
+            batch_size: 20,
+            rcpt_per_session: 100,
+            max_rejections: 15,
+        }
+    }
+}
+
+/// Which command argument a [`CommandError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Helo,
+    MailFrom,
+    Recipient,
+    /// A whole command line (the last check before output).
+    Command,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Helo => "HELO name",
+            Field::MailFrom => "MAIL FROM address",
+            Field::Recipient => "recipient",
+            Field::Command => "command",
+        })
+    }
+}
+
+/// An argument that may not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("the {field} {value:?} contains {found:?}, which is never sent (command injection)")]
+    Forbidden {
+        field: Field,
+        value: String,
+        found: char,
+    },
+    #[error("the {field} {value:?} is not ASCII and SMTPUTF8 was not negotiated")]
+    NonAscii { field: Field, value: String },
+    #[error("the {field} is empty")]
+    Empty { field: Field },
+}
+
+/// Why [`Session::feed`] or [`Session::new`] failed. The session is over after a feed error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("the server sent a malformed reply: {0}")]
+    Reply(#[from] ReplyError),
+    #[error("the server sent a reply line or reply longer than the limit")]
+    TooLong,
+    #[error("the server sent data the session did not expect: {0}")]
+    Unexpected(String),
+}
+
+/// What the caller should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes to the connection.
+    Write(Vec<u8>),
+    /// Read from the connection and [`Session::feed`] what arrives.
+    ReadMore,
+    /// Upgrade the connection to TLS, then call [`Session::tls_established`].
+    StartTls,
+    /// Close the connection; [`Session::results`] and [`Session::end`] are final.
+    Finished,
+}
+
+/// Why a recipient was not probed in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotProbedWhy {
+    /// `rcpt_per_session` was reached: probe it in a new session.
+    SessionLimit,
+    /// `max_rejections` was reached: probe it in a new session.
+    RejectionCap,
+    /// The server said 421 (closing).
+    ServerClosing,
+    /// The session ended for another reason (see [`Session::end`]).
+    SessionEnded,
+}
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// The server's reply to `RCPT TO` (decode it with [`super::reply::classify`]).
+    Probed(Reply),
+    NotProbed(NotProbedWhy),
+    /// Non-ASCII address and the server did not advertise SMTPUTF8: never sent.
+    Smtputf8Unsupported,
+    /// The address may never be sent (control characters …).
+    Unsendable(CommandError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptResult {
+    pub address: String,
+    pub outcome: RcptOutcome,
+}
+
+/// How the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Every recipient of the session was tried (or skipped for its own reason).
+    Completed,
+    /// The greeting was not 220 (421, 554 …).
+    HostRefused(Reply),
+    /// Both EHLO and HELO were refused.
+    HeloRejected(Reply),
+    /// `MAIL FROM` was refused.
+    SenderRejected(Reply),
+    /// 421: the server is closing the connection.
+    ServerClosing(Reply),
+    /// The policy is [`TlsPolicy::Require`] and the server does not offer STARTTLS.
+    TlsRequiredNotOffered,
+    /// The policy is [`TlsPolicy::Require`] and STARTTLS was refused.
+    TlsRefused(Reply),
+    /// `max_rejections` 5xx RCPT replies were reached.
+    TooManyRejections,
+    /// A command would have carried a forbidden argument; it was not sent.
+    UnsafeCommand(CommandError),
+    ProtocolError(String),
+}
+
+/// The only commands the machine can build. There is deliberately no DATA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Ehlo,
+    Helo,
+    StartTls,
+    Mail,
+    Rcpt,
+    Rset,
+    Quit,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Ehlo => "EHLO",
+            Verb::Helo => "HELO",
+            Verb::StartTls => "STARTTLS",
+            Verb::Mail => "MAIL FROM:",
+            Verb::Rcpt => "RCPT TO:",
+            Verb::Rset => "RSET",
+            Verb::Quit => "QUIT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Greeting,
+    Ehlo,
+    Helo,
+    StartTls,
+    /// STARTTLS accepted; waiting for the caller's upgrade.
+    AwaitingTls,
+    Mail,
+    /// `batch`: recipient indices; `sent` written so far; `answered` replies read.
+    Rcpt {
+        batch: Vec<usize>,
+        sent: usize,
+        answered: usize,
+    },
+    Rset,
+    Done,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Caps {
+    pipelining: bool,
+    starttls: bool,
+    smtputf8: bool,
+}
+
+/// One probe session. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    recipients: Vec<String>,
+    outcomes: Vec<Option<RcptOutcome>>,
+    /// Recipients not yet put in a batch, in input order.
+    queue: VecDeque<usize>,
+    /// The next transaction's recipients (chosen before RSET).
+    next_batch: Vec<usize>,
+    state: State,
+    caps: Caps,
+    tls_active: bool,
+    /// SMTPUTF8 was given on this transaction's MAIL FROM.
+    utf8_txn: bool,
+    rcpt_sent: usize,
+    rejections: usize,
+    inbuf: Vec<u8>,
+    lines: Vec<String>,
+    out: Vec<u8>,
+    end: Option<SessionEnd>,
+}
+
+impl Session {
+    /// Refuses a HELO name or sender that could never be sent. Unsendable recipients are not an
+    /// error: they get [`RcptOutcome::Unsendable`] and the others are probed.
+    pub fn new(config: Config, recipients: Vec<String>) -> Result<Session, SessionError> {
+        check_arg(Field::Helo, &config.helo, false)?;
+        if config.helo.is_empty() {
+            return Err(CommandError::Empty { field: Field::Helo }.into());
+        }
+        check_arg(Field::MailFrom, &config.mail_from, false)?;
+        let mut outcomes = Vec::with_capacity(recipients.len());
+        let mut queue = VecDeque::new();
+        for (i, r) in recipients.iter().enumerate() {
+            // Non-ASCII is decided per server (SMTPUTF8), control characters never pass.
+            match check_arg(Field::Recipient, r, true) {
+                Err(e) => outcomes.push(Some(RcptOutcome::Unsendable(e))),
+                Ok(()) if r.is_empty() => {
+                    outcomes.push(Some(RcptOutcome::Unsendable(CommandError::Empty {
+                        field: Field::Recipient,
+                    })))
+                }
+                Ok(()) => {
+                    outcomes.push(None);
+                    queue.push_back(i);
+                }
+            }
+        }
+        Ok(Session {
+            config,
+            recipients,
+            outcomes,
+            queue,
+            next_batch: Vec::new(),
+            state: State::Greeting,
+            caps: Caps::default(),
+            tls_active: false,
+            utf8_txn: false,
+            rcpt_sent: 0,
+            rejections: 0,
+            inbuf: Vec::new(),
+            lines: Vec::new(),
+            out: Vec::new(),
+            end: None,
+        })
+    }
+
+    /// Takes bytes read from the connection, in chunks of any size.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        if self.state == State::Done {
+            return Ok(()); // The 221 to QUIT, or anything after the end: nothing to act on.
+        }
+        self.inbuf.extend_from_slice(bytes);
+        let result = if self.state == State::AwaitingTls && !self.inbuf.is_empty() {
+            // Until the upgrade nothing may arrive; see `drain` on STARTTLS injection.
+            Err(SessionError::Unexpected(
+                "data before the TLS upgrade".into(),
+            ))
+        } else {
+            self.drain()
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let end = match &e {
+                    SessionError::Command(c) => SessionEnd::UnsafeCommand(c.clone()),
+                    other => SessionEnd::ProtocolError(other.to_string()),
+                };
+                self.out.clear();
+                self.finish(end, NotProbedWhy::SessionEnded);
+                Err(e)
+            }
+        }
+    }
+
+    /// The caller upgraded the connection after [`Action::StartTls`]: EHLO again (RFC 3207
+    /// says to forget what was learnt before the upgrade).
+    pub fn tls_established(&mut self) -> Result<(), SessionError> {
+        if self.state != State::AwaitingTls {
+            return Err(SessionError::Unexpected(
+                "tls_established without a StartTls action".into(),
+            ));
+        }
+        self.tls_active = true;
+        self.caps = Caps::default();
+        self.state = State::Ehlo;
+        let helo = self.config.helo.clone();
+        self.command(Verb::Ehlo, Some(&helo))?;
+        Ok(())
+    }
+
+    pub fn next_action(&mut self) -> Action {
+        if !self.out.is_empty() {
+            return Action::Write(std::mem::take(&mut self.out));
+        }
+        match self.state {
+            State::AwaitingTls => Action::StartTls,
+            State::Done => Action::Finished,
+            _ => Action::ReadMore,
+        }
+    }
+
+    /// How the session ended; None while it runs.
+    pub fn end(&self) -> Option<&SessionEnd> {
+        self.end.as_ref()
+    }
+
+    /// One result per recipient, in input order. Final once [`Action::Finished`] was returned;
+    /// before that, recipients not yet answered show as [`NotProbedWhy::SessionEnded`].
+    pub fn results(&self) -> Vec<RcptResult> {
+        self.recipients
+            .iter()
+            .zip(&self.outcomes)
+            .map(|(address, outcome)| RcptResult {
+                address: address.clone(),
+                outcome: outcome
+                    .clone()
+                    .unwrap_or(RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)),
+            })
+            .collect()
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Reply assembly
+    // --------------------------------------------------------------------------------------
+
+    fn drain(&mut self) -> Result<(), SessionError> {
+        while let Some(pos) = self.inbuf.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = self.inbuf.drain(..=pos).collect();
+            if raw.len() > MAX_LINE {
+                return Err(SessionError::TooLong);
+            }
+            let line = String::from_utf8_lossy(&raw).trim().to_string();
+            if line.is_empty() {
+                continue;
+            }
+            let last = !(line.len() >= 4 && line.as_bytes()[3] == b'-');
+            self.lines.push(line);
+            if self.lines.iter().map(String::len).sum::<usize>() > MAX_REPLY {
+                return Err(SessionError::TooLong);
+            }
+            if last {
+                let lines = std::mem::take(&mut self.lines);
+                let reply = Reply::parse(&lines.join("\n"))?;
+                self.on_reply(reply, &lines)?;
+                if self.state == State::Done {
+                    self.inbuf.clear();
+                    return Ok(());
+                }
+                // Bytes after the 220 to STARTTLS were sent in plain text and would be read as
+                // if they came over TLS (the STARTTLS injection attacks, CVE-2011-0411).
+                if self.state == State::AwaitingTls && !self.inbuf.is_empty() {
+                    return Err(SessionError::Unexpected(
+                        "data after the reply to STARTTLS".into(),
+                    ));
+                }
+            }
+        }
+        if self.inbuf.len() > MAX_LINE {
+            return Err(SessionError::TooLong);
+        }
+        Ok(())
+    }
+
+    // --------------------------------------------------------------------------------------
+    // The state machine
+    // --------------------------------------------------------------------------------------
+
+    fn on_reply(&mut self, reply: Reply, lines: &[String]) -> Result<(), SessionError> {
+        let code = reply.code;
+        if code == 421 && self.state != State::Greeting {
+            // The server is going away: nothing more will be answered, and QUIT is pointless.
+            self.finish(
+                SessionEnd::ServerClosing(reply),
+                NotProbedWhy::ServerClosing,
+            );
+            return Ok(());
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Greeting if code == 220 => {
+                self.state = State::Ehlo;
+                let helo = self.config.helo.clone();
+                self.command(Verb::Ehlo, Some(&helo))?;
+            }
+            State::Greeting => {
+                self.finish(SessionEnd::HostRefused(reply), NotProbedWhy::SessionEnded)
+            }
+            State::Ehlo if code / 100 == 2 => {
+                self.caps = capabilities(lines);
+                self.after_hello()?;
+            }
+            State::Ehlo if code / 100 == 5 => {
+                self.state = State::Helo;
+                let helo = self.config.helo.clone();
+                self.command(Verb::Helo, Some(&helo))?;
+            }
+            State::Helo if code / 100 == 2 => {
+                self.caps = Caps::default();
+                self.after_hello()?;
+            }
+            State::Ehlo | State::Helo => {
+                self.quit(SessionEnd::HeloRejected(reply), NotProbedWhy::SessionEnded)?;
+            }
+            State::StartTls if code == 220 => self.state = State::AwaitingTls,
+            State::StartTls if self.config.tls == TlsPolicy::Require => {
+                self.quit(SessionEnd::TlsRefused(reply), NotProbedWhy::SessionEnded)?;
+            }
+            State::StartTls => self.start_first_batch()?,
+            State::Mail if code / 100 == 2 => self.send_rcpts()?,
+            State::Mail => {
+                self.quit(
+                    SessionEnd::SenderRejected(reply),
+                    NotProbedWhy::SessionEnded,
+                )?;
+            }
+            State::Rcpt {
+                batch,
+                sent,
+                answered,
+            } => self.on_rcpt_reply(reply, batch, sent, answered)?,
+            State::Rset if code / 100 == 2 => self.send_mail()?,
+            State::Rset => self.quit(
+                SessionEnd::ProtocolError(format!("RSET refused: {reply}")),
+                NotProbedWhy::SessionEnded,
+            )?,
+            State::AwaitingTls | State::Done => {
+                return Err(SessionError::Unexpected(format!(
+                    "unsolicited reply {reply}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a successful EHLO or HELO: STARTTLS or the first transaction.
+    fn after_hello(&mut self) -> Result<(), CommandError> {
+        if !self.tls_active && self.config.tls != TlsPolicy::Never {
+            if self.caps.starttls {
+                self.state = State::StartTls;
+                return self.command(Verb::StartTls, None);
+            }
+            if self.config.tls == TlsPolicy::Require {
+                return self.quit(
+                    SessionEnd::TlsRequiredNotOffered,
+                    NotProbedWhy::SessionEnded,
+                );
+            }
+        }
+        self.start_first_batch()
+    }
+
+    fn start_first_batch(&mut self) -> Result<(), CommandError> {
+        self.next_batch = self.take_batch();
+        if self.next_batch.is_empty() {
+            return self.quit(SessionEnd::Completed, NotProbedWhy::SessionLimit);
+        }
+        self.send_mail()
+    }
+
+    /// The next transaction's recipients, marking non-ASCII ones the server cannot take.
+    fn take_batch(&mut self) -> Vec<usize> {
+        let mut batch = Vec::new();
+        while batch.len() < self.config.batch_size
+            && self.rcpt_sent + batch.len() < self.config.rcpt_per_session
+        {
+            let Some(i) = self.queue.pop_front() else {
+                break;
+            };
+            if !self.recipients[i].is_ascii() && !self.caps.smtputf8 {
+                self.outcomes[i] = Some(RcptOutcome::Smtputf8Unsupported);
+            } else {
+                batch.push(i);
+            }
+        }
+        batch
+    }
+
+    fn send_mail(&mut self) -> Result<(), CommandError> {
+        // RFC 6531: SMTPUTF8 on MAIL FROM is what allows a non-ASCII RCPT in the transaction.
+        self.utf8_txn = self.caps.smtputf8
+            && self
+                .next_batch
+                .iter()
+                .any(|&i| !self.recipients[i].is_ascii());
+        let mut arg = format!("<{}>", self.config.mail_from);
+        if self.utf8_txn {
+            arg.push_str(" SMTPUTF8");
+        }
+        self.state = State::Mail;
+        self.command(Verb::Mail, Some(&arg))
+    }
+
+    fn send_rcpts(&mut self) -> Result<(), CommandError> {
+        let batch = std::mem::take(&mut self.next_batch);
+        // With PIPELINING (RFC 2920) all RCPTs go in one write and replies come back in order.
+        let n = if self.caps.pipelining { batch.len() } else { 1 };
+        for &i in &batch[..n] {
+            self.send_rcpt(i)?;
+        }
+        self.state = State::Rcpt {
+            batch,
+            sent: n,
+            answered: 0,
+        };
+        Ok(())
+    }
+
+    fn send_rcpt(&mut self, i: usize) -> Result<(), CommandError> {
+        let arg = format!("<{}>", self.recipients[i]);
+        self.rcpt_sent += 1;
+        self.command(Verb::Rcpt, Some(&arg))
+    }
+
+    fn on_rcpt_reply(
+        &mut self,
+        reply: Reply,
+        batch: Vec<usize>,
+        mut sent: usize,
+        mut answered: usize,
+    ) -> Result<(), CommandError> {
+        if reply.code / 100 == 5 {
+            self.rejections += 1;
+        }
+        self.outcomes[batch[answered]] = Some(RcptOutcome::Probed(reply));
+        answered += 1;
+        let capped = self.rejections >= self.config.max_rejections;
+        if answered < sent {
+            // Pipelined replies still to come.
+            self.state = State::Rcpt {
+                batch,
+                sent,
+                answered,
+            };
+            return Ok(());
+        }
+        if capped {
+            for &i in &batch[answered..] {
+                self.outcomes[i] = Some(RcptOutcome::NotProbed(NotProbedWhy::RejectionCap));
+            }
+            return self.quit(SessionEnd::TooManyRejections, NotProbedWhy::RejectionCap);
+        }
+        if answered < batch.len() {
+            self.send_rcpt(batch[answered])?;
+            sent += 1;
+            self.state = State::Rcpt {
+                batch,
+                sent,
+                answered,
+            };
+            return Ok(());
+        }
+        // Batch done. RSET only when another transaction follows; QUIT ends one anyway.
+        self.next_batch = self.take_batch();
+        if self.next_batch.is_empty() {
+            return self.quit(SessionEnd::Completed, NotProbedWhy::SessionLimit);
+        }
+        self.state = State::Rset;
+        self.command(Verb::Rset, None)
+    }
+
+    fn quit(&mut self, end: SessionEnd, rest: NotProbedWhy) -> Result<(), CommandError> {
+        self.command(Verb::Quit, None)?;
+        self.finish(end, rest);
+        Ok(())
+    }
+
+    fn finish(&mut self, end: SessionEnd, rest: NotProbedWhy) {
+        for o in self.outcomes.iter_mut().filter(|o| o.is_none()) {
+            *o = Some(RcptOutcome::NotProbed(rest));
+        }
+        self.state = State::Done;
+        self.end.get_or_insert(end);
+    }
+
+    /// Appends one command line to the output, after a last check of the whole line.
+    fn command(&mut self, verb: Verb, arg: Option<&str>) -> Result<(), CommandError> {
+        let mut line = verb.as_str().to_string();
+        if let Some(arg) = arg {
+            if !matches!(verb, Verb::Mail | Verb::Rcpt) {
+                line.push(' ');
+            }
+            line.push_str(arg);
+        }
+        let utf8 = self.utf8_txn && matches!(verb, Verb::Mail | Verb::Rcpt);
+        check_arg(Field::Command, &line, utf8)?;
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+}
+
+/// No control characters (CR, LF and NUL above all: they would end or split the command),
+/// and non-ASCII only when allowed. Addresses also may not hold `<` or `>`, which would close
+/// the path early and let the rest pass as ESMTP parameters.
+fn check_arg(field: Field, value: &str, utf8: bool) -> Result<(), CommandError> {
+    for c in value.chars() {
+        let bracket = matches!(field, Field::MailFrom | Field::Recipient) && matches!(c, '<' | '>');
+        // NEL and LINE SEPARATOR: some software treats them as line ends.
+        if c.is_ascii_control() || bracket || c == '\u{85}' || c == '\u{2028}' {
+            return Err(CommandError::Forbidden {
+                field,
+                value: value.to_string(),
+                found: c,
+            });
+        }
+        if !c.is_ascii() && !utf8 {
+            return Err(CommandError::NonAscii {
+                field,
+                value: value.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// EHLO keywords, one per line after the first (RFC 5321 §4.1.1.1), case-insensitive.
+fn capabilities(lines: &[String]) -> Caps {
+    let mut caps = Caps::default();
+    for line in lines.iter().skip(1) {
+        let keyword = line.get(4..).unwrap_or("").split_whitespace().next();
+        match keyword.map(str::to_ascii_uppercase).as_deref() {
+            Some("PIPELINING") => caps.pipelining = true,
+            Some("STARTTLS") => caps.starttls = true,
+            Some("SMTPUTF8") => caps.smtputf8 = true,
+            _ => {}
+        }
+    }
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            tls: TlsPolicy::Never,
+            ..Config::new("probe.example", "check@probe.example")
+        }
+    }
+
+    fn session(config: Config, rcpts: &[&str]) -> Session {
+        Session::new(config, rcpts.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    /// Feeds `input`, then collects the writes until the machine wants something else.
+    /// Every write of every transcript is checked: no DATA, no stray CR/LF/NUL in a line.
+    fn step(s: &mut Session, input: &str) -> (Vec<String>, Action) {
+        s.feed(input.as_bytes()).unwrap();
+        drain(s)
+    }
+
+    fn drain(s: &mut Session) -> (Vec<String>, Action) {
+        let mut writes = Vec::new();
+        loop {
+            match s.next_action() {
+                Action::Write(bytes) => {
+                    let text = String::from_utf8(bytes).unwrap();
+                    assert!(text.ends_with("\r\n"), "{text:?}");
+                    for line in text.split_terminator("\r\n") {
+                        assert!(!line.to_ascii_uppercase().starts_with("DATA"), "{line}");
+                        assert!(!line.contains(['\r', '\n', '\0']), "{line:?}");
+                    }
+                    writes.push(text);
+                }
+                other => return (writes, other),
+            }
+        }
+    }
+
+    fn outcome(s: &Session, i: usize) -> RcptOutcome {
+        s.results()[i].outcome.clone()
+    }
+
+    fn code(s: &Session, i: usize) -> u16 {
+        match outcome(s, i) {
+            RcptOutcome::Probed(r) => r.code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_session_without_pipelining() {
+        let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
+        assert_eq!(s.next_action(), Action::ReadMore);
+        let (w, a) = step(&mut s, "220 mx.x.example ESMTP\r\n");
+        assert_eq!(
+            (w, a),
+            (vec!["EHLO probe.example\r\n".into()], Action::ReadMore)
+        );
+        let (w, _) = step(
+            &mut s,
+            "250-mx.x.example\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
+        );
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        let (w, _) = step(&mut s, "250 2.1.0 Ok\r\n");
+        assert_eq!(w, ["RCPT TO:<a@x.example>\r\n"]);
+        let (w, _) = step(&mut s, "250 2.1.5 Ok\r\n");
+        assert_eq!(w, ["RCPT TO:<b@x.example>\r\n"]);
+        let (w, a) = step(&mut s, "550 5.1.1 <b@x.example>: User unknown\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!((code(&s, 0), code(&s, 1)), (250, 550));
+        // The 221 after QUIT is accepted and ignored.
+        assert_eq!(step(&mut s, "221 Bye\r\n"), (vec![], Action::Finished));
+    }
+
+    #[test]
+    fn pipelining_sends_rcpts_in_one_write_and_matches_replies_in_order() {
+        let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250-mx\r\n250-pipelining\r\n250 SIZE\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        let (w, _) = step(&mut s, "250 ok\r\n");
+        assert_eq!(
+            w,
+            ["RCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\nRCPT TO:<c@x.example>\r\n"]
+        );
+        let (w, a) = step(&mut s, "550 5.1.1 no\r\n250 ok\r\n");
+        assert_eq!((w.len(), a), (0, Action::ReadMore));
+        let (w, a) = step(&mut s, "450-4.2.1 later\r\n450 4.2.1 really\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert_eq!((code(&s, 0), code(&s, 1), code(&s, 2)), (550, 250, 450));
+    }
+
+    #[test]
+    fn multi_line_greeting_waits_for_the_final_220() {
+        let mut s = session(cfg(), &["a@x.example"]);
+        for line in ["220-mx.x.example ESMTP\r\n", "220-no UCE\r\n", "220-\r\n"] {
+            assert_eq!(step(&mut s, line), (vec![], Action::ReadMore));
+        }
+        let (w, _) = step(&mut s, "220 ready\r\n");
+        assert_eq!(w, ["EHLO probe.example\r\n"]);
+    }
+
+    #[test]
+    fn refused_banners_end_the_session() {
+        for banner in ["554 5.7.1 no service\r\n", "421 4.3.2 busy\r\n"] {
+            let mut s = session(cfg(), &["a@x.example"]);
+            assert_eq!(step(&mut s, banner), (vec![], Action::Finished));
+            assert!(
+                matches!(s.end(), Some(SessionEnd::HostRefused(_))),
+                "{banner}"
+            );
+            assert_eq!(
+                outcome(&s, 0),
+                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+            );
+        }
+    }
+
+    #[test]
+    fn ehlo_5xx_falls_back_to_helo() {
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "502 5.5.2 command not recognized\r\n");
+        assert_eq!(w, ["HELO probe.example\r\n"]);
+        let (w, _) = step(&mut s, "250 mx\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        // HELO refused too: give up.
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "500 no\r\n");
+        let (w, a) = step(&mut s, "501 no\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert!(matches!(s.end(), Some(SessionEnd::HeloRejected(_))));
+    }
+
+    #[test]
+    fn starttls_opportunistic_upgrades_then_ehlo_again() {
+        let config = Config {
+            tls: TlsPolicy::Opportunistic,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250-mx\r\n250-StartTLS\r\n250 PIPELINING\r\n");
+        assert_eq!(w, ["STARTTLS\r\n"]);
+        assert_eq!(
+            step(&mut s, "220 2.0.0 go ahead\r\n"),
+            (vec![], Action::StartTls)
+        );
+        assert_eq!(s.next_action(), Action::StartTls);
+        s.tls_established().unwrap();
+        let (w, _) = drain(&mut s);
+        assert_eq!(w, ["EHLO probe.example\r\n"]);
+        // STARTTLS offered again over TLS: not repeated.
+        let (w, _) = step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+    }
+
+    #[test]
+    fn starttls_never_policy_and_refusal() {
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        // Opportunistic and refused: go on in plain text.
+        let config = Config {
+            tls: TlsPolicy::Opportunistic,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        let (w, _) = step(&mut s, "454 4.7.0 TLS not available\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+    }
+
+    #[test]
+    fn starttls_required_but_not_offered() {
+        let config = Config {
+            tls: TlsPolicy::Require,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, a) = step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert_eq!(s.end(), Some(&SessionEnd::TlsRequiredNotOffered));
+        assert_eq!(
+            outcome(&s, 0),
+            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+        );
+    }
+
+    #[test]
+    fn plaintext_after_starttls_reply_is_refused() {
+        let config = Config {
+            tls: TlsPolicy::Require,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        assert!(s.feed(b"220 go ahead\r\n250-injected\r\n").is_err());
+        assert_eq!(s.next_action(), Action::Finished);
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
+        // The same bytes in a later read are refused too.
+        let config = Config {
+            tls: TlsPolicy::Require,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        assert_eq!(step(&mut s, "220 go ahead\r\n"), (vec![], Action::StartTls));
+        assert!(s.feed(b"250").is_err());
+        assert_eq!(s.next_action(), Action::Finished);
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
+    }
+
+    #[test]
+    fn server_closing_421_mid_batch() {
+        let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 ok\r\n");
+        let (w, a) = step(&mut s, "250 ok\r\n421 4.7.0 too many errors\r\n");
+        assert_eq!((w, a), (vec![], Action::Finished));
+        let Some(SessionEnd::ServerClosing(r)) = s.end() else {
+            panic!("{:?}", s.end())
+        };
+        assert_eq!(r.code, 421);
+        assert_eq!(code(&s, 0), 250);
+        for i in [1, 2] {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing)
+            );
+        }
+    }
+
+    #[test]
+    fn rejection_cap_stops_and_leaves_the_rest() {
+        let config = Config {
+            max_rejections: 2,
+            ..cfg()
+        };
+        let rcpts = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"];
+        let mut s = session(config.clone(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "550 no\r\n");
+        let (w, a) = step(&mut s, "550 no\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert_eq!(s.end(), Some(&SessionEnd::TooManyRejections));
+        for i in [2, 3] {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::RejectionCap)
+            );
+        }
+        // The default cap stays below Postfix's 20.
+        assert_eq!(Config::new("h", "f").max_rejections, 15);
+    }
+
+    #[test]
+    fn batches_are_separated_by_rset_and_session_limit_holds() {
+        let config = Config {
+            batch_size: 2,
+            rcpt_per_session: 3,
+            ..cfg()
+        };
+        let rcpts = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"];
+        let mut s = session(config, &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 ok\r\n");
+        let (w, _) = step(&mut s, "250 ok\r\n250 ok\r\n");
+        assert_eq!(w, ["RSET\r\n"]);
+        let (w, _) = step(&mut s, "250 ok\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        let (w, _) = step(&mut s, "250 ok\r\n");
+        assert_eq!(w, ["RCPT TO:<c@x.example>\r\n"]);
+        let (w, a) = step(&mut s, "250 ok\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!(
+            outcome(&s, 3),
+            RcptOutcome::NotProbed(NotProbedWhy::SessionLimit)
+        );
+    }
+
+    #[test]
+    fn smtputf8_negotiated() {
+        let mut s = session(cfg(), &["a@x.example", "jürgen@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250-mx\r\n250 smtputf8\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example> SMTPUTF8\r\n"]);
+        step(&mut s, "250 ok\r\n");
+        let (w, _) = step(&mut s, "250 ok\r\n");
+        assert_eq!(w, ["RCPT TO:<jürgen@x.example>\r\n"]);
+        step(&mut s, "250 ok\r\n");
+        assert_eq!(code(&s, 1), 250);
+        // An all-ASCII batch does not ask for SMTPUTF8 even when offered.
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250-mx\r\n250 SMTPUTF8\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+    }
+
+    #[test]
+    fn smtputf8_unsupported_is_not_sent() {
+        let mut s = session(cfg(), &["jürgen@x.example", "a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250 mx\r\n");
+        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        let (w, _) = step(&mut s, "250 ok\r\n");
+        assert_eq!(w, ["RCPT TO:<a@x.example>\r\n"]);
+        step(&mut s, "250 ok\r\n");
+        assert_eq!(outcome(&s, 0), RcptOutcome::Smtputf8Unsupported);
+        assert_eq!(code(&s, 1), 250);
+    }
+
+    /// A whole pipelined session, fed one byte at a time, gives the same writes and results.
+    #[test]
+    fn replies_split_at_every_byte() {
+        let replies = [
+            "220-mx\r\n220 ready\r\n",
+            "250-mx\n250-PIPELINING\r\n250 SMTPUTF8\r\n",
+            "250 2.1.0 ok\r\n",
+            "250 2.1.5 ok\r\n550-5.1.1 no such\r\n550 5.1.1 user\r\n",
+            "221 bye\r\n",
+        ];
+        let run = |bytewise: bool| {
+            let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
+            let mut writes = Vec::new();
+            for r in replies {
+                if bytewise {
+                    for b in r.as_bytes() {
+                        s.feed(std::slice::from_ref(b)).unwrap();
+                        writes.extend(drain(&mut s).0);
+                    }
+                } else {
+                    writes.extend(step(&mut s, r).0);
+                }
+            }
+            (writes, s.results(), s.end().cloned())
+        };
+        let whole = run(false);
+        assert_eq!(whole, run(true));
+        assert_eq!(whole.0.len(), 4);
+        assert_eq!(whole.2, Some(SessionEnd::Completed));
+        let RcptOutcome::Probed(r) = &whole.1[1].outcome else {
+            panic!()
+        };
+        assert_eq!(r.text, "no such user");
+    }
+
+    #[test]
+    fn injection_in_an_address_is_refused_and_never_written() {
+        let bad = [
+            "a@x.example>\r\nDATA",
+            "a@x.example\nRSET",
+            "a\0@x.example",
+            "a@x.example\rX",
+            "a@x.example> NOTIFY=NEVER",
+        ];
+        let mut rcpts = bad.to_vec();
+        rcpts.push("ok@x.example");
+        let mut s = session(cfg(), &rcpts);
+        let mut all = Vec::new();
+        for r in [
+            "220 mx\r\n",
+            "250-mx\r\n250 PIPELINING\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+        ] {
+            all.extend(step(&mut s, r).0);
+        }
+        assert_eq!(
+            all[2], "RCPT TO:<ok@x.example>\r\n",
+            "only the clean address is sent"
+        );
+        let joined = all.concat();
+        assert!(!joined.contains("DATA") && !joined.contains('\0') && !joined.contains("NOTIFY"));
+        for (i, address) in bad.iter().enumerate() {
+            assert!(
+                matches!(
+                    outcome(&s, i),
+                    RcptOutcome::Unsendable(CommandError::Forbidden { .. })
+                ),
+                "{address:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn injection_in_helo_or_from_is_a_typed_error() {
+        for helo in ["probe\r\nDATA", "probe\n", "pro\0be", "probé", ""] {
+            let config = Config::new(helo, "check@probe.example");
+            assert!(
+                Session::new(config, vec!["a@x.example".into()]).is_err(),
+                "{helo:?}"
+            );
+        }
+        for from in ["c@p.example>\r\nDATA", "c@p.example\r", "c\0@p", "c@p> X"] {
+            let config = Config::new("probe.example", from);
+            let err = Session::new(config, vec![]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SessionError::Command(CommandError::Forbidden {
+                        field: Field::MailFrom,
+                        ..
+                    })
+                ),
+                "{from:?}: {err}"
+            );
+        }
+        // The null sender is allowed.
+        let mut s = session(Config::new("probe.example", ""), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        let (w, _) = step(&mut s, "250 mx\r\n");
+        assert_eq!(w, ["MAIL FROM:<>\r\n"]);
+    }
+
+    #[test]
+    fn malformed_and_oversized_replies_end_the_session() {
+        let mut s = session(cfg(), &["a@x.example"]);
+        assert!(matches!(
+            s.feed(b"hello there\r\n"),
+            Err(SessionError::Reply(_))
+        ));
+        assert_eq!(s.next_action(), Action::Finished);
+        let mut s = session(cfg(), &["a@x.example"]);
+        assert_eq!(
+            s.feed(&vec![b'2'; MAX_LINE + 1]),
+            Err(SessionError::TooLong)
+        );
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
+    }
+}
