@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use splitter::{RecordKind, RecordSplitter};
+use splitter::{Record, RecordKind, RecordSplitter};
 
 /// Where the list comes from.
 #[derive(Debug, Clone)]
@@ -293,58 +293,65 @@ fn has_inner_break(bytes: &[u8]) -> bool {
     body.iter().any(|&b| b == b'\n' || b == b'\r')
 }
 
-/// Push a misshapen multi-line record as its first line (unterminated quote) followed by the
-/// records its remaining lines make on their own. Returns the rows pushed.
-fn resplit(
-    chunk: &mut Chunk,
-    core: &mut csv_core::Reader,
-    scratch: &mut Vec<usize>,
+/// The parser state a chunk is filled with: csv-core's reader and the shape rows must have.
+struct FieldParser<'a> {
+    core: &'a mut csv_core::Reader,
+    scratch: &'a mut Vec<usize>,
     delimiter: u8,
+    /// Fields a row must have (0 while the first row is being read).
     width: usize,
-    bytes: &[u8],
-    line: u64,
-) -> usize {
-    let Some(brk) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
-        chunk.push(core, scratch, bytes, line, None);
-        return 1;
-    };
-    let next = if bytes[brk] == b'\r' && bytes.get(brk + 1) == Some(&b'\n') {
-        brk + 2
-    } else {
-        brk + 1
-    };
-    chunk.push(
-        core,
-        scratch,
-        &bytes[..brk],
-        line,
-        Some(RowProblem::UnterminatedQuote),
-    );
-    let mut pushed = 1;
-    let mut rest = RecordSplitter::new(&bytes[next..], delimiter);
-    // Reading from memory cannot fail.
-    while let Ok(Some(rec)) = rest.next_record() {
-        let at = line + rec.line;
+}
+
+impl FieldParser<'_> {
+    /// Push one record into `chunk`; returns the rows pushed (more than one when a misshapen
+    /// multi-line record is re-split).
+    fn push_record(&mut self, chunk: &mut Chunk, rec: &Record<'_>, line: u64) -> usize {
         if rec.plain {
-            chunk.push_plain(rec.bytes, delimiter, at);
-            pushed += 1;
-            continue;
+            chunk.push_plain(rec.bytes, self.delimiter, line);
+            return 1;
         }
         let problem = match rec.kind {
             RecordKind::Complete => None,
             RecordKind::UnterminatedQuote => Some(RowProblem::UnterminatedQuote),
             RecordKind::TooLong { bytes } => Some(RowProblem::TooLong { bytes }),
         };
-        chunk.push(core, scratch, rec.bytes, at, problem);
-        if problem.is_none() && chunk.last_field_count() != width && has_inner_break(rec.bytes) {
+        chunk.push(self.core, self.scratch, rec.bytes, line, problem);
+        if problem.is_none()
+            && self.width > 0
+            && chunk.last_field_count() != self.width
+            && has_inner_break(rec.bytes)
+        {
+            // A quote that spans lines yet leaves the row misshapen is a stray quote paired
+            // with another one lines later: keep the rows between them as rows.
             chunk.pop_last();
-            let owned = rec.bytes.to_vec();
-            pushed += resplit(chunk, core, scratch, delimiter, width, &owned, at);
-        } else {
-            pushed += 1;
+            return self.resplit(chunk, rec.bytes, line);
         }
+        1
     }
-    pushed
+
+    /// Push a misshapen multi-line record as its first line (unterminated quote) followed by
+    /// the records its remaining lines make on their own.
+    fn resplit(&mut self, chunk: &mut Chunk, bytes: &[u8], line: u64) -> usize {
+        let Some(brk) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            chunk.push(self.core, self.scratch, bytes, line, None);
+            return 1;
+        };
+        let next = if bytes[brk] == b'\r' && bytes.get(brk + 1) == Some(&b'\n') {
+            brk + 2
+        } else {
+            brk + 1
+        };
+        let problem = Some(RowProblem::UnterminatedQuote);
+        chunk.push(self.core, self.scratch, &bytes[..brk], line, problem);
+        let mut pushed = 1;
+        let mut rest = RecordSplitter::new(&bytes[next..], self.delimiter);
+        // Reading from memory cannot fail.
+        while let Ok(Some(rec)) = rest.next_record() {
+            let at = line + rec.line;
+            pushed += self.push_record(chunk, &rec, at);
+        }
+        pushed
+    }
 }
 
 pub struct InputReader {
@@ -473,39 +480,13 @@ impl InputReader {
             let Some(rec) = self.splitter.next_record()? else {
                 break;
             };
-            let (kind, line, bytes) = (rec.kind, rec.line, rec.bytes);
-            if rec.plain {
-                chunk.push_plain(bytes, self.delimiter, line);
-                n += 1;
-                continue;
-            }
-            let problem = match kind {
-                RecordKind::Complete => None,
-                RecordKind::UnterminatedQuote => Some(RowProblem::UnterminatedQuote),
-                RecordKind::TooLong { bytes } => Some(RowProblem::TooLong { bytes }),
+            let mut parser = FieldParser {
+                core: &mut self.core,
+                scratch: &mut self.scratch,
+                delimiter: self.delimiter,
+                width: self.width,
             };
-            chunk.push(&mut self.core, &mut self.scratch, bytes, line, problem);
-            if problem.is_none()
-                && self.width > 0
-                && chunk.last_field_count() != self.width
-                && has_inner_break(bytes)
-            {
-                // A quote that spans lines yet leaves the row misshapen is a stray quote paired
-                // with another one lines later: keep the rows between them as rows.
-                chunk.pop_last();
-                let owned = bytes.to_vec();
-                n += resplit(
-                    chunk,
-                    &mut self.core,
-                    &mut self.scratch,
-                    self.delimiter,
-                    self.width,
-                    &owned,
-                    line,
-                );
-            } else {
-                n += 1;
-            }
+            n += parser.push_record(chunk, &rec, rec.line);
         }
         Ok(())
     }
