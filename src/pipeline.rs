@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,37 +38,10 @@ const CHANNEL_DEPTH: usize = 4;
 /// across chunk boundaries, few enough to bound memory.
 const DNS_CHUNKS_IN_FLIGHT: usize = 16;
 
-const DEDUP_SEEDS: (u64, u64, u64, u64) = (0x5eed, 0xb0b, 0xdead, 0xbeef);
-
-/// Hash of the address's identity (local part case-folded) with fixed seeds, built without
-/// allocating. 64 bits keep the duplicate set at ~16 bytes an address; a false "duplicate" needs
-/// a collision (≈ n²/2⁶⁵: 3·10⁻⁸ at a million addresses).
-fn dedup_hash(addr: &Address) -> u64 {
-    let (a, b, c, d) = DEDUP_SEEDS;
-    let mut h = ahash::RandomState::with_seeds(a, b, c, d).build_hasher();
-    if addr.local.is_ascii() {
-        let mut buf = [0u8; 64];
-        let local = addr.local.as_bytes();
-        for (dst, src) in buf.iter_mut().zip(local) {
-            *dst = src.to_ascii_lowercase();
-        }
-        h.write(&buf[..local.len().min(64)]);
-    } else {
-        h.write(addr.local.to_lowercase().as_bytes());
-    }
-    h.write_u8(b'@');
-    h.write(addr.domain_ascii().as_bytes());
-    h.finish()
-}
-
-/// Identity of a malformed address: its text, case-folded, so repeats of one bad cell are
-/// flagged (and forecast) once like any other repeat.
-fn raw_dedup_hash(text: &str) -> u64 {
-    let (a, b, c, d) = DEDUP_SEEDS;
-    let mut h = ahash::RandomState::with_seeds(a, b, c, d).build_hasher();
-    h.write_u8(0xff); // never equal to a well-formed address's hash input
-    h.write(text.to_lowercase().as_bytes());
-    h.finish()
+/// Identity of a malformed address: its text, case-folded and marked so it never equals a
+/// well-formed address's key, so repeats of one bad cell are flagged (and forecast) once.
+fn malformed_identity_hash(text: &str) -> u64 {
+    syntax::identity_hash_of(&format!("\u{0}{}", text.to_lowercase()))
 }
 
 /// The set stores hashes already: don't hash them again.
@@ -301,8 +274,8 @@ fn check_chunk(chunk: Chunk, dialect: &Dialect, opts: SyntaxOptions) -> Checked 
                 Evidence::Syntax(Err(_)) if sendable => chunk
                     .field(r, dialect.email_column)
                     .and_then(|c| std::str::from_utf8(c).ok())
-                    .map(|text| raw_dedup_hash(syntax::normalize_input(text))),
-                _ => evidence.address().map(dedup_hash),
+                    .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
+                _ => evidence.address().map(Address::identity_hash),
             };
             RowCheck {
                 evidence,
