@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""A TCP proxy that delays every chunk by a fixed time in each direction: this kernel has no
+netem, and the SMTP benchmark needs a mail server with a realistic round trip. With 25 ms each
+way a command/reply exchange takes about 50 ms. Order is preserved: each direction is one FIFO
+whose chunks are released at arrival time + delay, so delays never add up across chunks.
+
+Usage: delay_tcp_proxy.py LISTEN_IP:PORT UPSTREAM_IP:PORT DELAY_MS_EACH_WAY
+(python3 standard library only; loopback addresses only)"""
+import asyncio
+import sys
+
+
+def parse(addr):
+    host, port = addr.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+async def pump(reader, writer, delay):
+    """Copies reader to writer, each chunk delayed by `delay` seconds from its arrival."""
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()
+
+    async def read():
+        try:
+            while True:
+                data = await reader.read(65536)
+                queue.put_nowait((loop.time() + delay, data))
+                if not data:
+                    return
+        except (ConnectionError, OSError):
+            queue.put_nowait((loop.time() + delay, b""))
+
+    async def write():
+        try:
+            while True:
+                due, data = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    reading = asyncio.ensure_future(read())
+    try:
+        await write()
+    finally:
+        reading.cancel()
+
+
+async def handle(client_reader, client_writer, upstream, delay):
+    try:
+        up_reader, up_writer = await asyncio.open_connection(*upstream)
+    except OSError:
+        client_writer.close()
+        return
+    try:
+        await asyncio.gather(pump(client_reader, up_writer, delay),
+                             pump(up_reader, client_writer, delay))
+    finally:
+        for w in (client_writer, up_writer):
+            try:
+                w.close()
+            except OSError:
+                pass
+
+
+async def main():
+    listen, upstream, delay_ms = parse(sys.argv[1]), parse(sys.argv[2]), float(sys.argv[3])
+    delay = delay_ms / 1000.0
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, upstream, delay), listen[0], listen[1],
+        reuse_address=True, backlog=1024)
+    print(f"delay tcp proxy {listen[0]}:{listen[1]} -> {upstream[0]}:{upstream[1]} "
+          f"+{delay_ms:g} ms each way", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
