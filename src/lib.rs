@@ -1,8 +1,8 @@
 //! prebounce: tells a sender, before a send, which addresses of a list will bounce.
 //!
 //! The pipeline (see `pipeline`): CSV rows → syntax (rayon, pure) → DNS (tokio, cached per
-//! domain) → verdict (pure) → forecast (pure) → the four lists and summary.json. The SMTP stage
-//! plugs in after DNS in a later version.
+//! domain) → SMTP (tokio, RCPT probes, at --level smtp) → verdict (pure) → forecast (pure) → the
+//! four lists and summary.json.
 
 pub mod dns;
 pub mod forecast;
@@ -61,6 +61,8 @@ pub struct VerifyConfig {
     /// Resolver settings (used from `Level::Dns` on).
     pub dns: dns::DnsConfig,
     pub policy: verdict::Policy,
+    /// The probe's settings; required at `Level::Smtp`.
+    pub smtp: Option<smtp::probe::ProbeConfig>,
 }
 
 impl VerifyConfig {
@@ -79,6 +81,7 @@ impl VerifyConfig {
             priors: Priors::default(),
             dns: dns::DnsConfig::default(),
             policy: verdict::Policy::default(),
+            smtp: None,
         }
     }
 }
@@ -93,9 +96,11 @@ pub enum Error {
     #[error(transparent)]
     Dns(#[from] dns::DnsSetupError),
     #[error(
-        "--level {0} is not available in this version yet (syntax and dns are); run with --level dns"
+        "--level smtp needs --from <ADDRESS>: the MAIL FROM of the probes, an address you control"
     )]
-    LevelUnavailable(&'static str),
+    SmtpNeedsSender,
+    #[error("cannot probe: {0}")]
+    Smtp(#[from] smtp::probe::ProbeSetupError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -104,7 +109,7 @@ impl Error {
     /// 2 for what the user can fix by changing the command or the input, 1 for the rest.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Input(_) | Error::LevelUnavailable(_) | Error::Dns(_) => 2,
+            Error::Input(_) | Error::SmtpNeedsSender | Error::Smtp(_) | Error::Dns(_) => 2,
             Error::Output(
                 output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),
             ) => 2,
@@ -115,8 +120,8 @@ impl Error {
 
 /// Run a verification and write its outputs; returns the summary that was written.
 pub fn verify(config: &VerifyConfig) -> Result<Summary, Error> {
-    if config.level > Level::Dns {
-        return Err(Error::LevelUnavailable(config.level.as_str()));
+    if config.level == Level::Smtp && config.smtp.is_none() {
+        return Err(Error::SmtpNeedsSender);
     }
     pipeline::run(config)
 }

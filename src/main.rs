@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
+use prebounce::smtp::probe::ProbeConfig;
+use prebounce::smtp::session::TlsPolicy;
 use prebounce::verdict::Policy;
 use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
 
@@ -29,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Verify a CSV list and write valid / invalid / catch-all / unknown lists plus summary.json.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Decode an SMTP reply (e.g. "550 5.1.1 user unknown") and print, as JSON, what it says about
     /// the address: code, enhanced code, permanence, reason, verdict and recommended action.
     Explain {
@@ -43,6 +45,13 @@ enum LevelArg {
     Syntax,
     Dns,
     Smtp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StartTlsArg {
+    Never,
+    Opportunistic,
+    Require,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +107,49 @@ struct VerifyArgs {
     /// Treat MX hosts on loopback or private addresses as ordinary (labs, intranets).
     #[arg(long)]
     allow_private_mx: bool,
+    /// MAIL FROM of the SMTP probes: an address you control (required by --level smtp).
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    from: Option<String>,
+    /// EHLO name of the probes [default: the domain of --from].
+    #[arg(long, value_name = "NAME", help_heading = "SMTP probe (--level smtp)")]
+    helo: Option<String>,
+    /// Longest wait for one SMTP reply; the greeting may take twice as long (at most 60s more).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout, help_heading = "SMTP probe (--level smtp)")]
+    smtp_timeout: Duration,
+    /// Sessions at once per mail server (lowered automatically when a server refuses more).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
+    per_host: u16,
+    /// Sessions at once in all.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096), help_heading = "SMTP probe (--level smtp)")]
+    connections: u16,
+    /// Recipients probed in one session (kept below the servers' error limits).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=100), help_heading = "SMTP probe (--level smtp)")]
+    rcpt_per_session: u16,
+    /// Wait before probing a greylisted or deferred (4xx) address again.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, help_heading = "SMTP probe (--level smtp)")]
+    greylist_wait: Duration,
+    /// Times a deferred or interrupted address is probed again.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10), help_heading = "SMTP probe (--level smtp)")]
+    retries: u32,
+    /// STARTTLS: never, when offered (certificates are not checked: MTAs use self-signed
+    /// ones), or required.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "opportunistic",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    starttls: StartTlsArg,
+    /// Tests only: the SMTP port of the mail servers.
+    #[arg(long, hide = true, default_value_t = 25)]
+    smtp_port: u16,
+    /// Benchmark baseline only: never pipeline RCPT commands.
+    #[arg(long, hide = true)]
+    no_pipelining: bool,
     /// Bounce-probability priors (TOML or JSON) overriding the built-in table.
     #[arg(long, value_name = "FILE")]
     priors: Option<PathBuf>,
@@ -141,7 +193,7 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Verify(args) => verify(args),
+        Command::Verify(args) => verify(*args),
         Command::Explain { reply } => explain(&reply),
     }
 }
@@ -163,6 +215,10 @@ fn verify(args: VerifyArgs) -> ExitCode {
         .out
         .clone()
         .unwrap_or_else(|| prebounce::output::default_out_dir(&input));
+    let smtp = match smtp_config(&args) {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e),
+    };
     let config = VerifyConfig {
         input,
         input_options: InputOptions {
@@ -197,6 +253,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         policy: Policy {
             allow_private_mx: args.allow_private_mx,
         },
+        smtp,
     };
     let summary = match prebounce::verify(&config) {
         Ok(s) => s,
@@ -221,6 +278,40 @@ fn verify(args: VerifyArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The probe's settings from the command line; None without --from (level smtp then refuses).
+fn smtp_config(args: &VerifyArgs) -> anyhow::Result<Option<ProbeConfig>> {
+    let Some(from) = &args.from else {
+        return Ok(None);
+    };
+    let opts = prebounce::syntax::SyntaxOptions {
+        allow_reserved_domains: args.allow_reserved_domains,
+    };
+    let sender = prebounce::syntax::check(from, opts)
+        .map_err(|e| anyhow::anyhow!("--from {from:?} is not a usable address: {e}"))?;
+    let mail_from = format!("{}@{}", sender.local, sender.domain_ascii());
+    let helo = args
+        .helo
+        .clone()
+        .unwrap_or_else(|| sender.domain_ascii().to_owned());
+    Ok(Some(ProbeConfig {
+        tls: match args.starttls {
+            StartTlsArg::Never => TlsPolicy::Never,
+            StartTlsArg::Opportunistic => TlsPolicy::Opportunistic,
+            StartTlsArg::Require => TlsPolicy::Require,
+        },
+        command_timeout: args.smtp_timeout,
+        banner_timeout: (args.smtp_timeout * 2).min(args.smtp_timeout + Duration::from_secs(60)),
+        per_host: usize::from(args.per_host),
+        connections: usize::from(args.connections),
+        rcpt_per_session: usize::from(args.rcpt_per_session),
+        greylist_wait: args.greylist_wait,
+        retries: args.retries,
+        port: args.smtp_port,
+        pipelining: !args.no_pipelining,
+        ..ProbeConfig::new(helo, mail_from)
+    }))
 }
 
 fn explain(reply: &str) -> ExitCode {

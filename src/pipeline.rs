@@ -1,8 +1,9 @@
 //! Wires the stages, each on its own thread, joined by bounded channels so the run streams and
 //! memory stays flat whatever the input size:
 //!
-//! read (chunks of rows) → check (syntax, rayon) → dns (tokio, only at --level dns) →
-//! format (marks repeats in input order, decides verdicts and serialises rows, rayon) → write.
+//! read (chunks of rows) → check (syntax, rayon) → dns (tokio, from --level dns) →
+//! smtp (tokio, --level smtp) → format (marks repeats in input order, decides verdicts and
+//! serialises rows, rayon) → write.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,6 +24,7 @@ use crate::forecast::{Forecast, PriorTable};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
 use crate::output::summary::{InputShape, StatusCounts, Summary, thousands};
 use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
+use crate::smtp::probe::{MxTarget, Prober, SmtpEvidence, targets_of};
 use crate::syntax::{self, Address, Flags, SyntaxOptions};
 use crate::verdict::{self, Evidence, Policy, Reason, Status, Unreadable};
 use crate::{Error, Level, ProgressMode, VerifyConfig};
@@ -37,6 +39,10 @@ const CHANNEL_DEPTH: usize = 4;
 /// Chunks whose domains are being resolved at once: enough look-ahead to keep the resolver busy
 /// across chunk boundaries, few enough to bound memory.
 const DNS_CHUNKS_IN_FLIGHT: usize = 16;
+/// Rows the SMTP stage gathers before probing, so a domain's addresses from anywhere in the
+/// window share sessions (and one catch-all canary) instead of one session per chunk. An SMTP
+/// run is paced by the servers, not by memory: holding this many rows (~100 MB) is cheap.
+const SMTP_WINDOW_ROWS: usize = 500_000;
 
 /// Identity of a malformed address: its text, case-folded and marked so it never equals a
 /// well-formed address's key, so repeats of one bad cell are flagged (and forecast) once.
@@ -318,7 +324,11 @@ async fn resolve_chunk(mut checked: Checked, resolver: Arc<DnsResolver>) -> Chec
                 unreachable!("matched above");
             };
             let dns = Arc::clone(&by_domain[address.domain_ascii()]);
-            row.evidence = Evidence::Domain { address, dns };
+            row.evidence = Evidence::Domain {
+                address,
+                dns,
+                smtp: None,
+            };
         }
     }
     checked
@@ -364,6 +374,144 @@ async fn dns_stage(
             };
             if output.send(Ok(checked)).await.is_err() {
                 return;
+            }
+        }
+    }
+}
+
+/// The SMTP stage's loop: gathers chunks into a window, probes the window's distinct addresses
+/// (every domain at once, paced by the prober's per-host and global limits), attaches the
+/// evidence and passes the chunks on in input order.
+async fn smtp_stage(
+    prober: Arc<Prober>,
+    policy: Policy,
+    bar: ProgressBar,
+    mut input: mpsc::Receiver<Result<Checked, InputError>>,
+    output: mpsc::Sender<Result<Checked, InputError>>,
+) {
+    let mut window: Vec<Checked> = Vec::new();
+    let mut rows = 0;
+    loop {
+        let end = match input.recv().await {
+            Some(Ok(checked)) => {
+                rows += checked.rows.len();
+                window.push(checked);
+                false
+            }
+            Some(Err(e)) => {
+                let _ = output.send(Err(e)).await;
+                return;
+            }
+            None => true,
+        };
+        if end || rows >= SMTP_WINDOW_ROWS {
+            probe_window(&prober, policy, &bar, &mut window).await;
+            for checked in window.drain(..) {
+                if output.send(Ok(checked)).await.is_err() {
+                    return;
+                }
+            }
+            rows = 0;
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// The distinct addresses of one domain in a window, in first-seen order.
+struct DomainWork {
+    targets: Vec<MxTarget>,
+    mailboxes: Vec<String>,
+    /// dedup key → index in `mailboxes`.
+    index: HashMap<String, usize>,
+}
+
+/// A probed domain's dedup-key index and the evidence of each of its mailboxes.
+type ProbedDomain = (HashMap<String, usize>, Vec<Arc<SmtpEvidence>>);
+
+async fn probe_window(
+    prober: &Arc<Prober>,
+    policy: Policy,
+    bar: &ProgressBar,
+    window: &mut [Checked],
+) {
+    // None: the domain takes no mail (the DNS verdict stands); decided once per domain.
+    let mut work: HashMap<String, Option<DomainWork>> = HashMap::new();
+    for checked in window.iter() {
+        for row in &checked.rows {
+            let Evidence::Domain {
+                address,
+                dns,
+                smtp: None,
+            } = &row.evidence
+            else {
+                continue;
+            };
+            let domain = address.domain_ascii();
+            if !work.contains_key(domain) {
+                let w = verdict::domain_takes_mail(domain, dns, policy).then(|| DomainWork {
+                    targets: targets_of(domain, dns, policy.allow_private_mx),
+                    mailboxes: Vec::new(),
+                    index: HashMap::new(),
+                });
+                work.insert(domain.to_owned(), w);
+            }
+            let Some(Some(w)) = work.get_mut(domain) else {
+                continue;
+            };
+            let next = w.mailboxes.len();
+            let key = address.dedup_key();
+            if let std::collections::hash_map::Entry::Vacant(e) = w.index.entry(key) {
+                e.insert(next);
+                w.mailboxes.push(format!("{}@{domain}", address.local));
+            }
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (domain, w) in work {
+        let Some(w) = w else { continue };
+        let prober = Arc::clone(prober);
+        tasks.spawn(async move {
+            let probe = prober.probe_domain(&domain, &w.targets, w.mailboxes).await;
+            let evidence: Vec<Arc<SmtpEvidence>> =
+                probe.results.into_iter().map(Arc::new).collect();
+            (domain, w.index, evidence)
+        });
+    }
+    let mut results: HashMap<String, ProbedDomain> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(Ok((domain, index, evidence))) => {
+                    results.insert(domain, (index, evidence));
+                }
+                // A probe task panicked: its rows stay without SMTP evidence (the DNS verdict).
+                Some(Err(_)) => {}
+                None => break,
+            },
+            _ = tick.tick() => {
+                let s = prober.stats();
+                bar.set_message(format!(
+                    "smtp: {}/{} addresses · {} sessions · {} RCPT · {} deferred",
+                    thousands(s.decided),
+                    thousands(s.to_decide),
+                    thousands(s.sessions),
+                    thousands(s.rcpt_commands),
+                    thousands(s.deferred)
+                ));
+            }
+        }
+    }
+    for checked in window.iter_mut() {
+        for row in &mut checked.rows {
+            if let Evidence::Domain { address, smtp, .. } = &mut row.evidence
+                && smtp.is_none()
+                && let Some((index, evidence)) = results.get(address.domain_ascii())
+                && let Some(&i) = index.get(&address.dedup_key())
+            {
+                *smtp = Some(Arc::clone(&evidence[i]));
             }
         }
     }
@@ -478,6 +626,15 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     } else {
         None
     };
+    let prober = match (&config.smtp, config.level) {
+        (Some(probe), Level::Smtp) => {
+            Some(Arc::new(Prober::new(crate::smtp::probe::ProbeConfig {
+                allow_private: config.policy.allow_private_mx,
+                ..probe.clone()
+            })?))
+        }
+        _ => None,
+    };
     let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let cx = FormatContext {
         dialect: &dialect,
@@ -546,6 +703,17 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 })
                 .map_err(|e| spawn_err("DNS", e))?;
             checked_rx = resolved_rx;
+            if let Some(prober) = &prober {
+                let (probed_tx, probed_rx) = mpsc::channel(CHANNEL_DEPTH);
+                let (prober, policy, bar) = (Arc::clone(prober), config.policy, bar.clone());
+                thread::Builder::new()
+                    .name("prebounce-smtp".into())
+                    .spawn_scoped(scope, move || {
+                        runtime.block_on(smtp_stage(prober, policy, bar, checked_rx, probed_tx))
+                    })
+                    .map_err(|e| spawn_err("SMTP", e))?;
+                checked_rx = probed_rx;
+            }
         }
 
         let (done_tx, done_rx) =
@@ -642,6 +810,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             columns: dialect.width,
         },
         dns: dns.as_ref().map(|(_, r)| r.stats()),
+        smtp: prober.as_ref().map(|p| p.stats()),
         output_dir: config.out_dir.display().to_string(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
     };

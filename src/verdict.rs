@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use crate::dns::{Addresses, DomainEvidence, Failure, is_routable};
 use crate::input::RowProblem;
+use crate::smtp::probe::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
+use crate::smtp::reply::{ReplyReason, classify};
 use crate::syntax::{Address, SyntaxError};
 
 /// The four output lists.
@@ -80,10 +82,36 @@ pub enum Reason {
     DnsError,
     /// No DNS answer in time, after retries.
     DnsTimeout,
+    // SMTP (level smtp). The names are shared with `prebounce explain`'s reply reasons.
+    /// 250/251 to RCPT at a domain that rejects made-up mailboxes (or whose canary got no
+    /// decisive answer).
+    MailboxAccepted,
+    /// Accepted, but the domain also accepts a mailbox that cannot exist: proves nothing.
+    AcceptAll,
+    MailboxNotFound,
+    MailboxDisabled,
+    MailboxFull,
+    /// Still deferred (450/451) after the retries.
+    Greylisted,
+    /// Another 4xx about the mailbox, still so after the retries.
+    Deferred,
+    RateLimited,
+    /// The server refused the prober (blocklist, reputation, PTR, sender, 5.7.x): nothing is
+    /// known about the mailbox.
+    ProberBlocked,
+    PolicyRejected,
+    ServerError,
+    ProtocolError,
+    /// A 5xx that gives no cause.
+    Unrecognized,
+    SmtpUnreachable,
+    SmtpTimeout,
+    /// Non-ASCII local part; the server does not advertise SMTPUTF8 (RFC 6531).
+    Smtputf8Unsupported,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 28] = [
         Reason::SyntaxOk,
         Reason::Syntax,
         Reason::ReservedDomain,
@@ -96,6 +124,22 @@ impl Reason {
         Reason::MxUnroutable,
         Reason::DnsError,
         Reason::DnsTimeout,
+        Reason::MailboxAccepted,
+        Reason::AcceptAll,
+        Reason::MailboxNotFound,
+        Reason::MailboxDisabled,
+        Reason::MailboxFull,
+        Reason::Greylisted,
+        Reason::Deferred,
+        Reason::RateLimited,
+        Reason::ProberBlocked,
+        Reason::PolicyRejected,
+        Reason::ServerError,
+        Reason::ProtocolError,
+        Reason::Unrecognized,
+        Reason::SmtpUnreachable,
+        Reason::SmtpTimeout,
+        Reason::Smtputf8Unsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,12 +156,30 @@ impl Reason {
             Reason::MxUnroutable => "mx-unroutable",
             Reason::DnsError => "dns-error",
             Reason::DnsTimeout => "dns-timeout",
+            Reason::MailboxAccepted => "mailbox-accepted",
+            Reason::AcceptAll => "accept-all",
+            Reason::MailboxNotFound => "mailbox-not-found",
+            Reason::MailboxDisabled => "mailbox-disabled",
+            Reason::MailboxFull => "mailbox-full",
+            Reason::Greylisted => "greylisted",
+            Reason::Deferred => "deferred",
+            Reason::RateLimited => "rate-limited",
+            Reason::ProberBlocked => "prober-blocked",
+            Reason::PolicyRejected => "policy-rejected",
+            Reason::ServerError => "server-error",
+            Reason::ProtocolError => "protocol-error",
+            Reason::Unrecognized => "unrecognized",
+            Reason::SmtpUnreachable => "smtp-unreachable",
+            Reason::SmtpTimeout => "smtp-timeout",
+            Reason::Smtputf8Unsupported => "smtputf8-unsupported",
         }
     }
 
     pub fn status(self) -> Status {
         match self {
-            Reason::SyntaxOk | Reason::DomainAcceptsMail => Status::Valid,
+            Reason::SyntaxOk | Reason::DomainAcceptsMail | Reason::MailboxAccepted => Status::Valid,
+            Reason::AcceptAll => Status::CatchAll,
+            Reason::MailboxNotFound | Reason::MailboxDisabled => Status::Invalid,
             Reason::Syntax
             | Reason::ReservedDomain
             | Reason::UnreadableRow
@@ -126,7 +188,20 @@ impl Reason {
             | Reason::NoMailServer
             | Reason::MxUnresolvable
             | Reason::MxUnroutable => Status::Invalid,
-            Reason::DnsError | Reason::DnsTimeout => Status::Unknown,
+            Reason::DnsError
+            | Reason::DnsTimeout
+            | Reason::MailboxFull
+            | Reason::Greylisted
+            | Reason::Deferred
+            | Reason::RateLimited
+            | Reason::ProberBlocked
+            | Reason::PolicyRejected
+            | Reason::ServerError
+            | Reason::ProtocolError
+            | Reason::Unrecognized
+            | Reason::SmtpUnreachable
+            | Reason::SmtpTimeout
+            | Reason::Smtputf8Unsupported => Status::Unknown,
         }
     }
 
@@ -134,6 +209,27 @@ impl Reason {
     /// (the denominator of the "send to everything" forecast).
     pub fn has_address(self) -> bool {
         !matches!(self, Reason::UnreadableRow)
+    }
+
+    /// The row reason of an SMTP reply reason.
+    pub fn of_reply(r: ReplyReason) -> Reason {
+        match r {
+            ReplyReason::MailboxAccepted => Reason::MailboxAccepted,
+            ReplyReason::MailboxNotFound => Reason::MailboxNotFound,
+            ReplyReason::MailboxDisabled => Reason::MailboxDisabled,
+            ReplyReason::NoSuchDomain => Reason::NoSuchDomain,
+            ReplyReason::MailboxFull => Reason::MailboxFull,
+            ReplyReason::Greylisted => Reason::Greylisted,
+            ReplyReason::Deferred => Reason::Deferred,
+            ReplyReason::RateLimited => Reason::RateLimited,
+            ReplyReason::ProberBlocked => Reason::ProberBlocked,
+            ReplyReason::PolicyRejected => Reason::PolicyRejected,
+            ReplyReason::ServerError => Reason::ServerError,
+            ReplyReason::ProtocolError => Reason::ProtocolError,
+            ReplyReason::Unrecognized => Reason::Unrecognized,
+            ReplyReason::SmtpUnreachable => Reason::SmtpUnreachable,
+            ReplyReason::SmtpTimeout => Reason::SmtpTimeout,
+        }
     }
 
     /// Position in [`Reason::ALL`], for per-reason tables.
@@ -182,10 +278,12 @@ pub enum Evidence {
     Unreadable(Unreadable),
     /// The syntax stage's outcome; for a well-formed address at `--level syntax`, all there is.
     Syntax(Result<Address, SyntaxError>),
-    /// A well-formed address and what the DNS said about its domain.
+    /// A well-formed address, what the DNS said about its domain, and (at level smtp, when the
+    /// domain takes mail) what its mail server said about the mailbox.
     Domain {
         address: Address,
         dns: Arc<DomainEvidence>,
+        smtp: Option<Arc<SmtpEvidence>>,
     },
 }
 
@@ -216,8 +314,11 @@ pub struct Verdict {
 }
 
 pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
-    if let Evidence::Domain { address, dns } = evidence {
-        let (reason, detail, mx) = decide_domain(address.domain_ascii(), dns, policy);
+    if let Evidence::Domain { address, dns, smtp } = evidence {
+        let (mut reason, mut detail, mx) = decide_domain(address.domain_ascii(), dns, policy);
+        if let (Reason::DomainAcceptsMail, Some(smtp)) = (reason, smtp) {
+            (reason, detail) = decide_mailbox(smtp);
+        }
         return Verdict {
             status: reason.status(),
             reason,
@@ -244,6 +345,63 @@ pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
         detail,
         mx: None,
     }
+}
+
+/// SMTP evidence → (reason, detail). Only a permanent answer about the mailbox itself makes an
+/// address invalid; anything the server said about the prober or the session is unknown.
+pub fn decide_mailbox(smtp: &SmtpEvidence) -> (Reason, String) {
+    let at = |text: String| match &smtp.server {
+        Some(server) => format!("{server}: {text}"),
+        None => text,
+    };
+    let reason = match &smtp.outcome {
+        SmtpOutcome::Replied(reply) => {
+            let d = classify(reply);
+            match Reason::of_reply(d.reason) {
+                Reason::MailboxAccepted if smtp.catch_all == CatchAll::Yes => {
+                    return (
+                        Reason::AcceptAll,
+                        at(format!(
+                            "{}; the domain also accepts a made-up mailbox (catch-all), so this proves nothing",
+                            one_line(reply)
+                        )),
+                    );
+                }
+                Reason::MailboxAccepted if smtp.catch_all == CatchAll::Undetermined => {
+                    return (
+                        Reason::MailboxAccepted,
+                        at(format!(
+                            "{}; whether the domain accepts every mailbox could not be determined",
+                            one_line(reply)
+                        )),
+                    );
+                }
+                // A 4xx still standing after the retries: say which kind of deferral.
+                Reason::Deferred if reply.code == 450 || reply.code == 451 => Reason::Greylisted,
+                r => r,
+            }
+        }
+        SmtpOutcome::SessionRefused(reply) => {
+            // A refusal before RCPT is about us; even a "no such user" text there is not about
+            // this mailbox.
+            match classify(reply).reason {
+                ReplyReason::RateLimited => Reason::RateLimited,
+                ReplyReason::SmtpUnreachable => Reason::SmtpUnreachable,
+                _ if reply.code / 100 == 4 => Reason::Deferred,
+                _ => Reason::ProberBlocked,
+            }
+        }
+        SmtpOutcome::Unreachable(_) | SmtpOutcome::Unsendable(_) => Reason::SmtpUnreachable,
+        SmtpOutcome::Timeout(_) => Reason::SmtpTimeout,
+        SmtpOutcome::ProtocolError(_) => Reason::ProtocolError,
+        SmtpOutcome::Smtputf8Unsupported => Reason::Smtputf8Unsupported,
+    };
+    (reason, at(smtp.outcome.to_string()))
+}
+
+/// Whether the DNS evidence lets the domain take mail (the addresses the SMTP stage probes).
+pub fn domain_takes_mail(domain: &str, dns: &DomainEvidence, policy: Policy) -> bool {
+    decide_domain(domain, dns, policy).0 == Reason::DomainAcceptsMail
 }
 
 fn usable(addresses: &Addresses, policy: Policy) -> bool {
@@ -369,6 +527,22 @@ mod tests {
                 "mx-unroutable",
                 "dns-error",
                 "dns-timeout",
+                "mailbox-accepted",
+                "accept-all",
+                "mailbox-not-found",
+                "mailbox-disabled",
+                "mailbox-full",
+                "greylisted",
+                "deferred",
+                "rate-limited",
+                "prober-blocked",
+                "policy-rejected",
+                "server-error",
+                "protocol-error",
+                "unrecognized",
+                "smtp-unreachable",
+                "smtp-timeout",
+                "smtputf8-unsupported",
             ]
         );
         for (i, r) in Reason::ALL.into_iter().enumerate() {
@@ -421,6 +595,7 @@ mod tests {
             &Evidence::Domain {
                 address,
                 dns: Arc::new(dns),
+                smtp: None,
             },
             Policy { allow_private_mx },
         )

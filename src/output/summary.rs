@@ -73,6 +73,8 @@ pub struct Summary {
     pub input: InputShape,
     /// DNS work (absent at --level syntax).
     pub dns: Option<crate::dns::DnsStats>,
+    /// SMTP work (only at --level smtp).
+    pub smtp: Option<crate::smtp::probe::SmtpStats>,
     pub output_dir: String,
     pub elapsed_seconds: f64,
 }
@@ -142,6 +144,18 @@ impl Summary {
                 thousands(d.unique_domains),
                 thousands(d.queries),
                 thousands(d.errors)
+            );
+        }
+        if let Some(m) = &self.smtp {
+            let _ = writeln!(
+                s,
+                "  smtp: {} domains ({} catch-all), {} sessions, {} RCPT commands, {} deferred, {} hosts given up",
+                thousands(m.domains),
+                thousands(m.catch_all_domains),
+                thousands(m.sessions),
+                thousands(m.rcpt_commands),
+                thousands(m.deferred),
+                thousands(m.hosts_given_up)
             );
         }
         let f = &self.predicted_bounce_rate;

@@ -6,5 +6,6 @@
 //! the probe, `prebounce explain`, and tests. [`session`] is the sans-IO client state machine of
 //! one RCPT-only probe session: the caller feeds reply bytes and writes what it returns.
 
+pub mod probe;
 pub mod reply;
 pub mod session;

@@ -48,6 +48,8 @@ pub struct Config {
     /// Stop after this many 5xx RCPT replies: Postfix disconnects after 20 errors
     /// (`smtpd_hard_error_limit`), and a dropped session loses the replies in flight.
     pub max_rejections: usize,
+    /// Use PIPELINING when the server offers it (off only to measure what it saves).
+    pub pipelining: bool,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             batch_size: 20,
             rcpt_per_session: 100,
             max_rejections: 15,
+            pipelining: true,
         }
     }
 }
@@ -249,6 +252,8 @@ pub struct Session {
     utf8_txn: bool,
     rcpt_sent: usize,
     rejections: usize,
+    /// Complete replies read so far: the driver's per-reply deadline restarts on each.
+    replies: usize,
     inbuf: Vec<u8>,
     lines: Vec<String>,
     out: Vec<u8>,
@@ -293,6 +298,7 @@ impl Session {
             utf8_txn: false,
             rcpt_sent: 0,
             rejections: 0,
+            replies: 0,
             inbuf: Vec::new(),
             lines: Vec::new(),
             out: Vec::new(),
@@ -355,6 +361,21 @@ impl Session {
         }
     }
 
+    /// Complete replies received so far.
+    pub fn replies_received(&self) -> usize {
+        self.replies
+    }
+
+    /// RCPT commands written so far.
+    pub fn rcpts_sent(&self) -> usize {
+        self.rcpt_sent
+    }
+
+    /// Whether the server advertised PIPELINING (after the last EHLO).
+    pub fn server_pipelines(&self) -> bool {
+        self.caps.pipelining
+    }
+
     /// How the session ended; None while it runs.
     pub fn end(&self) -> Option<&SessionEnd> {
         self.end.as_ref()
@@ -397,6 +418,7 @@ impl Session {
             if last {
                 let lines = std::mem::take(&mut self.lines);
                 let reply = Reply::parse(&lines.join("\n"))?;
+                self.replies += 1;
                 self.on_reply(reply, &lines)?;
                 if self.state == State::Done {
                     self.inbuf.clear();
@@ -548,7 +570,11 @@ impl Session {
     fn send_rcpts(&mut self) -> Result<(), CommandError> {
         let batch = std::mem::take(&mut self.next_batch);
         // With PIPELINING (RFC 2920) all RCPTs go in one write and replies come back in order.
-        let n = if self.caps.pipelining { batch.len() } else { 1 };
+        let n = if self.caps.pipelining && self.config.pipelining {
+            batch.len()
+        } else {
+            1
+        };
         for &i in &batch[..n] {
             self.send_rcpt(i)?;
         }

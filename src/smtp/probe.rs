@@ -1,0 +1,1148 @@
+//! The SMTP stage's I/O: runs [`Session`]s over tokio TCP (rustls for STARTTLS) against a
+//! domain's mail servers, politely, and reports what each server said about each mailbox.
+//!
+//! Politeness is per mail server address ([`Host`]): at most `per_host` sessions at once
+//! (lowered when a server answers a new connection with 421), a short pause between sessions,
+//! exponential backoff after 421 or rate-limit replies, and a host that keeps failing is given
+//! up on for the run. Per domain, recipients go in sessions of `rcpt_per_session`, the first
+//! one led by a random canary mailbox that tells whether the domain accepts everything
+//! (catch-all). Deferred recipients (greylisting, 4xx) wait `greylist_wait` and are probed
+//! again while the rest of the run goes on.
+//!
+//! Nothing here decides validity: [`SmtpEvidence`] records what the server said and
+//! `verdict::decide` turns it into a status.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::reply::{EnhancedCode, Reply, ReplyReason, classify};
+use super::session::{
+    Action, Config as SessionConfig, NotProbedWhy, RcptOutcome, Session, SessionEnd, SessionError,
+    TlsPolicy,
+};
+use crate::dns::{Addresses, DomainEvidence, is_routable};
+
+/// Everything the probe needs from the command line.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub helo: String,
+    pub mail_from: String,
+    pub tls: TlsPolicy,
+    /// Longest wait for one reply, a write, or a connection.
+    pub command_timeout: Duration,
+    /// Longest wait for the greeting (servers delay it on purpose).
+    pub banner_timeout: Duration,
+    /// Sessions at once per mail server address.
+    pub per_host: usize,
+    /// Sessions at once in all.
+    pub connections: usize,
+    pub rcpt_per_session: usize,
+    /// Wait before probing a deferred (greylisted, 4xx) recipient again.
+    pub greylist_wait: Duration,
+    /// Times a deferred or interrupted recipient is probed again.
+    pub retries: u32,
+    /// 25 in real use; tests point it elsewhere.
+    pub port: u16,
+    /// Use PIPELINING when offered (off only to measure what it saves).
+    pub pipelining: bool,
+    /// Pause between two sessions to the same server address.
+    pub host_pause: Duration,
+    /// Consecutive failures (refused or dropped connections, timeouts, 421) after which a
+    /// server address is given up on for the run.
+    pub give_up_after: u32,
+    /// Allow loopback and private server addresses (labs, intranets).
+    pub allow_private: bool,
+}
+
+impl ProbeConfig {
+    pub fn new(helo: impl Into<String>, mail_from: impl Into<String>) -> Self {
+        ProbeConfig {
+            helo: helo.into(),
+            mail_from: mail_from.into(),
+            tls: TlsPolicy::Opportunistic,
+            command_timeout: Duration::from_secs(30),
+            banner_timeout: Duration::from_secs(60),
+            per_host: 2,
+            connections: 64,
+            rcpt_per_session: 20,
+            greylist_wait: Duration::from_secs(300),
+            retries: 2,
+            port: 25,
+            pipelining: true,
+            host_pause: Duration::from_millis(100),
+            give_up_after: 3,
+            allow_private: false,
+        }
+    }
+
+    /// First backoff after a 421 or rate-limit reply; it doubles up to `greylist_wait`.
+    fn backoff_base(&self) -> Duration {
+        (self.greylist_wait / 8).max(Duration::from_secs(1))
+    }
+
+    fn session_config(&self, tls: TlsPolicy) -> SessionConfig {
+        SessionConfig {
+            tls,
+            // One transaction per session: RSET costs a round trip and buys nothing here.
+            batch_size: self.rcpt_per_session,
+            rcpt_per_session: self.rcpt_per_session,
+            pipelining: self.pipelining,
+            ..SessionConfig::new(self.helo.clone(), self.mail_from.clone())
+        }
+    }
+}
+
+/// A HELO name or sender that can never be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProbeSetupError(String);
+
+/// A mail server of a domain, in preference order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxTarget {
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The servers to probe for a domain, from its DNS evidence: MX hosts in preference order, or
+/// the domain itself when it has no MX (implicit MX). Addresses the policy forbids are left out.
+pub fn targets_of(domain: &str, dns: &DomainEvidence, allow_private: bool) -> Vec<MxTarget> {
+    let usable = |a: &Addresses| -> Vec<IpAddr> {
+        match a {
+            Addresses::Found(ips) => {
+                let mut ips: Vec<IpAddr> = ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| allow_private || is_routable(*ip))
+                    .collect();
+                // IPv4 first: many senders have no IPv6 route; v6-only hosts still get tried.
+                ips.sort_by_key(|ip| ip.is_ipv6());
+                ips
+            }
+            _ => Vec::new(),
+        }
+    };
+    let targets: Vec<MxTarget> = match dns {
+        DomainEvidence::Mx(hosts) => hosts
+            .iter()
+            .map(|h| MxTarget {
+                name: h.name.clone(),
+                ips: usable(&h.addresses),
+            })
+            .collect(),
+        DomainEvidence::NoMx(a) => vec![MxTarget {
+            name: domain.to_owned(),
+            ips: usable(a),
+        }],
+        _ => Vec::new(),
+    };
+    targets.into_iter().filter(|t| !t.ips.is_empty()).collect()
+}
+
+/// What the mail servers said about one mailbox, after retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpOutcome {
+    /// The reply to `RCPT TO` (a 4xx when it was still deferred after the retries).
+    Replied(Reply),
+    /// The server refused the prober before any RCPT (greeting, HELO or MAIL FROM): it says
+    /// nothing about the mailbox.
+    SessionRefused(Reply),
+    /// No server would take a connection (or all were given up on).
+    Unreachable(String),
+    Timeout(String),
+    ProtocolError(String),
+    /// Non-ASCII local part and the server does not advertise SMTPUTF8.
+    Smtputf8Unsupported,
+    /// The address may not be sent (control characters …); never reached the wire.
+    Unsendable(String),
+}
+
+/// Whether the domain accepted a mailbox that cannot exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatchAll {
+    Yes,
+    No,
+    /// The canary got no decisive answer.
+    Undetermined,
+}
+
+/// The SMTP evidence of one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpEvidence {
+    pub outcome: SmtpOutcome,
+    /// `name [ip]` of the server that answered last.
+    pub server: Option<String>,
+    /// RCPT commands sent for this mailbox.
+    pub attempts: u32,
+    pub catch_all: CatchAll,
+}
+
+/// Run totals for summary.json.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SmtpStats {
+    /// Domains probed.
+    pub domains: u64,
+    /// TCP connections that reached a server.
+    pub sessions: u64,
+    pub rcpt_commands: u64,
+    /// Recipients set aside to be probed again (greylisting, 4xx, rate limits).
+    pub deferred: u64,
+    pub hosts_given_up: u64,
+    pub connect_failures: u64,
+    pub catch_all_domains: u64,
+    /// Recipients decided so far (for progress).
+    #[serde(skip)]
+    pub decided: u64,
+    /// Recipients to decide in all (for progress).
+    #[serde(skip)]
+    pub to_decide: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    domains: AtomicU64,
+    sessions: AtomicU64,
+    rcpt_commands: AtomicU64,
+    deferred: AtomicU64,
+    hosts_given_up: AtomicU64,
+    connect_failures: AtomicU64,
+    catch_all_domains: AtomicU64,
+    decided: AtomicU64,
+    to_decide: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+// ------------------------------------------------------------------------------------------
+// Per-server politeness
+// ------------------------------------------------------------------------------------------
+
+struct HostState {
+    limit: usize,
+    active: usize,
+    /// No new session before this (the pause between sessions, or a backoff).
+    not_before: Instant,
+    backoff_level: u32,
+    failures: u32,
+    given_up: Option<String>,
+    /// STARTTLS failed here once: later sessions stay in plain text (opportunistic only).
+    tls_broken: bool,
+}
+
+struct Host {
+    state: Mutex<HostState>,
+    changed: Notify,
+}
+
+/// A session slot at one server; returned on drop.
+struct HostSlot {
+    host: Arc<Host>,
+    pause: Duration,
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.host.state.lock() {
+            s.active = s.active.saturating_sub(1);
+            s.not_before = s.not_before.max(Instant::now() + self.pause);
+        }
+        self.host.changed.notify_waiters();
+    }
+}
+
+impl Host {
+    fn new(limit: usize) -> Self {
+        Host {
+            state: Mutex::new(HostState {
+                limit: limit.max(1),
+                active: 0,
+                not_before: Instant::now(),
+                backoff_level: 0,
+                failures: 0,
+                given_up: None,
+                tls_broken: false,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HostState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a slot; Err(why) when the host was given up on.
+    async fn slot(self: &Arc<Self>, pause: Duration) -> Result<HostSlot, String> {
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                if let Some(why) = &s.given_up {
+                    return Err(why.clone());
+                }
+                let now = Instant::now();
+                if s.active < s.limit && now >= s.not_before {
+                    s.active += 1;
+                    s.not_before = now + pause;
+                    return Ok(HostSlot {
+                        host: Arc::clone(self),
+                        pause,
+                    });
+                }
+                s.not_before.saturating_duration_since(now)
+            };
+            // A short poll bound covers a wake-up that raced the check above.
+            let wait = wait.clamp(Duration::from_millis(5), Duration::from_millis(250));
+            let _ = timeout(wait, self.changed.notified()).await;
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut s = self.lock();
+        s.failures = 0;
+        s.backoff_level = 0;
+    }
+
+    /// Counts a failure; true when the host is given up on because of it.
+    fn failed(&self, why: &str, give_up_after: u32) -> bool {
+        let mut s = self.lock();
+        s.failures += 1;
+        if s.given_up.is_none() && s.failures >= give_up_after {
+            s.given_up = Some(format!("given up after {} failures: {why}", s.failures));
+            drop(s);
+            self.changed.notify_waiters();
+            return true;
+        }
+        false
+    }
+
+    /// 421 or a rate-limit reply: back off exponentially; on a refused extra connection, also
+    /// allow fewer sessions at once. Returns when the next session may start.
+    fn throttled(&self, base: Duration, cap: Duration, fewer_sessions: bool) -> Instant {
+        let mut s = self.lock();
+        let delay = base
+            .saturating_mul(1u32 << s.backoff_level.min(16))
+            .min(cap.max(base));
+        s.backoff_level += 1;
+        s.not_before = s.not_before.max(Instant::now() + delay);
+        if fewer_sessions && s.limit > 1 {
+            s.limit -= 1;
+        }
+        s.not_before
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Connections
+// ------------------------------------------------------------------------------------------
+
+/// A connection before or after STARTTLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Between the two, or after a failed upgrade.
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => write_flush(s, buf).await,
+            Conn::Tls(s) => write_flush(s.as_mut(), buf).await,
+            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::Gone => Ok(()),
+        };
+    }
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, buf: &[u8]) -> std::io::Result<()> {
+    s.write_all(buf).await?;
+    s.flush().await
+}
+
+/// How a driven session stopped, besides the session's own end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    /// The session finished by itself (see `Session::end`).
+    Finished,
+    Timeout(&'static str),
+    /// The server closed the connection or it broke.
+    Dropped(String),
+    TlsFailed(String),
+}
+
+/// One attempt to run a session somewhere among the domain's servers.
+enum Contact {
+    Ran {
+        session: Box<Session>,
+        stop: Stop,
+        server: String,
+        host: Arc<Host>,
+    },
+    /// No server would talk. `refusal`: the last greeting that refused us, if any.
+    NoServer {
+        why: String,
+        refusal: Option<Reply>,
+        timed_out: bool,
+    },
+}
+
+// ------------------------------------------------------------------------------------------
+// The prober
+// ------------------------------------------------------------------------------------------
+
+/// What probing one domain found, in the order of the mailboxes given.
+#[derive(Debug, Clone)]
+pub struct DomainProbe {
+    pub catch_all: CatchAll,
+    pub results: Vec<SmtpEvidence>,
+}
+
+/// One per run: the host table and the global session limit are shared by all domains.
+pub struct Prober {
+    config: ProbeConfig,
+    hosts: Mutex<HashMap<IpAddr, Arc<Host>>>,
+    sessions: Semaphore,
+    counters: Counters,
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// Where recipients go when a session could not settle them.
+struct Requeue<'a> {
+    queue: &'a mut VecDeque<usize>,
+    waiting: &'a mut Vec<(Instant, usize)>,
+    retries: u32,
+    deferred: &'a AtomicU64,
+}
+
+impl Requeue<'_> {
+    /// Into the next session, without counting against the retries.
+    fn next_session(&mut self, i: usize) {
+        self.queue.push_back(i);
+    }
+
+    /// Again later (at `at`, or in the next session), up to `retries` times; after that
+    /// `last` is the answer.
+    fn setback(&mut self, p: &mut Pending, i: usize, at: Option<Instant>, last: SmtpOutcome) {
+        p.setbacks += 1;
+        if p.setbacks > self.retries {
+            p.done = Some(last);
+            return;
+        }
+        bump(self.deferred, 1);
+        match at {
+            Some(at) => self.waiting.push((at, i)),
+            None => self.queue.push_back(i),
+        }
+    }
+}
+
+/// Per-recipient bookkeeping inside `probe_domain`.
+struct Pending {
+    address: String,
+    /// RCPTs sent.
+    attempts: u32,
+    /// Deferrals and interrupted sessions so far (bounded by `retries`).
+    setbacks: u32,
+    server: Option<String>,
+    done: Option<SmtpOutcome>,
+}
+
+impl Prober {
+    pub fn new(config: ProbeConfig) -> Result<Self, ProbeSetupError> {
+        // The session checks HELO and sender once more; failing here gives a clear message
+        // before any connection.
+        Session::new(config.session_config(TlsPolicy::Never), Vec::new())
+            .map_err(|e| ProbeSetupError(e.to_string()))?;
+        if config.rcpt_per_session == 0 || config.per_host == 0 || config.connections == 0 {
+            return Err(ProbeSetupError(
+                "--rcpt-per-session, --per-host and --connections must be at least 1".into(),
+            ));
+        }
+        let tls =
+            tls::client_config().map_err(|e| ProbeSetupError(format!("cannot set up TLS: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        Ok(Prober {
+            sessions: Semaphore::new(config.connections),
+            config,
+            hosts: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            tls,
+        })
+    }
+
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> SmtpStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SmtpStats {
+            domains: get(&c.domains),
+            sessions: get(&c.sessions),
+            rcpt_commands: get(&c.rcpt_commands),
+            deferred: get(&c.deferred),
+            hosts_given_up: get(&c.hosts_given_up),
+            connect_failures: get(&c.connect_failures),
+            catch_all_domains: get(&c.catch_all_domains),
+            decided: get(&c.decided),
+            to_decide: get(&c.to_decide),
+        }
+    }
+
+    fn host(&self, ip: IpAddr) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            hosts
+                .entry(ip)
+                .or_insert_with(|| Arc::new(Host::new(self.config.per_host))),
+        )
+    }
+
+    /// Probes `mailboxes` (full addresses at `domain`) on the domain's servers. One result per
+    /// mailbox, in order.
+    pub async fn probe_domain(
+        &self,
+        domain: &str,
+        targets: &[MxTarget],
+        mailboxes: Vec<String>,
+    ) -> DomainProbe {
+        bump(&self.counters.domains, 1);
+        bump(&self.counters.to_decide, mailboxes.len() as u64);
+        let real = mailboxes.len();
+        let mut pending: Vec<Pending> = mailboxes
+            .into_iter()
+            .chain(std::iter::once(format!("{}@{domain}", canary_local_part())))
+            .map(|address| Pending {
+                address,
+                attempts: 0,
+                setbacks: 0,
+                server: None,
+                done: None,
+            })
+            .collect();
+        let canary = real;
+        // The canary leads the first session: its answer says what an "accepted" is worth.
+        let mut queue: VecDeque<usize> = std::iter::once(canary).chain(0..real).collect();
+        let mut waiting: Vec<(Instant, usize)> = Vec::new();
+        let mut per_session = self.config.rcpt_per_session;
+        let mut first_round = true;
+
+        loop {
+            let now = Instant::now();
+            waiting.retain(|&(at, i)| {
+                if at <= now {
+                    queue.push_back(i);
+                    false
+                } else {
+                    true
+                }
+            });
+            if queue.is_empty() {
+                let Some(at) = waiting.iter().map(|(at, _)| *at).min() else {
+                    break;
+                };
+                tokio::time::sleep_until(at).await;
+                continue;
+            }
+            // The first session alone, so a "too many recipients" or a catch-all answer
+            // shapes the rest; then up to `per_host` sessions at once.
+            let sessions = if first_round {
+                1
+            } else {
+                queue
+                    .len()
+                    .div_ceil(per_session)
+                    .min(self.config.per_host.max(1))
+            };
+            first_round = false;
+            let batches: Vec<Vec<usize>> = (0..sessions)
+                .map(|_| {
+                    let n = per_session.min(queue.len());
+                    queue.drain(..n).collect()
+                })
+                .filter(|b: &Vec<usize>| !b.is_empty())
+                .collect();
+            let contacts = futures::future::join_all(batches.iter().map(|batch| {
+                let rcpts = batch.iter().map(|&i| pending[i].address.clone()).collect();
+                self.contact(targets, rcpts)
+            }))
+            .await;
+            for (batch, contact) in batches.iter().zip(contacts) {
+                self.settle(
+                    batch,
+                    contact,
+                    &mut pending,
+                    &mut queue,
+                    &mut waiting,
+                    &mut per_session,
+                );
+            }
+        }
+
+        let catch_all = match &pending[canary].done {
+            Some(SmtpOutcome::Replied(r)) if r.code / 100 == 2 => CatchAll::Yes,
+            Some(SmtpOutcome::Replied(r))
+                if classify(r).status == crate::verdict::Status::Invalid =>
+            {
+                CatchAll::No
+            }
+            _ => CatchAll::Undetermined,
+        };
+        if catch_all == CatchAll::Yes {
+            bump(&self.counters.catch_all_domains, 1);
+        }
+        pending.truncate(real);
+        bump(&self.counters.decided, real as u64);
+        DomainProbe {
+            catch_all,
+            results: pending
+                .into_iter()
+                .map(|p| SmtpEvidence {
+                    outcome: p.done.unwrap_or_else(|| {
+                        SmtpOutcome::ProtocolError("no answer was recorded".into())
+                    }),
+                    server: p.server,
+                    attempts: p.attempts,
+                    catch_all,
+                })
+                .collect(),
+        }
+    }
+
+    /// Files the results of one session attempt: final outcomes, re-queued and deferred
+    /// recipients, and what the server's behaviour means for the next sessions.
+    fn settle(
+        &self,
+        batch: &[usize],
+        contact: Contact,
+        pending: &mut [Pending],
+        queue: &mut VecDeque<usize>,
+        waiting: &mut Vec<(Instant, usize)>,
+        per_session: &mut usize,
+    ) {
+        let greylist_until = Instant::now() + self.config.greylist_wait;
+        let mut rq = Requeue {
+            queue,
+            waiting,
+            retries: self.config.retries,
+            deferred: &self.counters.deferred,
+        };
+        let (session, stop, server, host) = match contact {
+            Contact::NoServer {
+                why,
+                refusal,
+                timed_out,
+            } => {
+                for &i in batch {
+                    let last = match (&refusal, timed_out) {
+                        (Some(r), _) => SmtpOutcome::SessionRefused(r.clone()),
+                        (None, true) => SmtpOutcome::Timeout(why.clone()),
+                        (None, false) => SmtpOutcome::Unreachable(why.clone()),
+                    };
+                    rq.setback(&mut pending[i], i, None, last);
+                }
+                return;
+            }
+            Contact::Ran {
+                session,
+                stop,
+                server,
+                host,
+            } => (session, stop, server, host),
+        };
+        bump(&self.counters.rcpt_commands, session.rcpts_sent() as u64);
+        let end = session.end().cloned();
+        let closing_reply = match &end {
+            Some(SessionEnd::ServerClosing(r)) => Some(r.clone()),
+            _ => None,
+        };
+        let cap = self.config.greylist_wait;
+        let base = self.config.backoff_base();
+        let mut throttle_until = None;
+        if let Some(r) = &closing_reply {
+            throttle_until = Some(host.throttled(base, cap, false));
+            host.failed(
+                &format!("server closing: {r}"),
+                self.config.give_up_after + 2,
+            );
+        } else if matches!(stop, Stop::Finished) {
+            host.succeeded();
+        }
+        let interrupted = match &stop {
+            Stop::Finished => None,
+            Stop::Timeout(what) => Some(SmtpOutcome::Timeout(format!(
+                "{server}: no answer to {what} within {}s",
+                self.config.command_timeout.as_secs()
+            ))),
+            Stop::Dropped(why) => Some(SmtpOutcome::ProtocolError(format!(
+                "{server}: connection lost mid-session: {why}"
+            ))),
+            Stop::TlsFailed(why) => Some(SmtpOutcome::ProtocolError(format!(
+                "{server}: STARTTLS handshake failed: {why}"
+            ))),
+        };
+        if let Some(why) = &interrupted
+            && host.failed(&format!("{why:?}"), self.config.give_up_after)
+        {
+            bump(&self.counters.hosts_given_up, 1);
+        }
+        for (&i, result) in batch.iter().zip(session.results()) {
+            let p = &mut pending[i];
+            p.server = Some(server.clone());
+            match result.outcome {
+                RcptOutcome::Probed(reply) => {
+                    p.attempts += 1;
+                    if reply.code / 100 != 4 {
+                        p.done = Some(SmtpOutcome::Replied(reply));
+                        continue;
+                    }
+                    if too_many_recipients(&reply) && *per_session > 1 {
+                        // The batch was too big for this server: smaller sessions, no penalty.
+                        *per_session = (*per_session / 2).max(1);
+                        rq.next_session(i);
+                        continue;
+                    }
+                    let at = match classify(&reply).reason {
+                        ReplyReason::MailboxFull => {
+                            // A full mailbox stays full for longer than a run.
+                            p.done = Some(SmtpOutcome::Replied(reply));
+                            continue;
+                        }
+                        ReplyReason::RateLimited => {
+                            *throttle_until.get_or_insert_with(|| host.throttled(base, cap, false))
+                        }
+                        _ => greylist_until,
+                    };
+                    rq.setback(p, i, Some(at), SmtpOutcome::Replied(reply));
+                }
+                RcptOutcome::NotProbed(NotProbedWhy::SessionLimit | NotProbedWhy::RejectionCap) => {
+                    rq.next_session(i)
+                }
+                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing) => {
+                    let last =
+                        SmtpOutcome::Replied(closing_reply.clone().unwrap_or_else(|| Reply {
+                            code: 421,
+                            enhanced: None,
+                            text: "server closing".into(),
+                        }));
+                    rq.setback(p, i, throttle_until, last);
+                }
+                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded) => match (&interrupted, &end) {
+                    (Some(last), _) => rq.setback(p, i, None, last.clone()),
+                    (None, Some(SessionEnd::HeloRejected(r) | SessionEnd::SenderRejected(r))) => {
+                        if r.code / 100 == 4 {
+                            rq.setback(
+                                p,
+                                i,
+                                Some(greylist_until),
+                                SmtpOutcome::SessionRefused(r.clone()),
+                            );
+                        } else {
+                            p.done = Some(SmtpOutcome::SessionRefused(r.clone()));
+                        }
+                    }
+                    (None, Some(SessionEnd::HostRefused(r))) => {
+                        p.done = Some(SmtpOutcome::SessionRefused(r.clone()))
+                    }
+                    (None, Some(SessionEnd::TlsRequiredNotOffered)) => {
+                        p.done = Some(SmtpOutcome::Unreachable(format!(
+                            "{server} does not offer STARTTLS (--starttls require)"
+                        )))
+                    }
+                    (None, Some(SessionEnd::TlsRefused(r))) => {
+                        p.done = Some(SmtpOutcome::Unreachable(format!(
+                            "{server} refused STARTTLS (--starttls require): {r}"
+                        )))
+                    }
+                    (None, Some(SessionEnd::UnsafeCommand(e))) => {
+                        p.done = Some(SmtpOutcome::Unsendable(e.to_string()))
+                    }
+                    (None, Some(SessionEnd::ProtocolError(why))) => rq.setback(
+                        p,
+                        i,
+                        None,
+                        SmtpOutcome::ProtocolError(format!("{server}: {why}")),
+                    ),
+                    (None, _) => rq.setback(
+                        p,
+                        i,
+                        None,
+                        SmtpOutcome::ProtocolError(format!(
+                            "{server}: the session ended before this recipient"
+                        )),
+                    ),
+                },
+                RcptOutcome::Smtputf8Unsupported => p.done = Some(SmtpOutcome::Smtputf8Unsupported),
+                RcptOutcome::Unsendable(e) => p.done = Some(SmtpOutcome::Unsendable(e.to_string())),
+            }
+        }
+    }
+
+    /// Runs one session for `rcpts` on the first of the domain's servers that talks.
+    async fn contact(&self, targets: &[MxTarget], rcpts: Vec<String>) -> Contact {
+        let mut why = String::from("no usable mail server address");
+        let mut refusal = None;
+        let mut timed_out = false;
+        for target in targets {
+            for &ip in &target.ips {
+                let host = self.host(ip);
+                let server = format!("{} [{ip}]", target.name);
+                let Ok(_slot) = host.slot(self.config.host_pause).await else {
+                    why = format!(
+                        "{server}: {}",
+                        host.lock().given_up.clone().unwrap_or_default()
+                    );
+                    continue;
+                };
+                let Ok(_permit) = self.sessions.acquire().await else {
+                    return Contact::NoServer {
+                        why: "the run is shutting down".into(),
+                        refusal,
+                        timed_out,
+                    };
+                };
+                let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
+                    TlsPolicy::Never
+                } else {
+                    self.config.tls
+                };
+                let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Contact::NoServer {
+                            why: e.to_string(),
+                            refusal,
+                            timed_out,
+                        };
+                    }
+                };
+                let addr = SocketAddr::new(ip, self.config.port);
+                let stream =
+                    match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            bump(&self.counters.connect_failures, 1);
+                            why = format!("{server}: {e}");
+                            timed_out = false;
+                            if host.failed(&why, self.config.give_up_after) {
+                                bump(&self.counters.hosts_given_up, 1);
+                            }
+                            continue;
+                        }
+                        Err(_) => {
+                            bump(&self.counters.connect_failures, 1);
+                            why = format!("{server}: connection timed out");
+                            timed_out = true;
+                            if host.failed(&why, self.config.give_up_after) {
+                                bump(&self.counters.hosts_given_up, 1);
+                            }
+                            continue;
+                        }
+                    };
+                let _ = stream.set_nodelay(true);
+                bump(&self.counters.sessions, 1);
+                let (session, stop) = self.drive(stream, session, &target.name, &host).await;
+                // A server that refuses to talk, or never greets, sends us to the next one.
+                let no_greeting = session.replies_received() == 0;
+                match (session.end(), &stop) {
+                    (Some(SessionEnd::HostRefused(r)), _) => {
+                        if r.code / 100 == 4 {
+                            // 421 on connect: busy, or too many connections from us.
+                            let busy = host.lock().active > 1;
+                            host.throttled(
+                                self.config.backoff_base(),
+                                self.config.greylist_wait,
+                                busy,
+                            );
+                        } else {
+                            refusal = Some(r.clone());
+                        }
+                        why = format!("{server} refused the session: {r}");
+                        timed_out = false;
+                        if host.failed(&why, self.config.give_up_after + 2) {
+                            bump(&self.counters.hosts_given_up, 1);
+                        }
+                        continue;
+                    }
+                    (None, Stop::Timeout(_) | Stop::Dropped(_)) if no_greeting => {
+                        timed_out = matches!(stop, Stop::Timeout(_));
+                        why = match &stop {
+                            Stop::Timeout(_) => format!(
+                                "{server}: no greeting within {}s",
+                                self.config.banner_timeout.as_secs()
+                            ),
+                            _ => format!("{server}: closed the connection before greeting"),
+                        };
+                        if host.failed(&why, self.config.give_up_after) {
+                            bump(&self.counters.hosts_given_up, 1);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                return Contact::Ran {
+                    session: Box::new(session),
+                    stop,
+                    server,
+                    host,
+                };
+            }
+        }
+        Contact::NoServer {
+            why,
+            refusal,
+            timed_out,
+        }
+    }
+
+    /// The I/O loop of one session. Every read and write has a deadline; a reply has
+    /// `command_timeout` to complete (the greeting `banner_timeout`), so a server that
+    /// trickles bytes or never finishes a reply costs bounded time; the session bounds memory.
+    async fn drive(
+        &self,
+        stream: TcpStream,
+        mut session: Session,
+        server_name: &str,
+        host: &Host,
+    ) -> (Session, Stop) {
+        let cfg = &self.config;
+        let mut conn = Conn::Plain(stream);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut replies = 0;
+        let mut deadline = Instant::now() + cfg.banner_timeout;
+        let stop = loop {
+            match session.next_action() {
+                Action::Write(bytes) => {
+                    match timeout(cfg.command_timeout, conn.write_all(&bytes)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break Stop::Dropped(e.to_string()),
+                        Err(_) => break Stop::Timeout("a command (write)"),
+                    }
+                    if session.end().is_none() {
+                        deadline = Instant::now() + cfg.command_timeout;
+                    } else {
+                        // QUIT was written: its 221 is a courtesy, not worth waiting long for.
+                        deadline = Instant::now() + cfg.command_timeout.min(Duration::from_secs(2));
+                    }
+                }
+                Action::ReadMore => {
+                    let n = match timeout_at(deadline, conn.read(&mut buf)).await {
+                        Ok(Ok(0)) => break Stop::Dropped("closed by the server".into()),
+                        Ok(Ok(n)) => n,
+                        Ok(Err(e)) => break Stop::Dropped(e.to_string()),
+                        Err(_) => {
+                            break Stop::Timeout(if replies == 0 {
+                                "the greeting"
+                            } else {
+                                "a command"
+                            });
+                        }
+                    };
+                    if let Err(e) = session.feed(&buf[..n]) {
+                        // The session recorded the end; anything else it says is moot.
+                        if !matches!(e, SessionError::Command(_)) {
+                            conn.shutdown().await;
+                        }
+                        break Stop::Finished;
+                    }
+                    if session.replies_received() != replies {
+                        replies = session.replies_received();
+                        deadline = Instant::now() + cfg.command_timeout;
+                    }
+                }
+                Action::StartTls => {
+                    let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
+                        break Stop::TlsFailed("STARTTLS twice".into());
+                    };
+                    let name = tls::server_name(server_name, tcp.peer_addr().ok());
+                    match timeout(cfg.command_timeout, self.tls.connect(name, tcp)).await {
+                        Ok(Ok(tls)) => conn = Conn::Tls(Box::new(tls)),
+                        Ok(Err(e)) => {
+                            host.lock().tls_broken = true;
+                            break Stop::TlsFailed(e.to_string());
+                        }
+                        Err(_) => {
+                            host.lock().tls_broken = true;
+                            break Stop::TlsFailed("handshake timed out".into());
+                        }
+                    }
+                    if session.tls_established().is_err() {
+                        break Stop::TlsFailed("session out of step".into());
+                    }
+                    deadline = Instant::now() + cfg.command_timeout;
+                }
+                Action::Finished => {
+                    let _ = timeout(Duration::from_secs(1), conn.shutdown()).await;
+                    break Stop::Finished;
+                }
+            }
+        };
+        // A session that had finished its work before the server hung up is still finished.
+        let stop = match (&stop, session.end()) {
+            (Stop::Dropped(_) | Stop::Timeout(_), Some(_)) => Stop::Finished,
+            _ => stop,
+        };
+        (session, stop)
+    }
+}
+
+/// 452 4.5.3 / "too many recipients": the batch, not the mailbox, was refused (RFC 5321
+/// §4.5.3.1.10 asks clients to go on with fewer recipients).
+fn too_many_recipients(reply: &Reply) -> bool {
+    reply.code == 452
+        && (reply.enhanced == Some(EnhancedCode::new(4, 5, 3))
+            || reply
+                .text
+                .to_ascii_lowercase()
+                .contains("too many recipients"))
+}
+
+/// A local part no one has: letters only (some servers treat digits specially), long.
+fn canary_local_part() -> String {
+    let mut s = String::with_capacity(24);
+    for _ in 0..24 {
+        s.push(fastrand::lowercase());
+    }
+    s
+}
+
+impl fmt::Display for SmtpOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SmtpOutcome::Replied(r) => write!(f, "{}", one_line(r)),
+            SmtpOutcome::SessionRefused(r) => {
+                write!(f, "the server refused the prober: {}", one_line(r))
+            }
+            SmtpOutcome::Unreachable(why) => write!(f, "no mail server would talk: {why}"),
+            SmtpOutcome::Timeout(why) => f.write_str(why),
+            SmtpOutcome::ProtocolError(why) => f.write_str(why),
+            SmtpOutcome::Smtputf8Unsupported => f.write_str(
+                "the local part is not ASCII and the server does not advertise SMTPUTF8",
+            ),
+            SmtpOutcome::Unsendable(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A reply on one line, for the detail column.
+pub fn one_line(r: &Reply) -> String {
+    let mut s = format!("{}", r.code);
+    if let Some(e) = r.enhanced {
+        s.push(' ');
+        s.push_str(&e.to_string());
+    }
+    let text: Vec<&str> = r
+        .text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !text.is_empty() {
+        s.push(' ');
+        s.push_str(&text.join(" / "));
+    }
+    const MAX: usize = 300;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+mod tls {
+    //! Opportunistic STARTTLS: MTAs use self-signed certificates, so the chain is not checked
+    //! (as MTAs do among themselves without DANE/MTA-STS); the handshake's signatures are.
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+
+    pub(super) fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+        let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = AnyCertificate(provider.signature_verification_algorithms);
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth())
+    }
+
+    /// SNI with the MX name when it is a valid DNS name, else the address.
+    pub(super) fn server_name(name: &str, peer: Option<SocketAddr>) -> ServerName<'static> {
+        if let Ok(n) = ServerName::try_from(name.to_owned()) {
+            return n;
+        }
+        match peer {
+            Some(p) => ServerName::IpAddress(p.ip().into()),
+            None => ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into()),
+        }
+    }
+}
