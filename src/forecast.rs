@@ -43,7 +43,21 @@ impl Default for Priors {
             ("no-mail-server", 1.0),
             ("mx-unresolvable", 1.0),
             ("mx-unroutable", 1.0),
-            // Undecided: the status prior applies (dns-error, dns-timeout).
+            // The mailbox's own server accepted it just now. What remains: servers that accept
+            // at RCPT and bounce after DATA (some large providers do), and mailboxes closed
+            // between probe and send → 2 %.
+            ("mailbox-accepted", 0.02),
+            ("mailbox-not-found", 1.0),
+            ("mailbox-disabled", 1.0),
+            // Full mailboxes bounce (softly) while full, and a mailbox nobody empties is often
+            // abandoned → even odds.
+            ("mailbox-full", 0.5),
+            // The server cannot take a non-ASCII local part at all: the send will fail unless
+            // the sender's own MTA gives up on it first.
+            ("smtputf8-unsupported", 0.9),
+            // Undecided: the status prior applies (dns-error, dns-timeout, and the SMTP answers
+            // that say nothing about the mailbox: greylisted, rate-limited, prober-blocked …);
+            // accept-all takes the catch-all prior.
         ];
         let status = [
             ("valid", 0.08),

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::smtp::probe::ProbeConfig;
-use prebounce::smtp::session::TlsPolicy;
+use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::verdict::Policy;
 use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
 
@@ -295,6 +295,13 @@ fn smtp_config(args: &VerifyArgs) -> anyhow::Result<Option<ProbeConfig>> {
         .helo
         .clone()
         .unwrap_or_else(|| sender.domain_ascii().to_owned());
+    // The session refuses a HELO name or sender that could never be sent: say so before any
+    // input is read.
+    Session::new(
+        SessionConfig::new(helo.clone(), mail_from.clone()),
+        Vec::new(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot probe: {e}"))?;
     Ok(Some(ProbeConfig {
         tls: match args.starttls {
             StartTlsArg::Never => TlsPolicy::Never,

@@ -599,6 +599,16 @@ fn progress_bar(mode: ProgressMode, total_bytes: Option<u64>) -> ProgressBar {
 pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started = Instant::now();
     let (mut reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
+    // Checked before any output exists: a HELO name or sender that could never be sent.
+    let prober = match (&config.smtp, config.level) {
+        (Some(probe), Level::Smtp) => {
+            Some(Arc::new(Prober::new(crate::smtp::probe::ProbeConfig {
+                allow_private: config.policy.allow_private_mx,
+                ..probe.clone()
+            })?))
+        }
+        _ => None,
+    };
     prepare_out_dir(&config.out_dir, config.force)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.unwrap_or(0))
@@ -625,15 +635,6 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         Some((runtime, Arc::new(resolver)))
     } else {
         None
-    };
-    let prober = match (&config.smtp, config.level) {
-        (Some(probe), Level::Smtp) => {
-            Some(Arc::new(Prober::new(crate::smtp::probe::ProbeConfig {
-                allow_private: config.policy.allow_private_mx,
-                ..probe.clone()
-            })?))
-        }
-        _ => None,
     };
     let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let cx = FormatContext {

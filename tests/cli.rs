@@ -300,7 +300,37 @@ fn exit_codes_and_one_line_messages() {
         (
             vec!["verify", input, "--out", out, "--level", "smtp"],
             2,
-            "not available",
+            "needs --from",
+        ),
+        (
+            vec![
+                "verify",
+                input,
+                "--out",
+                out,
+                "--level",
+                "smtp",
+                "--from",
+                "me@@x.org",
+            ],
+            2,
+            "not a usable address",
+        ),
+        (
+            vec![
+                "verify",
+                input,
+                "--out",
+                out,
+                "--level",
+                "smtp",
+                "--from",
+                "me@x.org",
+                "--helo",
+                "bad name\r\nDATA",
+            ],
+            2,
+            "HELO",
         ),
         (
             vec!["verify", input, "--dns-server", "dns.example"],
