@@ -150,7 +150,7 @@ def main():
     s.close()
 
     # slow banner (postscreen): "220-" at once, the real "220 " about 3 s later
-    time.sleep(1.5)  # postscreen_greet_ttl is 1 s: be a new client again
+    time.sleep(2.5)  # postscreen_greet_ttl is 1 s (whole seconds): be a new client again
     s = Session("127.77.3.5")
     t0 = time.monotonic()
     first = s.line()
@@ -165,7 +165,7 @@ def main():
     expect("slow nobody@slow.smtp.test", s.cmd("RCPT TO:<nobody@slow.smtp.test>"), *UNKNOWN)
     s.close()
     # an early talker (speaks before the real 220) is refused at RCPT time
-    time.sleep(1.5)
+    time.sleep(2.5)
     s = Session("127.77.3.5")
     first = s.line()
     s.sock.sendall(b"EHLO early.example\r\n")
