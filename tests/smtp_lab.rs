@@ -1,0 +1,299 @@
+//! The end-to-end suite against the interop lab: the `prebounce` binary at `--level smtp` (and
+//! `--level dns`) on tests/data/smtp_lab.csv, whose rows carry their expected status and reason,
+//! against real Postfix listeners, postgrey and unbound started by lab/up (lab/SMTP.md has the
+//! table). Besides every row's verdict it asserts, from the servers' own logs, that no DATA was
+//! ever sent, that the null-MX domain's A record was never contacted, and that DNS queries and
+//! SMTP sessions stay within the bounds the DNS and SMTP stages promise.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use common::*;
+
+const DNS: &str = "127.77.0.1";
+const CASES: &str = "tests/data/smtp_lab.csv";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab_dir() -> PathBuf {
+    std::env::var("PREBOUNCE_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/lab"))
+}
+
+fn lab_up() {
+    static UP: Once = Once::new();
+    UP.call_once(|| {
+        let out = std::process::Command::new(root().join("lab/up"))
+            .output()
+            .expect("run lab/up");
+        assert!(
+            out.status.success(),
+            "lab/up failed; it installs unbound, postfix and postgrey from Debian and needs root \
+             (run `sudo lab/up` once, or the whole suite with ./scripts/test.sh as root):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// A log file's length now, to read only what a run adds.
+fn offset(path: &Path) -> usize {
+    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
+}
+
+fn read_since(path: &Path, from: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
+}
+
+/// postgrey remembers (client, sender, recipient) triplets and folds digits in the sender:
+/// a sender made of fresh letters makes every run meet the greylisting anew.
+fn fresh_sender() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut n = nanos ^ u128::from(std::process::id()) << 64;
+    let mut local = String::from("probe");
+    for _ in 0..12 {
+        local.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+    }
+    format!("{local}@sender.test")
+}
+
+struct Case {
+    statuses: Vec<String>,
+    reasons: Vec<String>,
+    dns_status: String,
+    dns_reason: String,
+}
+
+fn cases() -> BTreeMap<String, Case> {
+    let text = std::fs::read_to_string(root().join(CASES)).expect("read the lab cases");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("a well-formed case row");
+            let alts = |s: &str| s.split('|').map(str::to_owned).collect::<Vec<_>>();
+            (
+                r[0].to_owned(),
+                Case {
+                    statuses: alts(&r[1]),
+                    reasons: alts(&r[2]),
+                    dns_status: r[3].to_owned(),
+                    dns_reason: r[4].to_owned(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// email → (list it landed in, reason, detail), and every row's count.
+fn results(out: &Path) -> (HashMap<String, (String, String, String)>, usize) {
+    let mut found = HashMap::new();
+    let mut rows = 0;
+    for list in ["valid", "invalid", "catch-all", "unknown"] {
+        let path = out.join(format!("{list}.csv"));
+        let mut reader = csv::Reader::from_path(&path).expect("read an output list");
+        let headers = reader.headers().expect("header").clone();
+        let col = |name: &str| headers.iter().position(|h| h == name).expect(name);
+        let (email, reason, detail) = (
+            col("email"),
+            col("prebounce_reason"),
+            col("prebounce_detail"),
+        );
+        for r in reader.records() {
+            let r = r.expect("a well-formed output row");
+            rows += 1;
+            let previous = found.insert(
+                r[email].to_owned(),
+                (list.to_owned(), r[reason].to_owned(), r[detail].to_owned()),
+            );
+            assert!(previous.is_none(), "{} is in two lists", &r[email]);
+        }
+    }
+    (found, rows)
+}
+
+fn run_verify(level: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let input = root().join(CASES);
+    let sender = fresh_sender();
+    let mut args = vec![
+        "verify",
+        input.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--level",
+        level,
+        "--dns-server",
+        DNS,
+        "--dns-timeout",
+        "2s",
+        "--allow-reserved-domains",
+        "--allow-private-mx",
+        "--from",
+        &sender,
+        "--progress",
+        "never",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    (dir, out, sender)
+}
+
+fn domain_of(email: &str) -> &str {
+    email.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+#[test]
+fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
+    lab_up();
+    let cases = cases();
+    let maillog = lab_dir().join("postfix/maillog");
+    let dnslog = lab_dir().join("unbound.log");
+    let (mail_from, dns_from) = (offset(&maillog), offset(&dnslog));
+
+    let (_dir, out, sender) = run_verify("smtp", &["--greylist-wait", "6s"]);
+
+    // Every row once, in the list its case expects, with the expected reason.
+    let (found, rows) = results(&out);
+    assert_eq!(rows, cases.len(), "rows in = rows out");
+    let mut wrong = Vec::new();
+    for (email, case) in &cases {
+        let (list, reason, detail) = found.get(email).unwrap_or_else(|| panic!("{email} lost"));
+        if !case.statuses.contains(list) || !case.reasons.contains(reason) {
+            wrong.push(format!(
+                "{email}: got {list} {reason} ({detail}); expected {} {}",
+                case.statuses.join("|"),
+                case.reasons.join("|")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
+
+    let summary = summary(&out);
+    let smtp = &summary["smtp"];
+    let sessions = smtp["sessions"].as_u64().expect("smtp.sessions");
+    let rcpts = smtp["rcpt_commands"].as_u64().expect("smtp.rcpt_commands");
+    assert!(
+        smtp["deferred"].as_u64().expect("smtp.deferred") > 0,
+        "greylisting deferred some"
+    );
+    assert!(
+        smtp["hosts_given_up"].as_u64().expect("hosts_given_up") >= 2,
+        "the dead MX hosts"
+    );
+
+    // What the servers logged for this run (this sender only: other runs may share the log).
+    let log = read_since(&maillog, mail_from);
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains(&sender)).collect();
+    assert!(!ours.is_empty(), "the maillog shows the probes");
+    for line in log.lines() {
+        // A DATA command shows in smtpd's disconnect summary as data=N, and a queued message
+        // as a queue id line; neither may appear.
+        assert!(!line.contains(" data="), "DATA was sent: {line}");
+        assert!(
+            !line.contains("message-id="),
+            "a message was queued: {line}"
+        );
+        assert!(
+            !line.contains("postfix/nullmx-sentinel/"),
+            "the null-MX domain's A record was contacted: {line}"
+        );
+    }
+    // Postfix logs one line per RCPT (check_recipient_access … INFO) whatever the answer.
+    let server_rcpts = log
+        .lines()
+        .filter(|l| l.contains("info: RCPT from") && l.contains(&format!("from=<{sender}>")))
+        .count() as u64;
+    assert_eq!(
+        server_rcpts, rcpts,
+        "RCPT commands: prebounce's count = Postfix's"
+    );
+    let connects = log
+        .lines()
+        .filter(|l| l.contains("]: connect from"))
+        .count() as u64;
+    // postscreen's own connection plus smtpd's for the slow listener; no more than that.
+    assert!(
+        connects >= sessions && connects <= sessions * 2,
+        "sessions: prebounce {sessions}, Postfix connects {connects}"
+    );
+
+    // Sessions within the SMTP stage's bound for listeners that neither defer nor limit:
+    // at most ceil(addresses / 20) per domain plus one for the canary's first session and
+    // one more per 15 rejections (sessions end before Postfix's error limits).
+    let normal_domains = ["ok.smtp.test", "backup.smtp.test", "implicit.smtp.test"];
+    let mut bound = 0;
+    for d in normal_domains {
+        let n = cases.keys().filter(|e| domain_of(e) == d).count();
+        let rejected = cases
+            .iter()
+            .filter(|(e, c)| domain_of(e) == d && c.statuses == ["invalid"])
+            .count();
+        bound += n.div_ceil(20) + 1 + rejected / 15;
+    }
+    let bench_domains: std::collections::BTreeSet<&str> = cases
+        .keys()
+        .map(|e| domain_of(e))
+        .filter(|d| d.ends_with(".smtpbench.test"))
+        .collect();
+    bound += bench_domains.len() * 2;
+    let normal_sessions = log
+        .lines()
+        .filter(|l| l.contains("postfix/normal/smtpd") && l.contains("]: connect from"))
+        .count();
+    assert!(
+        normal_sessions <= bound,
+        "{normal_sessions} sessions on the normal listener; the bound is {bound}"
+    );
+    // The 20-error listener never got to disconnect us.
+    assert!(
+        !log.contains("too many errors"),
+        "a session ran into Postfix's error limit"
+    );
+
+    // DNS: one MX lookup per domain and a few address lookups per MX host, not per row.
+    let queries = read_since(&dnslog, dns_from)
+        .lines()
+        .filter(|l| l.contains(" info: ") && !l.contains(&format!("info: {DNS} ")))
+        .filter(|l| l.contains(" IN"))
+        .count();
+    let domains = cases
+        .keys()
+        .map(|e| domain_of(e))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(
+        queries <= domains * 4,
+        "{queries} DNS queries for {domains} domains"
+    );
+}
+
+#[test]
+fn the_same_list_at_level_dns() {
+    lab_up();
+    let cases = cases();
+    let (_dir, out, _) = run_verify("dns", &[]);
+    let (found, rows) = results(&out);
+    assert_eq!(rows, cases.len());
+    for (email, case) in &cases {
+        let (list, reason, detail) = &found[email];
+        assert_eq!(
+            (list, reason),
+            (&case.dns_status, &case.dns_reason),
+            "{email}: {detail}"
+        );
+    }
+    assert!(summary(&out)["smtp"].is_null(), "no SMTP at level dns");
+}
