@@ -687,10 +687,13 @@ impl Prober {
         let mut throttle_until = None;
         if let Some(r) = &closing_reply {
             throttle_until = Some(host.throttled(base, cap, false));
-            host.failed(
+            // Fix: a host given up on because of this 421 was not counted in the stats.
+            if host.failed(
                 &format!("server closing: {r}"),
                 self.config.give_up_after + 2,
-            );
+            ) {
+                bump(&self.counters.hosts_given_up, 1);
+            }
         } else if matches!(stop, Stop::Finished) {
             host.succeeded();
         }
@@ -712,6 +715,7 @@ impl Prober {
         {
             bump(&self.counters.hosts_given_up, 1);
         }
+        let mut shrunk = false;
         for (&i, result) in batch.iter().zip(session.results()) {
             let p = &mut pending[i];
             p.server = Some(server.clone());
@@ -722,9 +726,16 @@ impl Prober {
                         p.done = Some(SmtpOutcome::Replied(reply));
                         continue;
                     }
-                    if too_many_recipients(&reply) && *per_session > 1 {
+                    if too_many_recipients(&reply) && (shrunk || *per_session > 1) {
                         // The batch was too big for this server: smaller sessions, no penalty.
-                        *per_session = (*per_session / 2).max(1);
+                        // Fix: halve once per session, not once per 452 reply: a server
+                        // answering 452 to the last 8 RCPTs of a session used to bring the
+                        // size down to 1 (and 13 recipients at 5 per transaction took 9
+                        // sessions instead of 3).
+                        if !shrunk {
+                            *per_session = (*per_session / 2).max(1);
+                            shrunk = true;
+                        }
                         rq.next_session(i);
                         continue;
                     }

@@ -410,6 +410,15 @@ impl Session {
             if line.is_empty() {
                 continue;
             }
+            // Fix: a reply that arrives with the previous one, while the command it would
+            // answer is still unsent in `out`, answers nothing we said. It used to be taken as
+            // that command's reply, shifting every later reply onto the wrong command (a stray
+            // "250" after EHLO passed for MAIL's reply, MAIL's for the first RCPT's …).
+            if !self.out.is_empty() {
+                return Err(SessionError::Unexpected(format!(
+                    "reply {line:?} before the command it would answer was sent"
+                )));
+            }
             let last = !(line.len() >= 4 && line.as_bytes()[3] == b'-');
             self.lines.push(line);
             if self.lines.iter().map(String::len).sum::<usize>() > MAX_REPLY {
@@ -569,21 +578,34 @@ impl Session {
 
     fn send_rcpts(&mut self) -> Result<(), CommandError> {
         let batch = std::mem::take(&mut self.next_batch);
-        // With PIPELINING (RFC 2920) all RCPTs go in one write and replies come back in order.
-        let n = if self.caps.pipelining && self.config.pipelining {
-            batch.len()
-        } else {
-            1
-        };
-        for &i in &batch[..n] {
-            self.send_rcpt(i)?;
-        }
+        let n = self.send_rcpt_window(&batch, 0)?;
         self.state = State::Rcpt {
             batch,
             sent: n,
             answered: 0,
         };
         Ok(())
+    }
+
+    /// Sends the next RCPTs of `batch` from `from`, all answered before: one, or with
+    /// PIPELINING (RFC 2920) as many as fit in one write. Returns how many were sent.
+    ///
+    /// Fix: pipelined RCPTs used to go all at once, so with a batch larger than
+    /// `max_rejections` a server rejecting them all got every one of them (41 rejected RCPTs
+    /// in one session with 50 per session), past the cap that keeps us under Postfix's
+    /// `smtpd_hard_error_limit`. A window never holds more RCPTs than rejections are left.
+    fn send_rcpt_window(&mut self, batch: &[usize], from: usize) -> Result<usize, CommandError> {
+        let left = batch.len() - from;
+        let n = if self.caps.pipelining && self.config.pipelining {
+            left.min(self.config.max_rejections.saturating_sub(self.rejections))
+                .max(1)
+        } else {
+            1
+        };
+        for &i in &batch[from..from + n.min(left)] {
+            self.send_rcpt(i)?;
+        }
+        Ok(n.min(left))
     }
 
     fn send_rcpt(&mut self, i: usize) -> Result<(), CommandError> {
@@ -621,8 +643,7 @@ impl Session {
             return self.quit(SessionEnd::TooManyRejections, NotProbedWhy::RejectionCap);
         }
         if answered < batch.len() {
-            self.send_rcpt(batch[answered])?;
-            sent += 1;
+            sent += self.send_rcpt_window(&batch, answered)?;
             self.state = State::Rcpt {
                 batch,
                 sent,
@@ -975,6 +996,46 @@ mod tests {
         }
         // The default cap stays below Postfix's 20.
         assert_eq!(Config::new("h", "f").max_rejections, 15);
+    }
+
+    #[test]
+    fn pipelined_rcpts_never_outnumber_the_rejections_left() {
+        let config = Config {
+            max_rejections: 2,
+            ..cfg()
+        };
+        let rcpts = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"];
+        let mut s = session(config, &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let (w, _) = step(&mut s, "250 ok\r\n");
+        assert_eq!(w, ["RCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\n"]);
+        let (w, _) = step(&mut s, "550 no\r\n250 ok\r\n");
+        assert_eq!(w, ["RCPT TO:<c@x.example>\r\n"], "one rejection left");
+        let (w, a) = step(&mut s, "550 no\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert_eq!(s.end(), Some(&SessionEnd::TooManyRejections));
+        assert_eq!(
+            outcome(&s, 3),
+            RcptOutcome::NotProbed(NotProbedWhy::RejectionCap)
+        );
+    }
+
+    #[test]
+    fn a_reply_before_its_command_was_sent_is_refused() {
+        let mut s = session(cfg(), &["a@x.example"]);
+        assert!(s.feed(b"220 mx\r\n250 mx\r\n").is_err());
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
+        assert_eq!(s.next_action(), Action::Finished);
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        // A stray "250" after the EHLO reply would pass for the reply to MAIL FROM.
+        assert!(s.feed(b"250 mx\r\n250 ok\r\n").is_err());
+        assert_eq!(s.next_action(), Action::Finished);
+        assert_eq!(
+            outcome(&s, 0),
+            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+        );
     }
 
     #[test]
