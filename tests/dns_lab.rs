@@ -11,6 +11,13 @@ use common::*;
 
 const DNS: &str = "127.77.0.1";
 
+/// The tests count what the servers logged during their run, so they take turns: a test
+/// running alongside would add its own traffic to the count.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lab_up() {
     static UP: Once = Once::new();
     UP.call_once(|| {
@@ -145,6 +152,7 @@ fn results(out: &Path) -> Vec<(String, String, String, String)> {
 
 #[test]
 fn every_dns_case_gets_its_verdict() {
+    let _serial = serial();
     let mut csv = String::from("email\n");
     for (addr, ..) in CASES {
         csv.push_str(addr);
@@ -189,6 +197,7 @@ fn every_dns_case_gets_its_verdict() {
 
 #[test]
 fn lab_addresses_are_unroutable_without_the_flag() {
+    let _serial = serial();
     let (_d, out) = verify_dns(
         "email\na@ok.lab.test\nc@implicit.lab.test\nj@public.lab.test\nd@dual.lab.test\nx@mixed.lab.test\n",
         &[],
@@ -205,6 +214,7 @@ fn lab_addresses_are_unroutable_without_the_flag() {
 
 #[test]
 fn one_lookup_per_domain_however_many_rows() {
+    let _serial = serial();
     let mut csv = String::from("email\n");
     for i in 0..500 {
         csv.push_str(&format!(
@@ -226,6 +236,7 @@ fn one_lookup_per_domain_however_many_rows() {
 
 #[test]
 fn a_silent_server_is_a_timeout_not_invalid() {
+    let _serial = serial();
     // A socket that never answers: every query times out.
     let silent = UdpSocket::bind("127.77.0.251:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
@@ -251,6 +262,7 @@ fn a_silent_server_is_a_timeout_not_invalid() {
 
 #[test]
 fn syntax_failures_never_reach_the_dns() {
+    let _serial = serial();
     let (_d, out) = verify_dns(
         "email\nnot-an-address\na..b@ok.lab.test\n@ok.lab.test\n",
         &[],
@@ -303,6 +315,7 @@ fn verify_against(server: &str) -> std::path::PathBuf {
 
 #[test]
 fn garbage_answers_are_unknown_never_invalid() {
+    let _serial = serial();
     let (addr, _server) = scripted_server(|_| b"\x00\x01garbage that is not DNS".to_vec());
     let out = verify_against(&addr);
     assert_eq!(list_rows(&out, "unknown.csv").len(), 2);
@@ -317,6 +330,7 @@ fn garbage_answers_are_unknown_never_invalid() {
 
 #[test]
 fn a_truncated_answer_without_tcp_is_unknown() {
+    let _serial = serial();
     // The query echoed back as a response with TC set and no answers; nothing listens on TCP.
     let (addr, _server) = scripted_server(|q| {
         let mut r = q.to_vec();

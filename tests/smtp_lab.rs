@@ -26,6 +26,13 @@ fn lab_dir() -> PathBuf {
         .unwrap_or_else(|_| root().join("target/lab"))
 }
 
+/// The tests count what the servers logged during their run, so they take turns: a test
+/// running alongside would add its own traffic to the count.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lab_up() {
     static UP: Once = Once::new();
     UP.call_once(|| {
@@ -173,6 +180,7 @@ fn domain_of(email: &str) -> &str {
 
 #[test]
 fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
+    let _serial = serial();
     lab_up();
     let cases = cases();
     let maillog = lab_dir().join("postfix/maillog");
@@ -292,6 +300,7 @@ fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
 
 #[test]
 fn the_same_list_at_level_dns() {
+    let _serial = serial();
     lab_up();
     let cases = cases();
     let (_dir, out, _) = run_verify("dns", &[]);

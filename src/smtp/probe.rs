@@ -659,13 +659,24 @@ impl Prober {
                 refusal,
                 timed_out,
             } => {
+                // Every server refused us with a 5xx greeting: asking again is impolite and
+                // changes nothing.
+                if let Some(r) = refusal.as_ref().filter(|r| r.code / 100 == 5) {
+                    for &i in batch {
+                        pending[i].done = Some(SmtpOutcome::SessionRefused(r.clone()));
+                    }
+                    return;
+                }
+                // Refused or timed-out connections: try again after a pause, not at once (a
+                // restarting server gets a moment; a dead one is given up on meanwhile).
+                let again = Instant::now() + self.config.backoff_base();
                 for &i in batch {
                     let last = match (&refusal, timed_out) {
                         (Some(r), _) => SmtpOutcome::SessionRefused(r.clone()),
                         (None, true) => SmtpOutcome::Timeout(why.clone()),
                         (None, false) => SmtpOutcome::Unreachable(why.clone()),
                     };
-                    rq.setback(&mut pending[i], i, None, last);
+                    rq.setback(&mut pending[i], i, Some(again), last);
                 }
                 return;
             }
@@ -694,8 +705,16 @@ impl Prober {
             ) {
                 bump(&self.counters.hosts_given_up, 1);
             }
-        } else if matches!(stop, Stop::Finished) {
+        } else if matches!(stop, Stop::Finished)
+            && !matches!(end, Some(SessionEnd::ProtocolError(_)))
+        {
             host.succeeded();
+        }
+        if let Some(SessionEnd::ProtocolError(why)) = &end
+            && host.failed(why, self.config.give_up_after)
+        {
+            // A server that breaks the dialogue every time is not asked forever.
+            bump(&self.counters.hosts_given_up, 1);
         }
         let interrupted = match &stop {
             Stop::Finished => None,
