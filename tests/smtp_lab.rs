@@ -245,8 +245,14 @@ fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
         );
     }
     let (server_sessions, server_rcpts) = server_counts(&log);
-    assert_eq!(server_rcpts, rcpts, "RCPT commands: prebounce's count = Postfix's");
-    assert_eq!(server_sessions, sessions, "sessions: prebounce's count = Postfix's");
+    assert_eq!(
+        server_rcpts, rcpts,
+        "RCPT commands: prebounce's count = Postfix's"
+    );
+    assert_eq!(
+        server_sessions, sessions,
+        "sessions: prebounce's count = Postfix's"
+    );
 
     // Sessions within the SMTP stage's bound for listeners that neither defer nor limit:
     // at most ceil(addresses / 20) per domain plus one for the canary's first session and
