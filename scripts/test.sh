@@ -25,4 +25,5 @@ if [ "$started_lab" = yes ]; then
   trap 'lab/down' EXIT
 fi
 echo "== cargo test --features lab"
+scripts/ensure-chromium.sh
 cargo test --locked --features lab

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod forecast;
+mod grouping;
 pub mod input;
 pub mod output;
 mod pipeline;
@@ -63,6 +64,9 @@ pub struct VerifyConfig {
     pub policy: verdict::Policy,
     /// The probe's settings; required at `Level::Smtp`.
     pub smtp: Option<smtp::probe::ProbeConfig>,
+    /// Break every figure down by the values of this column (a header name or a 1-based
+    /// number, like `input_options.column`).
+    pub group_by: Option<String>,
 }
 
 impl VerifyConfig {
@@ -82,6 +86,7 @@ impl VerifyConfig {
             dns: dns::DnsConfig::default(),
             policy: verdict::Policy::default(),
             smtp: None,
+            group_by: None,
         }
     }
 }

@@ -150,6 +150,10 @@ struct VerifyArgs {
     /// Benchmark baseline only: never pipeline RCPT commands.
     #[arg(long, hide = true)]
     no_pipelining: bool,
+    /// Break every figure down by the values of this column (a header name or a 1-based
+    /// number), in summary.json, report.html and a table on stderr.
+    #[arg(long, value_name = "NAME|N")]
+    group_by: Option<String>,
     /// Bounce-probability priors (TOML or JSON) overriding the built-in table.
     #[arg(long, value_name = "FILE")]
     priors: Option<PathBuf>,
@@ -254,6 +258,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
             allow_private_mx: args.allow_private_mx,
         },
         smtp,
+        group_by: args.group_by.clone(),
     };
     let summary = match prebounce::verify(&config) {
         Ok(s) => s,
@@ -264,7 +269,11 @@ fn verify(args: VerifyArgs) -> ExitCode {
     };
     if !args.quiet {
         // A closed or full stderr must not turn a finished run into a failure.
-        let _ = write!(std::io::stderr(), "{}", summary.human());
+        let mut text = summary.human();
+        if let Some(table) = prebounce::output::table::group_table(&summary) {
+            text.push_str(&table);
+        }
+        let _ = write!(std::io::stderr(), "{text}");
     }
     if args.json {
         let printed = serde_json::to_string_pretty(&summary)

@@ -21,8 +21,11 @@ use tokio::sync::mpsc;
 
 use crate::dns::{DnsResolver, DomainEvidence};
 use crate::forecast::{Forecast, PriorTable};
+use crate::grouping::{DomainTally, GroupIndex, MAX_GROUPS, malformed_domain};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
-use crate::output::summary::{InputShape, StatusCounts, Summary, thousands};
+use crate::output::summary::{
+    GroupBy, GroupSummary, InputShape, ReasonCount, StatusCounts, StatusShares, Summary, thousands,
+};
 use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
 use crate::smtp::probe::{MxTarget, Prober, SmtpEvidence, targets_of};
 use crate::syntax::{self, Address, Flags, SyntaxOptions};
@@ -67,6 +70,19 @@ impl Hasher for PassThroughHasher {
     }
 }
 type SeenSet = std::collections::HashSet<u64, BuildHasherDefault<PassThroughHasher>>;
+/// With --group-by: each address's identity → the group it was first seen in.
+type FirstGroupMap = HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>;
+
+/// Duplicate detection, in input order. With --group-by it also assigns each row its group and
+/// remembers where each address was first seen, to tell a repeat within a group from one
+/// across groups.
+enum Dedup {
+    Plain(SeenSet),
+    Grouped {
+        index: GroupIndex,
+        first_group: FirstGroupMap,
+    },
+}
 
 fn gather_evidence(chunk: &Chunk, r: usize, dialect: &Dialect, opts: SyntaxOptions) -> Evidence {
     if let Some(problem) = chunk.rows[r].problem {
@@ -92,6 +108,10 @@ struct RowCheck {
     /// Identity for duplicate detection (None when the row has no well-formed address).
     dedup_hash: Option<u64>,
     duplicate: bool,
+    /// With --group-by: the row's group id, and whether its address was first seen in
+    /// another group.
+    group: u32,
+    cross_group: bool,
 }
 
 /// Checked rows of one chunk.
@@ -100,12 +120,38 @@ struct Checked {
     rows: Vec<RowCheck>,
 }
 
-/// Running totals; per batch in parallel, merged in order.
+/// What one row adds to the tallies.
+struct Outcome {
+    reason: Reason,
+    flags: Flags,
+    suggestion: bool,
+    p: f64,
+}
+
+impl Outcome {
+    fn of(row: &RowCheck, reason: Reason, priors: &PriorTable) -> Outcome {
+        let address = row.evidence.address();
+        let mut flags = address.map_or(Flags::default(), |a| a.flags);
+        if row.duplicate {
+            flags.insert(Flags::DUPLICATE);
+        }
+        Outcome {
+            reason,
+            flags,
+            suggestion: address.and_then(Address::suggestion).is_some(),
+            p: priors.bounce_p(reason, flags),
+        }
+    }
+}
+
+/// Running totals; per batch in parallel, merged in order. With --group-by, one per group too.
 #[derive(Default)]
 struct Tally {
     rows: u64,
     unique: u64,
     duplicates: u64,
+    /// Of `duplicates`: repeats of an address first seen in another group (--group-by).
+    duplicates_across_groups: u64,
     suggestions: u64,
     status: StatusCounts,
     reasons: [u64; Reason::ALL.len()],
@@ -114,32 +160,29 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(
-        &mut self,
-        row: &RowCheck,
-        v: &verdict::Verdict,
-        flags: Flags,
-        suggestion: bool,
-        p: f64,
-    ) {
+    fn count(&mut self, row: &RowCheck, o: &Outcome) {
+        let status = o.reason.status();
         self.rows += 1;
-        self.status.add(v.status);
-        self.reasons[v.reason.index()] += 1;
+        self.status.add(status);
+        self.reasons[o.reason.index()] += 1;
         for (i, (flag, _)) in Flags::ALL.iter().enumerate() {
-            if flags.contains(*flag) {
+            if o.flags.contains(*flag) {
                 self.flags[i] += 1;
             }
         }
         if row.duplicate {
             self.duplicates += 1;
+            if row.cross_group {
+                self.duplicates_across_groups += 1;
+            }
         } else if row.evidence.address().is_some() {
             self.unique += 1;
         }
-        if suggestion {
+        if o.suggestion {
             self.suggestions += 1;
         }
         if row.sendable {
-            self.forecast.add(v.status, v.reason, flags, p);
+            self.forecast.add(status, o.reason, o.flags, o.p);
         }
     }
 
@@ -147,6 +190,7 @@ impl Tally {
         self.rows += o.rows;
         self.unique += o.unique;
         self.duplicates += o.duplicates;
+        self.duplicates_across_groups += o.duplicates_across_groups;
         self.suggestions += o.suggestions;
         self.status.merge(&o.status);
         for (a, b) in self.reasons.iter_mut().zip(o.reasons) {
@@ -163,6 +207,8 @@ impl Tally {
 struct Serialized {
     lists: [Vec<u8>; 4],
     tally: Tally,
+    /// Each row's reason (its index), for the per-domain and per-group tallies.
+    reasons: Vec<u8>,
 }
 
 /// What the format stage needs besides the rows.
@@ -185,6 +231,7 @@ fn serialize_batch(
     let enc = &cx.row_format.encoder;
     let mut lists: [Vec<u8>; 4] = Default::default();
     let mut tally = Tally::default();
+    let mut reasons = Vec::with_capacity(rows.len());
     let mut detail = String::new();
     let mut normalized = String::new();
     // Probabilities repeat across rows (one per reason and flag floor): format each once.
@@ -193,13 +240,11 @@ fn serialize_batch(
         let r = first + i;
         let v = verdict::decide(&row.evidence, cx.policy);
         let address = row.evidence.address();
-        let mut flags = address.map_or(Flags::default(), |a| a.flags);
-        if row.duplicate {
-            flags.insert(Flags::DUPLICATE);
-        }
+        let outcome = Outcome::of(row, v.reason, &cx.priors);
+        let (flags, p) = (outcome.flags, outcome.p);
         let suggestion = address.and_then(Address::suggestion);
-        let p = cx.priors.bounce_p(v.reason, flags);
-        tally.count(row, &v, flags, suggestion.is_some(), p);
+        tally.count(row, &outcome);
+        reasons.push(v.reason.index() as u8);
 
         let found = chunk.fields(r).len();
         detail.clear();
@@ -262,7 +307,11 @@ fn serialize_batch(
         }
         out.push(b'\n');
     }
-    Serialized { lists, tally }
+    Serialized {
+        lists,
+        tally,
+        reasons,
+    }
 }
 
 /// Check stage, parallel: the syntax evidence of every row of a chunk.
@@ -288,6 +337,8 @@ fn check_chunk(chunk: Chunk, dialect: &Dialect, opts: SyntaxOptions) -> Checked 
                 sendable,
                 dedup_hash,
                 duplicate: false,
+                group: 0,
+                cross_group: false,
             }
         })
         .collect();
@@ -517,12 +568,33 @@ async fn probe_window(
     }
 }
 
-/// Format stage: mark repeats (in input order, sequentially: cheap), then decide and serialise
-/// in parallel.
-fn finish_chunk(checked: &mut Checked, cx: &FormatContext, seen: &mut SeenSet) -> Vec<Serialized> {
-    for row in &mut checked.rows {
-        if let Some(h) = row.dedup_hash {
-            row.duplicate = !seen.insert(h);
+/// Format stage: mark repeats and assign groups (in input order, sequentially: cheap), then
+/// decide and serialise in parallel.
+fn finish_chunk(checked: &mut Checked, cx: &FormatContext, dedup: &mut Dedup) -> Vec<Serialized> {
+    match dedup {
+        Dedup::Plain(seen) => {
+            for row in &mut checked.rows {
+                if let Some(h) = row.dedup_hash {
+                    row.duplicate = !seen.insert(h);
+                }
+            }
+        }
+        Dedup::Grouped { index, first_group } => {
+            for (r, row) in checked.rows.iter_mut().enumerate() {
+                let g = index.id_of(&checked.chunk, r);
+                row.group = g;
+                if let Some(h) = row.dedup_hash {
+                    match first_group.entry(h) {
+                        std::collections::hash_map::Entry::Occupied(first) => {
+                            row.duplicate = true;
+                            row.cross_group = *first.get() != g;
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(g);
+                        }
+                    }
+                }
+            }
         }
     }
     let chunk = &checked.chunk;
@@ -532,6 +604,115 @@ fn finish_chunk(checked: &mut Checked, cx: &FormatContext, seen: &mut SeenSet) -
         .enumerate()
         .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, cx))
         .collect()
+}
+
+/// Writer side, per row: the domain tally (every run, for the report) and the group tallies
+/// (--group-by). Sequential, so each is one hash lookup (domain) or one index (group) per row,
+/// with no merging of partial maps.
+fn tally_rows(
+    spent: &Checked,
+    batches: &[Serialized],
+    cx: &FormatContext,
+    domains: &mut DomainTally,
+    mut groups: Option<&mut Vec<Tally>>,
+) {
+    let reasons = batches.iter().flat_map(|b| b.reasons.iter());
+    for (r, (row, &reason)) in spent.rows.iter().zip(reasons).enumerate() {
+        let reason = Reason::ALL[reason as usize];
+        match &row.evidence {
+            Evidence::Syntax(Err(e)) if !matches!(e, syntax::SyntaxError::Empty) => {
+                let malformed = spent
+                    .chunk
+                    .field(r, cx.dialect.email_column)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .and_then(malformed_domain);
+                if let Some(d) = malformed {
+                    domains.add(&d, reason.status());
+                }
+            }
+            evidence => {
+                if let Some(a) = evidence.address() {
+                    domains.add(a.domain_unicode(), reason.status());
+                }
+            }
+        }
+        if let Some(groups) = groups.as_deref_mut() {
+            let g = row.group as usize;
+            if g >= groups.len() {
+                groups.resize_with(g + 1, Tally::default);
+            }
+            groups[g].count(row, &Outcome::of(row, reason, &cx.priors));
+        }
+    }
+}
+
+fn reason_map(t: &Tally) -> std::collections::BTreeMap<String, u64> {
+    Reason::ALL
+        .iter()
+        .zip(t.reasons)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.as_str().to_owned(), n))
+        .collect()
+}
+
+fn flag_map(t: &Tally) -> std::collections::BTreeMap<String, u64> {
+    Flags::ALL
+        .iter()
+        .zip(t.flags)
+        .map(|((_, name), n)| ((*name).to_owned(), n))
+        .collect()
+}
+
+/// The per-group figures, worst first: highest predicted bounce rate sending to all, then the
+/// larger group, then by value.
+fn group_summaries(index: &GroupIndex, tallies: &[Tally]) -> Vec<GroupSummary> {
+    let mut groups: Vec<GroupSummary> = tallies
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.rows > 0)
+        .map(|(id, t)| {
+            let (kind, value) = index.name(id as u32);
+            let mut problems: Vec<(Reason, u64)> = Reason::ALL
+                .iter()
+                .zip(t.reasons)
+                .filter(|(r, n)| *n > 0 && r.status() != Status::Valid)
+                .map(|(r, n)| (*r, n))
+                .collect();
+            problems.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            GroupSummary {
+                value,
+                kind,
+                rows: t.rows,
+                unique_addresses: t.unique,
+                duplicates: t.duplicates,
+                duplicates_within_group: t.duplicates - t.duplicates_across_groups,
+                duplicates_across_groups: t.duplicates_across_groups,
+                status_share: StatusShares::of(&t.status, t.rows),
+                status: t.status.clone(),
+                reasons: reason_map(t),
+                top_reasons: problems
+                    .into_iter()
+                    .take(3)
+                    .map(|(r, n)| ReasonCount {
+                        reason: r.as_str().to_owned(),
+                        rows: n,
+                        share: n as f64 / t.rows as f64,
+                    })
+                    .collect(),
+                flags: flag_map(t),
+                suggestions: t.suggestions,
+                predicted_bounce_rate: t.forecast.result(),
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.predicted_bounce_rate
+            .all
+            .total_cmp(&a.predicted_bounce_rate.all)
+            .then(b.rows.cmp(&a.rows))
+            .then_with(|| a.value.cmp(&b.value))
+    });
+    groups
 }
 
 /// The appended cells that come from a small fixed set, encoded once per run.
@@ -598,7 +779,32 @@ fn progress_bar(mode: ProgressMode, total_bytes: Option<u64>) -> ProgressBar {
 
 pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started = Instant::now();
+    let started_at = crate::output::summary::rfc3339_utc(std::time::SystemTime::now());
     let (mut reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
+    let group_column =
+        match &config.group_by {
+            Some(wanted) => {
+                let names: Vec<String> = dialect
+                    .header
+                    .iter()
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .collect();
+                let column = crate::input::find_column(wanted, dialect.has_header, &names)
+                    .map_err(|e| InputError::GroupByColumn {
+                        wanted: wanted.clone(),
+                        problem: match e {
+                            InputError::ColumnOutOfRange { number, width } => {
+                                format!(
+                                    "column {number} does not exist: the list has {width} columns"
+                                )
+                            }
+                            _ => format!("no such column (columns: {})", names.join(", ")),
+                        },
+                    })?;
+                Some(column)
+            }
+            None => None,
+        };
     // Checked before any output exists: a HELO name or sender that could never be sent.
     let prober = match (&config.smtp, config.level) {
         (Some(probe), Level::Smtp) => {
@@ -646,6 +852,15 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let bar = progress_bar(config.progress, reader.total_bytes);
     let rows_read = AtomicU64::new(0);
     let mut tally = Tally::default();
+    let mut dedup = match group_column {
+        Some(column) => Dedup::Grouped {
+            index: GroupIndex::new(column),
+            first_group: FirstGroupMap::default(),
+        },
+        None => Dedup::Plain(SeenSet::default()),
+    };
+    let mut group_tallies: Vec<Tally> = Vec::new();
+    let mut domains = DomainTally::default();
 
     thread::scope(|scope| -> Result<(), Error> {
         let spawn_err = |what: &str, e: std::io::Error| {
@@ -719,14 +934,14 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
 
         let (done_tx, done_rx) =
             bounded::<Result<(Vec<Serialized>, Checked), InputError>>(CHANNEL_DEPTH);
+        let dedup = &mut dedup;
         thread::Builder::new()
             .name("prebounce-format".into())
             .spawn_scoped(scope, move || {
-                let mut seen = SeenSet::default();
                 while let Some(msg) = checked_rx.blocking_recv() {
                     let out = msg.map(|mut checked| {
                         let batches =
-                            pool_ref.install(|| finish_chunk(&mut checked, cx_ref, &mut seen));
+                            pool_ref.install(|| finish_chunk(&mut checked, cx_ref, dedup));
                         // Freeing a chunk's rows is not free: let the writer thread do it.
                         (batches, checked)
                     });
@@ -739,12 +954,14 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
 
         for msg in done_rx {
             let (batches, spent) = msg?;
-            for batch in batches {
+            for batch in &batches {
                 for status in Status::ALL {
                     lists.write(status, &batch.lists[status.index()])?;
                 }
                 tally.merge(&batch.tally);
             }
+            let groups = group_column.is_some().then_some(&mut group_tallies);
+            tally_rows(&spent, &batches, cx_ref, &mut domains, groups);
             // Progress is what has been written, so the ETA holds when DNS is the slow stage.
             bar.set_position(spent.chunk.input_end);
             let mut message = format!("{} rows", thousands(tally.rows));
@@ -772,17 +989,25 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             tally.rows
         )));
     }
-    let reasons = Reason::ALL
-        .iter()
-        .zip(tally.reasons)
-        .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| (r.as_str().to_owned(), n))
-        .collect();
-    let flags = Flags::ALL
-        .iter()
-        .zip(tally.flags)
-        .map(|((_, name), n)| ((*name).to_owned(), n))
-        .collect();
+    let reasons = reason_map(&tally);
+    let flags = flag_map(&tally);
+    let (group_by, groups) = match (&dedup, group_column) {
+        (Dedup::Grouped { index, .. }, Some(column)) => (
+            Some(GroupBy {
+                column: dialect
+                    .header
+                    .get(column)
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .unwrap_or_default(),
+                column_number: column + 1,
+                distinct_values: index.distinct_values() as u64,
+                max_groups: MAX_GROUPS,
+                capped: index.capped(),
+            }),
+            group_summaries(index, &group_tallies),
+        ),
+        _ => (None, Vec::new()),
+    };
     let email_column = dialect
         .header
         .get(dialect.email_column)
@@ -813,9 +1038,14 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         dns: dns.as_ref().map(|(_, r)| r.stats()),
         smtp: prober.as_ref().map(|p| p.stats()),
         output_dir: config.out_dir.display().to_string(),
+        started_at,
         elapsed_seconds: started.elapsed().as_secs_f64(),
+        domains: domains.report(),
+        group_by,
+        groups,
     };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Internal(e.to_string()))?;
-    lists.commit(&json)?;
+    let report = crate::output::report::render(&summary);
+    lists.commit(report.as_bytes(), &json)?;
     Ok(summary)
 }

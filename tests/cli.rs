@@ -86,6 +86,7 @@ fn every_row_lands_once_in_input_order_with_columns_untouched() {
         [
             "catch-all.csv",
             "invalid.csv",
+            "report.html",
             "summary.json",
             "unknown.csv",
             "valid.csv"

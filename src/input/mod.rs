@@ -52,6 +52,8 @@ pub enum InputError {
     ColumnNotFound { wanted: String, columns: String },
     #[error("column {number} does not exist: the list has {width} columns; check --column")]
     ColumnOutOfRange { number: usize, width: usize },
+    #[error("--group-by {wanted:?}: {problem}; check --group-by")]
+    GroupByColumn { wanted: String, problem: String },
 }
 
 /// The detected (or given) shape of the list.
@@ -514,6 +516,29 @@ impl InputReader {
     }
 }
 
+/// A column named by the user (`--column`, `--group-by`): a header name (exact, then ignoring
+/// ASCII case) or a 1-based number.
+pub fn find_column(wanted: &str, has_header: bool, names: &[String]) -> Result<usize, InputError> {
+    let width = names.len();
+    if has_header {
+        let w = wanted.trim();
+        if let Some(i) = names.iter().position(|n| n.trim() == w) {
+            return Ok(i);
+        }
+        if let Some(i) = names.iter().position(|n| n.trim().eq_ignore_ascii_case(w)) {
+            return Ok(i);
+        }
+    }
+    match wanted.trim().parse::<usize>() {
+        Ok(n) if n >= 1 && n <= width => Ok(n - 1),
+        Ok(n) => Err(InputError::ColumnOutOfRange { number: n, width }),
+        Err(_) => Err(InputError::ColumnNotFound {
+            wanted: wanted.to_owned(),
+            columns: names.join(", "),
+        }),
+    }
+}
+
 fn choose_column(
     opts: &InputOptions,
     has_header: bool,
@@ -523,23 +548,7 @@ fn choose_column(
     let width = names.len();
     let columns = || names.join(", ");
     if let Some(wanted) = &opts.column {
-        if has_header {
-            let w = wanted.trim();
-            if let Some(i) = names.iter().position(|n| n.trim() == w) {
-                return Ok(i);
-            }
-            if let Some(i) = names.iter().position(|n| n.trim().eq_ignore_ascii_case(w)) {
-                return Ok(i);
-            }
-        }
-        return match wanted.trim().parse::<usize>() {
-            Ok(n) if n >= 1 && n <= width => Ok(n - 1),
-            Ok(n) => Err(InputError::ColumnOutOfRange { number: n, width }),
-            Err(_) => Err(InputError::ColumnNotFound {
-                wanted: wanted.clone(),
-                columns: columns(),
-            }),
-        };
+        return find_column(wanted, has_header, names);
     }
     if width == 1 {
         return Ok(0);

@@ -76,11 +76,176 @@ pub struct Summary {
     /// SMTP work (only at --level smtp).
     pub smtp: Option<crate::smtp::probe::SmtpStats>,
     pub output_dir: String,
+    /// When the run started, UTC (RFC 3339).
+    pub started_at: String,
     pub elapsed_seconds: f64,
+    /// Domains with the highest invalid and catch-all shares (for report.html).
+    pub domains: DomainReport,
+    /// The --group-by column (absent without --group-by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<GroupBy>,
+    /// Every figure above, per value of the --group-by column, worst first (highest predicted
+    /// bounce rate sending to all). Empty and absent without --group-by.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupSummary>,
 }
 
-fn pct(x: f64) -> String {
+/// The --group-by column and how its values were bucketed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupBy {
+    /// The column's header (or `column_N` for a headerless list).
+    pub column: String,
+    /// 1-based.
+    pub column_number: usize,
+    /// Distinct values kept as groups of their own (at most `max_groups`).
+    pub distinct_values: u64,
+    pub max_groups: usize,
+    /// Whether values beyond `max_groups` were pooled into the "(other)" group.
+    pub capped: bool,
+}
+
+/// What a group stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupKind {
+    /// A value of the column.
+    Value,
+    /// The cell was empty or missing: "(empty)".
+    Empty,
+    /// The row could not be read, so neither could its group cell: "(unreadable)".
+    Unreadable,
+    /// Values first seen after the cap on distinct values: "(other)".
+    Other,
+}
+
+impl GroupKind {
+    /// The label of a special group.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            GroupKind::Value => None,
+            GroupKind::Empty => Some("(empty)"),
+            GroupKind::Unreadable => Some("(unreadable)"),
+            GroupKind::Other => Some("(other)"),
+        }
+    }
+}
+
+/// Share of rows per status (0–1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatusShares {
+    pub valid: f64,
+    pub invalid: f64,
+    #[serde(rename = "catch-all")]
+    pub catch_all: f64,
+    pub unknown: f64,
+}
+
+impl StatusShares {
+    pub fn of(counts: &StatusCounts, rows: u64) -> Self {
+        let share = |n: u64| {
+            if rows == 0 {
+                0.0
+            } else {
+                n as f64 / rows as f64
+            }
+        };
+        StatusShares {
+            valid: share(counts.valid),
+            invalid: share(counts.invalid),
+            catch_all: share(counts.catch_all),
+            unknown: share(counts.unknown),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub rows: u64,
+    /// Of the group's rows.
+    pub share: f64,
+}
+
+/// All summary figures for one value of the --group-by column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupSummary {
+    /// The cell value (lossy UTF-8), or the label of a special group.
+    pub value: String,
+    pub kind: GroupKind,
+    pub rows: u64,
+    /// Addresses first seen in this group.
+    pub unique_addresses: u64,
+    /// `duplicates_within_group + duplicates_across_groups`.
+    pub duplicates: u64,
+    /// Repeats of an address first seen in this same group.
+    pub duplicates_within_group: u64,
+    /// Repeats of an address first seen in another group (a vendor reselling your own or
+    /// another vendor's leads).
+    pub duplicates_across_groups: u64,
+    pub status: StatusCounts,
+    pub status_share: StatusShares,
+    pub reasons: BTreeMap<String, u64>,
+    /// The (up to) three most frequent reasons of rows that are not valid: why the group is bad.
+    pub top_reasons: Vec<ReasonCount>,
+    pub flags: BTreeMap<String, u64>,
+    pub suggestions: u64,
+    pub predicted_bounce_rate: PredictedBounceRate,
+}
+
+/// Rows and shares of one domain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DomainShare {
+    pub domain: String,
+    pub rows: u64,
+    pub invalid: u64,
+    #[serde(rename = "catch-all")]
+    pub catch_all: u64,
+    /// invalid / rows or catch-all / rows, by the list it is in.
+    pub share: f64,
+}
+
+/// The per-domain tally behind the report's domain tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DomainReport {
+    /// Distinct domains counted (at most `max_domains`).
+    pub domains_counted: u64,
+    pub max_domains: usize,
+    /// Rows at domains first seen after the cap: not in the tables.
+    pub rows_not_counted: u64,
+    /// A domain needs this many rows to be listed.
+    pub min_rows: u64,
+    /// Highest invalid share first (ties: more rows first).
+    pub top_invalid: Vec<DomainShare>,
+    /// Highest catch-all share first.
+    pub top_catch_all: Vec<DomainShare>,
+}
+
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
+}
+
+/// `2026-11-22T23:35:53Z`: a timestamp without a date-time dependency (days → civil date after
+/// Howard Hinnant's `civil_from_days`).
+pub fn rfc3339_utc(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Thousands separators: a person reads 1,204,331 faster than 1204331.
@@ -167,9 +332,20 @@ impl Summary {
             pct(f.valid_only),
             pct(f.valid_and_catch_all)
         );
+        if let (Some(g), Some(worst)) = (&self.group_by, self.groups.first()) {
+            let _ = writeln!(
+                s,
+                "  {} groups by {}; worst: {} at {} sending to all ({}), table below",
+                thousands(self.groups.len() as u64),
+                g.column,
+                worst.value,
+                pct(worst.predicted_bounce_rate.all),
+                worst.predicted_bounce_rate.band
+            );
+        }
         let _ = writeln!(
             s,
-            "  lists: {dir}/valid.csv, invalid.csv, catch-all.csv, unknown.csv; summary: {dir}/summary.json",
+            "  lists: {dir}/valid.csv, invalid.csv, catch-all.csv, unknown.csv; report: {dir}/report.html; summary: {dir}/summary.json",
             dir = self.output_dir
         );
         s
@@ -179,6 +355,16 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = |s| rfc3339_utc(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(t(1_795_390_553), "2026-11-22T23:35:53Z");
+        assert_eq!(t(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
 
     #[test]
     fn thousands_separators() {

@@ -133,3 +133,57 @@ pub fn unescape(field: &str) -> String {
     }
     out
 }
+
+/// The bytes of samples/leads.csv (2,500 rows, five vendors in its `source` column).
+pub fn sample_leads() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/leads.csv");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The run's report.html.
+pub fn report_html(out: &Path) -> String {
+    std::fs::read_to_string(out.join("report.html")).expect("report.html")
+}
+
+/// Undo the five entities an HTML serializer writes (`&amp;` last, so `&amp;lt;` stays `&lt;`).
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// The value of attribute `attr` in every start tag of `html` that has `marker` (e.g.
+/// `class="group"`), in document order, unescaped.
+pub fn attribute_values(html: &str, marker: &str, attr: &str) -> Vec<String> {
+    let needle = format!(" {attr}=\"");
+    let mut found = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(marker) {
+        let tag_start = rest[..i].rfind('<').expect("marker inside a tag");
+        let tag_end = i + rest[i..].find('>').expect("tag closes");
+        let tag = &rest[tag_start..tag_end];
+        if let Some(a) = tag.find(&needle) {
+            let v = &tag[a + needle.len()..];
+            found.push(html_unescape(&v[..v.find('"').expect("attribute closes")]));
+        }
+        rest = &rest[tag_end..];
+    }
+    found
+}
+
+/// `attr` of the element with `id="<id>"`.
+pub fn attribute_of_id(html: &str, id: &str, attr: &str) -> Option<String> {
+    attribute_values(html, &format!("id=\"{id}\""), attr)
+        .into_iter()
+        .next()
+}
+
+/// Whether two floats are the same number up to the last bits. serde_json (without its
+/// `float_roundtrip` feature) may parse a printed f64 one ulp off, so a value read back from
+/// summary.json can differ from the exact one in its last bit.
+pub fn same_float(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 4.0 * f64::EPSILON * a.abs().max(b.abs())
+}
