@@ -244,6 +244,19 @@ fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
             "the null-MX domain's A record was contacted: {line}"
         );
     }
+    // The STARTTLS listener's sessions were upgraded (opportunistic TLS, self-signed cert):
+    // smtpd's disconnect line counts the STARTTLS command it accepted.
+    let tls_sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("postfix/tls/smtpd") && l.contains("]: disconnect from"))
+        .collect();
+    assert!(
+        !tls_sessions.is_empty(),
+        "no session on the STARTTLS listener"
+    );
+    for l in &tls_sessions {
+        assert!(l.contains(" starttls=1 "), "not upgraded: {l}");
+    }
     let (server_sessions, server_rcpts) = server_counts(&log);
     assert_eq!(
         server_rcpts, rcpts,
@@ -321,4 +334,52 @@ fn the_same_list_at_level_dns() {
         );
     }
     assert!(summary(&out)["smtp"].is_null(), "no SMTP at level dns");
+}
+
+#[test]
+fn starttls_required_only_where_offered() {
+    let _serial = serial();
+    lab_up();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("tls.csv");
+    std::fs::write(&input, "email\nalice@tls.smtp.test\nalice@ok.smtp.test\n").expect("write");
+    let out = dir.path().join("out");
+    let sender = fresh_sender();
+    let o = run(
+        &[
+            "verify",
+            input.to_str().expect("utf-8 path"),
+            "--out",
+            out.to_str().expect("utf-8 path"),
+            "--level",
+            "smtp",
+            "--starttls",
+            "require",
+            "--dns-server",
+            DNS,
+            "--allow-reserved-domains",
+            "--allow-private-mx",
+            "--from",
+            &sender,
+            "--greylist-wait",
+            "2s",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (found, rows) = results(&out);
+    assert_eq!(rows, 2);
+    let (list, reason, _) = &found["alice@tls.smtp.test"];
+    assert_eq!(
+        (list.as_str(), reason.as_str()),
+        ("valid", "mailbox-accepted")
+    );
+    // The normal listener offers no STARTTLS: with TLS required nothing is asked there.
+    let (list, reason, detail) = &found["alice@ok.smtp.test"];
+    assert_eq!(
+        (list.as_str(), reason.as_str()),
+        ("unknown", "smtp-unreachable"),
+        "{detail}"
+    );
+    assert!(detail.contains("STARTTLS"), "{detail}");
 }
