@@ -208,6 +208,26 @@ async fn catch_all_server() {
     assert_eq!(prober.stats().catch_all_domains, 1);
 }
 
+#[tokio::test]
+async fn catch_all_verdict_is_kept_for_the_run() {
+    let server =
+        Server::start(|_| Behavior::new(Arc::new(|_: &Rcpt| Answer::Say("250 2.1.5 Ok".into()))))
+            .await;
+    let prober = Prober::new(config(server.port())).unwrap();
+    let first = probe(&prober, &mx(LOCALHOST), &["a@d.test"]).await;
+    // The same domain again, as in a later window of a long list: no second canary.
+    let again = probe(&prober, &mx(LOCALHOST), &["b@d.test"]).await;
+    assert_eq!(first.catch_all, CatchAll::Yes);
+    assert_eq!(again.catch_all, CatchAll::Yes);
+    assert_eq!(again.results[0].catch_all, CatchAll::Yes);
+    let logs = server.logs().await;
+    assert_eq!(logs.len(), 2);
+    let canaries = all_rcpts(&logs).iter().filter(|a| is_canary(a)).count();
+    assert_eq!(canaries, 1, "one canary per domain per run");
+    assert_eq!(rcpts(&logs[1]), ["b@d.test"]);
+    assert_eq!(prober.stats().catch_all_domains, 1);
+}
+
 // ------------------------------------------------------------------------------------------
 // 3: greylisting
 // ------------------------------------------------------------------------------------------

@@ -426,6 +426,8 @@ pub struct DomainProbe {
 pub struct Prober {
     config: ProbeConfig,
     hosts: Mutex<HashMap<IpAddr, Arc<Host>>>,
+    /// Decided catch-all verdicts, by domain, for the run.
+    catch_all: Mutex<HashMap<String, CatchAll>>,
     sessions: Semaphore,
     counters: Counters,
     tls: tokio_rustls::TlsConnector,
@@ -490,6 +492,7 @@ impl Prober {
             sessions: Semaphore::new(config.connections),
             config,
             hosts: Mutex::new(HashMap::new()),
+            catch_all: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             tls,
         })
@@ -515,6 +518,15 @@ impl Prober {
         }
     }
 
+    /// The run's catch-all verdict for a domain, when a canary already decided it.
+    fn catch_all_of(&self, domain: &str) -> Option<CatchAll> {
+        self.catch_all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .copied()
+    }
+
     fn host(&self, ip: IpAddr) -> Arc<Host> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(
@@ -535,9 +547,16 @@ impl Prober {
         bump(&self.counters.domains, 1);
         bump(&self.counters.to_decide, mailboxes.len() as u64);
         let real = mailboxes.len();
+        // A domain met again (in a later window of a long list) keeps its catch-all verdict:
+        // one canary per domain per run.
+        let known = self.catch_all_of(domain);
+        let canary_address = match known {
+            Some(_) => None,
+            None => Some(format!("{}@{domain}", canary_local_part())),
+        };
         let mut pending: Vec<Pending> = mailboxes
             .into_iter()
-            .chain(std::iter::once(format!("{}@{domain}", canary_local_part())))
+            .chain(canary_address)
             .map(|address| Pending {
                 address,
                 attempts: 0,
@@ -548,7 +567,7 @@ impl Prober {
             .collect();
         let canary = real;
         // The canary leads the first session: its answer says what an "accepted" is worth.
-        let mut queue: VecDeque<usize> = std::iter::once(canary).chain(0..real).collect();
+        let mut queue: VecDeque<usize> = (real..pending.len()).chain(0..real).collect();
         let mut waiting: Vec<(Instant, usize)> = Vec::new();
         let mut per_session = self.config.rcpt_per_session;
         let mut first_round = true;
@@ -605,17 +624,26 @@ impl Prober {
             }
         }
 
-        let catch_all = match &pending[canary].done {
-            Some(SmtpOutcome::Replied(r)) if r.code / 100 == 2 => CatchAll::Yes,
-            Some(SmtpOutcome::Replied(r))
+        let catch_all = match (known, pending.get(canary).and_then(|p| p.done.as_ref())) {
+            (Some(known), _) => known,
+            (None, Some(SmtpOutcome::Replied(r))) if r.code / 100 == 2 => CatchAll::Yes,
+            (None, Some(SmtpOutcome::Replied(r)))
                 if classify(r).status == crate::verdict::Status::Invalid =>
             {
                 CatchAll::No
             }
             _ => CatchAll::Undetermined,
         };
-        if catch_all == CatchAll::Yes {
-            bump(&self.counters.catch_all_domains, 1);
+        if known.is_none() {
+            if catch_all == CatchAll::Yes {
+                bump(&self.counters.catch_all_domains, 1);
+            }
+            if catch_all != CatchAll::Undetermined {
+                self.catch_all
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(domain.to_owned(), catch_all);
+            }
         }
         pending.truncate(real);
         bump(&self.counters.decided, real as u64);
