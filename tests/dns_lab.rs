@@ -5,40 +5,13 @@ mod common;
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::sync::Once;
 
 use common::*;
 
 const DNS: &str = "127.77.0.1";
 
-/// The tests count what the servers logged during their run, so they take turns: a test
-/// running alongside would add its own traffic to the count.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lab_up() {
-    static UP: Once = Once::new();
-    UP.call_once(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = std::process::Command::new(root.join("lab/up"))
-            .output()
-            .expect("run lab/up");
-        assert!(
-            out.status.success(),
-            "lab/up failed (it needs root to install unbound):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
 fn lab_log() -> std::path::PathBuf {
-    let dir = std::env::var("PREBOUNCE_LAB_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab"));
-    dir.join("unbound.log")
+    lab_dir().join("unbound.log")
 }
 
 /// Queries unbound logged from clients (not its own upstream queries) since `offset`.
@@ -152,7 +125,7 @@ fn results(out: &Path) -> Vec<(String, String, String, String)> {
 
 #[test]
 fn every_dns_case_gets_its_verdict() {
-    let _serial = serial();
+    let _turn = lab_turn();
     let mut csv = String::from("email\n");
     for (addr, ..) in CASES {
         csv.push_str(addr);
@@ -197,7 +170,7 @@ fn every_dns_case_gets_its_verdict() {
 
 #[test]
 fn lab_addresses_are_unroutable_without_the_flag() {
-    let _serial = serial();
+    let _turn = lab_turn();
     let (_d, out) = verify_dns(
         "email\na@ok.lab.test\nc@implicit.lab.test\nj@public.lab.test\nd@dual.lab.test\nx@mixed.lab.test\n",
         &[],
@@ -214,7 +187,7 @@ fn lab_addresses_are_unroutable_without_the_flag() {
 
 #[test]
 fn one_lookup_per_domain_however_many_rows() {
-    let _serial = serial();
+    let _turn = lab_turn();
     let mut csv = String::from("email\n");
     for i in 0..500 {
         csv.push_str(&format!(
@@ -236,7 +209,7 @@ fn one_lookup_per_domain_however_many_rows() {
 
 #[test]
 fn a_silent_server_is_a_timeout_not_invalid() {
-    let _serial = serial();
+    let _turn = lab_turn();
     // A socket that never answers: every query times out.
     let silent = UdpSocket::bind("127.77.0.251:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
@@ -262,7 +235,7 @@ fn a_silent_server_is_a_timeout_not_invalid() {
 
 #[test]
 fn syntax_failures_never_reach_the_dns() {
-    let _serial = serial();
+    let _turn = lab_turn();
     let (_d, out) = verify_dns(
         "email\nnot-an-address\na..b@ok.lab.test\n@ok.lab.test\n",
         &[],
@@ -315,7 +288,7 @@ fn verify_against(server: &str) -> std::path::PathBuf {
 
 #[test]
 fn garbage_answers_are_unknown_never_invalid() {
-    let _serial = serial();
+    let _turn = lab_turn();
     let (addr, _server) = scripted_server(|_| b"\x00\x01garbage that is not DNS".to_vec());
     let out = verify_against(&addr);
     assert_eq!(list_rows(&out, "unknown.csv").len(), 2);
@@ -330,7 +303,7 @@ fn garbage_answers_are_unknown_never_invalid() {
 
 #[test]
 fn a_truncated_answer_without_tcp_is_unknown() {
-    let _serial = serial();
+    let _turn = lab_turn();
     // The query echoed back as a response with TC set and no answers; nothing listens on TCP.
     let (addr, _server) = scripted_server(|q| {
         let mut r = q.to_vec();

@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use common::*;
 
@@ -18,35 +17,6 @@ const CASES: &str = "tests/data/smtp_lab.csv";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn lab_dir() -> PathBuf {
-    std::env::var("PREBOUNCE_LAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target/lab"))
-}
-
-/// The tests count what the servers logged during their run, so they take turns: a test
-/// running alongside would add its own traffic to the count.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lab_up() {
-    static UP: Once = Once::new();
-    UP.call_once(|| {
-        let out = std::process::Command::new(root().join("lab/up"))
-            .output()
-            .expect("run lab/up");
-        assert!(
-            out.status.success(),
-            "lab/up failed; it installs unbound, postfix and postgrey from Debian and needs root \
-             (run `sudo lab/up` once, or the whole suite with ./scripts/test.sh as root):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
 }
 
 /// A log file's length now, to read only what a run adds.
@@ -180,7 +150,7 @@ fn domain_of(email: &str) -> &str {
 
 #[test]
 fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
-    let _serial = serial();
+    let _turn = lab_turn();
     lab_up();
     let cases = cases();
     let maillog = lab_dir().join("postfix/maillog");
@@ -319,7 +289,7 @@ fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
 
 #[test]
 fn the_same_list_at_level_dns() {
-    let _serial = serial();
+    let _turn = lab_turn();
     lab_up();
     let cases = cases();
     let (_dir, out, _) = run_verify("dns", &[]);
@@ -338,7 +308,7 @@ fn the_same_list_at_level_dns() {
 
 #[test]
 fn starttls_required_only_where_offered() {
-    let _serial = serial();
+    let _turn = lab_turn();
     lab_up();
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("tls.csv");

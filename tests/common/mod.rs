@@ -187,3 +187,35 @@ pub fn attribute_of_id(html: &str, id: &str, attr: &str) -> Option<String> {
 pub fn same_float(a: f64, b: f64) -> bool {
     (a - b).abs() <= 4.0 * f64::EPSILON * a.abs().max(b.abs())
 }
+
+/// The interop lab's directory (lab/up's default, or PREBOUNCE_LAB_DIR).
+pub fn lab_dir() -> PathBuf {
+    std::env::var("PREBOUNCE_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab"))
+}
+
+/// Starts the lab once per test binary (lab/up is idempotent; as root it installs unbound,
+/// Postfix and postgrey when missing).
+pub fn lab_up() {
+    static UP: std::sync::Once = std::sync::Once::new();
+    UP.call_once(|| {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/up"))
+            .output()
+            .expect("run lab/up");
+        assert!(
+            out.status.success(),
+            "lab/up failed; it installs unbound, postfix and postgrey from Debian and needs root \
+             (run `sudo lab/up` once, or the whole suite with ./scripts/test.sh as root):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The lab tests count what the servers logged during their run, so they take turns: a test
+/// running alongside would add its own traffic to the count.
+pub fn lab_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
