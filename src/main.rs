@@ -118,7 +118,7 @@ struct VerifyArgs {
     #[arg(long, value_name = "NAME", help_heading = "SMTP probe (--level smtp)")]
     helo: Option<String>,
     /// Longest wait for one SMTP reply; the greeting may take twice as long (at most 60s more).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout, help_heading = "SMTP probe (--level smtp)")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
     smtp_timeout: Duration,
     /// Sessions at once per mail server (lowered automatically when a server refuses more).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
@@ -130,7 +130,7 @@ struct VerifyArgs {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=100), help_heading = "SMTP probe (--level smtp)")]
     rcpt_per_session: u16,
     /// Wait before probing a greylisted or deferred (4xx) address again.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, help_heading = "SMTP probe (--level smtp)")]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_wait, help_heading = "SMTP probe (--level smtp)")]
     greylist_wait: Duration,
     /// Times a deferred or interrupted address is probed again.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10), help_heading = "SMTP probe (--level smtp)")]
@@ -170,6 +170,22 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         Ok(d) if d >= Duration::from_millis(10) => Ok(d),
         Ok(_) => Err("a timeout must be at least 10ms".into()),
         Err(e) => Err(format!("{e}; write it like 5s or 800ms")),
+    }
+}
+
+/// --greylist-wait: at most a day (a longer wait is a mistake, and would overflow the clock).
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    match parse_timeout(s)? {
+        d if d <= Duration::from_secs(24 * 3600) => Ok(d),
+        _ => Err("the wait must be at most 24h".into()),
+    }
+}
+
+/// --smtp-timeout: at most ten minutes per reply.
+fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
+    match parse_timeout(s)? {
+        d if d <= Duration::from_secs(600) => Ok(d),
+        _ => Err("the timeout must be at most 10m".into()),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::output::summary::{
     GroupBy, GroupSummary, InputShape, ReasonCount, StatusCounts, StatusShares, Summary, thousands,
 };
 use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
-use crate::smtp::probe::{MxTarget, Prober, SmtpEvidence, targets_of};
+use crate::smtp::probe::{CatchAll, MxTarget, Prober, SmtpEvidence, SmtpOutcome, targets_of};
 use crate::syntax::{self, Address, Flags, SyntaxOptions};
 use crate::verdict::{self, Evidence, Policy, Reason, Status, Unreadable};
 use crate::{Error, Level, ProgressMode, VerifyConfig};
@@ -520,26 +520,44 @@ async fn probe_window(
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
+    // What each task probes, kept outside it: a task that fails still owes its rows an answer.
+    let mut probing: HashMap<tokio::task::Id, (String, HashMap<String, usize>, usize)> =
+        HashMap::new();
     for (domain, w) in work {
         let Some(w) = w else { continue };
         let prober = Arc::clone(prober);
-        tasks.spawn(async move {
+        let (name, count) = (domain.clone(), w.mailboxes.len());
+        let task = tasks.spawn(async move {
             let probe = prober.probe_domain(&domain, &w.targets, w.mailboxes).await;
-            let evidence: Vec<Arc<SmtpEvidence>> =
-                probe.results.into_iter().map(Arc::new).collect();
-            (domain, w.index, evidence)
+            probe.results.into_iter().map(Arc::new).collect::<Vec<_>>()
         });
+        probing.insert(task.id(), (name, w.index, count));
     }
     let mut results: HashMap<String, ProbedDomain> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            joined = tasks.join_next() => match joined {
-                Some(Ok((domain, index, evidence))) => {
-                    results.insert(domain, (index, evidence));
+            joined = tasks.join_next_with_id() => match joined {
+                Some(Ok((id, evidence))) => {
+                    if let Some((domain, index, _)) = probing.remove(&id) {
+                        results.insert(domain, (index, evidence));
+                    }
                 }
-                // A probe task panicked: its rows stay without SMTP evidence (the DNS verdict).
-                Some(Err(_)) => {}
+                // A probe task failed (a bug): its addresses are unknown, never left with the
+                // DNS verdict's "valid".
+                Some(Err(e)) => {
+                    if let Some((domain, index, count)) = probing.remove(&e.id()) {
+                        let failed = Arc::new(SmtpEvidence {
+                            outcome: SmtpOutcome::ProtocolError(format!(
+                                "internal error while probing {domain}: {e}"
+                            )),
+                            server: None,
+                            attempts: 0,
+                            catch_all: CatchAll::Undetermined,
+                        });
+                        results.insert(domain, (index, vec![failed; count]));
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {

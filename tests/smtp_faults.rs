@@ -16,6 +16,7 @@ use prebounce::smtp::probe::{
     CatchAll, DomainProbe, MxTarget, ProbeConfig, Prober, SmtpEvidence, SmtpOutcome,
 };
 use prebounce::smtp::session::TlsPolicy;
+use prebounce::verdict::{Reason, decide_mailbox};
 use scripted_smtp::{Answer, Behavior, ConnLog, Ehlo, Greeting, Rcpt, Server, mailboxes, verdict};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -269,7 +270,8 @@ async fn greylisting_then_accepted() {
         assert_eq!(count(&logs, a), 2, "{a}");
     }
     let stats = prober.stats();
-    assert_eq!(stats.deferred, 3, "two mailboxes and the canary");
+    // The canary is deferred too, but it is no recipient of the list.
+    assert_eq!(stats.deferred, 2, "two mailboxes");
     assert_eq!(stats.sessions, 2);
     assert_eq!(stats.rcpt_commands, all_rcpts(&logs).len() as u64);
 }
@@ -304,8 +306,8 @@ async fn greylisting_forever_exhausts_the_retries() {
     let stats = prober.stats();
     assert_eq!(
         stats.deferred,
-        3 * 2,
-        "three recipients deferred twice each"
+        2 * 2,
+        "two recipients deferred twice each (the canary is not counted)"
     );
     assert_eq!(stats.rcpt_commands, all_rcpts(&logs).len() as u64);
     assert_eq!(stats.sessions, logs.len() as u64);
@@ -645,7 +647,7 @@ async fn rejection_cap_splits_sessions() {
         for (i, log) in logs.iter().enumerate() {
             let n = rcpts(log).len();
             assert!(
-                n <= 15,
+                n <= 9,
                 "pipelining {pipelining}: connection {i} got {n} rejected RCPTs"
             );
             assert_orderly(log);
@@ -655,7 +657,7 @@ async fn rejection_cap_splits_sessions() {
             41,
             "each mailbox and the canary once"
         );
-        assert_eq!(logs.len(), 3, "41 rejections, 15 per session");
+        assert_eq!(logs.len(), 5, "41 rejections, 9 per session");
         let stats = prober.stats();
         assert_eq!(stats.sessions, logs.len() as u64);
         assert_eq!(stats.rcpt_commands, 41);
@@ -935,6 +937,89 @@ async fn second_mx_answers_when_the_first_refuses() {
     let stats = prober.stats();
     assert_eq!(stats.connect_failures, 1);
     assert_eq!(stats.sessions, 1);
+}
+
+/// The primary MX checks mailboxes, then turns us away (421); the backup MX accepts every
+/// recipient. What the backup accepted is worth nothing until its own canary says so.
+#[tokio::test]
+async fn a_backup_mx_gets_its_own_canary() {
+    let primary = Server::start(|i| {
+        if i == 0 {
+            Behavior::new(mailboxes(&["a@d.test"]))
+        } else {
+            Behavior {
+                greeting: Greeting::Refuse("421 4.3.2 Service not available, try later"),
+                ..Behavior::new(mailboxes(&["a@d.test"]))
+            }
+        }
+    })
+    .await;
+    let backup = Server::start_at(Ipv4Addr::new(127, 0, 0, 3), primary.port(), |_| {
+        Behavior::new(Arc::new(|_: &Rcpt| Answer::Say("250 2.1.5 Ok".into())))
+    })
+    .await;
+    let prober = Prober::new(ProbeConfig {
+        rcpt_per_session: 3,
+        ..config(primary.port())
+    })
+    .unwrap();
+    let targets = vec![
+        MxTarget {
+            name: "mx1.d.test".into(),
+            ips: vec![primary.ip()],
+        },
+        MxTarget {
+            name: "mx2.d.test".into(),
+            ips: vec![backup.ip()],
+        },
+    ];
+    let rcpts = [
+        "a@d.test",
+        "nobody1@d.test",
+        "nobody2@d.test",
+        "nobody3@d.test",
+        "nobody4@d.test",
+    ];
+    let got = probe(&prober, &targets, &rcpts).await;
+    for (a, e) in rcpts.iter().zip(&got.results) {
+        let (reason, detail) = decide_mailbox(e);
+        match e.server.as_deref() {
+            // The primary rejected its canary: its answers stand.
+            Some("mx1.d.test [127.0.0.1]") => {
+                assert_eq!(e.catch_all, CatchAll::No, "{a}: {detail}");
+                let want = if *a == "a@d.test" {
+                    Reason::MailboxAccepted
+                } else {
+                    Reason::MailboxNotFound
+                };
+                assert_eq!(reason, want, "{a}: {detail}");
+            }
+            // The backup accepted its canary: catch-all, never valid.
+            Some("mx2.d.test [127.0.0.3]") => {
+                assert_eq!(e.catch_all, CatchAll::Yes, "{a}: {detail}");
+                assert_eq!(reason, Reason::AcceptAll, "{a}: {detail}");
+            }
+            other => panic!("{a}: answered by {other:?}"),
+        }
+    }
+    assert!(
+        got.results
+            .iter()
+            .any(|e| e.server.as_deref() == Some("mx2.d.test [127.0.0.3]")),
+        "some recipients went to the backup"
+    );
+    let backup_logs = backup.logs().await;
+    let backup_canaries = all_rcpts(&backup_logs)
+        .iter()
+        .filter(|a| is_canary(a))
+        .count();
+    assert_eq!(backup_canaries, 1, "the backup got its own canary");
+    // (The primary's later connections end at its 421 greeting, before any command.)
+    for log in backup_logs.iter().chain(primary.logs().await.iter()) {
+        if !commands(log).is_empty() {
+            assert_orderly(log);
+        }
+    }
 }
 
 #[tokio::test]

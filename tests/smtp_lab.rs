@@ -239,7 +239,7 @@ fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
 
     // Sessions within the SMTP stage's bound for listeners that neither defer nor limit:
     // at most ceil(addresses / 20) per domain plus one for the canary's first session and
-    // one more per 15 rejections (sessions end before Postfix's error limits).
+    // one more per 9 refusals (sessions end before Postfix's error limits).
     let normal_domains = ["ok.smtp.test", "backup.smtp.test", "implicit.smtp.test"];
     let mut bound = 0;
     for d in normal_domains {
@@ -248,7 +248,7 @@ fn every_lab_case_at_level_smtp_and_what_the_servers_saw() {
             .iter()
             .filter(|(e, c)| domain_of(e) == d && c.statuses == ["invalid"])
             .count();
-        bound += n.div_ceil(20) + 1 + rejected / 15;
+        bound += n.div_ceil(20) + 1 + rejected / 9;
     }
     let bench_domains: std::collections::BTreeSet<&str> = cases
         .keys()

@@ -31,6 +31,7 @@ use super::session::{
     TlsPolicy,
 };
 use crate::dns::{Addresses, DomainEvidence, is_routable};
+use crate::verdict::Status;
 
 /// Everything the probe needs from the command line.
 #[derive(Debug, Clone)]
@@ -240,6 +241,9 @@ struct HostState {
     given_up: Option<String>,
     /// STARTTLS failed here once: later sessions stay in plain text (opportunistic only).
     tls_broken: bool,
+    /// The server refused the prober itself (5xx greeting, HELO or MAIL FROM): asking again
+    /// changes nothing, so later sessions are not opened.
+    refuses: Option<Reply>,
 }
 
 struct Host {
@@ -274,6 +278,7 @@ impl Host {
                 failures: 0,
                 given_up: None,
                 tls_broken: false,
+                refuses: None,
             }),
             changed: Notify::new(),
         }
@@ -300,7 +305,12 @@ impl Host {
                         pause,
                     });
                 }
-                s.not_before.saturating_duration_since(now)
+                if s.active >= s.limit {
+                    // Full: a finished session wakes us (the bound below covers a missed one).
+                    Duration::from_millis(250)
+                } else {
+                    s.not_before.saturating_duration_since(now)
+                }
             };
             // A short poll bound covers a wake-up that raced the check above.
             let wait = wait.clamp(Duration::from_millis(5), Duration::from_millis(250));
@@ -401,6 +411,7 @@ enum Contact {
         session: Box<Session>,
         stop: Stop,
         server: String,
+        ip: IpAddr,
         host: Arc<Host>,
     },
     /// No server would talk. `refusal`: the last greeting that refused us, if any.
@@ -426,8 +437,9 @@ pub struct DomainProbe {
 pub struct Prober {
     config: ProbeConfig,
     hosts: Mutex<HashMap<IpAddr, Arc<Host>>>,
-    /// Decided catch-all verdicts, by domain, for the run.
-    catch_all: Mutex<HashMap<String, CatchAll>>,
+    /// Decided catch-all verdicts, by domain and by the server that answered the canary: a
+    /// backup MX often accepts everything while the primary checks mailboxes.
+    catch_all: Mutex<HashMap<(String, IpAddr), CatchAll>>,
     sessions: Semaphore,
     counters: Counters,
     tls: tokio_rustls::TlsConnector,
@@ -438,7 +450,6 @@ struct Requeue<'a> {
     queue: &'a mut VecDeque<usize>,
     waiting: &'a mut Vec<(Instant, usize)>,
     retries: u32,
-    deferred: &'a AtomicU64,
 }
 
 impl Requeue<'_> {
@@ -448,18 +459,24 @@ impl Requeue<'_> {
     }
 
     /// Again later (at `at`, or in the next session), up to `retries` times; after that
-    /// `last` is the answer.
-    fn setback(&mut self, p: &mut Pending, i: usize, at: Option<Instant>, last: SmtpOutcome) {
+    /// `last` is the answer. True when it goes round again.
+    fn setback(
+        &mut self,
+        p: &mut Pending,
+        i: usize,
+        at: Option<Instant>,
+        last: SmtpOutcome,
+    ) -> bool {
         p.setbacks += 1;
         if p.setbacks > self.retries {
             p.done = Some(last);
-            return;
+            return false;
         }
-        bump(self.deferred, 1);
         match at {
             Some(at) => self.waiting.push((at, i)),
             None => self.queue.push_back(i),
         }
+        true
     }
 }
 
@@ -471,7 +488,36 @@ struct Pending {
     /// Deferrals and interrupted sessions so far (bounded by `retries`).
     setbacks: u32,
     server: Option<String>,
+    /// The server address that answered last.
+    ip: Option<IpAddr>,
     done: Option<SmtpOutcome>,
+    /// The catch-all canary, not a recipient of the list.
+    canary: bool,
+    /// Accepted by a server without a catch-all verdict, and queued again behind a canary.
+    rechecked: bool,
+}
+
+impl Pending {
+    fn new(address: String) -> Self {
+        Pending {
+            address,
+            attempts: 0,
+            setbacks: 0,
+            server: None,
+            ip: None,
+            done: None,
+            canary: false,
+            rechecked: false,
+        }
+    }
+
+    /// A local part no one has at `domain`.
+    fn canary(domain: &str) -> Self {
+        Pending {
+            canary: true,
+            ..Pending::new(format!("{}@{domain}", canary_local_part()))
+        }
+    }
 }
 
 impl Prober {
@@ -518,13 +564,15 @@ impl Prober {
         }
     }
 
-    /// The run's catch-all verdict for a domain, when a canary already decided it.
-    fn catch_all_of(&self, domain: &str) -> Option<CatchAll> {
+    /// The run's catch-all verdicts for a domain, by server, where a canary decided them.
+    fn catch_all_of(&self, domain: &str) -> HashMap<IpAddr, CatchAll> {
         self.catch_all
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(domain)
-            .copied()
+            .iter()
+            .filter(|((d, _), _)| d == domain)
+            .map(|((_, ip), v)| (*ip, *v))
+            .collect()
     }
 
     fn host(&self, ip: IpAddr) -> Arc<Host> {
@@ -547,27 +595,17 @@ impl Prober {
         bump(&self.counters.domains, 1);
         bump(&self.counters.to_decide, mailboxes.len() as u64);
         let real = mailboxes.len();
-        // A domain met again (in a later window of a long list) keeps its catch-all verdict:
-        // one canary per domain per run.
-        let known = self.catch_all_of(domain);
-        let canary_address = match known {
-            Some(_) => None,
-            None => Some(format!("{}@{domain}", canary_local_part())),
-        };
-        let mut pending: Vec<Pending> = mailboxes
-            .into_iter()
-            .chain(canary_address)
-            .map(|address| Pending {
-                address,
-                attempts: 0,
-                setbacks: 0,
-                server: None,
-                done: None,
-            })
-            .collect();
-        let canary = real;
-        // The canary leads the first session: its answer says what an "accepted" is worth.
-        let mut queue: VecDeque<usize> = (real..pending.len()).chain(0..real).collect();
+        // A domain met again (in a later window of a long list) keeps its catch-all verdicts:
+        // one canary per domain and server per run.
+        let mut verdicts = self.catch_all_of(domain);
+        let known_catch_all = verdicts.values().any(|v| *v == CatchAll::Yes);
+        let mut pending: Vec<Pending> = mailboxes.into_iter().map(Pending::new).collect();
+        let mut queue: VecDeque<usize> = (0..real).collect();
+        if verdicts.is_empty() {
+            // The canary leads the first session: its answer says what an "accepted" is worth.
+            pending.push(Pending::canary(domain));
+            queue.push_front(real);
+        }
         let mut waiting: Vec<(Instant, usize)> = Vec::new();
         let mut per_session = self.config.rcpt_per_session;
         let mut first_round = true;
@@ -613,7 +651,7 @@ impl Prober {
             }))
             .await;
             for (batch, contact) in batches.iter().zip(contacts) {
-                self.settle(
+                let answered_at = self.settle(
                     batch,
                     contact,
                     &mut pending,
@@ -621,28 +659,26 @@ impl Prober {
                     &mut waiting,
                     &mut per_session,
                 );
+                if let Some(ip) = answered_at {
+                    self.check_canary(domain, ip, batch, &mut pending, &mut queue, &mut verdicts);
+                }
             }
         }
 
-        let catch_all = match (known, pending.get(canary).and_then(|p| p.done.as_ref())) {
-            (Some(known), _) => known,
-            (None, Some(SmtpOutcome::Replied(r))) if r.code / 100 == 2 => CatchAll::Yes,
-            (None, Some(SmtpOutcome::Replied(r)))
-                if classify(r).status == crate::verdict::Status::Invalid =>
-            {
-                CatchAll::No
-            }
-            _ => CatchAll::Undetermined,
+        let catch_all = if verdicts.values().any(|v| *v == CatchAll::Yes) {
+            CatchAll::Yes
+        } else if verdicts.values().any(|v| *v == CatchAll::No) {
+            CatchAll::No
+        } else {
+            CatchAll::Undetermined
         };
-        if known.is_none() {
-            if catch_all == CatchAll::Yes {
-                bump(&self.counters.catch_all_domains, 1);
-            }
-            if catch_all != CatchAll::Undetermined {
-                self.catch_all
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(domain.to_owned(), catch_all);
+        if catch_all == CatchAll::Yes && !known_catch_all {
+            bump(&self.counters.catch_all_domains, 1);
+        }
+        {
+            let mut cache = self.catch_all.lock().unwrap_or_else(|e| e.into_inner());
+            for (ip, v) in &verdicts {
+                cache.insert((domain.to_owned(), *ip), *v);
             }
         }
         pending.truncate(real);
@@ -652,15 +688,72 @@ impl Prober {
             results: pending
                 .into_iter()
                 .map(|p| SmtpEvidence {
+                    // Each answer is worth what its own server's canary says.
+                    catch_all: p
+                        .ip
+                        .and_then(|ip| verdicts.get(&ip).copied())
+                        .unwrap_or(CatchAll::Undetermined),
                     outcome: p.done.unwrap_or_else(|| {
                         SmtpOutcome::ProtocolError("no answer was recorded".into())
                     }),
                     server: p.server,
                     attempts: p.attempts,
-                    catch_all,
                 })
                 .collect(),
         }
+    }
+
+    /// After a session at `ip`: file the canary's answer when it was in the batch; when the
+    /// server accepted recipients but has no catch-all verdict for the domain yet (the session
+    /// failed over to another MX), ask those recipients again behind a new canary, once.
+    fn check_canary(
+        &self,
+        domain: &str,
+        ip: IpAddr,
+        batch: &[usize],
+        pending: &mut Vec<Pending>,
+        queue: &mut VecDeque<usize>,
+        verdicts: &mut HashMap<IpAddr, CatchAll>,
+    ) {
+        for &i in batch {
+            let p = &pending[i];
+            if !p.canary || p.ip != Some(ip) {
+                continue;
+            }
+            match &p.done {
+                Some(SmtpOutcome::Replied(r)) if classify(r).status == Status::Valid => {
+                    verdicts.insert(ip, CatchAll::Yes);
+                }
+                Some(SmtpOutcome::Replied(r)) if classify(r).status == Status::Invalid => {
+                    verdicts.insert(ip, CatchAll::No);
+                }
+                _ => {}
+            }
+        }
+        if verdicts.contains_key(&ip) || batch.iter().any(|&i| pending[i].canary) {
+            return;
+        }
+        let unchecked: Vec<usize> = batch
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let p = &pending[i];
+                !p.rechecked
+                    && p.ip == Some(ip)
+                    && matches!(&p.done, Some(SmtpOutcome::Replied(r)) if r.code / 100 == 2)
+            })
+            .collect();
+        if unchecked.is_empty() {
+            return;
+        }
+        for &i in unchecked.iter().rev() {
+            let p = &mut pending[i];
+            p.done = None;
+            p.rechecked = true;
+            queue.push_front(i);
+        }
+        pending.push(Pending::canary(domain));
+        queue.push_front(pending.len() - 1);
     }
 
     /// Files the results of one session attempt: final outcomes, re-queued and deferred
@@ -673,15 +766,14 @@ impl Prober {
         queue: &mut VecDeque<usize>,
         waiting: &mut Vec<(Instant, usize)>,
         per_session: &mut usize,
-    ) {
+    ) -> Option<IpAddr> {
         let greylist_until = Instant::now() + self.config.greylist_wait;
         let mut rq = Requeue {
             queue,
             waiting,
             retries: self.config.retries,
-            deferred: &self.counters.deferred,
         };
-        let (session, stop, server, host) = match contact {
+        let (session, stop, server, ip, host) = match contact {
             Contact::NoServer {
                 why,
                 refusal,
@@ -693,7 +785,7 @@ impl Prober {
                     for &i in batch {
                         pending[i].done = Some(SmtpOutcome::SessionRefused(r.clone()));
                     }
-                    return;
+                    return None;
                 }
                 // Refused or timed-out connections: try again after a pause, not at once (a
                 // restarting server gets a moment; a dead one is given up on meanwhile).
@@ -706,14 +798,15 @@ impl Prober {
                     };
                     rq.setback(&mut pending[i], i, Some(again), last);
                 }
-                return;
+                return None;
             }
             Contact::Ran {
                 session,
                 stop,
                 server,
+                ip,
                 host,
-            } => (session, stop, server, host),
+            } => (session, stop, server, ip, host),
         };
         bump(&self.counters.rcpt_commands, session.rcpts_sent() as u64);
         let end = session.end().cloned();
@@ -735,8 +828,15 @@ impl Prober {
             }
         } else if matches!(stop, Stop::Finished)
             && !matches!(end, Some(SessionEnd::ProtocolError(_)))
+            && !rate_limited(&session)
         {
+            // (A rate-limited session is no success: the backoff must keep doubling.)
             host.succeeded();
+        }
+        if let Some(SessionEnd::HeloRejected(r) | SessionEnd::SenderRejected(r)) = &end
+            && r.code / 100 == 5
+        {
+            host.lock().refuses = Some(r.clone());
         }
         if let Some(SessionEnd::ProtocolError(why)) = &end
             && host.failed(why, self.config.give_up_after)
@@ -766,6 +866,7 @@ impl Prober {
         for (&i, result) in batch.iter().zip(session.results()) {
             let p = &mut pending[i];
             p.server = Some(server.clone());
+            p.ip = Some(ip);
             match result.outcome {
                 RcptOutcome::Probed(reply) => {
                     p.attempts += 1;
@@ -797,7 +898,9 @@ impl Prober {
                         }
                         _ => greylist_until,
                     };
-                    rq.setback(p, i, Some(at), SmtpOutcome::Replied(reply));
+                    if rq.setback(p, i, Some(at), SmtpOutcome::Replied(reply)) && !p.canary {
+                        bump(&self.counters.deferred, 1);
+                    }
                 }
                 RcptOutcome::NotProbed(NotProbedWhy::SessionLimit | NotProbedWhy::RejectionCap) => {
                     rq.next_session(i)
@@ -812,7 +915,9 @@ impl Prober {
                     rq.setback(p, i, throttle_until, last);
                 }
                 RcptOutcome::NotProbed(NotProbedWhy::SessionEnded) => match (&interrupted, &end) {
-                    (Some(last), _) => rq.setback(p, i, None, last.clone()),
+                    (Some(last), _) => {
+                        rq.setback(p, i, None, last.clone());
+                    }
                     (None, Some(SessionEnd::HeloRejected(r) | SessionEnd::SenderRejected(r))) => {
                         if r.code / 100 == 4 {
                             rq.setback(
@@ -841,25 +946,30 @@ impl Prober {
                     (None, Some(SessionEnd::UnsafeCommand(e))) => {
                         p.done = Some(SmtpOutcome::Unsendable(e.to_string()))
                     }
-                    (None, Some(SessionEnd::ProtocolError(why))) => rq.setback(
-                        p,
-                        i,
-                        None,
-                        SmtpOutcome::ProtocolError(format!("{server}: {why}")),
-                    ),
-                    (None, _) => rq.setback(
-                        p,
-                        i,
-                        None,
-                        SmtpOutcome::ProtocolError(format!(
-                            "{server}: the session ended before this recipient"
-                        )),
-                    ),
+                    (None, Some(SessionEnd::ProtocolError(why))) => {
+                        rq.setback(
+                            p,
+                            i,
+                            None,
+                            SmtpOutcome::ProtocolError(format!("{server}: {why}")),
+                        );
+                    }
+                    (None, _) => {
+                        rq.setback(
+                            p,
+                            i,
+                            None,
+                            SmtpOutcome::ProtocolError(format!(
+                                "{server}: the session ended before this recipient"
+                            )),
+                        );
+                    }
                 },
                 RcptOutcome::Smtputf8Unsupported => p.done = Some(SmtpOutcome::Smtputf8Unsupported),
                 RcptOutcome::Unsendable(e) => p.done = Some(SmtpOutcome::Unsendable(e.to_string())),
             }
         }
+        Some(ip)
     }
 
     /// Runs one session for `rcpts` on the first of the domain's servers that talks.
@@ -871,6 +981,12 @@ impl Prober {
             for &ip in &target.ips {
                 let host = self.host(ip);
                 let server = format!("{} [{ip}]", target.name);
+                if let Some(r) = host.lock().refuses.clone() {
+                    why = format!("{server} refused the prober: {r}");
+                    refusal = Some(r);
+                    timed_out = false;
+                    continue;
+                }
                 let Ok(_slot) = host.slot(self.config.host_pause).await else {
                     why = format!(
                         "{server}: {}",
@@ -940,6 +1056,7 @@ impl Prober {
                             );
                         } else {
                             refusal = Some(r.clone());
+                            host.lock().refuses = Some(r.clone());
                         }
                         why = format!("{server} refused the session: {r}");
                         timed_out = false;
@@ -968,6 +1085,7 @@ impl Prober {
                     session: Box::new(session),
                     stop,
                     server,
+                    ip,
                     host,
                 };
             }
@@ -1068,6 +1186,14 @@ impl Prober {
         };
         (session, stop)
     }
+}
+
+/// Whether any RCPT of the session was answered with a rate limit (4xx).
+fn rate_limited(session: &Session) -> bool {
+    session.results().iter().any(|r| {
+        matches!(&r.outcome, RcptOutcome::Probed(reply)
+            if reply.code / 100 == 4 && classify(reply).reason == ReplyReason::RateLimited)
+    })
 }
 
 /// 452 4.5.3 / "too many recipients": the batch, not the mailbox, was refused (RFC 5321

@@ -45,8 +45,10 @@ pub struct Config {
     pub batch_size: usize,
     /// RCPTs per session; the rest are left [`NotProbedWhy::SessionLimit`] for a new session.
     pub rcpt_per_session: usize,
-    /// Stop after this many 5xx RCPT replies: Postfix disconnects after 20 errors
-    /// (`smtpd_hard_error_limit`), and a dropped session loses the replies in flight.
+    /// Stop after this many refused (4xx or 5xx) RCPT replies. Postfix counts both as errors:
+    /// after 10 it delays every reply by a second (`smtpd_soft_error_limit`), after 20 it
+    /// disconnects (`smtpd_hard_error_limit`) and the replies in flight are lost. Staying
+    /// below 10 keeps a session fast and polite.
     pub max_rejections: usize,
     /// Use PIPELINING when the server offers it (off only to measure what it saves).
     pub pipelining: bool,
@@ -60,7 +62,7 @@ impl Config {
             tls: TlsPolicy::Opportunistic,
             batch_size: 20,
             rcpt_per_session: 100,
-            max_rejections: 15,
+            max_rejections: 9,
             pipelining: true,
         }
     }
@@ -176,7 +178,7 @@ pub enum SessionEnd {
     TlsRequiredNotOffered,
     /// The policy is [`TlsPolicy::Require`] and STARTTLS was refused.
     TlsRefused(Reply),
-    /// `max_rejections` 5xx RCPT replies were reached.
+    /// `max_rejections` refused RCPT replies were reached.
     TooManyRejections,
     /// A command would have carried a forbidden argument; it was not sent.
     UnsafeCommand(CommandError),
@@ -225,6 +227,9 @@ enum State {
         answered: usize,
     },
     Rset,
+    /// QUIT sent; its reply is the check that every earlier reply answered the command we
+    /// took it for.
+    Quit,
     Done,
 }
 
@@ -357,6 +362,7 @@ impl Session {
         match self.state {
             State::AwaitingTls => Action::StartTls,
             State::Done => Action::Finished,
+            State::Quit => Action::ReadMore,
             _ => Action::ReadMore,
         }
     }
@@ -509,6 +515,20 @@ impl Session {
                 SessionEnd::ProtocolError(format!("RSET refused: {reply}")),
                 NotProbedWhy::SessionEnded,
             )?,
+            State::Quit if code == 221 => {}
+            State::Quit => {
+                // A reply too many earlier (a stray or broken line) shifted every later one
+                // onto the next command, so the last RCPT's answer arrived here. None of this
+                // session's answers can be trusted: the recipients go to a new session.
+                for o in &mut self.outcomes {
+                    if matches!(o, Some(RcptOutcome::Probed(_))) {
+                        *o = Some(RcptOutcome::NotProbed(NotProbedWhy::SessionEnded));
+                    }
+                }
+                self.end = Some(SessionEnd::ProtocolError(format!(
+                    "replies out of step: QUIT was answered with {reply}"
+                )));
+            }
             State::AwaitingTls | State::Done => {
                 return Err(SessionError::Unexpected(format!(
                     "unsolicited reply {reply}"
@@ -621,7 +641,7 @@ impl Session {
         mut sent: usize,
         mut answered: usize,
     ) -> Result<(), CommandError> {
-        if reply.code / 100 == 5 {
+        if reply.code / 100 != 2 {
             self.rejections += 1;
         }
         self.outcomes[batch[answered]] = Some(RcptOutcome::Probed(reply));
@@ -663,6 +683,7 @@ impl Session {
     fn quit(&mut self, end: SessionEnd, rest: NotProbedWhy) -> Result<(), CommandError> {
         self.command(Verb::Quit, None)?;
         self.finish(end, rest);
+        self.state = State::Quit;
         Ok(())
     }
 
@@ -765,6 +786,8 @@ mod tests {
                     }
                     writes.push(text);
                 }
+                // The server's 221 to QUIT, so that tests read the session's end.
+                Action::ReadMore if s.state == State::Quit => s.feed(b"221 2.0.0 Bye\r\n").unwrap(),
                 other => return (writes, other),
             }
         }
@@ -779,6 +802,35 @@ mod tests {
             RcptOutcome::Probed(r) => r.code,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn replies_out_of_step_are_caught_by_the_reply_to_quit() {
+        let mut s = session(cfg(), &["a@x.example"]);
+        s.feed(b"220 mx\r\n").unwrap();
+        drain(&mut s);
+        s.feed(b"250 mx\r\n").unwrap(); // EHLO done: MAIL FROM goes out
+        drain(&mut s);
+        // A stray line (a broken multi-line EHLO reply, in its own segment) is taken for
+        // MAIL's answer; MAIL's own answer then passes for the RCPT's …
+        s.feed(b"250 SIZE 1000\r\n").unwrap();
+        drain(&mut s);
+        s.feed(b"250 2.1.0 Ok\r\n").unwrap();
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        // … and the RCPT's real answer arrives where the 221 should.
+        s.feed(b"550 5.1.1 <a@x.example>: User unknown\r\n")
+            .unwrap();
+        assert_eq!(s.next_action(), Action::Finished);
+        assert!(
+            matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step")),
+            "{:?}",
+            s.end()
+        );
+        assert_eq!(
+            outcome(&s, 0),
+            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded),
+            "no answer of an out-of-step session is kept"
+        );
     }
 
     #[test]
@@ -994,8 +1046,8 @@ mod tests {
                 RcptOutcome::NotProbed(NotProbedWhy::RejectionCap)
             );
         }
-        // The default cap stays below Postfix's 20.
-        assert_eq!(Config::new("h", "f").max_rejections, 15);
+        // The default cap stays below Postfix's soft error limit (10).
+        assert_eq!(Config::new("h", "f").max_rejections, 9);
     }
 
     #[test]
