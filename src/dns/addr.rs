@@ -31,16 +31,24 @@ fn is_routable_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved, RFC 1112
 }
 
+/// An allow-list: only global unicast (2000::/3, RFC 4291) can be a public mail server, which
+/// rules out loopback, unique-local, link-local, site-local, multicast, NAT64 (both the
+/// well-known and the local-use prefix, which map to internal IPv4), IPv4-compatible and the
+/// discard prefix at once. Inside it, a few special ranges are refused too.
 fn is_routable_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local, RFC 4193
-        || (s[0] & 0xffc0) == 0xfe80 // link-local
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation, RFC 3849
-        || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 well-known prefix
-        || s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only, RFC 6666
+    let global_unicast = (s[0] & 0xe000) == 0x2000;
+    global_unicast
+        && !(s[0] == 0x2001 && s[1] == 0x0db8) // documentation, RFC 3849
+        && !(s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking, RFC 5180
+        && !(s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID, RFC 4843
+        // 6to4 (RFC 3056) carries an IPv4 address: judge that one.
+        && !(s[0] == 0x2002 && !is_routable_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        )))
 }
 
 #[cfg(test)]
@@ -54,6 +62,8 @@ mod tests {
             "8.8.8.8",
             "2606:2800:220:1:248:1893:25c8:1946",
             "::ffff:8.8.8.8",
+            "2a00:1450:4001:81c::201b",
+            "2002:808:808::1",
         ] {
             assert!(is_routable(ip.parse().unwrap()), "{ip}");
         }
@@ -79,6 +89,13 @@ mod tests {
             "2001:db8::1",
             "::ffff:127.0.0.1",
             "ff02::1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
+            "::10.0.0.1",
+            "100::1",
+            "2001:2::1",
+            "2002:a00:1::1",
         ] {
             assert!(!is_routable(ip.parse().unwrap()), "{ip}");
         }
