@@ -43,12 +43,13 @@ fn is_routable_v6(ip: Ipv6Addr) -> bool {
         && !(s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking, RFC 5180
         && !(s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID, RFC 4843
         // 6to4 (RFC 3056) carries an IPv4 address: judge that one.
-        && !(s[0] == 0x2002 && !is_routable_v4(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        )))
+        && (s[0] != 0x2002
+            || is_routable_v4(Ipv4Addr::new(
+                (s[1] >> 8) as u8,
+                s[1] as u8,
+                (s[2] >> 8) as u8,
+                s[2] as u8,
+            )))
 }
 
 #[cfg(test)]
