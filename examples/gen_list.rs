@@ -1,7 +1,9 @@
 //! Deterministic generator of realistic lead lists, for samples/ and the benchmarks.
 //!
-//! `cargo run --release --example gen_list -- [--rows N] [--seed S] [--headerless | --compact]`
-//! writes CSV to stdout: names, an email, a company, the vendor (`source`) and a signup date.
+//! `cargo run --release --example gen_list -- [--rows N] [--seed S] [--headerless | --compact]
+//! [--groups N]` writes CSV to stdout: names, an email, a company, the vendor (`source`) and a
+//! signup date. `--groups N` replaces the five vendors in `source` by N values (`list-0000` …),
+//! spread evenly over the rows, to benchmark `--group-by` with many groups.
 //! Vendors differ in quality the way bought lists do: some carry many typos, throwaway inboxes,
 //! role accounts, broken cells and repeats; an organic signup list carries few.
 
@@ -269,6 +271,18 @@ pub enum Layout {
 }
 
 pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) -> io::Result<()> {
+    write_list_grouped(out, rows, seed, layout, None)
+}
+
+/// [`write_list`] with `groups` source values instead of the vendors' names. The value of a row
+/// comes from its index, not the generator, so the rest of the list is the same as without it.
+pub fn write_list_grouped(
+    out: &mut impl Write,
+    rows: usize,
+    seed: u64,
+    layout: Layout,
+    groups: Option<usize>,
+) -> io::Result<()> {
     let headerless = layout == Layout::Headerless;
     let mut rng = Rng::new(seed);
     let mut earlier: Vec<String> = Vec::new();
@@ -277,8 +291,16 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) 
         Layout::Compact => writeln!(out, "first_name,last_name,email,source,signup_date")?,
         Layout::Headerless => {}
     }
-    for _ in 0..rows {
+    for i in 0..rows {
         let v = pick_vendor(&mut rng);
+        let source = match groups {
+            // A multiplicative hash of the index: every value about equally often, interleaved.
+            Some(n) => std::borrow::Cow::Owned(format!(
+                "list-{:04}",
+                (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % n.max(1) as u64
+            )),
+            None => std::borrow::Cow::Borrowed(v.name),
+        };
         let (f, l) = (*rng.pick(FIRST), *rng.pick(LAST));
         let (company, corp_domain) = *rng.pick(COMPANIES);
         let domain = if rng.chance(v.free_share) {
@@ -328,7 +350,7 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) 
                 capitalize(f),
                 capitalize(l),
                 csv_cell(&email),
-                v.name
+                source
             )?;
         } else {
             let date = format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
@@ -339,7 +361,7 @@ pub fn write_list(out: &mut impl Write, rows: usize, seed: u64, layout: Layout) 
                 capitalize(l),
                 csv_cell(&email),
                 csv_cell(company),
-                v.name
+                source
             )?;
         }
     }
@@ -351,6 +373,7 @@ fn main() -> io::Result<()> {
     let mut rows = 1000usize;
     let mut seed = 1u64;
     let mut layout = Layout::Full;
+    let mut groups = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -358,12 +381,21 @@ fn main() -> io::Result<()> {
             "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(seed),
             "--headerless" => layout = Layout::Headerless,
             "--compact" => layout = Layout::Compact,
+            "--groups" => groups = args.next().and_then(|v| v.parse().ok()),
             _ => {
-                eprintln!("usage: gen_list [--rows N] [--seed S] [--headerless | --compact]");
+                eprintln!(
+                    "usage: gen_list [--rows N] [--seed S] [--headerless | --compact] [--groups N]"
+                );
                 std::process::exit(2);
             }
         }
     }
     let stdout = io::stdout();
-    write_list(&mut BufWriter::new(stdout.lock()), rows, seed, layout)
+    write_list_grouped(
+        &mut BufWriter::new(stdout.lock()),
+        rows,
+        seed,
+        layout,
+        groups,
+    )
 }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::dns::{DnsResolver, DomainEvidence};
 use crate::forecast::{Forecast, PriorTable};
-use crate::grouping::{DomainTally, GroupIndex, MAX_GROUPS, malformed_domain};
+use crate::grouping::{DomainTally, GroupIndex, MAX_GROUPS, group_key, malformed_domain};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
 use crate::output::summary::{
     GroupBy, GroupSummary, InputShape, ReasonCount, StatusCounts, StatusShares, Summary, thousands,
@@ -108,8 +108,9 @@ struct RowCheck {
     /// Identity for duplicate detection (None when the row has no well-formed address).
     dedup_hash: Option<u64>,
     duplicate: bool,
-    /// With --group-by: the row's group id, and whether its address was first seen in
-    /// another group.
+    /// With --group-by: the hash of the row's group cell (from the check stage), the row's
+    /// group id, and whether its address was first seen in another group.
+    group_key: u64,
     group: u32,
     cross_group: bool,
 }
@@ -120,11 +121,17 @@ struct Checked {
     rows: Vec<RowCheck>,
 }
 
-/// What one row adds to the tallies.
+/// What one row adds to the tallies: everything [`Tally::count`] needs, in 24 bytes, so the
+/// per-group tallies can be fed from a compact array instead of the rows themselves.
+#[derive(Clone, Copy)]
 struct Outcome {
     reason: Reason,
     flags: Flags,
     suggestion: bool,
+    duplicate: bool,
+    cross_group: bool,
+    has_address: bool,
+    sendable: bool,
     p: f64,
 }
 
@@ -139,6 +146,10 @@ impl Outcome {
             reason,
             flags,
             suggestion: address.and_then(Address::suggestion).is_some(),
+            duplicate: row.duplicate,
+            cross_group: row.cross_group,
+            has_address: address.is_some(),
+            sendable: row.sendable,
             p: priors.bounce_p(reason, flags),
         }
     }
@@ -160,7 +171,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(&mut self, row: &RowCheck, o: &Outcome) {
+    fn count(&mut self, o: &Outcome) {
         let status = o.reason.status();
         self.rows += 1;
         self.status.add(status);
@@ -170,18 +181,18 @@ impl Tally {
                 self.flags[i] += 1;
             }
         }
-        if row.duplicate {
+        if o.duplicate {
             self.duplicates += 1;
-            if row.cross_group {
+            if o.cross_group {
                 self.duplicates_across_groups += 1;
             }
-        } else if row.evidence.address().is_some() {
+        } else if o.has_address {
             self.unique += 1;
         }
         if o.suggestion {
             self.suggestions += 1;
         }
-        if row.sendable {
+        if o.sendable {
             self.forecast.add(status, o.reason, o.flags, o.p);
         }
     }
@@ -203,12 +214,20 @@ impl Tally {
     }
 }
 
+/// Rows per status at one domain, counted within a batch.
+type DomainCounts = [u64; 4];
+
 /// Output rows of one batch, one buffer per list, plus the batch's tallies.
 struct Serialized {
     lists: [Vec<u8>; 4],
     tally: Tally,
-    /// Each row's reason (its index), for the per-domain and per-group tallies.
-    reasons: Vec<u8>,
+    /// The batch's rows per domain (keyed by the domain's shared analysis, so a row costs a
+    /// pointer lookup), merged by name into the run's [`DomainTally`] by the writer.
+    domains: Vec<(Arc<crate::syntax::DomainFacts>, DomainCounts)>,
+    /// Malformed addresses' domains (the text after the last @) and their status.
+    malformed_domains: Vec<(String, Status)>,
+    /// With --group-by: each row's group and outcome, in order, for the per-group tallies.
+    group_rows: Vec<(u32, Outcome)>,
 }
 
 /// What the format stage needs besides the rows.
@@ -217,6 +236,8 @@ struct FormatContext<'a> {
     row_format: RowFormat,
     priors: PriorTable,
     policy: Policy,
+    /// --group-by is on: batches record each row's group and outcome.
+    grouping: bool,
 }
 
 /// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
@@ -231,7 +252,14 @@ fn serialize_batch(
     let enc = &cx.row_format.encoder;
     let mut lists: [Vec<u8>; 4] = Default::default();
     let mut tally = Tally::default();
-    let mut reasons = Vec::with_capacity(rows.len());
+    let mut domains: Vec<(Arc<crate::syntax::DomainFacts>, DomainCounts)> = Vec::new();
+    // Domain analyses are shared (one Arc per domain and thread), so their address finds a
+    // batch's entry without hashing the name. The entry holds the Arc, so the address cannot
+    // be reused for another domain while the batch runs.
+    let mut domain_slot: HashMap<usize, usize, BuildHasherDefault<PassThroughHasher>> =
+        HashMap::default();
+    let mut malformed_domains = Vec::new();
+    let mut group_rows = Vec::with_capacity(if cx.grouping { rows.len() } else { 0 });
     let mut detail = String::new();
     let mut normalized = String::new();
     // Probabilities repeat across rows (one per reason and flag floor): format each once.
@@ -243,8 +271,32 @@ fn serialize_batch(
         let outcome = Outcome::of(row, v.reason, &cx.priors);
         let (flags, p) = (outcome.flags, outcome.p);
         let suggestion = address.and_then(Address::suggestion);
-        tally.count(row, &outcome);
-        reasons.push(v.reason.index() as u8);
+        tally.count(&outcome);
+        if cx.grouping {
+            group_rows.push((row.group, outcome));
+        }
+        match &row.evidence {
+            Evidence::Syntax(Err(e)) if !matches!(e, syntax::SyntaxError::Empty) => {
+                let malformed = chunk
+                    .field(r, cx.dialect.email_column)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .and_then(malformed_domain);
+                if let Some(d) = malformed {
+                    malformed_domains.push((d, v.status));
+                }
+            }
+            evidence => {
+                if let Some(a) = evidence.address() {
+                    let slot = *domain_slot
+                        .entry(Arc::as_ptr(&a.domain) as usize)
+                        .or_insert_with(|| {
+                            domains.push((Arc::clone(&a.domain), [0; 4]));
+                            domains.len() - 1
+                        });
+                    domains[slot].1[v.status.index()] += 1;
+                }
+            }
+        }
 
         let found = chunk.fields(r).len();
         detail.clear();
@@ -310,12 +362,19 @@ fn serialize_batch(
     Serialized {
         lists,
         tally,
-        reasons,
+        domains,
+        malformed_domains,
+        group_rows,
     }
 }
 
 /// Check stage, parallel: the syntax evidence of every row of a chunk.
-fn check_chunk(chunk: Chunk, dialect: &Dialect, opts: SyntaxOptions) -> Checked {
+fn check_chunk(
+    chunk: Chunk,
+    dialect: &Dialect,
+    opts: SyntaxOptions,
+    group_column: Option<usize>,
+) -> Checked {
     let rows = (0..chunk.len())
         .into_par_iter()
         .with_min_len(256)
@@ -337,6 +396,7 @@ fn check_chunk(chunk: Chunk, dialect: &Dialect, opts: SyntaxOptions) -> Checked 
                 sendable,
                 dedup_hash,
                 duplicate: false,
+                group_key: group_column.map_or(0, |c| group_key(&chunk, r, c)),
                 group: 0,
                 cross_group: false,
             }
@@ -599,7 +659,7 @@ fn finish_chunk(checked: &mut Checked, cx: &FormatContext, dedup: &mut Dedup) ->
         }
         Dedup::Grouped { index, first_group } => {
             for (r, row) in checked.rows.iter_mut().enumerate() {
-                let g = index.id_of(&checked.chunk, r);
+                let g = index.id_of(row.group_key, &checked.chunk, r);
                 row.group = g;
                 if let Some(h) = row.dedup_hash {
                     match first_group.entry(h) {
@@ -624,42 +684,25 @@ fn finish_chunk(checked: &mut Checked, cx: &FormatContext, dedup: &mut Dedup) ->
         .collect()
 }
 
-/// Writer side, per row: the domain tally (every run, for the report) and the group tallies
-/// (--group-by). Sequential, so each is one hash lookup (domain) or one index (group) per row,
-/// with no merging of partial maps.
-fn tally_rows(
-    spent: &Checked,
-    batches: &[Serialized],
-    cx: &FormatContext,
-    domains: &mut DomainTally,
-    mut groups: Option<&mut Vec<Tally>>,
-) {
-    let reasons = batches.iter().flat_map(|b| b.reasons.iter());
-    for (r, (row, &reason)) in spent.rows.iter().zip(reasons).enumerate() {
-        let reason = Reason::ALL[reason as usize];
-        match &row.evidence {
-            Evidence::Syntax(Err(e)) if !matches!(e, syntax::SyntaxError::Empty) => {
-                let malformed = spent
-                    .chunk
-                    .field(r, cx.dialect.email_column)
-                    .and_then(|c| std::str::from_utf8(c).ok())
-                    .and_then(malformed_domain);
-                if let Some(d) = malformed {
-                    domains.add(&d, reason.status());
-                }
-            }
-            evidence => {
-                if let Some(a) = evidence.address() {
-                    domains.add(a.domain_unicode(), reason.status());
-                }
-            }
+/// Writer side: fold a chunk's batches into the run's domain tally and, with --group-by, the
+/// group tallies. The batches counted while the rows were hot; this only merges a few entries
+/// per batch and walks the compact group outcomes.
+fn merge_extras(batches: &[Serialized], domains: &mut DomainTally, groups: &mut Vec<Tally>) {
+    for batch in batches {
+        for (facts, counts) in &batch.domains {
+            domains.add_counts(&facts.unicode, counts);
         }
-        if let Some(groups) = groups.as_deref_mut() {
-            let g = row.group as usize;
+        for (d, status) in &batch.malformed_domains {
+            let mut counts = [0; 4];
+            counts[status.index()] = 1;
+            domains.add_counts(d, &counts);
+        }
+        for (g, outcome) in &batch.group_rows {
+            let g = *g as usize;
             if g >= groups.len() {
                 groups.resize_with(g + 1, Tally::default);
             }
-            groups[g].count(row, &Outcome::of(row, reason, &cx.priors));
+            groups[g].count(outcome);
         }
     }
 }
@@ -866,6 +909,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         row_format: RowFormat::new(dialect.delimiter),
         priors: PriorTable::new(&config.priors),
         policy: config.policy,
+        grouping: group_column.is_some(),
     };
     let bar = progress_bar(config.progress, reader.total_bytes);
     let rows_read = AtomicU64::new(0);
@@ -918,7 +962,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             .spawn_scoped(scope, move || {
                 for msg in chunk_rx {
                     let out = msg.map(|chunk| {
-                        pool_ref.install(|| check_chunk(chunk, dialect_ref, syntax_opts))
+                        pool_ref
+                            .install(|| check_chunk(chunk, dialect_ref, syntax_opts, group_column))
                     });
                     if checked_tx.blocking_send(out).is_err() {
                         break;
@@ -978,8 +1023,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 }
                 tally.merge(&batch.tally);
             }
-            let groups = group_column.is_some().then_some(&mut group_tallies);
-            tally_rows(&spent, &batches, cx_ref, &mut domains, groups);
+            merge_extras(&batches, &mut domains, &mut group_tallies);
             // Progress is what has been written, so the ETA holds when DNS is the slow stage.
             bar.set_position(spent.chunk.input_end);
             let mut message = format!("{} rows", thousands(tally.rows));

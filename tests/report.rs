@@ -282,3 +282,26 @@ fn hostile_group_values_are_text_in_the_report() {
     // The terminal table shows them as they are (a terminal does not run HTML).
     assert!(stderr(&o).contains("<script>alert(1)</script>"));
 }
+
+#[test]
+fn the_terminal_table_shows_the_worst_fifty_groups() {
+    let mut input = String::from("email,source\n");
+    for i in 0..60 {
+        // Group g<i> has i invalid rows of 60: the higher i, the worse.
+        for k in 0..60 {
+            if k < i {
+                input.push_str(&format!("bad{i}.{k}@@x.org,g{i:02}\n"));
+            } else {
+                input.push_str(&format!("u{i}.{k}@x.org,g{i:02}\n"));
+            }
+        }
+    }
+    let (_d, out, o) = verify_bytes(input.as_bytes(), &["--group-by", "source"]);
+    ok(&o);
+    assert_eq!(summary(&out)["groups"].as_array().unwrap().len(), 60);
+    let err = stderr(&o);
+    let rows: Vec<&str> = err.lines().filter(|l| l.starts_with("│ g")).collect();
+    assert_eq!(rows.len(), 50, "{err}");
+    assert!(rows[0].contains("g59") && rows[49].contains("g10"), "{err}");
+    assert!(err.contains("the 50 worst of 60 groups"), "{err}");
+}

@@ -11,6 +11,10 @@ use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 
 use super::summary::{GroupSummary, Summary, pct, thousands};
 
+/// Groups shown on the terminal: the worst ones. All of them are in summary.json, and the
+/// report lists hundreds.
+pub const MAX_TABLE_ROWS: usize = 50;
+
 /// Cells longer than this (a group value is untrusted input) are cut with an ellipsis, so one
 /// wild value cannot push every other column off the screen.
 const MAX_VALUE_CHARS: usize = 32;
@@ -81,7 +85,7 @@ pub fn group_table(summary: &Summary) -> Option<String> {
         .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.clone());
-    for g in &summary.groups {
+    for g in summary.groups.iter().take(MAX_TABLE_ROWS) {
         let f = &g.predicted_bounce_rate;
         let flag = |name: &str| thousands(g.flags.get(name).copied().unwrap_or(0));
         let mut row = vec![
@@ -129,6 +133,12 @@ pub fn group_table(summary: &Summary) -> Option<String> {
     );
     out.push_str(&table.to_string());
     out.push('\n');
+    if summary.groups.len() > MAX_TABLE_ROWS {
+        out.push_str(&format!(
+            "the {MAX_TABLE_ROWS} worst of {} groups; all of them are in summary.json\n",
+            thousands(summary.groups.len() as u64)
+        ));
+    }
     if group_by.capped {
         out.push_str(&format!(
             "note: more than {} distinct values; rows of later values are pooled in (other)\n",
