@@ -255,9 +255,9 @@ fn serialize_batch(
     let mut domains: Vec<(Arc<crate::syntax::DomainFacts>, DomainCounts)> = Vec::new();
     // Domain analyses are shared (one Arc per domain and thread), so their address finds a
     // batch's entry without hashing the name. The entry holds the Arc, so the address cannot
-    // be reused for another domain while the batch runs.
-    let mut domain_slot: HashMap<usize, usize, BuildHasherDefault<PassThroughHasher>> =
-        HashMap::default();
+    // be reused for another domain while the batch runs. (Hashed with ahash: an address's low
+    // bits are all alignment zeros.)
+    let mut domain_slot: HashMap<usize, usize, ahash::RandomState> = HashMap::default();
     let mut malformed_domains = Vec::new();
     let mut group_rows = Vec::with_capacity(if cx.grouping { rows.len() } else { 0 });
     let mut detail = String::new();
