@@ -900,11 +900,20 @@ async fn sender_rejected_is_session_refused() {
     assert_eq!(got.catch_all, CatchAll::Undetermined);
     let logs = server.logs().await;
     assert_eq!(logs.len(), 1, "a 5xx to MAIL FROM is not retried");
-    assert!(rcpts(&logs[0]).is_empty());
+    // The RCPTs went pipelined with MAIL FROM; their replies (after the refusal) were not
+    // taken as answers, as the outcomes above show.
     assert_eq!(
         commands(&logs[0]),
-        ["EHLO probe.test", "MAIL FROM:<check@probe.test>", "QUIT"]
+        [
+            "EHLO probe.test",
+            "MAIL FROM:<check@probe.test>",
+            &format!("RCPT TO:<{}>", rcpts(&logs[0])[0]),
+            "RCPT TO:<a@d.test>",
+            "RCPT TO:<b@d.test>",
+            "QUIT"
+        ]
     );
+    assert!(is_canary(&rcpts(&logs[0])[0]));
 }
 
 // ------------------------------------------------------------------------------------------

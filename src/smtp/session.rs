@@ -219,7 +219,18 @@ enum State {
     StartTls,
     /// STARTTLS accepted; waiting for the caller's upgrade.
     AwaitingTls,
-    Mail,
+    /// MAIL FROM sent, with the first `sent` RCPTs of `batch` right behind it when the server
+    /// pipelines (RFC 2920 lets MAIL and RCPT share a group).
+    Mail {
+        batch: Vec<usize>,
+        sent: usize,
+    },
+    /// MAIL FROM was refused after RCPTs were pipelined behind it: their replies (503 "need
+    /// MAIL" and the like) say nothing about the mailboxes and are skipped.
+    Drain {
+        remaining: usize,
+        end: SessionEnd,
+    },
     /// `batch`: recipient indices; `sent` written so far; `answered` replies read.
     Rcpt {
         batch: Vec<usize>,
@@ -498,12 +509,25 @@ impl Session {
                 self.quit(SessionEnd::TlsRefused(reply), NotProbedWhy::SessionEnded)?;
             }
             State::StartTls => self.start_first_batch()?,
-            State::Mail if code / 100 == 2 => self.send_rcpts()?,
-            State::Mail => {
+            State::Mail { batch, sent } if code / 100 == 2 => self.send_rcpts(batch, sent)?,
+            State::Mail { sent: 0, .. } => {
                 self.quit(
                     SessionEnd::SenderRejected(reply),
                     NotProbedWhy::SessionEnded,
                 )?;
+            }
+            State::Mail { sent, .. } => {
+                self.state = State::Drain {
+                    remaining: sent,
+                    end: SessionEnd::SenderRejected(reply),
+                };
+            }
+            State::Drain { remaining: 1, end } => self.quit(end, NotProbedWhy::SessionEnded)?,
+            State::Drain { remaining, end } => {
+                self.state = State::Drain {
+                    remaining: remaining - 1,
+                    end,
+                };
             }
             State::Rcpt {
                 batch,
@@ -592,13 +616,29 @@ impl Session {
         if self.utf8_txn {
             arg.push_str(" SMTPUTF8");
         }
-        self.state = State::Mail;
-        self.command(Verb::Mail, Some(&arg))
+        self.command(Verb::Mail, Some(&arg))?;
+        let batch = std::mem::take(&mut self.next_batch);
+        // With PIPELINING the first RCPTs go in the same write: one round trip saved.
+        let sent = if self.pipelines() {
+            self.send_rcpt_window(&batch, 0)?
+        } else {
+            0
+        };
+        self.state = State::Mail { batch, sent };
+        Ok(())
     }
 
-    fn send_rcpts(&mut self) -> Result<(), CommandError> {
-        let batch = std::mem::take(&mut self.next_batch);
-        let n = self.send_rcpt_window(&batch, 0)?;
+    fn pipelines(&self) -> bool {
+        self.caps.pipelining && self.config.pipelining
+    }
+
+    /// MAIL FROM accepted: the RCPTs, unless they went with it.
+    fn send_rcpts(&mut self, batch: Vec<usize>, sent: usize) -> Result<(), CommandError> {
+        let n = if sent > 0 {
+            sent
+        } else {
+            self.send_rcpt_window(&batch, 0)?
+        };
         self.state = State::Rcpt {
             batch,
             sent: n,
@@ -616,7 +656,7 @@ impl Session {
     /// `smtpd_hard_error_limit`. A window never holds more RCPTs than rejections are left.
     fn send_rcpt_window(&mut self, batch: &[usize], from: usize) -> Result<usize, CommandError> {
         let left = batch.len() - from;
-        let n = if self.caps.pipelining && self.config.pipelining {
+        let n = if self.pipelines() {
             left.min(self.config.max_rejections.saturating_sub(self.rejections))
                 .max(1)
         } else {
@@ -805,6 +845,31 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_mail_from_makes_the_pipelined_rcpt_replies_meaningless() {
+        let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        // The sender is refused; the RCPTs that went with it get "need MAIL" (or even a
+        // 550): none of it is about the mailboxes.
+        let (w, a) = step(
+            &mut s,
+            "553 5.7.1 <check@probe.example>: Sender rejected\r\n",
+        );
+        assert_eq!((w.len(), a), (0, Action::ReadMore));
+        let (w, a) = step(&mut s, "503 5.5.1 Error: need MAIL command\r\n");
+        assert_eq!((w.len(), a), (0, Action::ReadMore));
+        let (w, a) = step(&mut s, "550 5.1.1 no such user\r\n");
+        assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
+        assert!(matches!(s.end(), Some(SessionEnd::SenderRejected(r)) if r.code == 553));
+        for i in [0, 1] {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+            );
+        }
+    }
+
+    #[test]
     fn replies_out_of_step_are_caught_by_the_reply_to_quit() {
         let mut s = session(cfg(), &["a@x.example"]);
         s.feed(b"220 mx\r\n").unwrap();
@@ -863,13 +928,16 @@ mod tests {
     fn pipelining_sends_rcpts_in_one_write_and_matches_replies_in_order() {
         let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
         step(&mut s, "220 mx\r\n");
+        // MAIL FROM and the RCPTs share one write (RFC 2920).
         let (w, _) = step(&mut s, "250-mx\r\n250-pipelining\r\n250 SIZE\r\n");
-        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
-        let (w, _) = step(&mut s, "250 ok\r\n");
         assert_eq!(
             w,
-            ["RCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\nRCPT TO:<c@x.example>\r\n"]
+            [
+                "MAIL FROM:<check@probe.example>\r\nRCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\nRCPT TO:<c@x.example>\r\n"
+            ]
         );
+        let (w, a) = step(&mut s, "250 ok\r\n");
+        assert_eq!((w.len(), a), (0, Action::ReadMore));
         let (w, a) = step(&mut s, "550 5.1.1 no\r\n250 ok\r\n");
         assert_eq!((w.len(), a), (0, Action::ReadMore));
         let (w, a) = step(&mut s, "450-4.2.1 later\r\n450 4.2.1 really\r\n");
@@ -1059,10 +1127,14 @@ mod tests {
         let rcpts = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"];
         let mut s = session(config, &rcpts);
         step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
-        let (w, _) = step(&mut s, "250 ok\r\n");
-        assert_eq!(w, ["RCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\n"]);
-        let (w, _) = step(&mut s, "550 no\r\n250 ok\r\n");
+        let (w, _) = step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        assert_eq!(
+            w,
+            [
+                "MAIL FROM:<check@probe.example>\r\nRCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\n"
+            ]
+        );
+        let (w, _) = step(&mut s, "250 ok\r\n550 no\r\n250 ok\r\n");
         assert_eq!(w, ["RCPT TO:<c@x.example>\r\n"], "one rejection left");
         let (w, a) = step(&mut s, "550 no\r\n");
         assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
@@ -1101,13 +1173,15 @@ mod tests {
         let mut s = session(config, &rcpts);
         step(&mut s, "220 mx\r\n");
         step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
-        step(&mut s, "250 ok\r\n");
-        let (w, _) = step(&mut s, "250 ok\r\n250 ok\r\n");
+        let (w, _) = step(&mut s, "250 ok\r\n250 ok\r\n250 ok\r\n");
         assert_eq!(w, ["RSET\r\n"]);
         let (w, _) = step(&mut s, "250 ok\r\n");
-        assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
+        assert_eq!(
+            w,
+            ["MAIL FROM:<check@probe.example>\r\nRCPT TO:<c@x.example>\r\n"]
+        );
         let (w, _) = step(&mut s, "250 ok\r\n");
-        assert_eq!(w, ["RCPT TO:<c@x.example>\r\n"]);
+        assert!(w.is_empty());
         let (w, a) = step(&mut s, "250 ok\r\n");
         assert_eq!((w, a), (vec!["QUIT\r\n".into()], Action::Finished));
         assert_eq!(s.end(), Some(&SessionEnd::Completed));
@@ -1175,7 +1249,7 @@ mod tests {
         };
         let whole = run(false);
         assert_eq!(whole, run(true));
-        assert_eq!(whole.0.len(), 4);
+        assert_eq!(whole.0.len(), 3, "EHLO; MAIL with the RCPTs; QUIT");
         assert_eq!(whole.2, Some(SessionEnd::Completed));
         let RcptOutcome::Probed(r) = &whole.1[1].outcome else {
             panic!()
@@ -1205,7 +1279,7 @@ mod tests {
             all.extend(step(&mut s, r).0);
         }
         assert_eq!(
-            all[2], "RCPT TO:<ok@x.example>\r\n",
+            all[1], "MAIL FROM:<check@probe.example>\r\nRCPT TO:<ok@x.example>\r\n",
             "only the clean address is sent"
         );
         let joined = all.concat();
