@@ -104,6 +104,16 @@ impl GroupIndex {
         })
     }
 
+    /// The group of `key` if it has one already (read-only, so rows can look it up in
+    /// parallel; only the few rows with a new key need [`GroupIndex::id_of`]).
+    pub fn known(&self, key: u64) -> Option<u32> {
+        match key {
+            EMPTY_KEY => self.special[0],
+            UNREADABLE_KEY => self.special[1],
+            _ => self.ids.get(&key).copied(),
+        }
+    }
+
     /// The group of row `r` of `chunk`, whose [`group_key`] is `key`: "(unreadable)",
     /// "(empty)", the value's own group, or "(other)" past [`MAX_GROUPS`] values.
     pub fn id_of(&mut self, key: u64, chunk: &Chunk, r: usize) -> u32 {
@@ -249,6 +259,10 @@ mod tests {
         let ids: Vec<u32> = (0..chunk.len())
             .map(|r| g.id_of(group_key(&chunk, r, 1), &chunk, r))
             .collect();
+        for (r, id) in ids.iter().enumerate() {
+            assert_eq!(g.known(group_key(&chunk, r, 1)), Some(*id));
+        }
+        assert_eq!(g.known(12345), None);
         let names: Vec<String> = ids.iter().map(|&id| g.name(id).1).collect();
         assert_eq!(
             names,

@@ -658,9 +658,18 @@ fn finish_chunk(checked: &mut Checked, cx: &FormatContext, dedup: &mut Dedup) ->
             }
         }
         Dedup::Grouped { index, first_group } => {
+            // Known groups in parallel; the sequential pass below only adds new values.
+            let known: &GroupIndex = index;
+            checked
+                .rows
+                .par_iter_mut()
+                .with_min_len(1024)
+                .for_each(|row| row.group = known.known(row.group_key).unwrap_or(u32::MAX));
             for (r, row) in checked.rows.iter_mut().enumerate() {
-                let g = index.id_of(row.group_key, &checked.chunk, r);
-                row.group = g;
+                if row.group == u32::MAX {
+                    row.group = index.id_of(row.group_key, &checked.chunk, r);
+                }
+                let g = row.group;
                 if let Some(h) = row.dedup_hash {
                     match first_group.entry(h) {
                         std::collections::hash_map::Entry::Occupied(first) => {
