@@ -12,7 +12,8 @@ echo "== cargo clippy --all-targets --features lab -- -D warnings"
 cargo clippy --locked --all-targets --features lab -- -D warnings
 echo "== lab/up"
 started_lab=no
-if ! [ -s target/lab/unbound.pid ] || ! kill -0 "$(cat target/lab/unbound.pid)" 2>/dev/null; then
+lab_dir=${PREBOUNCE_LAB_DIR:-target/lab}
+if ! [ -s "$lab_dir/unbound.pid" ] || ! kill -0 "$(cat "$lab_dir/unbound.pid")" 2>/dev/null; then
   started_lab=yes
 fi
 if ! lab/up; then
