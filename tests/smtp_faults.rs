@@ -1031,6 +1031,44 @@ async fn a_backup_mx_gets_its_own_canary() {
     }
 }
 
+/// A restarting server closes three connections from three domains at once: one event, not
+/// three failures, so the host is not given up and a later domain is probed normally.
+#[tokio::test]
+async fn a_moment_s_glitch_at_a_shared_mx_is_one_failure() {
+    let server = Server::start(|i| {
+        if i < 3 {
+            Behavior {
+                greeting: Greeting::Close,
+                ..Behavior::new(mailboxes(&["a@d4.test"]))
+            }
+        } else {
+            Behavior::new(mailboxes(&["a@d4.test"]))
+        }
+    })
+    .await;
+    let prober = Prober::new(ProbeConfig {
+        per_host: 3,
+        ..config(server.port())
+    })
+    .unwrap();
+    let targets = mx(LOCALHOST);
+    let (a, b, c) = tokio::join!(
+        prober.probe_domain("d1.test", &targets, strings(&["a@d1.test"])),
+        prober.probe_domain("d2.test", &targets, strings(&["a@d2.test"])),
+        prober.probe_domain("d3.test", &targets, strings(&["a@d3.test"])),
+    );
+    for p in [&a, &b, &c] {
+        assert!(
+            matches!(&p.results[0].outcome, SmtpOutcome::Replied(r) if r.code == 550),
+            "{:?}",
+            p.results[0].outcome
+        );
+    }
+    let later = probe(&prober, &targets, &["a@d4.test"]).await;
+    assert_eq!(code(&later.results[0]), 250);
+    assert_eq!(prober.stats().hosts_given_up, 0);
+}
+
 #[tokio::test]
 async fn failing_host_is_given_up() {
     // Hang-up at the greeting, and EHLO never answered (a timeout after the greeting).

@@ -244,7 +244,12 @@ struct HostState {
     /// The server refused the prober itself (5xx greeting, HELO or MAIL FROM): asking again
     /// changes nothing, so later sessions are not opened.
     refuses: Option<Reply>,
+    /// When the last failure was counted.
+    last_failure: Option<Instant>,
 }
+
+/// A failure counts only when its session began this long after the last counted one.
+const FAILURE_SPACING: Duration = Duration::from_millis(500);
 
 struct Host {
     state: Mutex<HostState>,
@@ -279,6 +284,7 @@ impl Host {
                 given_up: None,
                 tls_broken: false,
                 refuses: None,
+                last_failure: None,
             }),
             changed: Notify::new(),
         }
@@ -325,8 +331,18 @@ impl Host {
     }
 
     /// Counts a failure; true when the host is given up on because of it.
-    fn failed(&self, why: &str, give_up_after: u32) -> bool {
+    /// `started`: when the failed session began.
+    fn failed(&self, why: &str, give_up_after: u32, started: Instant) -> bool {
         let mut s = self.lock();
+        // Sessions under way when a failure was counted, or begun just after it (several
+        // domains on one shared MX), saw the same event: a moment's glitch must not give up a
+        // host for the whole run. Only a session begun a while after it counts again.
+        if s.last_failure
+            .is_some_and(|t| started < t + FAILURE_SPACING)
+        {
+            return false;
+        }
+        s.last_failure = Some(Instant::now());
         s.failures += 1;
         if s.given_up.is_none() && s.failures >= give_up_after {
             s.given_up = Some(format!("given up after {} failures: {why}", s.failures));
@@ -412,6 +428,7 @@ enum Contact {
         stop: Stop,
         server: String,
         ip: IpAddr,
+        started: Instant,
         host: Arc<Host>,
     },
     /// No server would talk. `refusal`: the last greeting that refused us, if any.
@@ -768,12 +785,13 @@ impl Prober {
         per_session: &mut usize,
     ) -> Option<IpAddr> {
         let greylist_until = Instant::now() + self.config.greylist_wait;
+        let retry_at = Instant::now() + self.config.backoff_base();
         let mut rq = Requeue {
             queue,
             waiting,
             retries: self.config.retries,
         };
-        let (session, stop, server, ip, host) = match contact {
+        let (session, stop, server, ip, started, host) = match contact {
             Contact::NoServer {
                 why,
                 refusal,
@@ -805,8 +823,9 @@ impl Prober {
                 stop,
                 server,
                 ip,
+                started,
                 host,
-            } => (session, stop, server, ip, host),
+            } => (session, stop, server, ip, started, host),
         };
         bump(&self.counters.rcpt_commands, session.rcpts_sent() as u64);
         let end = session.end().cloned();
@@ -823,6 +842,7 @@ impl Prober {
             if host.failed(
                 &format!("server closing: {r}"),
                 self.config.give_up_after + 2,
+                started,
             ) {
                 bump(&self.counters.hosts_given_up, 1);
             }
@@ -839,7 +859,7 @@ impl Prober {
             host.lock().refuses = Some(r.clone());
         }
         if let Some(SessionEnd::ProtocolError(why)) = &end
-            && host.failed(why, self.config.give_up_after)
+            && host.failed(why, self.config.give_up_after, started)
         {
             // A server that breaks the dialogue every time is not asked forever.
             bump(&self.counters.hosts_given_up, 1);
@@ -858,7 +878,7 @@ impl Prober {
             ))),
         };
         if let Some(why) = &interrupted
-            && host.failed(&format!("{why:?}"), self.config.give_up_after)
+            && host.failed(&format!("{why:?}"), self.config.give_up_after, started)
         {
             bump(&self.counters.hosts_given_up, 1);
         }
@@ -915,8 +935,10 @@ impl Prober {
                     rq.setback(p, i, throttle_until, last);
                 }
                 RcptOutcome::NotProbed(NotProbedWhy::SessionEnded) => match (&interrupted, &end) {
+                    // An interrupted session (timeout, dropped connection): again after a
+                    // pause, like a refused connection, not in a burst.
                     (Some(last), _) => {
-                        rq.setback(p, i, None, last.clone());
+                        rq.setback(p, i, Some(retry_at), last.clone());
                     }
                     (None, Some(SessionEnd::HeloRejected(r) | SessionEnd::SenderRejected(r))) => {
                         if r.code / 100 == 4 {
@@ -1016,6 +1038,7 @@ impl Prober {
                         };
                     }
                 };
+                let started = Instant::now();
                 let addr = SocketAddr::new(ip, self.config.port);
                 let stream =
                     match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
@@ -1024,7 +1047,7 @@ impl Prober {
                             bump(&self.counters.connect_failures, 1);
                             why = format!("{server}: {e}");
                             timed_out = false;
-                            if host.failed(&why, self.config.give_up_after) {
+                            if host.failed(&why, self.config.give_up_after, started) {
                                 bump(&self.counters.hosts_given_up, 1);
                             }
                             continue;
@@ -1033,7 +1056,7 @@ impl Prober {
                             bump(&self.counters.connect_failures, 1);
                             why = format!("{server}: connection timed out");
                             timed_out = true;
-                            if host.failed(&why, self.config.give_up_after) {
+                            if host.failed(&why, self.config.give_up_after, started) {
                                 bump(&self.counters.hosts_given_up, 1);
                             }
                             continue;
@@ -1060,7 +1083,7 @@ impl Prober {
                         }
                         why = format!("{server} refused the session: {r}");
                         timed_out = false;
-                        if host.failed(&why, self.config.give_up_after + 2) {
+                        if host.failed(&why, self.config.give_up_after + 2, started) {
                             bump(&self.counters.hosts_given_up, 1);
                         }
                         continue;
@@ -1074,7 +1097,7 @@ impl Prober {
                             ),
                             _ => format!("{server}: closed the connection before greeting"),
                         };
-                        if host.failed(&why, self.config.give_up_after) {
+                        if host.failed(&why, self.config.give_up_after, started) {
                             bump(&self.counters.hosts_given_up, 1);
                         }
                         continue;
@@ -1086,6 +1109,7 @@ impl Prober {
                     stop,
                     server,
                     ip,
+                    started,
                     host,
                 };
             }
