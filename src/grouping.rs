@@ -51,29 +51,12 @@ pub fn group_key(chunk: &Chunk, r: usize, column: usize) -> u64 {
     h.max(UNREADABLE_KEY + 1)
 }
 
-/// The set hashes keys already: don't hash them again.
-#[derive(Default)]
-struct KeyHasher(u64);
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// Group key → dense id, for the per-group tallies. One entry per distinct value; the value's
 /// bytes are copied once, when it is first seen.
 pub struct GroupIndex {
     /// 0-based column of the group values.
     pub column: usize,
-    ids: HashMap<u64, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+    ids: HashMap<u64, u32, std::hash::BuildHasherDefault<crate::pipeline::PassThroughHasher>>,
     /// By id: what the group is and (for a value) its bytes.
     groups: Vec<(GroupKind, Box<[u8]>)>,
     /// Ids of the special groups, created when first needed: empty, unreadable, other.

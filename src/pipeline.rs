@@ -55,7 +55,7 @@ fn malformed_identity_hash(text: &str) -> u64 {
 
 /// The set stores hashes already: don't hash them again.
 #[derive(Default)]
-struct PassThroughHasher(u64);
+pub(crate) struct PassThroughHasher(u64);
 impl Hasher for PassThroughHasher {
     fn finish(&self) -> u64 {
         self.0
