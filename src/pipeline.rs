@@ -496,6 +496,13 @@ struct StoreLookup {
 /// Store stage for one chunk: suppressed addresses and addresses with a usable stored verdict
 /// get their answer here, and the other rows learn their previous verdict (for changes.csv).
 fn look_up_chunk(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), StoreError> {
+    match &lookup.cache {
+        Some((store, _)) => store.reading(|_| look_up_rows(checked, lookup)),
+        None => look_up_rows(checked, lookup),
+    }
+}
+
+fn look_up_rows(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), StoreError> {
     for row in &mut checked.rows {
         let Evidence::Syntax(Ok(address)) = &row.evidence else {
             continue;
@@ -1119,8 +1126,10 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 }
             }
             // Each stage its own connection: the lookups here, the writes in the writer thread.
+            // An empty store (a first run) has nothing to look up.
             let cache = match config.level {
                 Level::Syntax => None,
+                _ if !main.has_verdicts()? => None,
                 level => Some((
                     Store::open(&opts.path)?,
                     CachePolicy {

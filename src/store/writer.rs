@@ -61,7 +61,7 @@ impl StoreWriter {
     ) -> Result<StoreWriter, StoreError> {
         let (tx, rx) = unbounded();
         let thread = std::thread::Builder::new()
-            .name("prebounce-store-write".into())
+            .name("prebounce-write-store".into())
             .spawn(move || write_loop(store, rx, run_started, suppress_invalid))
             .map_err(|e| StoreError::Entry(format!("cannot start the store thread: {e}")))?;
         Ok(StoreWriter { tx, thread })
