@@ -412,3 +412,28 @@ fn two_runs_at_once_share_one_store() {
     assert_eq!(s["store"]["cached_rows"], 6000);
     assert_eq!(s["dns"]["queries"], 0);
 }
+
+#[test]
+fn a_store_locked_by_another_writer_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    assert!(suppress(&store, &["list"]).status.success(), "create it");
+    // Another writer holds the write lock for the whole command.
+    let holder = rusqlite::Connection::open(&store).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let o = prebounce()
+        .env("PREBOUNCE_BUSY_TIMEOUT_MS", "300")
+        .args(["suppress", "--store", store.to_str().unwrap()])
+        .args(["add", "a@b.test"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(store.to_str().unwrap()) && e.contains("locked by another prebounce run"),
+        "{e}"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    // Once it is free, the same command works.
+    assert!(suppress(&store, &["add", "a@b.test"]).status.success());
+}

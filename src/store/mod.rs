@@ -31,8 +31,18 @@ pub use schema::VERSION as SCHEMA_VERSION;
 pub use schema::version_1_sql;
 pub use writer::{Record, StoreWriter, Write};
 
-/// How long a run waits for another run holding the store's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a run waits for another run holding the store's write lock. Debug builds read
+/// `PREBOUNCE_BUSY_TIMEOUT_MS` instead, so the locked-store test need not wait 30 s.
+fn busy_timeout() -> Duration {
+    if cfg!(debug_assertions)
+        && let Some(ms) = std::env::var("PREBOUNCE_BUSY_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    Duration::from_secs(30)
+}
 /// Unknown verdicts (timeouts, greylisting, unreachable servers…) are reused for at most this
 /// long: long enough that a resumed run does not ask again at once, short enough that the next
 /// real run does.
@@ -49,8 +59,8 @@ pub enum StoreError {
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
-        "the store {} is locked by another prebounce run (waited {}s); try again when it ends, or pass another --store",
-        path.display(), BUSY_TIMEOUT.as_secs()
+        "the store {} is locked by another prebounce run (waited {:.1}s); try again when it ends, or pass another --store",
+        path.display(), busy_timeout().as_secs_f64()
     )]
     Locked { path: PathBuf },
     #[error(
@@ -282,7 +292,7 @@ impl Store {
         }
         let err = |e| StoreError::of(path, e);
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.busy_timeout(busy_timeout()).map_err(err)?;
         // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
         // syncs at checkpoints only: a committed verdict survives the process being killed,
         // which is what resume needs; a power cut may lose the last ones (verified again).
