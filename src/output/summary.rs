@@ -352,7 +352,13 @@ impl Summary {
                 thousands(m.hosts_given_up)
             );
         }
-        if let Some(st) = &self.store {
+        if let Some(st) = self.store.as_ref().filter(|_| self.level == "syntax") {
+            let _ = writeln!(
+                s,
+                "  store: {} (at level syntax only its suppression list is read)",
+                st.path
+            );
+        } else if let Some(st) = &self.store {
             let _ = writeln!(
                 s,
                 "  store: {} · {} rows answered from it (verified earlier){} · {} new verdicts saved",
