@@ -30,7 +30,7 @@ for mode in shared per-row; do
     rm -rf "$dir/dnsout"
     /usr/bin/time -f "%e %M" -o "$dir/time.txt" target/release/prebounce verify "$dir/dns10k.csv" \
       --level dns --dns-server 127.77.0.2 --allow-reserved-domains --allow-private-mx \
-      -o "$dir/dnsout" -q "${extra[@]}"
+      -o "$dir/dnsout" -q --no-store "${extra[@]}"
     read -r run_t run_m < "$dir/time.txt"
     run_seen=$($ctl stats | sed -n 's/^total.num.queries=//p')
     if awk "BEGIN{exit !($run_t < $best)}"; then best=$run_t; t=$run_t; m=$run_m; seen=$run_seen; fi

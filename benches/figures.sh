@@ -26,7 +26,7 @@ best() { # best-of-3 wall seconds and peak RSS of a command
 
 for rows in 1000000 5000000; do
   f="$dir/list-$rows.csv"
-  read -r pt pm < <(best target/release/prebounce verify "$f" --level syntax -o "$dir/out" -q)
+  read -r pt pm < <(best target/release/prebounce verify "$f" --level syntax -o "$dir/out" -q --no-store)
   read -r ft fm < <(best target/release/examples/csv_floor "$f" "$dir/floor.csv")
   awk -v r="$rows" -v pt="$pt" -v pm="$pm" -v ft="$ft" -v fm="$fm" -v b="$(stat -c %s "$f")" 'BEGIN{
     printf "%d rows (%.1f bytes/row): prebounce %.2f s = %.0f rows/s, peak RSS %.1f MB | csv floor %.2f s (RSS %.1f MB) | ratio %.2fx\n",

@@ -27,8 +27,8 @@ if [ -n "${BASE_BIN:-}" ]; then
   read -r t m < <(best "$BASE_BIN" verify "$f" --level syntax --force -q)
   report "$BASE_BIN (no report.html)" "$t" "$m"
 fi
-read -r t0 m0 < <(best target/release/prebounce verify "$f" --level syntax --force -q)
+read -r t0 m0 < <(best target/release/prebounce verify "$f" --level syntax --force -q --no-store)
 report "without --group-by" "$t0" "$m0"
-read -r t1 m1 < <(best target/release/prebounce verify "$f" --level syntax --force -q --group-by source)
+read -r t1 m1 < <(best target/release/prebounce verify "$f" --level syntax --force -q --no-store --group-by source)
 report "with --group-by source (1,000 values)" "$t1" "$m1"
 awk -v a="$t0" -v b="$t1" 'BEGIN{printf "grouping adds %.1f %%\n", (b/a-1)*100}'

@@ -32,7 +32,7 @@ run() {
   before=$(wc -l < "$maillog")
   local t0 t1
   t0=$(date +%s.%N)
-  "$bin" verify "$work/list.csv" --out "$work/$name" --force --quiet \
+  "$bin" verify "$work/list.csv" --out "$work/$name" --force --quiet --no-store \
     --level smtp --from probe@sender.test --allow-reserved-domains --allow-private-mx \
     --dns-server 127.77.0.1 --greylist-wait 6s "$@"
   t1=$(date +%s.%N)

@@ -55,6 +55,9 @@ impl Default for Priors {
             // The server cannot take a non-ASCII local part at all: the send will fail unless
             // the sender's own MTA gives up on it first.
             ("smtputf8-unsupported", 0.9),
+            // On the suppression list: mostly earlier hard bounces; sending to it is what the
+            // list exists to prevent.
+            ("suppressed", 1.0),
             // Undecided: the status prior applies (dns-error, dns-timeout, and the SMTP answers
             // that say nothing about the mailbox: greylisted, rate-limited, prober-blocked …);
             // accept-all takes the catch-all prior.

@@ -11,6 +11,7 @@ pub mod input;
 pub mod output;
 mod pipeline;
 pub mod smtp;
+pub mod store;
 pub mod syntax;
 pub mod verdict;
 
@@ -67,6 +68,12 @@ pub struct VerifyConfig {
     /// Break every figure down by the values of this column (a header name or a 1-based
     /// number, like `input_options.column`).
     pub group_by: Option<String>,
+    /// The store (cache, resume, suppression list); None: --no-store.
+    pub store: Option<store::StoreOptions>,
+    /// Set (by a SIGINT/SIGTERM handler) to stop the run politely: no new rows or SMTP
+    /// sessions, what is decided is committed to the store, and the run ends with
+    /// [`Error::Interrupted`].
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl VerifyConfig {
@@ -87,6 +94,8 @@ impl VerifyConfig {
             policy: verdict::Policy::default(),
             smtp: None,
             group_by: None,
+            store: None,
+            interrupt: None,
         }
     }
 }
@@ -106,8 +115,26 @@ pub enum Error {
     SmtpNeedsSender,
     #[error("cannot probe: {0}")]
     Smtp(#[from] smtp::probe::ProbeSetupError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{}", interrupted_message(store.as_deref(), *saved))]
+    Interrupted {
+        /// The store's path (None: --no-store).
+        store: Option<String>,
+        /// Verdicts of this run committed to it.
+        saved: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn interrupted_message(store: Option<&str>, saved: u64) -> String {
+    match store {
+        Some(path) => format!(
+            "interrupted; {saved} verdicts of this run are saved in the store {path}: run the same command again to resume"
+        ),
+        None => "interrupted; nothing was saved (--no-store): the next run starts over".into(),
+    }
 }
 
 impl Error {
@@ -118,6 +145,10 @@ impl Error {
             Error::Output(
                 output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),
             ) => 2,
+            Error::Store(store::StoreError::Other { .. } | store::StoreError::Folder { .. }) => 1,
+            Error::Store(_) => 2,
+            // 128 + SIGINT, as a shell reports a run stopped by Ctrl-C.
+            Error::Interrupted { .. } => 130,
             Error::Output(_) | Error::Internal(_) => 1,
         }
     }

@@ -38,6 +38,44 @@ enum Command {
         /// The reply text; a multi-line reply may use real line breaks or "\n".
         reply: String,
     },
+    /// The suppression list: addresses and domains that must never be mailed. `verify` puts
+    /// them in invalid.csv with reason `suppressed`, without checking them.
+    Suppress {
+        #[command(subcommand)]
+        action: SuppressAction,
+        /// The store [default: the user's cache folder, prebounce/store.sqlite3].
+        #[arg(long, value_name = "PATH", global = true)]
+        store: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuppressAction {
+    /// Add an address, or a whole domain (@example.com or example.com).
+    Add {
+        #[arg(value_name = "ADDRESS|@DOMAIN|DOMAIN", required = true)]
+        entries: Vec<String>,
+        #[arg(long, value_name = "TEXT", default_value = "added by hand")]
+        reason: String,
+    },
+    /// Remove entries.
+    Remove {
+        #[arg(value_name = "ADDRESS|@DOMAIN|DOMAIN", required = true)]
+        entries: Vec<String>,
+    },
+    /// Add the entries of a CSV file: its `email` column (or its first column) and an optional
+    /// `reason` column. A header row is recognised by those names.
+    Import {
+        #[arg(value_name = "CSV")]
+        file: PathBuf,
+        /// Reason for rows without one.
+        #[arg(long, value_name = "TEXT", default_value = "imported")]
+        reason: String,
+    },
+    /// Print the list as CSV (entry,reason,added_at) on standard output.
+    Export,
+    /// Print the list for a person.
+    List,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -154,6 +192,23 @@ struct VerifyArgs {
     /// number), in summary.json, report.html and a table on stderr.
     #[arg(long, value_name = "NAME|N")]
     group_by: Option<String>,
+    /// The store: cached verdicts, resume, suppression list [default: the user's cache folder,
+    /// prebounce/store.sqlite3].
+    #[arg(long, value_name = "PATH", help_heading = "Store")]
+    store: Option<PathBuf>,
+    /// Run without a store: no cache, no resume, no suppression list.
+    #[arg(long, conflicts_with_all = ["store", "fresh", "suppress_invalid"], help_heading = "Store")]
+    no_store: bool,
+    /// Reuse stored verdicts younger than this (unknown ones: an hour at most), e.g. 30d, 12h.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_age, help_heading = "Store")]
+    max_age: Duration,
+    /// Verify again everything (what is decided is still stored).
+    #[arg(long, help_heading = "Store")]
+    fresh: bool,
+    /// Put addresses found invalid for a permanent reason (mailbox-not-found, mailbox-disabled,
+    /// no-such-domain, null-mx) on the suppression list.
+    #[arg(long, help_heading = "Store")]
+    suppress_invalid: bool,
     /// Bounce-probability priors (TOML or JSON) overriding the built-in table.
     #[arg(long, value_name = "FILE")]
     priors: Option<PathBuf>,
@@ -189,6 +244,10 @@ fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_age(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write it like 30d, 12h or 90m"))
+}
+
 fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -215,7 +274,152 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Verify(args) => verify(*args),
         Command::Explain { reply } => explain(&reply),
+        Command::Suppress { action, store } => suppress(action, store),
     }
+}
+
+fn store_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    given
+        .or_else(prebounce::store::default_path)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no cache folder is known for this user: pass --store <PATH> or --no-store"
+            )
+        })
+}
+
+/// Ctrl-C and SIGTERM set the flag (the run stops politely and says how to resume); a second
+/// one while it stops ends the process at once.
+fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, std::sync::Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(flag)
+}
+
+fn suppress(action: SuppressAction, store: Option<PathBuf>) -> ExitCode {
+    match suppress_inner(action, store) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e.downcast_ref::<prebounce::store::StoreError>() {
+                Some(
+                    prebounce::store::StoreError::Other { .. }
+                    | prebounce::store::StoreError::Folder { .. },
+                ) => 1,
+                _ => 2,
+            };
+            fail(code, &e)
+        }
+    }
+}
+
+fn suppress_inner(action: SuppressAction, store: Option<PathBuf>) -> anyhow::Result<()> {
+    use prebounce::store::{Store, date_of, suppression_entry};
+    let mut store = Store::open(&store_path(store)?)?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        SuppressAction::Add { entries, reason } => {
+            let entries = entries
+                .iter()
+                .map(|e| Ok((suppression_entry(e)?, reason.clone())))
+                .collect::<Result<Vec<_>, prebounce::store::StoreError>>()?;
+            let added = store.suppress(&entries)?;
+            eprintln!(
+                "prebounce: {added} added, {} already listed (reason updated)",
+                entries.len() - added
+            );
+        }
+        SuppressAction::Remove { entries } => {
+            for e in entries {
+                let entry = suppression_entry(&e)?;
+                if !store.unsuppress(&entry)? {
+                    anyhow::bail!("{entry} is not on the suppression list");
+                }
+            }
+        }
+        SuppressAction::Import { file, reason } => {
+            let entries = read_suppression_csv(&file, &reason)?;
+            let added = store.suppress(&entries)?;
+            eprintln!(
+                "prebounce: {} entries read, {added} added, {} already listed (reason updated)",
+                entries.len(),
+                entries.len() - added
+            );
+        }
+        SuppressAction::Export => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            w.write_record(["entry", "reason", "added_at"])?;
+            for s in store.suppressions()? {
+                w.write_record([s.entry.as_str(), &s.reason, &date_of(s.added_at)])?;
+            }
+            w.flush().context("cannot write to standard output")?;
+        }
+        SuppressAction::List => {
+            let list = store.suppressions()?;
+            for s in &list {
+                writeln!(out, "{}  {}  {}", date_of(s.added_at), s.entry, s.reason)
+                    .context("cannot write to standard output")?;
+            }
+            eprintln!(
+                "prebounce: {} entries in {}",
+                list.len(),
+                store.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Entries of a suppression CSV: the `email` (or `entry`, `address`, `domain`) column, else
+/// the first; the `reason` column when there is one. Every entry must be usable.
+fn read_suppression_csv(
+    path: &std::path::Path,
+    default_reason: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = r.records();
+    let Some(first) = rows.next() else {
+        return Ok(Vec::new());
+    };
+    let first = first.with_context(|| format!("cannot read {}", path.display()))?;
+    let names: Vec<String> = first.iter().map(|c| c.trim().to_lowercase()).collect();
+    let col = names
+        .iter()
+        .position(|n| ["email", "e-mail", "entry", "address", "domain"].contains(&n.as_str()));
+    let reason_col = names.iter().position(|n| n == "reason");
+    let header = col.is_some() || reason_col.is_some();
+    let col = col.unwrap_or(0);
+    let mut out = Vec::new();
+    let mut add = |rec: &csv::StringRecord, line: u64| -> anyhow::Result<()> {
+        let Some(cell) = rec.get(col).filter(|c| !c.trim().is_empty()) else {
+            return Ok(());
+        };
+        let entry = prebounce::store::suppression_entry(cell)
+            .with_context(|| format!("{} line {line}", path.display()))?;
+        let reason = reason_col
+            .and_then(|i| rec.get(i))
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or(default_reason);
+        out.push((entry, reason.to_owned()));
+        Ok(())
+    };
+    if !header {
+        add(&first, 1)?;
+    }
+    for (i, rec) in rows.enumerate() {
+        let rec = rec.with_context(|| format!("cannot read {}", path.display()))?;
+        add(&rec, i as u64 + 2)?;
+    }
+    Ok(out)
 }
 
 fn verify(args: VerifyArgs) -> ExitCode {
@@ -238,6 +442,23 @@ fn verify(args: VerifyArgs) -> ExitCode {
     let smtp = match smtp_config(&args) {
         Ok(s) => s,
         Err(e) => return fail(2, &e),
+    };
+    let store = if args.no_store {
+        None
+    } else {
+        match store_path(args.store.clone()) {
+            Ok(path) => Some(prebounce::store::StoreOptions {
+                path,
+                max_age: args.max_age,
+                fresh: args.fresh,
+                suppress_invalid: args.suppress_invalid,
+            }),
+            Err(e) => return fail(2, &e),
+        }
+    };
+    let interrupt = match interrupt_flag() {
+        Ok(f) => f,
+        Err(e) => return fail(1, &e),
     };
     let config = VerifyConfig {
         input,
@@ -275,6 +496,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
         },
         smtp,
         group_by: args.group_by.clone(),
+        store,
+        interrupt: Some(interrupt),
     };
     let summary = match prebounce::verify(&config) {
         Ok(s) => s,

@@ -1,9 +1,11 @@
 //! Wires the stages, each on its own thread, joined by bounded channels so the run streams and
 //! memory stays flat whatever the input size:
 //!
-//! read (chunks of rows) → check (syntax, rayon) → dns (tokio, from --level dns) →
-//! smtp (tokio, --level smtp) → format (marks repeats in input order, decides verdicts and
-//! serialises rows, rayon) → write.
+//! read (chunks of rows) → check (syntax, rayon) → store (suppression list and cached
+//! verdicts: rows answered here skip the network) → dns (tokio, from --level dns) →
+//! smtp (tokio, --level smtp; commits each domain's verdicts to the store as its probe ends) →
+//! format (marks repeats in input order, decides verdicts and serialises rows, rayon) →
+//! write (the lists; the other new verdicts go to the store writer, see `store::writer`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,10 +26,14 @@ use crate::forecast::{Forecast, PriorTable};
 use crate::grouping::{DomainTally, GroupIndex, MAX_GROUPS, group_key, malformed_domain};
 use crate::input::{Chunk, Dialect, InputError, InputReader};
 use crate::output::summary::{
-    GroupBy, GroupSummary, InputShape, ReasonCount, StatusCounts, StatusShares, Summary, thousands,
+    Changes, GroupBy, GroupSummary, InputShape, ReasonCount, StatusCounts, StatusShares,
+    StoreSummary, Summary, thousands,
 };
 use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
 use crate::smtp::probe::{CatchAll, MxTarget, Prober, SmtpEvidence, SmtpOutcome, targets_of};
+use crate::store::{
+    CachePolicy, Previous, Record, Store, StoreError, StoreWriter, SuppressionSet, Write,
+};
 use crate::syntax::{self, Address, Flags, SyntaxOptions};
 use crate::verdict::{self, Evidence, Policy, Reason, Status, Unreadable};
 use crate::{Error, Level, ProgressMode, VerifyConfig};
@@ -113,6 +119,8 @@ struct RowCheck {
     group_key: u64,
     group: u32,
     cross_group: bool,
+    /// The address's previous verdict, when the store has one to compare with (changes.csv).
+    previous: Option<Box<Previous>>,
 }
 
 /// Checked rows of one chunk.
@@ -228,6 +236,12 @@ struct Serialized {
     malformed_domains: Vec<(String, Status)>,
     /// With --group-by: each row's group and outcome, in order, for the per-group tallies.
     group_rows: Vec<(u32, Outcome)>,
+    /// New verdicts for the store.
+    records: Vec<Record>,
+    /// Rows whose status differs from their previous verification: changes.csv rows.
+    changes: Vec<u8>,
+    /// `previous→new` status of each of them, for summary.json.
+    transitions: Vec<(Status, Status)>,
 }
 
 /// What the format stage needs besides the rows.
@@ -238,6 +252,8 @@ struct FormatContext<'a> {
     policy: Policy,
     /// --group-by is on: batches record each row's group and outcome.
     grouping: bool,
+    /// With a store at level dns or smtp: the level verdicts are stored at.
+    store_level: Option<Level>,
 }
 
 /// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
@@ -264,6 +280,10 @@ fn serialize_batch(
     let mut normalized = String::new();
     // Probabilities repeat across rows (one per reason and flag floor): format each once.
     let mut p_texts: Vec<(u64, String)> = Vec::new();
+    let mut records = Vec::new();
+    let mut changes = Vec::new();
+    let mut transitions = Vec::new();
+    let now = cx.store_level.map_or(0, |_| crate::store::now());
     for (i, row) in rows.iter().enumerate() {
         let r = first + i;
         let v = verdict::decide(&row.evidence, cx.policy);
@@ -329,6 +349,50 @@ fn serialize_batch(
             }
         };
 
+        if let (Some(level), false) = (cx.store_level, row.duplicate) {
+            // Verdicts probed at level smtp were committed by the SMTP stage; the rows it
+            // leaves without SMTP evidence are the domains that take no mail (a final verdict).
+            if let Evidence::Domain { smtp: None, .. } = &row.evidence
+                && (level == Level::Dns || v.reason != Reason::DomainAcceptsMail)
+            {
+                records.push(Record {
+                    key: address.map(Address::dedup_key).unwrap_or_default(),
+                    reason: v.reason,
+                    detail: v.detail.to_string(),
+                    mx: v.mx.clone(),
+                    level,
+                    verified_at: now,
+                    reply: None,
+                });
+            }
+        }
+        if let (Some(prev), false) = (&row.previous, row.duplicate)
+            && prev.status != v.status
+        {
+            transitions.push((prev.status, v.status));
+            for (k, cell) in [
+                normalized.as_str(),
+                prev.status.as_str(),
+                prev.reason.as_str(),
+                &crate::output::summary::rfc3339_utc(
+                    std::time::UNIX_EPOCH + Duration::from_secs(prev.verified_at.max(0) as u64),
+                ),
+                v.status.as_str(),
+                v.reason.as_str(),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if k > 0 {
+                    changes.push(b',');
+                }
+                cx.row_format
+                    .changes_encoder
+                    .push(&mut changes, cell.as_bytes());
+            }
+            changes.push(b'\n');
+        }
+
         let out = &mut lists[v.status.index()];
         match chunk.raw(r) {
             // A quote-free row of the right width is already its own CSV encoding.
@@ -365,6 +429,9 @@ fn serialize_batch(
         domains,
         malformed_domains,
         group_rows,
+        records,
+        changes,
+        transitions,
     }
 }
 
@@ -399,10 +466,82 @@ fn check_chunk(
                 group_key: group_column.map_or(0, |c| group_key(&chunk, r, c)),
                 group: 0,
                 cross_group: false,
+                previous: None,
             }
         })
         .collect();
     Checked { chunk, rows }
+}
+
+/// The store's connections and state for one run.
+struct RunStore {
+    main: Store,
+    run: crate::store::RunStart,
+    /// Moved into the store stage's thread.
+    lookup: Option<StoreLookup>,
+    writer: Option<StoreWriter>,
+}
+
+/// What the store stage answers rows from.
+struct StoreLookup {
+    /// Cached verdicts (level dns and smtp; a syntax check is cheaper than a lookup).
+    cache: Option<(Store, CachePolicy)>,
+    suppressions: SuppressionSet,
+    /// Verdicts written since then are this run's own (it resumes an interrupted run).
+    run_started: i64,
+    /// Rows answered from the cache.
+    hits: AtomicU64,
+}
+
+/// Store stage for one chunk: suppressed addresses and addresses with a usable stored verdict
+/// get their answer here, and the other rows learn their previous verdict (for changes.csv).
+fn look_up_chunk(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), StoreError> {
+    match &lookup.cache {
+        Some((store, _)) => store.reading(|_| look_up_rows(checked, lookup)),
+        None => look_up_rows(checked, lookup),
+    }
+}
+
+fn look_up_rows(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), StoreError> {
+    for row in &mut checked.rows {
+        let Evidence::Syntax(Ok(address)) = &row.evidence else {
+            continue;
+        };
+        if let Some(entry) = lookup.suppressions.of(address) {
+            row.evidence = Evidence::Suppressed {
+                address: address.clone(),
+                entry: Arc::new(entry.clone()),
+            };
+            continue;
+        }
+        let Some((store, policy)) = &lookup.cache else {
+            continue;
+        };
+        let Some(prior) = store.lookup(&address.dedup_key())? else {
+            continue;
+        };
+        // Against the verdict before this run: a verdict this (resumed) run wrote already
+        // compares with the one it replaced.
+        row.previous = if prior.verified_at >= lookup.run_started {
+            prior.previous.clone().map(Box::new)
+        } else if policy.serves(&prior) {
+            None // the same verdict, reused: nothing changed
+        } else {
+            Some(Box::new(Previous {
+                status: prior.reason.status(),
+                reason: prior.reason,
+                verified_at: prior.verified_at,
+            }))
+        };
+        if policy.serves(&prior) {
+            lookup.hits.fetch_add(1, Ordering::Relaxed);
+            row.evidence = Evidence::Stored {
+                address: address.clone(),
+                prior: Arc::new(prior),
+            };
+        }
+    }
+    Ok(())
 }
 
 /// DNS stage for one chunk: look up each distinct domain (the resolver shares lookups across
@@ -497,6 +636,7 @@ async fn smtp_stage(
     prober: Arc<Prober>,
     policy: Policy,
     bar: ProgressBar,
+    commit: SmtpCommit,
     mut input: mpsc::Receiver<Result<Checked, InputError>>,
     output: mpsc::Sender<Result<Checked, InputError>>,
 ) {
@@ -516,7 +656,12 @@ async fn smtp_stage(
             None => true,
         };
         if end || rows >= SMTP_WINDOW_ROWS {
-            probe_window(&prober, policy, &bar, &mut window).await;
+            probe_window(&prober, policy, &bar, &commit, &mut window).await;
+            // Stopped (Ctrl-C): the window's rows are not all decided. What was decided is
+            // in the store; the lists are not written.
+            if prober.is_stopped() {
+                return;
+            }
             for checked in window.drain(..) {
                 if output.send(Ok(checked)).await.is_err() {
                     return;
@@ -530,9 +675,27 @@ async fn smtp_stage(
     }
 }
 
+/// Where the SMTP stage commits each domain's verdicts, and what stops it.
+#[derive(Clone)]
+struct SmtpCommit {
+    store: Option<crossbeam_channel::Sender<Write>>,
+    interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl SmtpCommit {
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+}
+
 /// The distinct addresses of one domain in a window, in first-seen order.
 struct DomainWork {
     targets: Vec<MxTarget>,
+    dns: Arc<DomainEvidence>,
+    /// One per mailbox: the address as first seen (its verdict is stored under its key).
+    addresses: Vec<Address>,
     mailboxes: Vec<String>,
     /// dedup key → index in `mailboxes`.
     index: HashMap<String, usize>,
@@ -545,8 +708,12 @@ async fn probe_window(
     prober: &Arc<Prober>,
     policy: Policy,
     bar: &ProgressBar,
+    commit: &SmtpCommit,
     window: &mut [Checked],
 ) {
+    if commit.interrupted() {
+        prober.stop();
+    }
     // None: the domain takes no mail (the DNS verdict stands); decided once per domain.
     let mut work: HashMap<String, Option<DomainWork>> = HashMap::new();
     for checked in window.iter() {
@@ -563,6 +730,8 @@ async fn probe_window(
             if !work.contains_key(domain) {
                 let w = verdict::domain_takes_mail(domain, dns, policy).then(|| DomainWork {
                     targets: targets_of(domain, dns, policy.allow_private_mx),
+                    dns: Arc::clone(dns),
+                    addresses: Vec::new(),
                     mailboxes: Vec::new(),
                     index: HashMap::new(),
                 });
@@ -576,6 +745,7 @@ async fn probe_window(
             if let std::collections::hash_map::Entry::Vacant(e) = w.index.entry(key) {
                 e.insert(next);
                 w.mailboxes.push(format!("{}@{domain}", address.local));
+                w.addresses.push(address.clone());
             }
         }
     }
@@ -587,8 +757,49 @@ async fn probe_window(
         let Some(w) = w else { continue };
         let prober = Arc::clone(prober);
         let (name, count) = (domain.clone(), w.mailboxes.len());
+        let store = commit.store.clone();
         let task = tasks.spawn(async move {
             let probe = prober.probe_domain(&domain, &w.targets, w.mailboxes).await;
+            // Committed now, not when the window ends: a killed run keeps this domain's work.
+            if let Some(store) = store {
+                let now = crate::store::now();
+                let records = probe
+                    .results
+                    .iter()
+                    .zip(&w.addresses)
+                    .zip(&probe.decided)
+                    .filter(|(_, decided)| **decided)
+                    .map(|((smtp, address), _)| {
+                        let v = verdict::decide(
+                            &Evidence::Domain {
+                                address: address.clone(),
+                                dns: Arc::clone(&w.dns),
+                                smtp: Some(Arc::new(smtp.clone())),
+                            },
+                            policy,
+                        );
+                        Record {
+                            key: address.dedup_key(),
+                            reason: v.reason,
+                            detail: v.detail.into_owned(),
+                            mx: v.mx,
+                            level: Level::Smtp,
+                            verified_at: now,
+                            reply: match &smtp.outcome {
+                                crate::smtp::probe::SmtpOutcome::Replied(r) => {
+                                    Some((r.code, r.text.clone()))
+                                }
+                                _ => None,
+                            },
+                        }
+                    })
+                    .collect();
+                let _ = store.send(Write::Verdicts(records));
+                let _ = store.send(Write::CatchAll {
+                    domain: domain.clone(),
+                    servers: probe.catch_all_by_server.clone(),
+                });
+            }
             probe.results.into_iter().map(Arc::new).collect::<Vec<_>>()
         });
         probing.insert(task.id(), (name, w.index, count));
@@ -621,6 +832,9 @@ async fn probe_window(
                 None => break,
             },
             _ = tick.tick() => {
+                if commit.interrupted() && !prober.is_stopped() {
+                    prober.stop();
+                }
                 let s = prober.stats();
                 bar.set_message(format!(
                     "smtp: {}/{} addresses · {} sessions · {} RCPT · {} deferred",
@@ -788,6 +1002,8 @@ fn group_summaries(index: &GroupIndex, tallies: &[Tally]) -> Vec<GroupSummary> {
 /// The appended cells that come from a small fixed set, encoded once per run.
 struct RowFormat {
     encoder: FieldEncoder,
+    /// changes.csv is always comma-separated.
+    changes_encoder: FieldEncoder,
     /// `<delim>status<delim>reason`, by reason index.
     status_and_reason: Vec<Vec<u8>>,
     /// `<delim>flags`, by flag bits.
@@ -814,6 +1030,7 @@ impl RowFormat {
             .collect();
         RowFormat {
             encoder,
+            changes_encoder: FieldEncoder::new(b','),
             status_and_reason,
             flags,
         }
@@ -885,6 +1102,71 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         }
         _ => None,
     };
+    // The store, opened before any output exists so a damaged or locked one fails cleanly.
+    let now = crate::store::now();
+    let mut store = match &config.store {
+        Some(opts) => {
+            let main = Store::open(&opts.path)?;
+            let max_age = i64::try_from(opts.max_age.as_secs()).unwrap_or(i64::MAX);
+            // The same command, started again after an interruption, resumes its run.
+            let fingerprint = format!(
+                "verify|{}|{}|{}|fresh={}",
+                config.level.as_str(),
+                config.input.describe(),
+                config.out_dir.display(),
+                opts.fresh
+            );
+            let run = main.begin_run(&fingerprint, now.saturating_sub(max_age))?;
+            if let Some(prober) = &prober {
+                let domain_age = max_age.min(crate::store::DOMAIN_MAX_AGE.as_secs() as i64);
+                for (domain, server, catch_all) in
+                    main.catch_all_since(now.saturating_sub(domain_age))?
+                {
+                    prober.remember_catch_all(&domain, server, catch_all);
+                }
+            }
+            // Each stage its own connection: the lookups here, the writes in the writer thread.
+            // An empty store (a first run) has nothing to look up.
+            let cache = match config.level {
+                Level::Syntax => None,
+                _ if !main.has_verdicts()? => None,
+                level => Some((
+                    Store::open(&opts.path)?,
+                    CachePolicy {
+                        level,
+                        now,
+                        max_age,
+                        // --fresh: only what this run (or the interrupted run it resumes) decided.
+                        not_before: if opts.fresh { run.started_at } else { i64::MIN },
+                    },
+                )),
+            };
+            let lookup = StoreLookup {
+                cache,
+                suppressions: main.suppression_set()?,
+                run_started: run.started_at,
+                hits: AtomicU64::new(0),
+            };
+            let writer = StoreWriter::spawn(
+                Store::open(&opts.path)?,
+                run.started_at,
+                opts.suppress_invalid,
+            )?;
+            Some(RunStore {
+                main,
+                run,
+                lookup: Some(lookup),
+                writer: Some(writer),
+            })
+        }
+        None => None,
+    };
+    let store_tx = store
+        .as_ref()
+        .and_then(|s| s.writer.as_ref())
+        .map(StoreWriter::sender);
+    let hits = AtomicU64::new(0);
+    let store_failed: std::sync::Mutex<Option<StoreError>> = Default::default();
     prepare_out_dir(&config.out_dir, config.force)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.unwrap_or(0))
@@ -919,7 +1201,11 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         priors: PriorTable::new(&config.priors),
         policy: config.policy,
         grouping: group_column.is_some(),
+        store_level: (store.is_some() && config.level >= Level::Dns).then_some(config.level),
     };
+    let mut changes_csv: Vec<u8> =
+        b"address,previous_status,previous_reason,previous_verified_at,status,reason\n".to_vec();
+    let mut transitions: std::collections::BTreeMap<String, u64> = Default::default();
     let bar = progress_bar(config.progress, reader.total_bytes);
     let rows_read = AtomicU64::new(0);
     let mut tally = Tally::default();
@@ -939,10 +1225,18 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         };
         let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, InputError>>(CHANNEL_DEPTH);
         let rows_read = &rows_read;
+        let interrupt = config.interrupt.clone();
         thread::Builder::new()
             .name("prebounce-read".into())
             .spawn_scoped(scope, move || {
                 loop {
+                    // Ctrl-C: read no further; what is in flight finishes.
+                    if interrupt
+                        .as_ref()
+                        .is_some_and(|f| f.load(Ordering::Relaxed))
+                    {
+                        break;
+                    }
                     let next = reader.next_chunk(CHUNK_ROWS);
                     let msg = match next {
                         Ok(Some(mut c)) => {
@@ -981,6 +1275,36 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             })
             .map_err(|e| spawn_err("check", e))?;
 
+        let lookup = store.as_mut().and_then(|s| s.lookup.take());
+        if let Some(lookup) = lookup.filter(|l| l.cache.is_some() || !l.suppressions.is_empty()) {
+            let (looked_tx, looked_rx) = mpsc::channel(CHANNEL_DEPTH);
+            let (hits, store_failed) = (&hits, &store_failed);
+            thread::Builder::new()
+                .name("prebounce-store".into())
+                .spawn_scoped(scope, move || {
+                    while let Some(msg) = checked_rx.blocking_recv() {
+                        let msg = match msg {
+                            Ok(mut checked) => match look_up_chunk(&mut checked, &lookup) {
+                                Ok(()) => Ok(checked),
+                                Err(e) => {
+                                    // The run fails with this error (the rows stop here).
+                                    *store_failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(e);
+                                    break;
+                                }
+                            },
+                            Err(e) => Err(e),
+                        };
+                        if looked_tx.blocking_send(msg).is_err() {
+                            break;
+                        }
+                    }
+                    hits.fetch_add(lookup.hits.load(Ordering::Relaxed), Ordering::Relaxed);
+                })
+                .map_err(|e| spawn_err("store", e))?;
+            checked_rx = looked_rx;
+        }
+
         if let Some((runtime, resolver)) = &dns {
             let (resolved_tx, resolved_rx) = mpsc::channel(CHANNEL_DEPTH);
             let resolver = Arc::clone(resolver);
@@ -994,10 +1318,16 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             if let Some(prober) = &prober {
                 let (probed_tx, probed_rx) = mpsc::channel(CHANNEL_DEPTH);
                 let (prober, policy, bar) = (Arc::clone(prober), config.policy, bar.clone());
+                let commit = SmtpCommit {
+                    store: store_tx.clone(),
+                    interrupt: config.interrupt.clone(),
+                };
                 thread::Builder::new()
                     .name("prebounce-smtp".into())
                     .spawn_scoped(scope, move || {
-                        runtime.block_on(smtp_stage(prober, policy, bar, checked_rx, probed_tx))
+                        runtime.block_on(smtp_stage(
+                            prober, policy, bar, commit, checked_rx, probed_tx,
+                        ))
                     })
                     .map_err(|e| spawn_err("SMTP", e))?;
                 checked_rx = probed_rx;
@@ -1025,12 +1355,22 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             .map_err(|e| spawn_err("format", e))?;
 
         for msg in done_rx {
-            let (batches, spent) = msg?;
-            for batch in &batches {
+            let (mut batches, spent) = msg?;
+            let mut records = Vec::new();
+            for batch in &mut batches {
                 for status in Status::ALL {
                     lists.write(status, &batch.lists[status.index()])?;
                 }
                 tally.merge(&batch.tally);
+                records.append(&mut batch.records);
+                changes_csv.extend_from_slice(&batch.changes);
+                for (from, to) in &batch.transitions {
+                    *transitions.entry(format!("{from}→{to}")).or_default() += 1;
+                }
+            }
+            if let (Some(tx), false) = (&store_tx, records.is_empty()) {
+                // A closed channel: the writer failed; finishing it reports why.
+                let _ = tx.send(Write::Verdicts(records));
             }
             merge_extras(&batches, &mut domains, &mut group_tallies);
             // Progress is what has been written, so the ETA holds when DNS is the slow stage.
@@ -1051,6 +1391,24 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    drop(store_tx);
+    let saved = match store.as_mut().and_then(|s| s.writer.take()) {
+        Some(writer) => writer.finish()?,
+        None => 0,
+    };
+    if let Some(e) = store_failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e.into());
+    }
+    if config
+        .interrupt
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::SeqCst))
+    {
+        return Err(Error::Interrupted {
+            store: config.store.as_ref().map(|o| o.path.display().to_string()),
+            saved,
+        });
+    }
     // Every row read must have been written: a stage that stopped early must not pass as a
     // finished run with rows missing.
     let read = rows_read.load(Ordering::Relaxed);
@@ -1114,9 +1472,32 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         domains: domains.report(),
         group_by,
         groups,
+        store: match (&store, &config.store) {
+            (Some(s), Some(opts)) => Some(StoreSummary {
+                path: opts.path.display().to_string(),
+                cached_rows: hits.load(Ordering::Relaxed),
+                saved,
+                resumed: s.run.resumed,
+                max_age_seconds: opts.max_age.as_secs(),
+                fresh: opts.fresh,
+            }),
+            _ => None,
+        },
+        changes: store.as_ref().map(|_| Changes {
+            count: transitions.values().sum(),
+            by_transition: transitions,
+            file: crate::output::CHANGES_FILE.to_owned(),
+        }),
     };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Internal(e.to_string()))?;
     let report = crate::output::report::render(&summary);
+    if store.is_some() {
+        lists.add_file(crate::output::CHANGES_FILE, &changes_csv)?;
+    }
     lists.commit(report.as_bytes(), &json)?;
+    // Only a run whose lists are written is finished; the same command otherwise resumes it.
+    if let Some(s) = &store {
+        s.main.finish_run(s.run.id)?;
+    }
     Ok(summary)
 }

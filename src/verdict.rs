@@ -14,6 +14,7 @@ use crate::dns::{Addresses, DomainEvidence, Failure, is_routable};
 use crate::input::RowProblem;
 use crate::smtp::probe::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 use crate::smtp::reply::{ReplyReason, classify};
+use crate::store::{Prior, Suppression};
 use crate::syntax::{Address, SyntaxError};
 
 /// The four output lists.
@@ -108,10 +109,12 @@ pub enum Reason {
     SmtpTimeout,
     /// Non-ASCII local part; the server does not advertise SMTPUTF8 (RFC 6531).
     Smtputf8Unsupported,
+    /// On the suppression list (`prebounce suppress`): never to be mailed; not checked.
+    Suppressed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::SyntaxOk,
         Reason::Syntax,
         Reason::ReservedDomain,
@@ -140,6 +143,7 @@ impl Reason {
         Reason::SmtpUnreachable,
         Reason::SmtpTimeout,
         Reason::Smtputf8Unsupported,
+        Reason::Suppressed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -172,6 +176,7 @@ impl Reason {
             Reason::SmtpUnreachable => "smtp-unreachable",
             Reason::SmtpTimeout => "smtp-timeout",
             Reason::Smtputf8Unsupported => "smtputf8-unsupported",
+            Reason::Suppressed => "suppressed",
         }
     }
 
@@ -187,7 +192,8 @@ impl Reason {
             | Reason::NullMx
             | Reason::NoMailServer
             | Reason::MxUnresolvable
-            | Reason::MxUnroutable => Status::Invalid,
+            | Reason::MxUnroutable
+            | Reason::Suppressed => Status::Invalid,
             Reason::DnsError
             | Reason::DnsTimeout
             | Reason::MailboxFull
@@ -285,12 +291,26 @@ pub enum Evidence {
         dns: Arc<DomainEvidence>,
         smtp: Option<Arc<SmtpEvidence>>,
     },
+    /// A well-formed address whose verdict an earlier run stored (see `store`): not checked
+    /// again.
+    Stored {
+        address: Address,
+        prior: Arc<Prior>,
+    },
+    /// A well-formed address on the suppression list: not checked.
+    Suppressed {
+        address: Address,
+        entry: Arc<Suppression>,
+    },
 }
 
 impl Evidence {
     pub fn address(&self) -> Option<&Address> {
         match self {
-            Evidence::Syntax(Ok(a)) | Evidence::Domain { address: a, .. } => Some(a),
+            Evidence::Syntax(Ok(a))
+            | Evidence::Domain { address: a, .. }
+            | Evidence::Stored { address: a, .. }
+            | Evidence::Suppressed { address: a, .. } => Some(a),
             _ => None,
         }
     }
@@ -314,6 +334,39 @@ pub struct Verdict {
 }
 
 pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
+    match evidence {
+        Evidence::Stored { prior, .. } => {
+            let when = crate::store::date_of(prior.verified_at);
+            return Verdict {
+                status: prior.reason.status(),
+                reason: prior.reason,
+                detail: Cow::Owned(if prior.detail.is_empty() {
+                    format!("verified {when} (cached)")
+                } else {
+                    format!("{}; verified {when} (cached)", prior.detail)
+                }),
+                mx: prior.mx.clone(),
+            };
+        }
+        Evidence::Suppressed { entry, .. } => {
+            let what = if entry.entry.starts_with('@') {
+                format!("the domain {}", &entry.entry[1..])
+            } else {
+                "the address".to_owned()
+            };
+            return Verdict {
+                status: Status::Invalid,
+                reason: Reason::Suppressed,
+                detail: Cow::Owned(format!(
+                    "{what} is on the suppression list since {}: {}",
+                    crate::store::date_of(entry.added_at),
+                    entry.reason
+                )),
+                mx: None,
+            };
+        }
+        _ => {}
+    }
     if let Evidence::Domain { address, dns, smtp } = evidence {
         let (mut reason, mut detail, mx) = decide_domain(address.domain_ascii(), dns, policy);
         if let (Reason::DomainAcceptsMail, Some(smtp)) = (reason, smtp) {
@@ -337,7 +390,9 @@ pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
             (Reason::ReservedDomain, Cow::Owned(e.to_string()))
         }
         Evidence::Syntax(Err(e)) => (Reason::Syntax, Cow::Owned(e.to_string())),
-        Evidence::Domain { .. } => unreachable!("handled above"),
+        Evidence::Domain { .. } | Evidence::Stored { .. } | Evidence::Suppressed { .. } => {
+            unreachable!("handled above")
+        }
     };
     Verdict {
         status: reason.status(),
@@ -543,6 +598,7 @@ mod tests {
                 "smtp-unreachable",
                 "smtp-timeout",
                 "smtputf8-unsupported",
+                "suppressed",
             ]
         );
         for (i, r) in Reason::ALL.into_iter().enumerate() {

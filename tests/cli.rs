@@ -85,6 +85,7 @@ fn every_row_lands_once_in_input_order_with_columns_untouched() {
         names,
         [
             "catch-all.csv",
+            "changes.csv", // with a store (the default): empty here
             "invalid.csv",
             "report.html",
             "summary.json",

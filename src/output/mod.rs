@@ -27,6 +27,8 @@ pub const APPENDED_COLUMNS: [&str; 8] = [
 
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const REPORT_FILE: &str = "report.html";
+/// Addresses whose status changed since their previous verification (runs with a store).
+pub const CHANGES_FILE: &str = "changes.csv";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,7 +78,16 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<(), OutputError> {
     match fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(OutputError::NotADirectory(dir.to_owned())),
         Ok(_) => {
-            let non_empty = fs::read_dir(dir).map_err(io_err(dir))?.next().is_some();
+            // A killed run leaves its hidden `.<file>.partial` files: they do not make the
+            // folder used (the same command, run again, resumes) and are replaced.
+            let non_empty = fs::read_dir(dir)
+                .map_err(io_err(dir))?
+                .filter_map(Result::ok)
+                .any(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    !(name.starts_with('.') && name.ends_with(".partial"))
+                });
             if non_empty && !force {
                 return Err(OutputError::Exists(dir.to_owned()));
             }
@@ -216,6 +227,14 @@ impl ListWriters {
         self.writers[i]
             .write_all(rows)
             .map_err(io_err(&self.files[i].temp))
+    }
+
+    /// Write a whole extra file (changes.csv), renamed into place with the others on `commit`.
+    pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
+        let pending = PendingFile::new(&self.dir, name);
+        fs::write(&pending.temp, bytes).map_err(io_err(&pending.temp))?;
+        self.files.push(pending);
+        Ok(())
     }
 
     /// Flush everything, write report.html and summary.json, then rename all files into place,

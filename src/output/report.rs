@@ -157,6 +157,9 @@ pub fn explanation(reason: Reason) -> &'static str {
         Reason::Smtputf8Unsupported => {
             "The address has non-ASCII characters before the @, and its server cannot take them."
         }
+        Reason::Suppressed => {
+            "The address or its domain is on your suppression list (an earlier hard bounce, an unsubscribe…); it was not checked."
+        }
     }
 }
 
@@ -190,6 +193,10 @@ pub fn recommended_action(reason: Reason) -> (&'static str, &'static str) {
         Reason::AcceptAll => (
             "send-with-care",
             "send with care: the address may not exist; mail it last, in small batches, and watch its bounces",
+        ),
+        Reason::Suppressed => (
+            "suppress",
+            "do not mail it: remove it with `prebounce suppress remove` if it was listed by mistake",
         ),
         Reason::Smtputf8Unsupported => (
             "suppress",
@@ -975,6 +982,8 @@ mod tests {
             dns: None,
             smtp: None,
             output_dir: "out".into(),
+            store: None,
+            changes: None,
             started_at: "2026-11-22T23:35:53Z".into(),
             elapsed_seconds: 0.1,
             domains: DomainReport {

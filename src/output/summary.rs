@@ -88,6 +88,35 @@ pub struct Summary {
     /// bounce rate sending to all). Empty and absent without --group-by.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupSummary>,
+    /// The store this run used (absent with --no-store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSummary>,
+    /// Addresses whose status changed since their previous verification (with a store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+}
+
+/// The store's part in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreSummary {
+    pub path: String,
+    /// Rows answered from verdicts stored earlier (no network traffic for them).
+    pub cached_rows: u64,
+    /// New verdicts this run committed to the store.
+    pub saved: u64,
+    /// Whether the run resumed an interrupted run of the same command.
+    pub resumed: bool,
+    pub max_age_seconds: u64,
+    pub fresh: bool,
+}
+
+/// Status changes since the previous verification; the rows are in changes.csv.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Changes {
+    pub count: u64,
+    /// `"valid→invalid": n`, …
+    pub by_transition: BTreeMap<String, u64>,
+    pub file: String,
 }
 
 /// The --group-by column and how its values were bucketed.
@@ -321,6 +350,42 @@ impl Summary {
                 thousands(m.rcpt_commands),
                 thousands(m.deferred),
                 thousands(m.hosts_given_up)
+            );
+        }
+        if let Some(st) = self.store.as_ref().filter(|_| self.level == "syntax") {
+            let _ = writeln!(
+                s,
+                "  store: {} (at level syntax only its suppression list is read)",
+                st.path
+            );
+        } else if let Some(st) = &self.store {
+            let _ = writeln!(
+                s,
+                "  store: {} · {} rows answered from it (verified earlier){} · {} new verdicts saved",
+                st.path,
+                thousands(st.cached_rows),
+                if st.resumed {
+                    " · resumed an interrupted run"
+                } else {
+                    ""
+                },
+                thousands(st.saved)
+            );
+        }
+        if let Some(c) = &self.changes
+            && c.count > 0
+        {
+            let list: Vec<String> = c
+                .by_transition
+                .iter()
+                .map(|(k, n)| format!("{k} {}", thousands(*n)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  changes since the previous verification: {} ({}), listed in {}",
+                thousands(c.count),
+                list.join(", "),
+                c.file
             );
         }
         let f = &self.predicted_bounce_rate;

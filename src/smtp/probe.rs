@@ -437,6 +437,8 @@ enum Contact {
         refusal: Option<Reply>,
         timed_out: bool,
     },
+    /// The run is stopping: no session was started.
+    Stopped,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -448,6 +450,11 @@ enum Contact {
 pub struct DomainProbe {
     pub catch_all: CatchAll,
     pub results: Vec<SmtpEvidence>,
+    /// Per mailbox: whether its result is an answer. False only for mailboxes left unprobed
+    /// because the run was stopped ([`Prober::stop`]); their result is a placeholder.
+    pub decided: Vec<bool>,
+    /// The catch-all verdict of each server a canary (or an earlier one) decided.
+    pub catch_all_by_server: Vec<(IpAddr, CatchAll)>,
 }
 
 /// One per run: the host table and the global session limit are shared by all domains.
@@ -458,6 +465,8 @@ pub struct Prober {
     /// backup MX often accepts everything while the primary checks mailboxes.
     catch_all: Mutex<HashMap<(String, IpAddr), CatchAll>>,
     sessions: Semaphore,
+    /// Set by [`Prober::stop`]: no new session starts, in-flight ones end normally.
+    stopped: std::sync::atomic::AtomicBool,
     counters: Counters,
     tls: tokio_rustls::TlsConnector,
 }
@@ -556,6 +565,7 @@ impl Prober {
             config,
             hosts: Mutex::new(HashMap::new()),
             catch_all: Mutex::new(HashMap::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             tls,
         })
@@ -578,6 +588,28 @@ impl Prober {
             catch_all_domains: get(&c.catch_all_domains),
             decided: get(&c.decided),
             to_decide: get(&c.to_decide),
+        }
+    }
+
+    /// Stop politely (Ctrl-C): sessions in flight finish their recipients and QUIT; no new
+    /// session starts, and the mailboxes not yet probed are left undecided.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.sessions.close();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A catch-all verdict learnt earlier (the store) for a domain at one server: no canary
+    /// is sent there this run.
+    pub fn remember_catch_all(&self, domain: &str, server: IpAddr, catch_all: CatchAll) {
+        if catch_all != CatchAll::Undetermined {
+            self.catch_all
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((domain.to_owned(), server), catch_all);
         }
     }
 
@@ -628,6 +660,9 @@ impl Prober {
         let mut first_round = true;
 
         loop {
+            if self.is_stopped() {
+                break;
+            }
             let now = Instant::now();
             waiting.retain(|&(at, i)| {
                 if at <= now {
@@ -641,7 +676,8 @@ impl Prober {
                 let Some(at) = waiting.iter().map(|(at, _)| *at).min() else {
                     break;
                 };
-                tokio::time::sleep_until(at).await;
+                // In slices, so a stop is noticed during a long greylisting wait.
+                tokio::time::sleep_until(at.min(Instant::now() + Duration::from_millis(200))).await;
                 continue;
             }
             // The first session alone, so a "too many recipients" or a catch-all answer
@@ -668,6 +704,11 @@ impl Prober {
             }))
             .await;
             for (batch, contact) in batches.iter().zip(contacts) {
+                // A session refused because the run is stopping says nothing: those
+                // recipients stay undecided.
+                if matches!(contact, Contact::Stopped) {
+                    continue;
+                }
                 let answered_at = self.settle(
                     batch,
                     contact,
@@ -699,9 +740,27 @@ impl Prober {
             }
         }
         pending.truncate(real);
-        bump(&self.counters.decided, real as u64);
+        // Stopped: an acceptance whose server's canary has not answered yet is not decided
+        // either (an uninterrupted run would know whether it proves anything).
+        let stopped = self.is_stopped();
+        let decided: Vec<bool> = pending
+            .iter()
+            .map(|p| match &p.done {
+                None => false,
+                Some(SmtpOutcome::Replied(r)) if stopped && r.code / 100 == 2 => {
+                    p.ip.is_some_and(|ip| verdicts.contains_key(&ip))
+                }
+                Some(_) => true,
+            })
+            .collect();
+        bump(
+            &self.counters.decided,
+            decided.iter().filter(|d| **d).count() as u64,
+        );
         DomainProbe {
             catch_all,
+            catch_all_by_server: verdicts.iter().map(|(ip, v)| (*ip, *v)).collect(),
+            decided,
             results: pending
                 .into_iter()
                 .map(|p| SmtpEvidence {
@@ -792,6 +851,8 @@ impl Prober {
             retries: self.config.retries,
         };
         let (session, stop, server, ip, started, host) = match contact {
+            // Filtered out by the caller; nothing to file.
+            Contact::Stopped => return None,
             Contact::NoServer {
                 why,
                 refusal,
@@ -1017,11 +1078,7 @@ impl Prober {
                     continue;
                 };
                 let Ok(_permit) = self.sessions.acquire().await else {
-                    return Contact::NoServer {
-                        why: "the run is shutting down".into(),
-                        refusal,
-                        timed_out,
-                    };
+                    return Contact::Stopped;
                 };
                 let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
                     TlsPolicy::Never

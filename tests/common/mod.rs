@@ -8,8 +8,38 @@ use std::process::{Command, Output, Stdio};
 pub const LISTS: [&str; 4] = ["valid.csv", "invalid.csv", "catch-all.csv", "unknown.csv"];
 pub const APPENDED: usize = 8;
 
+/// The binary, with its default store (under the cache folder) redirected to a folder of its
+/// own: a test never writes to the real home, and no two commands share a cache unless a test
+/// passes the same explicit `--store`.
 pub fn prebounce() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_prebounce"))
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache");
+    static CLEANED: std::sync::Once = std::sync::Once::new();
+    CLEANED.call_once(|| {
+        // Folders left by earlier test runs (more than an hour old).
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600);
+            if old {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
+    let dir = base.join(format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prebounce"));
+    cmd.env("XDG_CACHE_HOME", dir)
+        .env_remove("PREBOUNCE_NOW")
+        .env_remove("PREBOUNCE_BUSY_TIMEOUT_MS");
+    cmd
 }
 
 /// Run `prebounce` with `args`, feeding `stdin`.

@@ -1,0 +1,439 @@
+//! The store without the lab: the suppression list, the cache (by age, --fresh, --max-age),
+//! schema migration, damaged stores and two runs on one store at once. The DNS level runs
+//! against a dead server on loopback (127.0.0.1:9): every domain is `unknown dns-timeout`, a
+//! verdict that is stored (for an hour) like any other, and `summary.dns.queries` shows
+//! whether the network was asked. The lab suite (tests/store_lab.rs) covers real verdicts,
+//! changes.csv, --suppress-invalid and the kill tests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const DEAD_DNS: &str = "127.0.0.1:9";
+
+fn write_list(dir: &Path, name: &str, emails: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = String::from("email\n");
+    for e in emails {
+        text.push_str(e);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `verify` at level dns against the dead server, with `store`; returns the output folder and
+/// summary.json.
+fn verify_dns(
+    list: &Path,
+    store: &Path,
+    out: &Path,
+    extra: &[&str],
+    now: Option<i64>,
+) -> serde_json::Value {
+    let mut cmd = prebounce();
+    cmd.args([
+        "verify",
+        list.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--force",
+        "--dns-server",
+        DEAD_DNS,
+        "--dns-timeout",
+        "100ms",
+        "--allow-reserved-domains",
+        "--progress",
+        "never",
+        "-q",
+    ]);
+    cmd.args(extra);
+    if let Some(now) = now {
+        cmd.env("PREBOUNCE_NOW", now.to_string());
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    summary(out)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn suppress(store: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["suppress", "--store", store.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(&all, b"")
+}
+
+#[test]
+fn suppress_add_remove_import_export_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let o = suppress(
+        &store,
+        &[
+            "add",
+            "Bob@Example.COM",
+            "@spam.test",
+            "--reason",
+            "hard bounce",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = dir.path().join("import.csv");
+    std::fs::write(
+        &csv,
+        "name,email,reason\nCy,cy@ok.test,complained\nDi,di@ok.test,\n,,\n",
+    )
+    .unwrap();
+    let o = suppress(&store, &["import", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A headerless one-column file.
+    let bare = dir.path().join("bare.csv");
+    std::fs::write(&bare, "eve@ok.test\nbücher.de\n").unwrap();
+    let o = suppress(
+        &store,
+        &["import", bare.to_str().unwrap(), "--reason", "old list"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = suppress(&store, &["remove", "cy@ok.test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = suppress(&store, &["remove", "nobody@ok.test"]);
+    assert_eq!(o.status.code(), Some(2), "removing a missing entry fails");
+    assert!(stderr(&o).contains("not on the suppression list"));
+
+    let o = suppress(&store, &["export"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut r = csv::Reader::from_reader(o.stdout.as_slice());
+    let rows: Vec<(String, String)> = r
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[1].to_owned())
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("@spam.test", "hard bounce"),
+            ("@xn--bcher-kva.de", "old list"),
+            ("bob@example.com", "hard bounce"),
+            ("di@ok.test", "imported"),
+            ("eve@ok.test", "old list"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    // The export imports back into another store unchanged.
+    let exported = dir.path().join("exported.csv");
+    std::fs::write(&exported, &o.stdout).unwrap();
+    let other = dir.path().join("other.sqlite3");
+    let o = suppress(&other, &["import", exported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = suppress(&other, &["export"]);
+    let first = suppress(&store, &["export"]);
+    assert_eq!(text(&again.stdout), text(&first.stdout));
+
+    let o = suppress(&store, &["list"]);
+    assert!(o.status.success());
+    let listed = text(&o.stdout);
+    assert_eq!(listed.lines().count(), 5, "{listed}");
+    assert!(listed.contains("bob@example.com  hard bounce"), "{listed}");
+
+    let o = suppress(&store, &["add", "not an address@"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn suppressed_rows_are_invalid_without_any_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    assert!(
+        suppress(
+            &store,
+            &["add", "a@kept.test", "@gone.test", "--reason", "bounced"]
+        )
+        .status
+        .success()
+    );
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &[
+            "A@kept.test".into(),
+            "b@kept.test".into(),
+            "x@gone.test".into(),
+            "y@GONE.test".into(),
+        ],
+    );
+    let out = dir.path().join("out");
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["reasons"]["suppressed"], 3);
+    assert_eq!(s["status"]["invalid"], 3);
+    // Only kept.test was looked up.
+    assert_eq!(s["dns"]["unique_domains"], 1);
+    let reasons = column(&out, "invalid.csv", "prebounce_reason");
+    assert_eq!(reasons, ["suppressed"; 3]);
+    let details = column(&out, "invalid.csv", "prebounce_detail");
+    assert!(details[0].contains("suppression list") && details[0].contains("bounced"));
+    assert!(
+        details[1].contains("the domain gone.test"),
+        "{}",
+        details[1]
+    );
+
+    // Also at level syntax, where nothing else is looked up.
+    let out = dir.path().join("out-syntax");
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+            "--allow-reserved-domains",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summary(&out)["reasons"]["suppressed"], 3);
+}
+
+#[test]
+fn cached_verdicts_by_age_and_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let emails: Vec<String> = (0..20).map(|i| format!("u{i}@d{}.test", i % 5)).collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let out = dir.path().join("out");
+    let t0 = now();
+
+    let first = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(first["reasons"]["dns-timeout"], 20);
+    assert!(first["dns"]["queries"].as_u64().unwrap() >= 5);
+    assert_eq!(first["store"]["cached_rows"], 0);
+    assert_eq!(first["store"]["saved"], 20);
+
+    // Again: every row from the store, no query.
+    let second = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(second["store"]["cached_rows"], 20);
+    assert_eq!(second["dns"]["queries"], 0);
+    assert_eq!(second["reasons"]["dns-timeout"], 20);
+    let details = column(&out, "unknown.csv", "prebounce_detail");
+    assert!(
+        details.iter().all(|d| d.ends_with("(cached)")),
+        "{details:?}"
+    );
+
+    // --max-age 1s, ten seconds later: verified again (and stored again, at t0+10).
+    let third = verify_dns(&list, &store, &out, &["--max-age", "1s"], Some(t0 + 10));
+    assert_eq!(third["store"]["cached_rows"], 0);
+    assert!(third["dns"]["queries"].as_u64().unwrap() >= 5);
+
+    // --fresh ignores what is stored.
+    let fourth = verify_dns(&list, &store, &out, &["--fresh"], Some(t0 + 20));
+    assert_eq!(fourth["store"]["cached_rows"], 0);
+    assert!(fourth["dns"]["queries"].as_u64().unwrap() >= 5);
+    assert_eq!(fourth["store"]["fresh"], true);
+
+    // Within the hour an unknown is reused; after it, it is asked again.
+    let fifth = verify_dns(&list, &store, &out, &[], Some(t0 + 20 + 3000));
+    assert_eq!(fifth["store"]["cached_rows"], 20);
+    let sixth = verify_dns(&list, &store, &out, &[], Some(t0 + 20 + 4000));
+    assert_eq!(sixth["store"]["cached_rows"], 0);
+    // Unknown before and unknown now: nothing changed.
+    assert_eq!(sixth["changes"]["count"], 0);
+
+    // --no-store: neither read nor written.
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--no-store",
+            "--out",
+            dir.path().join("nostore").to_str().unwrap(),
+            "--dns-server",
+            DEAD_DNS,
+            "--dns-timeout",
+            "100ms",
+            "--allow-reserved-domains",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = summary(&dir.path().join("nostore"));
+    assert!(s.get("store").is_none());
+    assert!(!dir.path().join("nostore/changes.csv").exists());
+}
+
+#[test]
+fn a_damaged_store_or_one_from_a_newer_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "list.csv", &["a@b.test".into()]);
+    let bad = dir.path().join("bad.sqlite3");
+    std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
+    let out = dir.path().join("out");
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--store",
+            bad.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(bad.to_str().unwrap()) && e.contains("damaged"),
+        "{e}"
+    );
+    assert!(!out.exists(), "no output for a run that could not start");
+    let o = suppress(&bad, &["list"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let newer = dir.path().join("newer.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&newer).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let o = suppress(&newer, &["list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("newer prebounce"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_version_1_store_is_migrated_and_its_verdicts_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("v1.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&store).unwrap();
+        conn.execute_batch(prebounce::store::version_1_sql())
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx)
+             VALUES ('ann@old.test', 'valid', 'domain-accepts-mail', 'MX 10 mx.old.test', 1, ?1, 'mx.old.test')",
+            [now() - 86_400],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO suppressions (entry, reason, added_at) VALUES ('@spam.test', 'v1 entry', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &["ann@old.test".into(), "x@spam.test".into()],
+    );
+    let out = dir.path().join("out");
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["reasons"]["domain-accepts-mail"], 1);
+    assert_eq!(s["reasons"]["suppressed"], 1);
+    assert_eq!(s["dns"]["queries"], 0);
+    assert_eq!(column(&out, "valid.csv", "prebounce_mx"), ["mx.old.test"]);
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    let v: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, prebounce::store::SCHEMA_VERSION);
+}
+
+#[test]
+fn two_runs_at_once_share_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let a: Vec<String> = (0..3000)
+        .map(|i| format!("a{i}@s{}.test", i % 40))
+        .collect();
+    let b: Vec<String> = (0..3000)
+        .map(|i| format!("b{i}@s{}.test", i % 40))
+        .collect();
+    let (la, lb) = (
+        write_list(dir.path(), "a.csv", &a),
+        write_list(dir.path(), "b.csv", &b),
+    );
+    let spawn = |list: &Path, out: &str| {
+        prebounce()
+            .args([
+                "verify",
+                list.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+                "--out",
+                dir.path().join(out).to_str().unwrap(),
+                "--dns-server",
+                DEAD_DNS,
+                "--dns-timeout",
+                "100ms",
+                "--allow-reserved-domains",
+                "-q",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&la, "out-a"), spawn(&lb, "out-b"));
+    for child in [ca, cb] {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM addresses", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 6000, "both runs' verdicts are stored");
+    // A third run over both lists is answered from the store.
+    let mut both = a.clone();
+    both.extend(b);
+    let lab = write_list(dir.path(), "both.csv", &both);
+    let s = verify_dns(&lab, &store, &dir.path().join("out-both"), &[], None);
+    assert_eq!(s["store"]["cached_rows"], 6000);
+    assert_eq!(s["dns"]["queries"], 0);
+}
+
+#[test]
+fn a_store_locked_by_another_writer_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    assert!(suppress(&store, &["list"]).status.success(), "create it");
+    // Another writer holds the write lock for the whole command.
+    let holder = rusqlite::Connection::open(&store).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let o = prebounce()
+        .env("PREBOUNCE_BUSY_TIMEOUT_MS", "300")
+        .args(["suppress", "--store", store.to_str().unwrap()])
+        .args(["add", "a@b.test"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(store.to_str().unwrap()) && e.contains("locked by another prebounce run"),
+        "{e}"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    // Once it is free, the same command works.
+    assert!(suppress(&store, &["add", "a@b.test"]).status.success());
+}
