@@ -29,21 +29,6 @@ fn read_since(path: &Path, from: usize) -> String {
     String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
 }
 
-/// postgrey remembers (client, sender, recipient) triplets and folds digits in the sender:
-/// a sender made of fresh letters makes every run meet the greylisting anew.
-fn fresh_sender() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut n = nanos ^ u128::from(std::process::id()) << 64;
-    let mut local = String::from("probe");
-    for _ in 0..12 {
-        local.push((b'a' + (n % 26) as u8) as char);
-        n /= 26;
-    }
-    format!("{local}@sender.test")
-}
-
 struct Case {
     statuses: Vec<String>,
     reasons: Vec<String>,
@@ -103,7 +88,7 @@ fn run_verify(level: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Strin
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let input = root().join(CASES);
-    let sender = fresh_sender();
+    let sender = fresh_sender("probe");
     let mut args = vec![
         "verify",
         input.to_str().expect("utf-8 path"),
@@ -314,7 +299,7 @@ fn starttls_required_only_where_offered() {
     let input = dir.path().join("tls.csv");
     std::fs::write(&input, "email\nalice@tls.smtp.test\nalice@ok.smtp.test\n").expect("write");
     let out = dir.path().join("out");
-    let sender = fresh_sender();
+    let sender = fresh_sender("probe");
     let o = run(
         &[
             "verify",

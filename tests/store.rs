@@ -7,22 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 
 const DEAD_DNS: &str = "127.0.0.1:9";
-
-fn write_list(dir: &Path, name: &str, emails: &[String]) -> PathBuf {
-    let path = dir.join(name);
-    let mut text = String::from("email\n");
-    for e in emails {
-        text.push_str(e);
-        text.push('\n');
-    }
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// `verify` at level dns against the dead server, with `store`; returns the output folder and
 /// summary.json.

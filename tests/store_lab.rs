@@ -47,31 +47,6 @@ fn lab_up() {
     });
 }
 
-/// A sender postgrey has never seen (it folds digits, so letters only).
-fn fresh_sender() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut n = nanos ^ (u128::from(std::process::id()) << 64);
-    let mut local = String::from("store");
-    for _ in 0..12 {
-        local.push((b'a' + (n % 26) as u8) as char);
-        n /= 26;
-    }
-    format!("{local}@sender.test")
-}
-
-fn write_list(dir: &Path, emails: &[String]) -> PathBuf {
-    let path = dir.join("list.csv");
-    let mut text = String::from("email\n");
-    for e in emails {
-        text.push_str(e);
-        text.push('\n');
-    }
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn verify_args(list: &Path, store: &Path, out: &Path, level: &str, sender: &str) -> Vec<String> {
     [
         "verify",
@@ -161,6 +136,7 @@ fn revalidation_lists_changes_and_suppress_invalid_adds_permanent_failures() {
     let store = dir.path().join("store.sqlite3");
     let list = write_list(
         dir.path(),
+        "list.csv",
         &[
             "alice@ok.smtp.test".into(),
             "x@nosuch.smtp.test".into(),
@@ -313,10 +289,10 @@ fn stop_and_resume(signal: Option<&str>) {
     let maillog = lab_dir().join("postfix/maillog");
     let dir = tempfile::tempdir().unwrap();
     let emails = kill_list();
-    let list = write_list(dir.path(), &emails);
+    let list = write_list(dir.path(), "list.csv", &emails);
     let store = dir.path().join("store.sqlite3");
     let out = dir.path().join("out");
-    let sender = fresh_sender();
+    let sender = fresh_sender("store");
     let args = verify_args(&list, &store, &out, "smtp", &sender);
 
     let (code, err) = interrupt_after(&args, &store, 180, signal);
@@ -377,7 +353,7 @@ fn stop_and_resume(signal: Option<&str>) {
             &ref_store,
             &ref_out,
             "smtp",
-            &fresh_sender(),
+            &fresh_sender("store"),
         ))
         .output()
         .unwrap();

@@ -249,3 +249,30 @@ pub fn lab_turn() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A MAIL FROM no earlier run used: postgrey remembers (client, sender, recipient) and folds
+/// digits in the sender, so the local part is `prefix` and fresh letters.
+pub fn fresh_sender(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut n = nanos ^ (u128::from(std::process::id()) << 64);
+    let mut local = String::from(prefix);
+    for _ in 0..12 {
+        local.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+    }
+    format!("{local}@sender.test")
+}
+
+/// Writes a one-column list (`email` header) to `dir/name`.
+pub fn write_list(dir: &Path, name: &str, emails: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = String::from("email\n");
+    for e in emails {
+        text.push_str(e);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).expect("write the list");
+    path
+}
