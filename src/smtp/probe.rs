@@ -463,7 +463,7 @@ pub struct Prober {
     hosts: Mutex<HashMap<IpAddr, Arc<Host>>>,
     /// Decided catch-all verdicts, by domain and by the server that answered the canary: a
     /// backup MX often accepts everything while the primary checks mailboxes.
-    catch_all: Mutex<HashMap<(String, IpAddr), CatchAll>>,
+    catch_all: Mutex<HashMap<String, HashMap<IpAddr, CatchAll>>>,
     sessions: Semaphore,
     /// Set by [`Prober::stop`]: no new session starts, in-flight ones end normally.
     stopped: std::sync::atomic::AtomicBool,
@@ -609,19 +609,21 @@ impl Prober {
             self.catch_all
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert((domain.to_owned(), server), catch_all);
+                .entry(domain.to_owned())
+                .or_default()
+                .insert(server, catch_all);
         }
     }
 
     /// The run's catch-all verdicts for a domain, by server, where a canary decided them.
     fn catch_all_of(&self, domain: &str) -> HashMap<IpAddr, CatchAll> {
+        // Looked up by domain: a run meets tens of thousands of them.
         self.catch_all
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|((d, _), _)| d == domain)
-            .map(|((_, ip), v)| (*ip, *v))
-            .collect()
+            .get(domain)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn host(&self, ip: IpAddr) -> Arc<Host> {
@@ -735,9 +737,10 @@ impl Prober {
         }
         {
             let mut cache = self.catch_all.lock().unwrap_or_else(|e| e.into_inner());
-            for (ip, v) in &verdicts {
-                cache.insert((domain.to_owned(), *ip), *v);
-            }
+            cache
+                .entry(domain.to_owned())
+                .or_default()
+                .extend(verdicts.iter().map(|(ip, v)| (*ip, *v)));
         }
         pending.truncate(real);
         // Stopped: an acceptance whose server's canary has not answered yet is not decided
