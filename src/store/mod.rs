@@ -284,6 +284,21 @@ pub struct Store {
 impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        // Two runs opening one store at once: SQLite answers the switch to WAL (and the first
+        // reader's recovery) with SQLITE_BUSY at once, without its busy handler, so the
+        // waiting the busy timeout promises is done here.
+        let deadline = std::time::Instant::now() + busy_timeout();
+        loop {
+            match Store::open_once(path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
                 path: path.to_owned(),
