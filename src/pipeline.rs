@@ -7,7 +7,7 @@
 //! format (marks repeats in input order, decides verdicts and serialises rows, rayon) →
 //! write (the lists; the other new verdicts go to the store writer, see `store::writer`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IsTerminal;
@@ -32,7 +32,8 @@ use crate::output::summary::{
 use crate::output::{FieldEncoder, ListWriters, prepare_out_dir};
 use crate::smtp::probe::{CatchAll, MxTarget, Prober, SmtpEvidence, SmtpOutcome, targets_of};
 use crate::store::{
-    CachePolicy, Previous, Record, Store, StoreError, StoreWriter, SuppressionSet, Write,
+    CachePolicy, DnsVerdicts, Previous, Prior, Record, Store, StoreError, StoreWriter,
+    SuppressionSet, Write,
 };
 use crate::syntax::{self, Address, Flags, SyntaxOptions};
 use crate::verdict::{self, Evidence, Policy, Reason, Status, Unreadable};
@@ -236,12 +237,24 @@ struct Serialized {
     malformed_domains: Vec<(String, Status)>,
     /// With --group-by: each row's group and outcome, in order, for the per-group tallies.
     group_rows: Vec<(u32, Outcome)>,
-    /// New verdicts for the store.
+    /// New verdicts for the store: at level smtp those of the rows the SMTP stage left (per
+    /// address), at level dns packed, with the first of each domain in the batch (the list
+    /// writer sends each domain's verdict to the store once a run).
     records: Vec<Record>,
+    dns_records: DnsVerdicts,
+    domain_firsts: Vec<DomainFirst>,
     /// Rows whose status differs from their previous verification: changes.csv rows.
     changes: Vec<u8>,
     /// `previous→new` status of each of them, for summary.json.
     transitions: Vec<(Status, Status)>,
+}
+
+/// A batch's first dns-level verdict of a domain: `dns_records.get(record)`, with the detail
+/// and MX that belong to its domain.
+struct DomainFirst {
+    record: usize,
+    detail: String,
+    mx: Option<String>,
 }
 
 /// What the format stage needs besides the rows.
@@ -254,6 +267,8 @@ struct FormatContext<'a> {
     grouping: bool,
     /// With a store at level dns or smtp: the level verdicts are stored at.
     store_level: Option<Level>,
+    /// With a store: when this run (or the interrupted run it resumes) started.
+    run_started: i64,
 }
 
 /// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
@@ -281,12 +296,16 @@ fn serialize_batch(
     // Probabilities repeat across rows (one per reason and flag floor): format each once.
     let mut p_texts: Vec<(u64, String)> = Vec::new();
     let mut records = Vec::new();
+    let now = cx.store_level.map_or(0, |_| crate::store::now());
+    let mut dns_records = DnsVerdicts::new(now);
+    let mut domain_firsts = Vec::new();
+    // The batch's domains in `domain_firsts` (keyed like `domain_slot`).
+    let mut domain_recorded: HashSet<usize, ahash::RandomState> = HashSet::default();
     let mut changes = Vec::new();
     let mut transitions = Vec::new();
-    let now = cx.store_level.map_or(0, |_| crate::store::now());
     for (i, row) in rows.iter().enumerate() {
         let r = first + i;
-        let v = verdict::decide(&row.evidence, cx.policy);
+        let mut v = verdict::decide(&row.evidence, cx.policy);
         let address = row.evidence.address();
         let outcome = Outcome::of(row, v.reason, &cx.priors);
         let (flags, p) = (outcome.flags, outcome.p);
@@ -352,18 +371,44 @@ fn serialize_batch(
         if let (Some(level), false) = (cx.store_level, row.duplicate) {
             // Verdicts probed at level smtp were committed by the SMTP stage; the rows it
             // leaves without SMTP evidence are the domains that take no mail (a final verdict).
-            if let Evidence::Domain { smtp: None, .. } = &row.evidence
-                && (level == Level::Dns || v.reason != Reason::DomainAcceptsMail)
-            {
-                records.push(Record {
-                    key: address.map(Address::dedup_key).unwrap_or_default(),
-                    reason: v.reason,
-                    detail: v.detail.to_string(),
-                    mx: v.mx.clone(),
-                    level,
-                    verified_at: now,
-                    reply: None,
-                });
+            let verified = match &row.evidence {
+                Evidence::Domain { smtp: None, .. } => {
+                    level == Level::Dns || v.reason != Reason::DomainAcceptsMail
+                }
+                // A resumed run answers the rest of a domain from the verdict it stored before
+                // the interruption: that verifies these addresses in this run too.
+                Evidence::Stored { prior, .. } => {
+                    level == Level::Dns
+                        && prior.level == Level::Dns
+                        && prior.verified_at >= cx.run_started
+                }
+                _ => false,
+            };
+            if verified {
+                let fresh = matches!(row.evidence, Evidence::Domain { .. });
+                match (level, address) {
+                    // A dns-level verdict is its domain's, so its detail and MX are stored
+                    // once, with the domain (from the batch's first row there).
+                    (Level::Dns, Some(a)) => {
+                        if fresh && domain_recorded.insert(Arc::as_ptr(&a.domain) as usize) {
+                            domain_firsts.push(DomainFirst {
+                                record: dns_records.len(),
+                                detail: std::mem::take(&mut v.detail).into_owned(),
+                                mx: v.mx.clone(),
+                            });
+                        }
+                        dns_records.push(|key| a.push_dedup_key(key), v.reason);
+                    }
+                    _ => records.push(Record {
+                        key: address.map(Address::dedup_key).unwrap_or_default(),
+                        reason: v.reason,
+                        detail: std::mem::take(&mut v.detail).into_owned(),
+                        mx: v.mx.clone(),
+                        level,
+                        verified_at: now,
+                        reply: None,
+                    }),
+                }
             }
         }
         if let (Some(prev), false) = (&row.previous, row.duplicate)
@@ -430,6 +475,8 @@ fn serialize_batch(
         malformed_domains,
         group_rows,
         records,
+        dns_records,
+        domain_firsts,
         changes,
         transitions,
     }
@@ -482,10 +529,23 @@ struct RunStore {
     writer: Option<StoreWriter>,
 }
 
+/// A domain's stored dns-level verdict, if one serves the run.
+type StoredDomain = Option<Arc<Prior>>;
+
 /// What the store stage answers rows from.
 struct StoreLookup {
     /// Cached verdicts (level dns and smtp; a syntax check is cheaper than a lookup).
     cache: Option<(Store, CachePolicy)>,
+    /// Level dns: the domains with smtp-level verdicts young enough to serve. Their addresses
+    /// are looked up one by one; the others are answered by their domain's verdict.
+    smtp_domains: HashSet<String>,
+    /// Level dns: each domain's stored verdict that serves this run, read once a run.
+    domains: HashMap<String, StoredDomain, ahash::RandomState>,
+    /// The same by the address of the rows' shared domain analysis (the check threads share
+    /// one per domain): a row finds its domain's verdict without hashing the name. The entry
+    /// holds the analysis, so its address cannot be reused for another domain.
+    by_analysis:
+        HashMap<usize, (Arc<crate::syntax::DomainFacts>, StoredDomain), ahash::RandomState>,
     suppressions: SuppressionSet,
     /// Verdicts written since then are this run's own (it resumes an interrupted run).
     run_started: i64,
@@ -493,16 +553,47 @@ struct StoreLookup {
     hits: AtomicU64,
 }
 
+/// Bounds [`StoreLookup::by_analysis`]: the check threads renew their analyses now and then.
+const MAX_ANALYSES_REMEMBERED: usize = 1 << 20;
+
 /// Store stage for one chunk: suppressed addresses and addresses with a usable stored verdict
 /// get their answer here, and the other rows learn their previous verdict (for changes.csv).
-fn look_up_chunk(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), StoreError> {
-    match &lookup.cache {
-        Some((store, _)) => store.reading(|_| look_up_rows(checked, lookup)),
-        None => look_up_rows(checked, lookup),
+fn look_up_chunk(checked: &mut Checked, lookup: &mut StoreLookup) -> Result<(), StoreError> {
+    match lookup.cache.take() {
+        Some(cache) => {
+            let out = cache
+                .0
+                .reading(|store| look_up_rows(checked, lookup, Some((store, &cache.1))));
+            lookup.cache = Some(cache);
+            out
+        }
+        None => look_up_rows(checked, lookup, None),
     }
 }
 
-fn look_up_rows(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), StoreError> {
+/// The previous verdict a row compares with (changes.csv), given its stored one.
+fn previous_of(prior: &Prior, policy: &CachePolicy, run_started: i64) -> Option<Box<Previous>> {
+    // Against the verdict before this run: a verdict this (resumed) run wrote already
+    // compares with the one it replaced.
+    if prior.verified_at >= run_started {
+        prior.previous.clone().map(Box::new)
+    } else if policy.serves(prior) {
+        None // the same verdict, reused: nothing changed
+    } else {
+        Some(Box::new(Previous {
+            status: prior.reason.status(),
+            reason: prior.reason,
+            verified_at: prior.verified_at,
+        }))
+    }
+}
+
+fn look_up_rows(
+    checked: &mut Checked,
+    lookup: &mut StoreLookup,
+    cache: Option<(&Store, &CachePolicy)>,
+) -> Result<(), StoreError> {
+    let mut hits = 0;
     for row in &mut checked.rows {
         let Evidence::Syntax(Ok(address)) = &row.evidence else {
             continue;
@@ -514,33 +605,76 @@ fn look_up_rows(checked: &mut Checked, lookup: &StoreLookup) -> Result<(), Store
             };
             continue;
         }
-        let Some((store, policy)) = &lookup.cache else {
+        let Some((store, policy)) = cache else {
             continue;
         };
-        let Some(prior) = store.lookup(&address.dedup_key())? else {
+        let by_domain = match policy.level {
+            Level::Dns => {
+                let analysis = Arc::as_ptr(&address.domain) as usize;
+                match lookup.by_analysis.get(&analysis) {
+                    Some((_, p)) => p.clone(),
+                    None => {
+                        let domain = address.domain_ascii();
+                        let p = match lookup.domains.get(domain) {
+                            Some(p) => p.clone(),
+                            None => {
+                                let p = store
+                                    .lookup_domain(domain)?
+                                    .filter(|p| policy.serves(p))
+                                    .map(Arc::new);
+                                lookup.domains.insert(domain.to_owned(), p.clone());
+                                p
+                            }
+                        };
+                        if lookup.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
+                            lookup.by_analysis.clear();
+                        }
+                        lookup
+                            .by_analysis
+                            .insert(analysis, (Arc::clone(&address.domain), p.clone()));
+                        p
+                    }
+                }
+            }
+            _ => None,
+        };
+        // The address's own verdict is read only when it may say more than its domain's: an
+        // smtp-level one, this (resumed) run's own (it knows the verdict it replaced), or the
+        // history of an address verified again (changes.csv).
+        let own_needed = match &by_domain {
+            Some(p) => {
+                p.verified_at >= lookup.run_started
+                    || lookup.smtp_domains.contains(address.domain_ascii())
+            }
+            None => true,
+        };
+        let mut answer = None;
+        if own_needed && let Some(prior) = store.lookup(&address.dedup_key())? {
+            row.previous = previous_of(&prior, policy, lookup.run_started);
+            // A dns-level verdict of its own says what its domain's says (that one is shared).
+            if policy.serves(&prior) && (prior.level > Level::Dns || by_domain.is_none()) {
+                answer = Some(Arc::new(prior));
+            }
+        }
+        if answer.is_none()
+            && let Some(p) = by_domain
+        {
+            if p.verified_at < lookup.run_started {
+                row.previous = None; // answered from the cache: nothing was verified again
+            }
+            answer = Some(p);
+        }
+        let Some(prior) = answer else {
             continue;
         };
-        // Against the verdict before this run: a verdict this (resumed) run wrote already
-        // compares with the one it replaced.
-        row.previous = if prior.verified_at >= lookup.run_started {
-            prior.previous.clone().map(Box::new)
-        } else if policy.serves(&prior) {
-            None // the same verdict, reused: nothing changed
-        } else {
-            Some(Box::new(Previous {
-                status: prior.reason.status(),
-                reason: prior.reason,
-                verified_at: prior.verified_at,
-            }))
-        };
-        if policy.serves(&prior) {
-            lookup.hits.fetch_add(1, Ordering::Relaxed);
-            row.evidence = Evidence::Stored {
-                address: address.clone(),
-                prior: Arc::new(prior),
-            };
+        hits += 1;
+        // Moved, not cloned: the row's syntax evidence becomes its stored verdict.
+        let placeholder = Evidence::Syntax(Err(syntax::SyntaxError::Empty));
+        if let Evidence::Syntax(Ok(address)) = std::mem::replace(&mut row.evidence, placeholder) {
+            row.evidence = Evidence::Stored { address, prior };
         }
     }
+    lookup.hits.fetch_add(hits, Ordering::Relaxed);
     Ok(())
 }
 
@@ -794,7 +928,11 @@ async fn probe_window(
                         }
                     })
                     .collect();
-                let _ = store.send(Write::Verdicts(records));
+                let _ = store.send(Write::Verdicts {
+                    addresses: records,
+                    dns: Vec::new(),
+                    domains: Vec::new(),
+                });
                 let _ = store.send(Write::CatchAll {
                     domain: domain.clone(),
                     servers: probe.catch_all_by_server.clone(),
@@ -1142,6 +1280,14 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 )),
             };
             let lookup = StoreLookup {
+                smtp_domains: match &cache {
+                    Some((store, policy)) if policy.level == Level::Dns => {
+                        store.smtp_domains_since(now.saturating_sub(max_age))?
+                    }
+                    _ => HashSet::new(),
+                },
+                domains: HashMap::default(),
+                by_analysis: HashMap::default(),
                 cache,
                 suppressions: main.suppression_set()?,
                 run_started: run.started_at,
@@ -1202,6 +1348,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         policy: config.policy,
         grouping: group_column.is_some(),
         store_level: (store.is_some() && config.level >= Level::Dns).then_some(config.level),
+        run_started: store.as_ref().map_or(i64::MAX, |s| s.run.started_at),
     };
     let mut changes_csv: Vec<u8> =
         b"address,previous_status,previous_reason,previous_verified_at,status,reason\n".to_vec();
@@ -1282,9 +1429,10 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             thread::Builder::new()
                 .name("prebounce-store".into())
                 .spawn_scoped(scope, move || {
+                    let mut lookup = lookup;
                     while let Some(msg) = checked_rx.blocking_recv() {
                         let msg = match msg {
-                            Ok(mut checked) => match look_up_chunk(&mut checked, &lookup) {
+                            Ok(mut checked) => match look_up_chunk(&mut checked, &mut lookup) {
                                 Ok(()) => Ok(checked),
                                 Err(e) => {
                                     // The run fails with this error (the rows stop here).
@@ -1354,23 +1502,49 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             })
             .map_err(|e| spawn_err("format", e))?;
 
+        // The domains whose dns-level verdict went to the store writer this run.
+        let mut domains_recorded: HashSet<String, ahash::RandomState> = HashSet::default();
         for msg in done_rx {
             let (mut batches, spent) = msg?;
-            let mut records = Vec::new();
+            let (mut records, mut dns_records, mut domain_records) =
+                (Vec::new(), Vec::new(), Vec::new());
             for batch in &mut batches {
                 for status in Status::ALL {
                     lists.write(status, &batch.lists[status.index()])?;
                 }
                 tally.merge(&batch.tally);
+                for first in batch.domain_firsts.drain(..) {
+                    let (key, reason) = batch.dns_records.get(first.record);
+                    let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
+                    if !domains_recorded.contains(domain) {
+                        domains_recorded.insert(domain.to_owned());
+                        domain_records.push(Record {
+                            key: domain.to_owned(),
+                            reason,
+                            detail: first.detail,
+                            mx: first.mx,
+                            level: Level::Dns,
+                            verified_at: batch.dns_records.verified_at(),
+                            reply: None,
+                        });
+                    }
+                }
                 records.append(&mut batch.records);
+                if !batch.dns_records.is_empty() {
+                    dns_records.push(std::mem::take(&mut batch.dns_records));
+                }
                 changes_csv.extend_from_slice(&batch.changes);
                 for (from, to) in &batch.transitions {
                     *transitions.entry(format!("{from}→{to}")).or_default() += 1;
                 }
             }
-            if let (Some(tx), false) = (&store_tx, records.is_empty()) {
+            if let (Some(tx), false) = (&store_tx, records.is_empty() && dns_records.is_empty()) {
                 // A closed channel: the writer failed; finishing it reports why.
-                let _ = tx.send(Write::Verdicts(records));
+                let _ = tx.send(Write::Verdicts {
+                    addresses: records,
+                    dns: dns_records,
+                    domains: domain_records,
+                });
             }
             merge_extras(&batches, &mut domains, &mut group_tallies);
             // Progress is what has been written, so the ETA holds when DNS is the slow stage.

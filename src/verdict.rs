@@ -336,15 +336,10 @@ pub struct Verdict {
 pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
     match evidence {
         Evidence::Stored { prior, .. } => {
-            let when = crate::store::date_of(prior.verified_at);
             return Verdict {
                 status: prior.reason.status(),
                 reason: prior.reason,
-                detail: Cow::Owned(if prior.detail.is_empty() {
-                    format!("verified {when} (cached)")
-                } else {
-                    format!("{}; verified {when} (cached)", prior.detail)
-                }),
+                detail: Cow::Owned(prior.cached_detail.clone()),
                 mx: prior.mx.clone(),
             };
         }

@@ -29,7 +29,7 @@ use crate::verdict::{Reason, Status};
 pub use schema::VERSION as SCHEMA_VERSION;
 #[doc(hidden)]
 pub use schema::version_1_sql;
-pub use writer::{Record, StoreWriter, Write};
+pub use writer::{DnsVerdicts, Record, StoreWriter, Write};
 
 /// How long a run waits for another run holding the store's write lock. Debug builds read
 /// `PREBOUNCE_BUSY_TIMEOUT_MS` instead, so the locked-store test need not wait 30 s.
@@ -170,7 +170,12 @@ fn status_of(s: &str) -> Option<Status> {
 }
 
 /// A verdict from an earlier verification.
+///
+/// Aligned to a cache line: in its `Arc`, shared by every row of a domain, the fields then sit
+/// on another line than the reference counts, which the store stage and the list writer keep
+/// changing while the format threads read the fields.
 #[derive(Debug, Clone, PartialEq)]
+#[repr(align(64))]
 pub struct Prior {
     pub reason: Reason,
     pub detail: String,
@@ -179,6 +184,36 @@ pub struct Prior {
     pub verified_at: i64,
     /// The verdict it replaced, if any.
     pub previous: Option<Previous>,
+    /// The detail of the rows answered from it (`…; verified <date> (cached)`): made once here,
+    /// not once per row, because a domain's verdict answers all its rows.
+    pub cached_detail: String,
+}
+
+impl Prior {
+    fn new(
+        reason: Reason,
+        detail: String,
+        mx: Option<String>,
+        level: Level,
+        verified_at: i64,
+        previous: Option<Previous>,
+    ) -> Prior {
+        let when = date_of(verified_at);
+        let cached_detail = if detail.is_empty() {
+            format!("verified {when} (cached)")
+        } else {
+            format!("{detail}; verified {when} (cached)")
+        };
+        Prior {
+            reason,
+            detail,
+            mx,
+            level,
+            verified_at,
+            previous,
+            cached_detail,
+        }
+    }
 }
 
 /// An address's verdict as it was before the latest verification.
@@ -351,12 +386,21 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT reason, detail, mx, level, verified_at, prev_status, prev_reason, prev_verified_at
-                 FROM addresses WHERE key = ?1",
+                // A dns-level verdict's detail and MX are its domain's (written once, with the
+                // domain), as long as the domain's verdict is still the same.
+                "SELECT a.reason,
+                   CASE WHEN a.level = 1 AND a.detail = '' AND d.reason = a.reason
+                     THEN d.detail ELSE a.detail END,
+                   CASE WHEN a.level = 1 AND a.mx IS NULL AND d.reason = a.reason
+                     THEN d.mx ELSE a.mx END,
+                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at
+                 FROM addresses a LEFT JOIN domain_verdicts d ON d.domain = ?2
+                 WHERE a.key = ?1",
             )
             .map_err(|e| self.err(e))?;
+        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
         let row = stmt
-            .query_row([key], |r| {
+            .query_row([key, domain], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -389,14 +433,56 @@ impl Store {
             }),
             _ => None,
         };
-        Ok(Some(Prior {
+        Ok(Some(Prior::new(
             reason,
             detail,
             mx,
             level,
             verified_at,
             previous,
-        }))
+        )))
+    }
+
+    /// The stored dns-level verdict of a domain (ASCII), which answers each of its addresses.
+    pub fn lookup_domain(&self, domain: &str) -> Result<Option<Prior>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT reason, detail, mx, verified_at FROM domain_verdicts WHERE domain = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let row = stmt
+            .query_row([domain], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((reason, detail, mx, verified_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Reason::from_code(&reason)
+            .map(|reason| Prior::new(reason, detail, mx, Level::Dns, verified_at, None)))
+    }
+
+    /// The domains with an smtp-level verdict of one of their addresses verified since `since`
+    /// (ASCII): a dns-level run looks their addresses up one by one.
+    pub fn smtp_domains_since(
+        &self,
+        since: i64,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain FROM smtp_domains WHERE verified_at >= ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Run `f` in one read transaction: one snapshot and one lock for a chunk's lookups
@@ -417,7 +503,11 @@ impl Store {
     /// Whether any verdict is stored (a first run over an empty store skips the lookups).
     pub fn has_verdicts(&self) -> Result<bool, StoreError> {
         self.conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM addresses)", [], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM addresses) OR EXISTS (SELECT 1 FROM domain_verdicts)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))
     }
 
@@ -586,13 +676,8 @@ mod tests {
 
     #[test]
     fn cache_policy_by_level_age_and_status() {
-        let prior = |reason, level, verified_at| Prior {
-            reason,
-            detail: String::new(),
-            mx: None,
-            level,
-            verified_at,
-            previous: None,
+        let prior = |reason, level, verified_at| {
+            Prior::new(reason, String::new(), None, level, verified_at, None)
         };
         let p = CachePolicy {
             level: Level::Dns,

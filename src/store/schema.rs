@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema this build writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Append; never edit a shipped one.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -46,6 +46,27 @@ const MIGRATIONS: [&str; VERSION as usize] = [
         finished_at INTEGER
     );
     CREATE INDEX runs_unfinished ON runs (fingerprint) WHERE finished_at IS NULL;",
+    // 3: dns-level verdicts per domain too. A dns-level verdict depends on the domain only, so a
+    // dns-level run answers every address of a domain from one row instead of one lookup per
+    // address. The per-address rows stay: they are each address's history (changes.csv) and
+    // hold the smtp-level verdicts, which `smtp_domains` points to (the domains whose rows a
+    // dns-level run must still look up one by one). Its rows for the smtp-level verdicts already
+    // stored: an address key's domain is what follows its last '@' (rtrim strips every character
+    // but '@' from the right, leaving the local part and its '@').
+    "CREATE TABLE domain_verdicts (
+        domain      TEXT PRIMARY KEY,  -- ASCII (punycode)
+        reason      TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        mx          TEXT,
+        verified_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE smtp_domains (
+        domain      TEXT PRIMARY KEY,  -- ASCII (punycode)
+        verified_at INTEGER NOT NULL   -- the latest smtp-level verdict of one of its addresses
+    ) WITHOUT ROWID;
+    INSERT INTO smtp_domains (domain, verified_at)
+        SELECT substr(key, length(rtrim(key, replace(key, '@', ''))) + 1), max(verified_at)
+        FROM addresses WHERE level = 2 GROUP BY 1;",
 ];
 
 /// What migrating found.

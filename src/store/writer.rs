@@ -4,6 +4,7 @@
 //! when results trickle in (the SMTP level): what is committed survives a kill.
 
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use rusqlite::{TransactionBehavior, params};
@@ -27,8 +28,64 @@ pub struct Record {
     pub reply: Option<(u16, String)>,
 }
 
+/// Verdicts decided at level dns, packed: one allocation a batch of addresses rather than one
+/// an address (a dns-level run writes a million). Their detail and MX are their domain's, sent
+/// beside them (see `Write::Verdicts`).
+#[derive(Debug, Default)]
+pub struct DnsVerdicts {
+    /// The addresses' dedup keys, one after another.
+    keys: String,
+    /// Where each key ends in `keys`, and its verdict.
+    rows: Vec<(usize, Reason)>,
+    verified_at: i64,
+}
+
+impl DnsVerdicts {
+    pub fn new(verified_at: i64) -> DnsVerdicts {
+        DnsVerdicts {
+            verified_at,
+            ..DnsVerdicts::default()
+        }
+    }
+
+    /// Add a verdict: `write_key` appends the address's dedup key to the string it is given.
+    pub fn push(&mut self, write_key: impl FnOnce(&mut String), reason: Reason) {
+        write_key(&mut self.keys);
+        self.rows.push((self.keys.len(), reason));
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The `i`th verdict: its key and reason.
+    pub fn get(&self, i: usize) -> (&str, Reason) {
+        let start = if i == 0 { 0 } else { self.rows[i - 1].0 };
+        let (end, reason) = self.rows[i];
+        (&self.keys[start..end], reason)
+    }
+
+    pub fn verified_at(&self) -> i64 {
+        self.verified_at
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, Reason)> {
+        (0..self.rows.len()).map(|i| self.get(i))
+    }
+}
+
 pub enum Write {
-    Verdicts(Vec<Record>),
+    /// Addresses' verdicts, and at level dns their domains' verdicts (`key` the ASCII domain),
+    /// committed together so that a resumed run finds both or neither.
+    Verdicts {
+        addresses: Vec<Record>,
+        dns: Vec<DnsVerdicts>,
+        domains: Vec<Record>,
+    },
     /// A domain's catch-all verdicts, by server.
     CatchAll {
         domain: String,
@@ -36,8 +93,23 @@ pub enum Write {
     },
 }
 
-/// Messages merged into one transaction at most (bounds the time a commit holds the lock).
-const MAX_MESSAGES_PER_COMMIT: usize = 64;
+/// How long the writer gathers verdicts into one transaction.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+/// Verdicts merged into one transaction at most (bounds the time a commit holds the lock).
+const MAX_ROWS_PER_COMMIT: usize = 200_000;
+
+impl Write {
+    fn rows(&self) -> usize {
+        match self {
+            Write::Verdicts {
+                addresses,
+                dns,
+                domains,
+            } => addresses.len() + dns.iter().map(DnsVerdicts::len).sum::<usize>() + domains.len(),
+            Write::CatchAll { servers, .. } => servers.len(),
+        }
+    }
+}
 
 /// Reasons that will never change for the address: what `--suppress-invalid` suppresses.
 fn permanent(reason: Reason) -> bool {
@@ -90,10 +162,18 @@ fn write_loop(
     // On an error, keep draining so senders never block, and report the first error.
     let mut failed = None;
     while let Ok(first) = rx.recv() {
+        // Gather for a moment before committing: a commit rewrites every page it touched, and
+        // random keys touch a page each, so fewer, larger commits write far less. What is
+        // decided reaches the store within COMMIT_EVERY all the same.
+        let deadline = Instant::now() + COMMIT_EVERY;
+        let mut rows = first.rows();
         let mut batch = vec![first];
-        while batch.len() < MAX_MESSAGES_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
+        while rows < MAX_ROWS_PER_COMMIT {
+            match rx.recv_deadline(deadline) {
+                Ok(m) => {
+                    rows += m.rows();
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }
@@ -111,6 +191,71 @@ fn write_loop(
     }
 }
 
+/// Address rows in one multi-row upsert.
+const ROWS_PER_STATEMENT: usize = 32;
+/// Parameters a row binds in [`upsert_sql`].
+const UPSERT_PARAMS: usize = 9;
+
+/// The upsert of `rows` addresses. The verdict it replaces becomes the previous one, unless
+/// that one was written by this same run (a resumed run, an address met in two windows): then
+/// the one before it stays the previous one. `?{rows * 9 + 1}` is when the run started.
+fn upsert_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let p: Vec<String> = (1..=UPSERT_PARAMS)
+                .map(|k| format!("?{}", i * UPSERT_PARAMS + k))
+                .collect();
+            format!("({})", p.join(", "))
+        })
+        .collect();
+    let started = rows * UPSERT_PARAMS + 1;
+    format!(
+        "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx, reply_code, reply_text)
+         VALUES {}
+         ON CONFLICT(key) DO UPDATE SET
+           prev_status = CASE WHEN verified_at < ?{started} THEN status ELSE prev_status END,
+           prev_reason = CASE WHEN verified_at < ?{started} THEN reason ELSE prev_reason END,
+           prev_verified_at = CASE WHEN verified_at < ?{started} THEN verified_at ELSE prev_verified_at END,
+           status = excluded.status, reason = excluded.reason, detail = excluded.detail,
+           level = excluded.level, verified_at = excluded.verified_at, mx = excluded.mx,
+           reply_code = excluded.reply_code, reply_text = excluded.reply_text",
+        values.join(", ")
+    )
+}
+
+/// One address row to write, from a [`Record`] or from [`DnsVerdicts`].
+struct Row<'a> {
+    key: &'a str,
+    reason: Reason,
+    /// Empty at level dns: a dns-level verdict's detail and MX are its domain's, held once by
+    /// the domain's row (see `Store::lookup`), which halves the bytes a dns-level run writes.
+    detail: &'a str,
+    mx: Option<&'a str>,
+    level: Level,
+    verified_at: i64,
+    reply: Option<(u16, &'a str)>,
+}
+
+fn bind_upsert(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    rows: &[Row],
+    run_started: i64,
+) -> rusqlite::Result<()> {
+    for (i, r) in rows.iter().enumerate() {
+        let at = i * UPSERT_PARAMS;
+        stmt.raw_bind_parameter(at + 1, r.key)?;
+        stmt.raw_bind_parameter(at + 2, r.reason.status().as_str())?;
+        stmt.raw_bind_parameter(at + 3, r.reason.as_str())?;
+        stmt.raw_bind_parameter(at + 4, r.detail)?;
+        stmt.raw_bind_parameter(at + 5, level_index(r.level))?;
+        stmt.raw_bind_parameter(at + 6, r.verified_at)?;
+        stmt.raw_bind_parameter(at + 7, r.mx)?;
+        stmt.raw_bind_parameter(at + 8, r.reply.map(|(code, _)| code))?;
+        stmt.raw_bind_parameter(at + 9, r.reply.map(|(_, text)| text))?;
+    }
+    stmt.raw_bind_parameter(rows.len() * UPSERT_PARAMS + 1, run_started)
+}
+
 fn commit(
     store: &mut Store,
     batch: &[Write],
@@ -126,26 +271,29 @@ fn commit(
         .map_err(err)?;
     let mut written = 0;
     {
-        // The verdict it replaces becomes the previous one, unless that one was written by
-        // this same run (a resumed run, an address met in two windows): then the one before
-        // it stays the previous one.
-        let mut upsert = tx
-            .prepare_cached(
-                "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx, reply_code, reply_text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(key) DO UPDATE SET
-                   prev_status = CASE WHEN verified_at < ?10 THEN status ELSE prev_status END,
-                   prev_reason = CASE WHEN verified_at < ?10 THEN reason ELSE prev_reason END,
-                   prev_verified_at = CASE WHEN verified_at < ?10 THEN verified_at ELSE prev_verified_at END,
-                   status = excluded.status, reason = excluded.reason, detail = excluded.detail,
-                   level = excluded.level, verified_at = excluded.verified_at, mx = excluded.mx,
-                   reply_code = excluded.reply_code, reply_text = excluded.reply_text",
-            )
+        let mut upsert_one = tx.prepare_cached(&upsert_sql(1)).map_err(err)?;
+        let mut upsert_many = tx
+            .prepare_cached(&upsert_sql(ROWS_PER_STATEMENT))
             .map_err(err)?;
         let mut suppress = tx
             .prepare_cached(
                 "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(entry) DO NOTHING",
+            )
+            .map_err(err)?;
+        let mut upsert_domain = tx
+            .prepare_cached(
+                "INSERT INTO domain_verdicts (domain, reason, detail, mx, verified_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(domain) DO UPDATE SET reason = excluded.reason,
+                   detail = excluded.detail, mx = excluded.mx, verified_at = excluded.verified_at",
+            )
+            .map_err(err)?;
+        let mut smtp_domain = tx
+            .prepare_cached(
+                "INSERT INTO smtp_domains (domain, verified_at) VALUES (?1, ?2)
+                 ON CONFLICT(domain) DO UPDATE SET
+                   verified_at = max(verified_at, excluded.verified_at)",
             )
             .map_err(err)?;
         let mut domain = tx
@@ -154,38 +302,81 @@ fn commit(
                  ON CONFLICT(domain, server) DO UPDATE SET catch_all = excluded.catch_all, checked_at = excluded.checked_at",
             )
             .map_err(err)?;
+        let mut rows: Vec<Row> = Vec::new();
+        for msg in batch {
+            let Write::Verdicts { addresses, dns, .. } = msg else {
+                continue;
+            };
+            rows.extend(addresses.iter().map(|r| Row {
+                key: &r.key,
+                reason: r.reason,
+                detail: if r.level == Level::Dns { "" } else { &r.detail },
+                mx: if r.level == Level::Dns {
+                    None
+                } else {
+                    r.mx.as_deref()
+                },
+                level: r.level,
+                verified_at: r.verified_at,
+                reply: r.reply.as_ref().map(|(code, text)| (*code, text.as_str())),
+            }));
+            for d in dns {
+                rows.extend(d.iter().map(|(key, reason)| Row {
+                    key,
+                    reason,
+                    detail: "",
+                    mx: None,
+                    level: Level::Dns,
+                    verified_at: d.verified_at,
+                    reply: None,
+                }));
+            }
+        }
+        let mut smtp_marked = std::collections::HashSet::new();
+        for r in &rows {
+            if r.level == Level::Smtp {
+                let d = r.key.rsplit_once('@').map_or("", |(_, d)| d);
+                if smtp_marked.insert(d) {
+                    smtp_domain
+                        .execute(params![d, r.verified_at])
+                        .map_err(err)?;
+                }
+            }
+            if suppress_invalid && permanent(r.reason) {
+                suppress
+                    .execute(params![
+                        r.key,
+                        format!("--suppress-invalid: {}", r.reason),
+                        now
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        // Many rows a statement: SQLite's cost is mostly per statement, and a dns-level run
+        // writes a million rows.
+        let mut groups = rows.chunks_exact(ROWS_PER_STATEMENT);
+        for group in &mut groups {
+            bind_upsert(&mut upsert_many, group, run_started).map_err(err)?;
+            upsert_many.raw_execute().map_err(err)?;
+        }
+        for r in groups.remainder() {
+            bind_upsert(&mut upsert_one, std::slice::from_ref(r), run_started).map_err(err)?;
+            upsert_one.raw_execute().map_err(err)?;
+        }
+        written += rows.len() as u64;
         for msg in batch {
             match msg {
-                Write::Verdicts(records) => {
-                    for r in records {
-                        let (code, text) = match &r.reply {
-                            Some((c, t)) => (Some(*c), Some(t.as_str())),
-                            None => (None, None),
-                        };
-                        upsert
+                Write::Verdicts { domains, .. } => {
+                    for d in domains {
+                        upsert_domain
                             .execute(params![
-                                r.key,
-                                r.reason.status().as_str(),
-                                r.reason.as_str(),
-                                r.detail,
-                                level_index(r.level),
-                                r.verified_at,
-                                r.mx,
-                                code,
-                                text,
-                                run_started
+                                d.key,
+                                d.reason.as_str(),
+                                d.detail,
+                                d.mx,
+                                d.verified_at
                             ])
                             .map_err(err)?;
-                        if suppress_invalid && permanent(r.reason) {
-                            suppress
-                                .execute(params![
-                                    r.key,
-                                    format!("--suppress-invalid: {}", r.reason),
-                                    now
-                                ])
-                                .map_err(err)?;
-                        }
-                        written += 1;
                     }
                 }
                 Write::CatchAll { domain: d, servers } => {

@@ -143,6 +143,17 @@ impl Address {
         key
     }
 
+    /// Append [`Address::dedup_key`] to `out` (without a string of its own).
+    pub fn push_dedup_key(&self, out: &mut String) {
+        if self.local.is_ascii() {
+            out.extend(self.local.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            out.push_str(&self.local.to_lowercase());
+        }
+        out.push('@');
+        out.push_str(self.domain_ascii());
+    }
+
     /// `identity_hash_of(dedup_key())`, built on the stack for ASCII local parts: it runs on
     /// every row. 64 bits keep a duplicate set at ~16 bytes an address; a false "duplicate"
     /// needs a collision (≈ n²/2⁶⁵: 3·10⁻⁸ at a million addresses).
