@@ -193,22 +193,59 @@ fn write_loop(
 
 /// Address rows in one multi-row upsert.
 const ROWS_PER_STATEMENT: usize = 32;
-/// Parameters a row binds in [`upsert_sql`].
-const UPSERT_PARAMS: usize = 9;
+
+/// What an upsert's rows bind.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Every column.
+    Full,
+    /// A dns-level verdict: key, status, reason and when. Its detail and MX are its domain's,
+    /// held once by the domain's row (see `Store::lookup`): that halves the bytes a dns-level
+    /// run writes, and fewer parameters make a cheaper statement.
+    Dns,
+}
+
+impl Shape {
+    fn params(self) -> usize {
+        match self {
+            Shape::Full => 9,
+            Shape::Dns => 4,
+        }
+    }
+}
 
 /// The upsert of `rows` addresses. The verdict it replaces becomes the previous one, unless
 /// that one was written by this same run (a resumed run, an address met in two windows): then
-/// the one before it stays the previous one. `?{rows * 9 + 1}` is when the run started.
-fn upsert_sql(rows: usize) -> String {
+/// the one before it stays the previous one. The last parameter is when the run started.
+fn upsert_sql(rows: usize, shape: Shape) -> String {
     let values: Vec<String> = (0..rows)
         .map(|i| {
-            let p: Vec<String> = (1..=UPSERT_PARAMS)
-                .map(|k| format!("?{}", i * UPSERT_PARAMS + k))
-                .collect();
-            format!("({})", p.join(", "))
+            let p = |k: usize| format!("?{}", i * shape.params() + k);
+            match shape {
+                Shape::Full => format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9)
+                ),
+                Shape::Dns => format!(
+                    "({}, {}, {}, '', {}, {}, NULL, NULL, NULL)",
+                    p(1),
+                    p(2),
+                    p(3),
+                    level_index(Level::Dns),
+                    p(4)
+                ),
+            }
         })
         .collect();
-    let started = rows * UPSERT_PARAMS + 1;
+    let started = rows * shape.params() + 1;
     format!(
         "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx, reply_code, reply_text)
          VALUES {}
@@ -227,8 +264,6 @@ fn upsert_sql(rows: usize) -> String {
 struct Row<'a> {
     key: &'a str,
     reason: Reason,
-    /// Empty at level dns: a dns-level verdict's detail and MX are its domain's, held once by
-    /// the domain's row (see `Store::lookup`), which halves the bytes a dns-level run writes.
     detail: &'a str,
     mx: Option<&'a str>,
     level: Level,
@@ -238,22 +273,54 @@ struct Row<'a> {
 
 fn bind_upsert(
     stmt: &mut rusqlite::CachedStatement<'_>,
+    shape: Shape,
     rows: &[Row],
     run_started: i64,
 ) -> rusqlite::Result<()> {
     for (i, r) in rows.iter().enumerate() {
-        let at = i * UPSERT_PARAMS;
+        let at = i * shape.params();
         stmt.raw_bind_parameter(at + 1, r.key)?;
         stmt.raw_bind_parameter(at + 2, r.reason.status().as_str())?;
         stmt.raw_bind_parameter(at + 3, r.reason.as_str())?;
-        stmt.raw_bind_parameter(at + 4, r.detail)?;
-        stmt.raw_bind_parameter(at + 5, level_index(r.level))?;
-        stmt.raw_bind_parameter(at + 6, r.verified_at)?;
-        stmt.raw_bind_parameter(at + 7, r.mx)?;
-        stmt.raw_bind_parameter(at + 8, r.reply.map(|(code, _)| code))?;
-        stmt.raw_bind_parameter(at + 9, r.reply.map(|(_, text)| text))?;
+        match shape {
+            Shape::Full => {
+                stmt.raw_bind_parameter(at + 4, r.detail)?;
+                stmt.raw_bind_parameter(at + 5, level_index(r.level))?;
+                stmt.raw_bind_parameter(at + 6, r.verified_at)?;
+                stmt.raw_bind_parameter(at + 7, r.mx)?;
+                stmt.raw_bind_parameter(at + 8, r.reply.map(|(code, _)| code))?;
+                stmt.raw_bind_parameter(at + 9, r.reply.map(|(_, text)| text))?;
+            }
+            Shape::Dns => stmt.raw_bind_parameter(at + 4, r.verified_at)?,
+        }
     }
-    stmt.raw_bind_parameter(rows.len() * UPSERT_PARAMS + 1, run_started)
+    stmt.raw_bind_parameter(rows.len() * shape.params() + 1, run_started)
+}
+
+/// Write `rows` of one shape: many a statement, as SQLite's cost is mostly per statement and a
+/// dns-level run writes a million rows.
+fn upsert_rows(
+    tx: &rusqlite::Transaction,
+    shape: Shape,
+    rows: &[Row],
+    run_started: i64,
+) -> rusqlite::Result<()> {
+    let mut groups = rows.chunks_exact(ROWS_PER_STATEMENT);
+    if groups.len() > 0 {
+        let mut many = tx.prepare_cached(&upsert_sql(ROWS_PER_STATEMENT, shape))?;
+        for group in &mut groups {
+            bind_upsert(&mut many, shape, group, run_started)?;
+            many.raw_execute()?;
+        }
+    }
+    if !groups.remainder().is_empty() {
+        let mut one = tx.prepare_cached(&upsert_sql(1, shape))?;
+        for r in groups.remainder() {
+            bind_upsert(&mut one, shape, std::slice::from_ref(r), run_started)?;
+            one.raw_execute()?;
+        }
+    }
+    Ok(())
 }
 
 fn commit(
@@ -271,10 +338,6 @@ fn commit(
         .map_err(err)?;
     let mut written = 0;
     {
-        let mut upsert_one = tx.prepare_cached(&upsert_sql(1)).map_err(err)?;
-        let mut upsert_many = tx
-            .prepare_cached(&upsert_sql(ROWS_PER_STATEMENT))
-            .map_err(err)?;
         let mut suppress = tx
             .prepare_cached(
                 "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
@@ -302,7 +365,7 @@ fn commit(
                  ON CONFLICT(domain, server) DO UPDATE SET catch_all = excluded.catch_all, checked_at = excluded.checked_at",
             )
             .map_err(err)?;
-        let mut rows: Vec<Row> = Vec::new();
+        let (mut rows, mut dns_rows): (Vec<Row>, Vec<Row>) = Default::default();
         for msg in batch {
             let Write::Verdicts { addresses, dns, .. } = msg else {
                 continue;
@@ -310,18 +373,14 @@ fn commit(
             rows.extend(addresses.iter().map(|r| Row {
                 key: &r.key,
                 reason: r.reason,
-                detail: if r.level == Level::Dns { "" } else { &r.detail },
-                mx: if r.level == Level::Dns {
-                    None
-                } else {
-                    r.mx.as_deref()
-                },
+                detail: &r.detail,
+                mx: r.mx.as_deref(),
                 level: r.level,
                 verified_at: r.verified_at,
                 reply: r.reply.as_ref().map(|(code, text)| (*code, text.as_str())),
             }));
             for d in dns {
-                rows.extend(d.iter().map(|(key, reason)| Row {
+                dns_rows.extend(d.iter().map(|(key, reason)| Row {
                     key,
                     reason,
                     detail: "",
@@ -333,7 +392,7 @@ fn commit(
             }
         }
         let mut smtp_marked = std::collections::HashSet::new();
-        for r in &rows {
+        for r in rows.iter().chain(&dns_rows) {
             if r.level == Level::Smtp {
                 let d = r.key.rsplit_once('@').map_or("", |(_, d)| d);
                 if smtp_marked.insert(d) {
@@ -352,18 +411,9 @@ fn commit(
                     .map_err(err)?;
             }
         }
-        // Many rows a statement: SQLite's cost is mostly per statement, and a dns-level run
-        // writes a million rows.
-        let mut groups = rows.chunks_exact(ROWS_PER_STATEMENT);
-        for group in &mut groups {
-            bind_upsert(&mut upsert_many, group, run_started).map_err(err)?;
-            upsert_many.raw_execute().map_err(err)?;
-        }
-        for r in groups.remainder() {
-            bind_upsert(&mut upsert_one, std::slice::from_ref(r), run_started).map_err(err)?;
-            upsert_one.raw_execute().map_err(err)?;
-        }
-        written += rows.len() as u64;
+        upsert_rows(&tx, Shape::Full, &rows, run_started).map_err(err)?;
+        upsert_rows(&tx, Shape::Dns, &dns_rows, run_started).map_err(err)?;
+        written += (rows.len() + dns_rows.len()) as u64;
         for msg in batch {
             match msg {
                 Write::Verdicts { domains, .. } => {
