@@ -426,3 +426,123 @@ fn a_store_locked_by_another_writer_is_refused_clearly() {
     // Once it is free, the same command works.
     assert!(suppress(&store, &["add", "a@b.test"]).status.success());
 }
+
+/// Seed `store` (schema current) with a domain verdict for each of `domains`, verified
+/// `age` seconds ago.
+fn seed_domain_verdicts(store: &Path, domains: &[&str], age: i64) {
+    drop(prebounce::store::Store::open(store).unwrap()); // at the current schema
+    let conn = rusqlite::Connection::open(store).unwrap();
+    for d in domains {
+        conn.execute(
+            "INSERT INTO domain_verdicts (domain, reason, detail, mx, verified_at)
+             VALUES (?1, 'domain-accepts-mail', 'MX 10 mx.' || ?1 || ' (192.0.2.1); mailbox not checked', 'mx.' || ?1, ?2)",
+            rusqlite::params![d, now() - age],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_domain_verdict_answers_addresses_never_seen_and_an_smtp_verdict_still_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    seed_domain_verdicts(&store, &["plain.test", "probed.test"], 100);
+    {
+        // probed.test also has an smtp-level verdict of one address: it says more than the
+        // domain's, so a dns-level run must answer that address from it.
+        let conn = rusqlite::Connection::open(&store).unwrap();
+        conn.execute(
+            "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx, reply_code, reply_text)
+             VALUES ('gone@probed.test', 'invalid', 'mailbox-not-found', '550 5.1.1 no such user', 2, ?1, 'mx.probed.test', 550, '5.1.1 no such user')",
+            [now() - 100],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO smtp_domains (domain, verified_at) VALUES ('probed.test', ?1)",
+            [now() - 100],
+        )
+        .unwrap();
+    }
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &[
+            "new1@plain.test".into(),
+            "New2@Plain.test".into(),
+            "gone@probed.test".into(),
+            "other@probed.test".into(),
+            "fresh@unknown-domain.test".into(),
+        ],
+    );
+    let out = dir.path().join("out");
+    let s = verify_dns(&list, &store, &out, &[], None);
+    // Only the domain the store knows nothing of was asked (and timed out).
+    assert_eq!(s["store"]["cached_rows"], 4, "{}", s["store"]);
+    assert_eq!(s["reasons"]["domain-accepts-mail"], 3);
+    assert_eq!(s["reasons"]["mailbox-not-found"], 1);
+    assert_eq!(s["reasons"]["dns-timeout"], 1);
+    assert_eq!(
+        column(&out, "invalid.csv", "email"),
+        ["gone@probed.test"],
+        "the smtp-level verdict wins over its domain's"
+    );
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_mx"),
+        ["mx.plain.test", "mx.plain.test", "mx.probed.test"]
+    );
+    for d in column(&out, "valid.csv", "prebounce_detail") {
+        assert!(d.starts_with("MX 10 mx.") && d.ends_with("(cached)"), "{d}");
+    }
+
+    // Older than --max-age: the domain verdicts no longer answer; their addresses are asked.
+    // (The first run's own verdict, seconds old, still does.)
+    let s = verify_dns(&list, &store, &out, &["--max-age", "50s"], None);
+    assert_eq!(s["store"]["cached_rows"], 1, "{}", s["store"]);
+    assert_eq!(s["reasons"]["dns-timeout"], 5);
+    // And --fresh ignores even a young one.
+    seed_domain_verdicts(&dir.path().join("other.sqlite3"), &["plain.test"], 10);
+    let s = verify_dns(
+        &list,
+        &dir.path().join("other.sqlite3"),
+        &out,
+        &["--fresh"],
+        None,
+    );
+    assert_eq!(s["store"]["cached_rows"], 0, "{}", s["store"]);
+}
+
+#[test]
+fn a_dns_level_run_stores_each_domain_once_and_each_address_without_repeating_the_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let emails: Vec<String> = (0..40).map(|i| format!("u{i}@d{}.test", i % 4)).collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let out = dir.path().join("out");
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["store"]["saved"], 40);
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    let domains: i64 = conn
+        .query_row("SELECT count(*) FROM domain_verdicts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(domains, 4);
+    let (rows, with_detail): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(NULLIF(detail, '')) FROM addresses WHERE level = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, with_detail), (40, 0));
+    // The address's own verdict still reads whole: its detail is its domain's.
+    let store_read = prebounce::store::Store::open(&store).unwrap();
+    let prior = store_read.lookup("u5@d1.test").unwrap().unwrap();
+    assert_eq!(prior.reason.as_str(), "dns-timeout");
+    assert!(!prior.detail.is_empty(), "{prior:?}");
+
+    // New addresses at the same domains: answered from the four domain verdicts.
+    let more: Vec<String> = (0..12).map(|i| format!("v{i}@d{}.test", i % 4)).collect();
+    let more = write_list(dir.path(), "more.csv", &more);
+    let s = verify_dns(&more, &store, &out, &[], None);
+    assert_eq!(s["store"]["cached_rows"], 12);
+    assert_eq!(s["dns"]["queries"], 0);
+}

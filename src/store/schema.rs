@@ -95,3 +95,45 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
 pub fn version_1_sql() -> &'static str {
     MIGRATIONS[0]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_3_marks_the_domains_of_stored_smtp_verdicts() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (v, sql) in MIGRATIONS[..2].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", v as u32 + 1)
+                .unwrap();
+        }
+        // A quoted local part may hold '@': the domain is what follows the last one.
+        for (key, level, at) in [
+            ("ann@probed.test", 2, 10),
+            ("\"a@b\"@probed.test", 2, 30),
+            ("\"x@y\"@quoted.test", 2, 5),
+            ("bob@dns-only.test", 1, 50),
+        ] {
+            conn.execute(
+                "INSERT INTO addresses (key, status, reason, detail, level, verified_at)
+                 VALUES (?1, 'valid', 'mailbox-accepted', '', ?2, ?3)",
+                rusqlite::params![key, level, at],
+            )
+            .unwrap();
+        }
+        assert!(matches!(migrate(&mut conn).unwrap(), Migrated::Current));
+        let mut stmt = conn
+            .prepare("SELECT domain, verified_at FROM smtp_domains ORDER BY domain")
+            .unwrap();
+        let marked: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            marked,
+            [("probed.test".into(), 30), ("quoted.test".into(), 5)]
+        );
+    }
+}

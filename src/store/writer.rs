@@ -447,3 +447,100 @@ fn commit(
     tx.commit().map_err(err)?;
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, reason: Reason, level: Level, verified_at: i64) -> Record {
+        Record {
+            key: key.into(),
+            reason,
+            detail: format!("detail of {key}"),
+            mx: Some("mx.test".into()),
+            level,
+            verified_at,
+            reply: (level == Level::Smtp).then(|| (550, "5.1.1 no such user".into())),
+        }
+    }
+
+    /// Many rows a statement and the rest one by one; an address twice in one commit keeps its
+    /// last verdict; a verdict of an earlier run becomes the previous one.
+    #[test]
+    fn multi_row_upserts_keep_every_row_and_the_previous_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite3");
+        let mut store = Store::open(&path).unwrap();
+        // An earlier run's verdict of a@x.test.
+        commit(
+            &mut store,
+            &[Write::Verdicts {
+                addresses: vec![record("a@x.test", Reason::MailboxAccepted, Level::Smtp, 10)],
+                dns: Vec::new(),
+                domains: Vec::new(),
+            }],
+            5,
+            false,
+        )
+        .unwrap();
+        let mut dns = DnsVerdicts::new(100);
+        for i in 0..70 {
+            dns.push(
+                |k| k.push_str(&format!("u{i}@d.test")),
+                Reason::DomainAcceptsMail,
+            );
+        }
+        dns.push(|k| k.push_str("u3@d.test"), Reason::NoSuchDomain);
+        let written = commit(
+            &mut store,
+            &[Write::Verdicts {
+                addresses: vec![
+                    record("a@x.test", Reason::MailboxNotFound, Level::Smtp, 100),
+                    record("b@x.test", Reason::MailboxFull, Level::Smtp, 100),
+                ],
+                dns: vec![dns],
+                domains: vec![Record {
+                    key: "d.test".into(),
+                    ..record("d.test", Reason::DomainAcceptsMail, Level::Dns, 100)
+                }],
+            }],
+            50,
+            false,
+        )
+        .unwrap();
+        assert_eq!(written, 73);
+        let count: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM addresses", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 72);
+        let a = store.lookup("a@x.test").unwrap().unwrap();
+        assert_eq!(
+            (a.reason, a.detail.as_str(), a.level),
+            (Reason::MailboxNotFound, "detail of a@x.test", Level::Smtp)
+        );
+        let prev = a.previous.unwrap();
+        assert_eq!(
+            (prev.reason, prev.verified_at),
+            (Reason::MailboxAccepted, 10)
+        );
+        // The later of the two verdicts in one commit; its domain's detail does not fit it.
+        let u3 = store.lookup("u3@d.test").unwrap().unwrap();
+        assert_eq!((u3.reason, u3.detail.as_str()), (Reason::NoSuchDomain, ""));
+        // A dns-level row reads its detail and MX from its domain's.
+        let u4 = store.lookup("u4@d.test").unwrap().unwrap();
+        assert_eq!(
+            (u4.detail.as_str(), u4.mx.as_deref(), u4.verified_at),
+            ("detail of d.test", Some("mx.test"), 100)
+        );
+        let marked: i64 = store
+            .conn
+            .query_row(
+                "SELECT verified_at FROM smtp_domains WHERE domain = 'x.test'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(marked, 100);
+    }
+}
