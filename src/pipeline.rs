@@ -368,49 +368,6 @@ fn serialize_batch(
             }
         };
 
-        if let (Some(level), false) = (cx.store_level, row.duplicate) {
-            // Verdicts probed at level smtp were committed by the SMTP stage; the rows it
-            // leaves without SMTP evidence are the domains that take no mail (a final verdict).
-            let verified = match &row.evidence {
-                Evidence::Domain { smtp: None, .. } => {
-                    level == Level::Dns || v.reason != Reason::DomainAcceptsMail
-                }
-                // A resumed run answers the rest of a domain from the verdict it stored before
-                // the interruption: that verifies these addresses in this run too.
-                Evidence::Stored { prior, .. } => {
-                    level == Level::Dns
-                        && prior.level == Level::Dns
-                        && prior.verified_at >= cx.run_started
-                }
-                _ => false,
-            };
-            if verified {
-                let fresh = matches!(row.evidence, Evidence::Domain { .. });
-                match (level, address) {
-                    // A dns-level verdict is its domain's, so its detail and MX are stored
-                    // once, with the domain (from the batch's first row there).
-                    (Level::Dns, Some(a)) => {
-                        if fresh && domain_recorded.insert(Arc::as_ptr(&a.domain) as usize) {
-                            domain_firsts.push(DomainFirst {
-                                record: dns_records.len(),
-                                detail: std::mem::take(&mut v.detail).into_owned(),
-                                mx: v.mx.clone(),
-                            });
-                        }
-                        dns_records.push(|key| a.push_dedup_key(key), v.reason);
-                    }
-                    _ => records.push(Record {
-                        key: address.map(Address::dedup_key).unwrap_or_default(),
-                        reason: v.reason,
-                        detail: std::mem::take(&mut v.detail).into_owned(),
-                        mx: v.mx.clone(),
-                        level,
-                        verified_at: now,
-                        reply: None,
-                    }),
-                }
-            }
-        }
         if let (Some(prev), false) = (&row.previous, row.duplicate)
             && prev.status != v.status
         {
@@ -467,6 +424,50 @@ fn serialize_batch(
             enc.push(out, cell.as_bytes());
         }
         out.push(b'\n');
+        // Last: the store's record takes the verdict's detail and MX.
+        if let (Some(level), false) = (cx.store_level, row.duplicate) {
+            // Verdicts probed at level smtp were committed by the SMTP stage; the rows it
+            // leaves without SMTP evidence are the domains that take no mail (a final verdict).
+            let verified = match &row.evidence {
+                Evidence::Domain { smtp: None, .. } => {
+                    level == Level::Dns || v.reason != Reason::DomainAcceptsMail
+                }
+                // A resumed run answers the rest of a domain from the verdict it stored before
+                // the interruption: that verifies these addresses in this run too.
+                Evidence::Stored { prior, .. } => {
+                    level == Level::Dns
+                        && prior.level == Level::Dns
+                        && prior.verified_at >= cx.run_started
+                }
+                _ => false,
+            };
+            if verified {
+                let fresh = matches!(row.evidence, Evidence::Domain { .. });
+                match (level, address) {
+                    // A dns-level verdict is its domain's, so its detail and MX are stored
+                    // once, with the domain (from the batch's first row there).
+                    (Level::Dns, Some(a)) => {
+                        if fresh && domain_recorded.insert(Arc::as_ptr(&a.domain) as usize) {
+                            domain_firsts.push(DomainFirst {
+                                record: dns_records.len(),
+                                detail: std::mem::take(&mut v.detail).into_owned(),
+                                mx: v.mx.take(),
+                            });
+                        }
+                        dns_records.push(|key| a.push_dedup_key(key), v.reason);
+                    }
+                    _ => records.push(Record {
+                        key: address.map(Address::dedup_key).unwrap_or_default(),
+                        reason: v.reason,
+                        detail: std::mem::take(&mut v.detail).into_owned(),
+                        mx: v.mx.take(),
+                        level,
+                        verified_at: now,
+                        reply: None,
+                    }),
+                }
+            }
+        }
     }
     Serialized {
         lists,
@@ -529,23 +530,26 @@ struct RunStore {
     writer: Option<StoreWriter>,
 }
 
-/// A domain's stored dns-level verdict, if one serves the run.
-type StoredDomain = Option<Arc<Prior>>;
+/// What the store knows of a domain, read once a run (level dns).
+#[derive(Clone, Default)]
+struct DomainState {
+    /// Its latest verdict, young enough to serve or not.
+    verdict: Option<Arc<Prior>>,
+    /// Some of its addresses have smtp-level verdicts young enough to serve: they say more
+    /// than the domain's, so its addresses are looked up one by one.
+    smtp: bool,
+}
 
 /// What the store stage answers rows from.
 struct StoreLookup {
     /// Cached verdicts (level dns and smtp; a syntax check is cheaper than a lookup).
     cache: Option<(Store, CachePolicy)>,
-    /// Level dns: the domains with smtp-level verdicts young enough to serve. Their addresses
-    /// are looked up one by one; the others are answered by their domain's verdict.
-    smtp_domains: HashSet<String>,
-    /// Level dns: each domain's stored verdict that serves this run, read once a run.
-    domains: HashMap<String, StoredDomain, ahash::RandomState>,
+    /// Level dns: what the store knows of each domain, read once a run.
+    domains: HashMap<String, DomainState, ahash::RandomState>,
     /// The same by the address of the rows' shared domain analysis (the check threads share
     /// one per domain): a row finds its domain's verdict without hashing the name. The entry
     /// holds the analysis, so its address cannot be reused for another domain.
-    by_analysis:
-        HashMap<usize, (Arc<crate::syntax::DomainFacts>, StoredDomain), ahash::RandomState>,
+    by_analysis: HashMap<usize, (Arc<crate::syntax::DomainFacts>, DomainState), ahash::RandomState>,
     suppressions: SuppressionSet,
     /// Verdicts written since then are this run's own (it resumes an interrupted run).
     run_started: i64,
@@ -571,19 +575,16 @@ fn look_up_chunk(checked: &mut Checked, lookup: &mut StoreLookup) -> Result<(), 
     }
 }
 
-/// The previous verdict a row compares with (changes.csv), given its stored one.
-fn previous_of(prior: &Prior, policy: &CachePolicy, run_started: i64) -> Option<Box<Previous>> {
-    // Against the verdict before this run: a verdict this (resumed) run wrote already
-    // compares with the one it replaced.
-    if prior.verified_at >= run_started {
-        prior.previous.clone().map(Box::new)
-    } else if policy.serves(prior) {
-        None // the same verdict, reused: nothing changed
+/// The verdict a row compares with (changes.csv) when it is verified in this run, given its
+/// stored one: that one, or if this (resumed) run wrote it already, the one that it replaced.
+fn replaced(own: &Prior, run_started: i64) -> Option<Box<Previous>> {
+    if own.verified_at >= run_started {
+        own.previous.clone().map(Box::new)
     } else {
         Some(Box::new(Previous {
-            status: prior.reason.status(),
-            reason: prior.reason,
-            verified_at: prior.verified_at,
+            status: own.reason.status(),
+            reason: own.reason,
+            verified_at: own.verified_at,
         }))
     }
 }
@@ -594,6 +595,8 @@ fn look_up_rows(
     cache: Option<(&Store, &CachePolicy)>,
 ) -> Result<(), StoreError> {
     let mut hits = 0;
+    let run_started = lookup.run_started;
+    let this_run = |p: &Prior| p.verified_at >= run_started;
     for row in &mut checked.rows {
         let Evidence::Syntax(Ok(address)) = &row.evidence else {
             continue;
@@ -608,62 +611,53 @@ fn look_up_rows(
         let Some((store, policy)) = cache else {
             continue;
         };
-        let by_domain = match policy.level {
-            Level::Dns => {
-                let analysis = Arc::as_ptr(&address.domain) as usize;
-                match lookup.by_analysis.get(&analysis) {
-                    Some((_, p)) => p.clone(),
-                    None => {
-                        let domain = address.domain_ascii();
-                        let p = match lookup.domains.get(domain) {
-                            Some(p) => p.clone(),
-                            None => {
-                                let p = store
-                                    .lookup_domain(domain)?
-                                    .filter(|p| policy.serves(p))
-                                    .map(Arc::new);
-                                lookup.domains.insert(domain.to_owned(), p.clone());
-                                p
-                            }
-                        };
-                        if lookup.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
-                            lookup.by_analysis.clear();
-                        }
-                        lookup
-                            .by_analysis
-                            .insert(analysis, (Arc::clone(&address.domain), p.clone()));
-                        p
-                    }
+        let domain = match policy.level {
+            Level::Dns => domain_state(lookup, store, policy, address)?,
+            _ => DomainState::default(),
+        };
+        let stored = domain.verdict.as_deref();
+        let serving = domain.verdict.as_ref().filter(|p| policy.serves(p));
+        // The address's own verdict is read only when it may say more than its domain's: an
+        // smtp-level one, this (resumed) run's own, or the history of an address verified
+        // again (changes.csv).
+        let own = match serving {
+            Some(p) if !this_run(p) && !domain.smtp => None,
+            _ => store.lookup(&address.dedup_key())?,
+        };
+        let own_answers = own.as_ref().is_some_and(|own| {
+            policy.serves(own)
+                && (own.level > Level::Dns
+                    || match (stored, serving) {
+                        (None, _) => true, // a store from before domain verdicts
+                        // Resumed: what the interrupted run found before it stored the
+                        // domain's verdict.
+                        (Some(d), Some(_)) if this_run(d) => !this_run(own),
+                        // The domain's verdict says the same, and is shared.
+                        (Some(_), Some(_)) => false,
+                        // A later verdict of its domain (too old itself) overrides it.
+                        (Some(d), None) => own.verified_at >= d.verified_at,
+                    })
+        });
+        let (answer, previous) = match own {
+            Some(own) if own_answers => {
+                let previous = if this_run(&own) {
+                    own.previous.clone().map(Box::new)
+                } else {
+                    None // the same verdict, reused: nothing changed
+                };
+                (Some(Arc::new(own)), previous)
+            }
+            own => {
+                let replaced = own.as_ref().and_then(|own| replaced(own, run_started));
+                match serving {
+                    // This (resumed) run verified the domain: its addresses are verified again.
+                    Some(p) if this_run(p) => (Some(Arc::clone(p)), replaced),
+                    Some(p) => (Some(Arc::clone(p)), None),
+                    None => (None, replaced),
                 }
             }
-            _ => None,
         };
-        // The address's own verdict is read only when it may say more than its domain's: an
-        // smtp-level one, this (resumed) run's own (it knows the verdict it replaced), or the
-        // history of an address verified again (changes.csv).
-        let own_needed = match &by_domain {
-            Some(p) => {
-                p.verified_at >= lookup.run_started
-                    || lookup.smtp_domains.contains(address.domain_ascii())
-            }
-            None => true,
-        };
-        let mut answer = None;
-        if own_needed && let Some(prior) = store.lookup(&address.dedup_key())? {
-            row.previous = previous_of(&prior, policy, lookup.run_started);
-            // A dns-level verdict of its own says what its domain's says (that one is shared).
-            if policy.serves(&prior) && (prior.level > Level::Dns || by_domain.is_none()) {
-                answer = Some(Arc::new(prior));
-            }
-        }
-        if answer.is_none()
-            && let Some(p) = by_domain
-        {
-            if p.verified_at < lookup.run_started {
-                row.previous = None; // answered from the cache: nothing was verified again
-            }
-            answer = Some(p);
-        }
+        row.previous = previous;
         let Some(prior) = answer else {
             continue;
         };
@@ -676,6 +670,41 @@ fn look_up_rows(
     }
     lookup.hits.fetch_add(hits, Ordering::Relaxed);
     Ok(())
+}
+
+/// What the store knows of an address's domain, from the run's memo or the store.
+fn domain_state(
+    lookup: &mut StoreLookup,
+    store: &Store,
+    policy: &CachePolicy,
+    address: &Address,
+) -> Result<DomainState, StoreError> {
+    let analysis = Arc::as_ptr(&address.domain) as usize;
+    if let Some((_, state)) = lookup.by_analysis.get(&analysis) {
+        return Ok(state.clone());
+    }
+    let name = address.domain_ascii();
+    let state = match lookup.domains.get(name) {
+        Some(state) => state.clone(),
+        None => {
+            let stored = store.lookup_domain(name)?;
+            let state = DomainState {
+                verdict: stored.verdict.map(Arc::new),
+                smtp: stored
+                    .smtp_at
+                    .is_some_and(|at| at >= policy.not_before && policy.now - at <= policy.max_age),
+            };
+            lookup.domains.insert(name.to_owned(), state.clone());
+            state
+        }
+    };
+    if lookup.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
+        lookup.by_analysis.clear();
+    }
+    lookup
+        .by_analysis
+        .insert(analysis, (Arc::clone(&address.domain), state.clone()));
+    Ok(state)
 }
 
 /// DNS stage for one chunk: look up each distinct domain (the resolver shares lookups across
@@ -1280,12 +1309,6 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 )),
             };
             let lookup = StoreLookup {
-                smtp_domains: match &cache {
-                    Some((store, policy)) if policy.level == Level::Dns => {
-                        store.smtp_domains_since(now.saturating_sub(max_age))?
-                    }
-                    _ => HashSet::new(),
-                },
                 domains: HashMap::default(),
                 by_analysis: HashMap::default(),
                 cache,

@@ -546,3 +546,73 @@ fn a_dns_level_run_stores_each_domain_once_and_each_address_without_repeating_th
     assert_eq!(s["store"]["cached_rows"], 12);
     assert_eq!(s["dns"]["queries"], 0);
 }
+
+/// Seed an address's dns-level verdict, as a store from before domain verdicts holds them.
+fn seed_address(store: &Path, key: &str, reason: &str, status: &str, age: i64) {
+    drop(prebounce::store::Store::open(store).unwrap());
+    let conn = rusqlite::Connection::open(store).unwrap();
+    conn.execute(
+        "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx)
+         VALUES (?1, ?2, ?3, 'MX 10 mx.d.test', 1, ?4, 'mx.d.test')",
+        rusqlite::params![key, status, reason, now() - age],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_resumed_run_answers_as_the_interrupted_one_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    seed_address(&store, "a@d.test", "domain-accepts-mail", "valid", 100);
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &["b@d.test".into(), "a@d.test".into()],
+    );
+    let out = dir.path().join("out");
+    let first = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(column(&out, "valid.csv", "email"), ["a@d.test"]);
+    assert_eq!(first["reasons"]["dns-timeout"], 1);
+    // As a kill after the last commit leaves it: the run is not marked finished.
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute("UPDATE runs SET finished_at = NULL", [])
+        .unwrap();
+    let resumed = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(resumed["store"]["resumed"], true);
+    // b's domain now has this run's verdict; a keeps the verdict the run found for it.
+    assert_eq!(column(&out, "valid.csv", "email"), ["a@d.test"]);
+    assert_eq!(resumed["changes"]["count"], 0, "{}", resumed["changes"]);
+}
+
+#[test]
+fn a_later_verdict_of_the_domain_overrides_an_older_one_of_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    seed_address(&store, "a@d.test", "domain-accepts-mail", "valid", 100);
+    {
+        let conn = rusqlite::Connection::open(&store).unwrap();
+        conn.execute(
+            "INSERT INTO domain_verdicts (domain, reason, detail, mx, verified_at)
+             VALUES ('d.test', 'dns-timeout', 'the DNS lookup timed out', NULL, ?1)",
+            [now() - 50],
+        )
+        .unwrap();
+    }
+    let list = write_list(dir.path(), "list.csv", &["a@d.test".into()]);
+    let out = dir.path().join("out");
+    // The domain's newer verdict answers (an unknown is reused for an hour).
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["store"]["cached_rows"], 1);
+    assert_eq!(s["reasons"]["dns-timeout"], 1);
+    // Past that hour the domain's verdict is too old, and the address's own, older still,
+    // does not come back: the address is verified again, and compared with its own.
+    let s = verify_dns(&list, &store, &out, &[], Some(now() + 4000));
+    assert_eq!(s["store"]["cached_rows"], 0);
+    assert_eq!(s["reasons"]["dns-timeout"], 1);
+    assert_eq!(
+        s["changes"]["by_transition"]["valid→unknown"], 1,
+        "{}",
+        s["changes"]
+    );
+}

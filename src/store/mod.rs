@@ -216,6 +216,15 @@ impl Prior {
     }
 }
 
+/// What the store knows of a domain at level dns ([`Store::lookup_domain`]).
+#[derive(Debug, Clone, Default)]
+pub struct StoredDomain {
+    /// Its latest dns-level verdict, young enough to serve or not.
+    pub verdict: Option<Prior>,
+    /// When one of its addresses was last verified at level smtp.
+    pub smtp_at: Option<i64>,
+}
+
 /// An address's verdict as it was before the latest verification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Previous {
@@ -387,12 +396,12 @@ impl Store {
             .conn
             .prepare_cached(
                 // A dns-level verdict's detail and MX are its domain's (written once, with the
-                // domain), as long as the domain's verdict is still the same.
+                // domain), as long as the domain's verdict is still that one.
                 "SELECT a.reason,
                    CASE WHEN a.level = 1 AND a.detail = '' AND d.reason = a.reason
-                     THEN d.detail ELSE a.detail END,
+                     AND d.verified_at <= a.verified_at THEN d.detail ELSE a.detail END,
                    CASE WHEN a.level = 1 AND a.mx IS NULL AND d.reason = a.reason
-                     THEN d.mx ELSE a.mx END,
+                     AND d.verified_at <= a.verified_at THEN d.mx ELSE a.mx END,
                    a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at
                  FROM addresses a LEFT JOIN domain_verdicts d ON d.domain = ?2
                  WHERE a.key = ?1",
@@ -443,46 +452,41 @@ impl Store {
         )))
     }
 
-    /// The stored dns-level verdict of a domain (ASCII), which answers each of its addresses.
-    pub fn lookup_domain(&self, domain: &str) -> Result<Option<Prior>, StoreError> {
+    /// What the store knows of a domain (ASCII) at level dns: its verdict, which answers each of
+    /// its addresses, and when one of its addresses was last verified at level smtp.
+    pub fn lookup_domain(&self, domain: &str) -> Result<StoredDomain, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT reason, detail, mx, verified_at FROM domain_verdicts WHERE domain = ?1",
+                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at
+                 FROM (SELECT ?1 AS domain) q
+                 LEFT JOIN domain_verdicts d ON d.domain = q.domain
+                 LEFT JOIN smtp_domains s ON s.domain = q.domain",
             )
             .map_err(|e| self.err(e))?;
-        let row = stmt
+        let (reason, detail, mx, verified_at, smtp_at) = stmt
             .query_row([domain], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
                 ))
             })
-            .optional()
             .map_err(|e| self.err(e))?;
-        let Some((reason, detail, mx, verified_at)) = row else {
-            return Ok(None);
+        let verdict = match (reason.as_deref().and_then(Reason::from_code), verified_at) {
+            (Some(reason), Some(at)) => Some(Prior::new(
+                reason,
+                detail.unwrap_or_default(),
+                mx,
+                Level::Dns,
+                at,
+                None,
+            )),
+            _ => None,
         };
-        Ok(Reason::from_code(&reason)
-            .map(|reason| Prior::new(reason, detail, mx, Level::Dns, verified_at, None)))
-    }
-
-    /// The domains with an smtp-level verdict of one of their addresses verified since `since`
-    /// (ASCII): a dns-level run looks their addresses up one by one.
-    pub fn smtp_domains_since(
-        &self,
-        since: i64,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT domain FROM smtp_domains WHERE verified_at >= ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([since], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        Ok(StoredDomain { verdict, smtp_at })
     }
 
     /// Run `f` in one read transaction: one snapshot and one lock for a chunk's lookups

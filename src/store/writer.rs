@@ -349,7 +349,8 @@ fn commit(
                 "INSERT INTO domain_verdicts (domain, reason, detail, mx, verified_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(domain) DO UPDATE SET reason = excluded.reason,
-                   detail = excluded.detail, mx = excluded.mx, verified_at = excluded.verified_at",
+                   detail = excluded.detail, mx = excluded.mx, verified_at = excluded.verified_at
+                 WHERE excluded.verified_at >= domain_verdicts.verified_at",
             )
             .map_err(err)?;
         let mut smtp_domain = tx
