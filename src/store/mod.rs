@@ -3,7 +3,9 @@
 //! - **Cache and resume.** Each decided verdict is committed as soon as it is known (the SMTP
 //!   stage per probed domain, the writer per chunk). A later run — or the same command started
 //!   again after a crash, Ctrl-C or SIGKILL — answers those addresses from here without any
-//!   network traffic, as long as the verdict is young enough (see [`CachePolicy`]).
+//!   network traffic, as long as the verdict is young enough (see [`CachePolicy`]). At level
+//!   dns a verdict is its domain's, so it is also stored per domain, and a later run answers
+//!   each address from its domain's verdict (one lookup a domain, not one an address).
 //! - **Revalidation.** When an address is verified again, its previous verdict is kept beside
 //!   the new one, so a run can list the addresses whose status changed (changes.csv).
 //! - **Suppression.** Addresses and domains that must never be mailed (`prebounce suppress`).
