@@ -199,7 +199,8 @@ struct VerifyArgs {
     /// Run without a store: no cache, no resume, no suppression list.
     #[arg(long, conflicts_with_all = ["store", "fresh", "suppress_invalid"], help_heading = "Store")]
     no_store: bool,
-    /// Reuse stored verdicts younger than this (unknown ones: an hour at most), e.g. 30d, 12h.
+    /// Reuse stored verdicts younger than this (dns-level ones: a week at most; unknown ones:
+    /// an hour at most), e.g. 30d, 12h.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_age, help_heading = "Store")]
     max_age: Duration,
     /// Verify again everything (what is decided is still stored).

@@ -616,3 +616,22 @@ fn a_later_verdict_of_the_domain_overrides_an_older_one_of_the_address() {
         s["changes"]
     );
 }
+
+#[test]
+fn a_domain_verdict_is_reused_for_a_week_at_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    seed_domain_verdicts(&store, &["six-days.test"], 6 * 86_400);
+    seed_domain_verdicts(&store, &["eight-days.test"], 8 * 86_400);
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &["a@six-days.test".into(), "a@eight-days.test".into()],
+    );
+    let out = dir.path().join("out");
+    // The default --max-age is 30 days; a domain's MX result is reused for 7 at most.
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["store"]["cached_rows"], 1, "{}", s["store"]);
+    assert_eq!(column(&out, "valid.csv", "email"), ["a@six-days.test"]);
+    assert_eq!(column(&out, "unknown.csv", "email"), ["a@eight-days.test"]);
+}

@@ -49,7 +49,8 @@ fn busy_timeout() -> Duration {
 /// long: long enough that a resumed run does not ask again at once, short enough that the next
 /// real run does.
 pub const UNKNOWN_MAX_AGE: Duration = Duration::from_secs(3600);
-/// A domain's catch-all verdict is reused for at most this long (and never beyond --max-age).
+/// A domain's verdicts (its MX result at level dns, its catch-all verdict) are reused for at most
+/// this long (and never beyond --max-age).
 pub const DOMAIN_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
@@ -247,12 +248,15 @@ pub struct CachePolicy {
 
 impl CachePolicy {
     /// An smtp-level verdict serves a dns-level run; a dns-level one does not serve an smtp run.
+    /// A dns-level verdict is a domain's (its MX result), which has the shorter domain age.
     pub fn serves(&self, p: &Prior) -> bool {
-        let max_age = if p.reason.status() == Status::Unknown {
-            self.max_age.min(UNKNOWN_MAX_AGE.as_secs() as i64)
-        } else {
-            self.max_age
-        };
+        let mut max_age = self.max_age;
+        if p.level == Level::Dns {
+            max_age = max_age.min(DOMAIN_MAX_AGE.as_secs() as i64);
+        }
+        if p.reason.status() == Status::Unknown {
+            max_age = max_age.min(UNKNOWN_MAX_AGE.as_secs() as i64);
+        }
         p.level >= self.level
             && p.verified_at >= self.not_before
             && self.now - p.verified_at <= max_age
@@ -694,6 +698,15 @@ mod tests {
         assert!(p.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 90_000)));
         assert!(p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 60_000)));
         assert!(!p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 40_000)));
+        // A domain's MX result is reused for a week at most, whatever --max-age says.
+        let month = CachePolicy {
+            now: 40 * 86_400,
+            max_age: 30 * 86_400,
+            ..p
+        };
+        assert!(month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 34 * 86_400)));
+        assert!(!month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 32 * 86_400)));
+        assert!(month.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 11 * 86_400)));
         // Unknowns are kept an hour at most.
         assert!(p.serves(&prior(Reason::DnsTimeout, Level::Dns, 97_000)));
         assert!(!p.serves(&prior(Reason::DnsTimeout, Level::Dns, 90_000)));
