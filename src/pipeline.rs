@@ -7,6 +7,7 @@
 //! format (marks repeats in input order, decides verdicts and serialises rows, rayon) →
 //! write (the lists; the other new verdicts go to the store writer, see `store::writer`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -451,7 +452,7 @@ fn serialize_batch(
                             domain_firsts.push(DomainFirst {
                                 record: dns_records.len(),
                                 detail: std::mem::take(&mut v.detail).into_owned(),
-                                mx: v.mx.take(),
+                                mx: v.mx.take().map(Cow::into_owned),
                             });
                         }
                         dns_records.push(|key| a.push_dedup_key(key), v.reason);
@@ -460,7 +461,7 @@ fn serialize_batch(
                         key: address.map(Address::dedup_key).unwrap_or_default(),
                         reason: v.reason,
                         detail: std::mem::take(&mut v.detail).into_owned(),
-                        mx: v.mx.take(),
+                        mx: v.mx.take().map(Cow::into_owned),
                         level,
                         verified_at: now,
                         reply: None,
@@ -535,6 +536,8 @@ struct RunStore {
 struct DomainState {
     /// Its latest verdict, young enough to serve or not.
     verdict: Option<Arc<Prior>>,
+    /// The verdict serves this run (worked out once: the rows need not read it).
+    serving: bool,
     /// Some of its addresses have smtp-level verdicts young enough to serve: they say more
     /// than the domain's, so its addresses are looked up one by one.
     smtp: bool,
@@ -611,12 +614,17 @@ fn look_up_rows(
         let Some((store, policy)) = cache else {
             continue;
         };
+        const NOTHING: &DomainState = &DomainState {
+            verdict: None,
+            serving: false,
+            smtp: false,
+        };
         let domain = match policy.level {
             Level::Dns => domain_state(lookup, store, policy, address)?,
-            _ => DomainState::default(),
+            _ => NOTHING,
         };
         let stored = domain.verdict.as_deref();
-        let serving = domain.verdict.as_ref().filter(|p| policy.serves(p));
+        let serving = domain.verdict.as_ref().filter(|_| domain.serving);
         // The address's own verdict is read only when it may say more than its domain's: an
         // smtp-level one, this (resumed) run's own, or the history of an address verified
         // again (changes.csv).
@@ -672,16 +680,18 @@ fn look_up_rows(
     Ok(())
 }
 
-/// What the store knows of an address's domain, from the run's memo or the store.
-fn domain_state(
-    lookup: &mut StoreLookup,
+/// What the store knows of an address's domain, from the run's memo or the store. Borrowed,
+/// not cloned: a clone would touch the verdict's reference count, which other threads share,
+/// twice a row.
+fn domain_state<'a>(
+    lookup: &'a mut StoreLookup,
     store: &Store,
     policy: &CachePolicy,
     address: &Address,
-) -> Result<DomainState, StoreError> {
+) -> Result<&'a DomainState, StoreError> {
     let analysis = Arc::as_ptr(&address.domain) as usize;
-    if let Some((_, state)) = lookup.by_analysis.get(&analysis) {
-        return Ok(state.clone());
+    if lookup.by_analysis.contains_key(&analysis) {
+        return Ok(&lookup.by_analysis[&analysis].1);
     }
     let name = address.domain_ascii();
     let state = match lookup.domains.get(name) {
@@ -689,6 +699,7 @@ fn domain_state(
         None => {
             let stored = store.lookup_domain(name)?;
             let state = DomainState {
+                serving: stored.verdict.as_ref().is_some_and(|p| policy.serves(p)),
                 verdict: stored.verdict.map(Arc::new),
                 smtp: stored
                     .smtp_at
@@ -701,10 +712,11 @@ fn domain_state(
     if lookup.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
         lookup.by_analysis.clear();
     }
-    lookup
+    let entry = lookup
         .by_analysis
-        .insert(analysis, (Arc::clone(&address.domain), state.clone()));
-    Ok(state)
+        .entry(analysis)
+        .insert_entry((Arc::clone(&address.domain), state));
+    Ok(&entry.into_mut().1)
 }
 
 /// DNS stage for one chunk: look up each distinct domain (the resolver shares lookups across
@@ -940,12 +952,13 @@ async fn probe_window(
                                 smtp: Some(Arc::new(smtp.clone())),
                             },
                             policy,
-                        );
+                        )
+                        .into_owned();
                         Record {
                             key: address.dedup_key(),
                             reason: v.reason,
                             detail: v.detail.into_owned(),
-                            mx: v.mx,
+                            mx: v.mx.map(Cow::into_owned),
                             level: Level::Smtp,
                             verified_at: now,
                             reply: match &smtp.outcome {

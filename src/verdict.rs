@@ -324,23 +324,35 @@ pub struct Policy {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub struct Verdict<'a> {
     pub status: Status,
     pub reason: Reason,
-    /// Fixed texts are borrowed: most rows share one of a handful.
-    pub detail: Cow<'static, str>,
+    /// Fixed texts are borrowed: most rows share one of a handful. So are a stored verdict's,
+    /// which a whole domain's rows share.
+    pub detail: Cow<'a, str>,
     /// The preferred mail server, when the DNS named one.
-    pub mx: Option<String>,
+    pub mx: Option<Cow<'a, str>>,
 }
 
-pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
+impl Verdict<'_> {
+    pub fn into_owned(self) -> Verdict<'static> {
+        Verdict {
+            status: self.status,
+            reason: self.reason,
+            detail: Cow::Owned(self.detail.into_owned()),
+            mx: self.mx.map(|mx| Cow::Owned(mx.into_owned())),
+        }
+    }
+}
+
+pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict<'_> {
     match evidence {
         Evidence::Stored { prior, .. } => {
             return Verdict {
                 status: prior.reason.status(),
                 reason: prior.reason,
-                detail: Cow::Owned(prior.cached_detail.clone()),
-                mx: prior.mx.clone(),
+                detail: Cow::Borrowed(&prior.cached_detail),
+                mx: prior.mx.as_deref().map(Cow::Borrowed),
             };
         }
         Evidence::Suppressed { entry, .. } => {
@@ -371,7 +383,7 @@ pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict {
             status: reason.status(),
             reason,
             detail: Cow::Owned(detail),
-            mx,
+            mx: mx.map(Cow::Owned),
         };
     }
     let (reason, detail) = match evidence {
@@ -607,12 +619,14 @@ mod tests {
         let v = decide(
             &Evidence::Syntax(check("a@gmail.com", SyntaxOptions::default())),
             Policy::default(),
-        );
+        )
+        .into_owned();
         assert_eq!((v.status, v.reason), (Status::Valid, Reason::SyntaxOk));
         let v = decide(
             &Evidence::Syntax(check("a@example.com", SyntaxOptions::default())),
             Policy::default(),
-        );
+        )
+        .into_owned();
         assert_eq!(
             (v.status, v.reason),
             (Status::Invalid, Reason::ReservedDomain)
@@ -620,13 +634,15 @@ mod tests {
         let v = decide(
             &Evidence::Syntax(check("a@@gmail.com", SyntaxOptions::default())),
             Policy::default(),
-        );
+        )
+        .into_owned();
         assert_eq!((v.status, v.reason), (Status::Invalid, Reason::Syntax));
         assert!(v.detail.contains('@'), "{}", v.detail);
         let v = decide(
             &Evidence::Unreadable(Unreadable::NotUtf8 { valid_up_to: 3 }),
             Policy::default(),
-        );
+        )
+        .into_owned();
         assert_eq!(
             (v.status, v.reason),
             (Status::Invalid, Reason::UnreadableRow)
@@ -634,7 +650,7 @@ mod tests {
         assert!(v.detail.contains("UTF-8"));
     }
 
-    fn domain_verdict(dns: DomainEvidence, allow_private_mx: bool) -> Verdict {
+    fn domain_verdict(dns: DomainEvidence, allow_private_mx: bool) -> Verdict<'static> {
         let address = check(
             "ann@lab.test",
             SyntaxOptions {
@@ -650,6 +666,7 @@ mod tests {
             },
             Policy { allow_private_mx },
         )
+        .into_owned()
     }
 
     fn host(preference: u16, name: &str, addresses: Addresses) -> crate::dns::MxHost {
