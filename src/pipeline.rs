@@ -270,6 +270,43 @@ struct FormatContext<'a> {
     store_level: Option<Level>,
     /// With a store: when this run (or the interrupted run it resumes) started.
     run_started: i64,
+    /// This run, among the process's ([`RUNS`]).
+    run_id: u64,
+}
+
+/// Domain analyses by address, each holding its analysis (see [`DOMAINS_SENT`]).
+type AnalysesSent = HashMap<usize, Arc<crate::syntax::DomainFacts>, ahash::RandomState>;
+
+/// The runs of this process, so that what a format thread remembers belongs to one run.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Bounds a format thread's [`DOMAINS_SENT`]: past it, domains are sent again (harmless, the list
+/// writer keeps the first).
+const MAX_DOMAINS_SENT: usize = 1 << 20;
+
+thread_local! {
+    /// The domain analyses whose dns-level verdict this format thread sent to the store during
+    /// run `.0`, by address (each entry holds its analysis, so the address cannot be reused
+    /// for another domain). A domain's verdict then travels about once a thread, not once a
+    /// batch: a batch of 1,024 rows over many domains would send one nearly every row.
+    static DOMAINS_SENT: std::cell::RefCell<(u64, AnalysesSent)> = Default::default();
+}
+
+/// Whether this thread sends `domain`'s verdict to the store for the first time in run `run_id`.
+fn first_sent_by_this_thread(run_id: u64, domain: &Arc<crate::syntax::DomainFacts>) -> bool {
+    DOMAINS_SENT.with_borrow_mut(|(run, sent)| {
+        if *run != run_id || sent.len() >= MAX_DOMAINS_SENT {
+            sent.clear();
+            *run = run_id;
+        }
+        match sent.entry(Arc::as_ptr(domain) as usize) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Arc::clone(domain));
+                true
+            }
+        }
+    })
 }
 
 /// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
@@ -300,8 +337,6 @@ fn serialize_batch(
     let now = cx.store_level.map_or(0, |_| crate::store::now());
     let mut dns_records = DnsVerdicts::new(now);
     let mut domain_firsts = Vec::new();
-    // The batch's domains in `domain_firsts` (keyed like `domain_slot`).
-    let mut domain_recorded: HashSet<usize, ahash::RandomState> = HashSet::default();
     let mut changes = Vec::new();
     let mut transitions = Vec::new();
     for (i, row) in rows.iter().enumerate() {
@@ -448,7 +483,7 @@ fn serialize_batch(
                     // A dns-level verdict is its domain's, so its detail and MX are stored
                     // once, with the domain (from the batch's first row there).
                     (Level::Dns, Some(a)) => {
-                        if fresh && domain_recorded.insert(Arc::as_ptr(&a.domain) as usize) {
+                        if fresh && first_sent_by_this_thread(cx.run_id, &a.domain) {
                             domain_firsts.push(DomainFirst {
                                 record: dns_records.len(),
                                 detail: std::mem::take(&mut v.detail).into_owned(),
@@ -1385,6 +1420,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         grouping: group_column.is_some(),
         store_level: (store.is_some() && config.level >= Level::Dns).then_some(config.level),
         run_started: store.as_ref().map_or(i64::MAX, |s| s.run.started_at),
+        run_id: RUNS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut changes_csv: Vec<u8> =
         b"address,previous_status,previous_reason,previous_verified_at,status,reason\n".to_vec();
