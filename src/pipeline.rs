@@ -578,12 +578,39 @@ struct DomainState {
     smtp: bool,
 }
 
+impl DomainState {
+    fn of(stored: crate::store::StoredDomain, policy: &CachePolicy) -> DomainState {
+        DomainState {
+            serving: stored.verdict.as_ref().is_some_and(|p| policy.serves(p)),
+            verdict: stored.verdict.map(Arc::new),
+            smtp: stored
+                .smtp_at
+                .is_some_and(|at| at >= policy.not_before && policy.now - at <= policy.max_age),
+        }
+    }
+}
+
+/// A store holding at most this many domains is read whole when a dns-level run starts. Debug
+/// builds read `PREBOUNCE_PRELOAD_DOMAINS` instead, so the tests cover the lookups one by one.
+fn preload_domains() -> usize {
+    if cfg!(debug_assertions)
+        && let Some(n) = std::env::var("PREBOUNCE_PRELOAD_DOMAINS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    500_000
+}
+
 /// What the store stage answers rows from.
 struct StoreLookup {
     /// Cached verdicts (level dns and smtp; a syntax check is cheaper than a lookup).
     cache: Option<(Store, CachePolicy)>,
     /// Level dns: what the store knows of each domain, read once a run.
     domains: HashMap<String, DomainState, ahash::RandomState>,
+    /// `domains` holds every domain of the store (read whole at the start).
+    domains_preloaded: bool,
     /// The same by the address of the rows' shared domain analysis (the check threads share
     /// one per domain): a row finds its domain's verdict without hashing the name. The entry
     /// holds the analysis, so its address cannot be reused for another domain.
@@ -731,15 +758,10 @@ fn domain_state<'a>(
     let name = address.domain_ascii();
     let state = match lookup.domains.get(name) {
         Some(state) => state.clone(),
+        // Read whole at the start: a domain missing there is not in the store.
+        None if lookup.domains_preloaded => DomainState::default(),
         None => {
-            let stored = store.lookup_domain(name)?;
-            let state = DomainState {
-                serving: stored.verdict.as_ref().is_some_and(|p| policy.serves(p)),
-                verdict: stored.verdict.map(Arc::new),
-                smtp: stored
-                    .smtp_at
-                    .is_some_and(|at| at >= policy.not_before && policy.now - at <= policy.max_age),
-            };
+            let state = DomainState::of(store.lookup_domain(name)?, policy);
             lookup.domains.insert(name.to_owned(), state.clone());
             state
         }
@@ -1356,8 +1378,20 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                     },
                 )),
             };
+            // Level dns over a store of modest size: its domains read in one scan.
+            let preloaded = match &cache {
+                Some((store, policy)) if policy.level == Level::Dns => {
+                    store.all_domains(preload_domains())?.map(|all| {
+                        all.into_iter()
+                            .map(|(name, stored)| (name, DomainState::of(stored, policy)))
+                            .collect::<HashMap<_, _, ahash::RandomState>>()
+                    })
+                }
+                _ => None,
+            };
             let lookup = StoreLookup {
-                domains: HashMap::default(),
+                domains_preloaded: preloaded.is_some(),
+                domains: preloaded.unwrap_or_default(),
                 by_analysis: HashMap::default(),
                 cache,
                 suppressions: main.suppression_set()?,

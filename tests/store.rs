@@ -13,6 +13,19 @@ use common::*;
 
 const DEAD_DNS: &str = "127.0.0.1:9";
 
+thread_local! {
+    /// `PREBOUNCE_PRELOAD_DOMAINS` for this test's runs (None: the default).
+    static PRELOAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `test` as it is, then with every domain looked up one by one.
+fn both_ways(test: fn()) {
+    test();
+    PRELOAD.with(|p| p.set(Some(0)));
+    test();
+    PRELOAD.with(|p| p.set(None));
+}
+
 /// `verify` at level dns against the dead server, with `store`; returns the output folder and
 /// summary.json.
 fn verify_dns(
@@ -23,6 +36,11 @@ fn verify_dns(
     now: Option<i64>,
 ) -> serde_json::Value {
     let mut cmd = prebounce();
+    // Some tests run twice: with the store's domains read whole (a small store, the default)
+    // and looked up one by one (a large one).
+    if let Some(n) = PRELOAD.with(|p| p.get()) {
+        cmd.env("PREBOUNCE_PRELOAD_DOMAINS", n.to_string());
+    }
     cmd.args([
         "verify",
         list.to_str().unwrap(),
@@ -444,6 +462,10 @@ fn seed_domain_verdicts(store: &Path, domains: &[&str], age: i64) {
 
 #[test]
 fn a_domain_verdict_answers_addresses_never_seen_and_an_smtp_verdict_still_wins() {
+    both_ways(a_domain_verdict_answers_addresses_never_seen_and_an_smtp_verdict_still_wins_once);
+}
+
+fn a_domain_verdict_answers_addresses_never_seen_and_an_smtp_verdict_still_wins_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite3");
     seed_domain_verdicts(&store, &["plain.test", "probed.test"], 100);
@@ -561,6 +583,10 @@ fn seed_address(store: &Path, key: &str, reason: &str, status: &str, age: i64) {
 
 #[test]
 fn a_resumed_run_answers_as_the_interrupted_one_did() {
+    both_ways(a_resumed_run_answers_as_the_interrupted_one_did_once);
+}
+
+fn a_resumed_run_answers_as_the_interrupted_one_did_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite3");
     seed_address(&store, "a@d.test", "domain-accepts-mail", "valid", 100);
@@ -587,6 +613,10 @@ fn a_resumed_run_answers_as_the_interrupted_one_did() {
 
 #[test]
 fn a_later_verdict_of_the_domain_overrides_an_older_one_of_the_address() {
+    both_ways(a_later_verdict_of_the_domain_overrides_an_older_one_of_the_address_once);
+}
+
+fn a_later_verdict_of_the_domain_overrides_an_older_one_of_the_address_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite3");
     seed_address(&store, "a@d.test", "domain-accepts-mail", "valid", 100);
@@ -619,6 +649,10 @@ fn a_later_verdict_of_the_domain_overrides_an_older_one_of_the_address() {
 
 #[test]
 fn a_domain_verdict_is_reused_for_a_week_at_most() {
+    both_ways(a_domain_verdict_is_reused_for_a_week_at_most_once);
+}
+
+fn a_domain_verdict_is_reused_for_a_week_at_most_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite3");
     seed_domain_verdicts(&store, &["six-days.test"], 6 * 86_400);

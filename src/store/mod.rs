@@ -495,6 +495,57 @@ impl Store {
         Ok(StoredDomain { verdict, smtp_at })
     }
 
+    /// Everything the store knows of domains at level dns, by domain, if it holds at most
+    /// `limit` domains: one scan is far cheaper than a lookup each, but not for a store much
+    /// larger than the list.
+    pub fn all_domains(
+        &self,
+        limit: usize,
+    ) -> Result<Option<HashMap<String, StoredDomain>>, StoreError> {
+        let err = |e| self.err(e);
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM domain_verdicts) + (SELECT count(*) FROM smtp_domains)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if count as usize > limit {
+            return Ok(None);
+        }
+        let mut out: HashMap<String, StoredDomain> = HashMap::with_capacity(count as usize);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain, reason, detail, mx, verified_at FROM domain_verdicts")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let reason: String = r.get(1).map_err(err)?;
+            let Some(reason) = Reason::from_code(&reason) else {
+                continue;
+            };
+            let prior = Prior::new(
+                reason,
+                r.get(2).map_err(err)?,
+                r.get(3).map_err(err)?,
+                Level::Dns,
+                r.get(4).map_err(err)?,
+                None,
+            );
+            out.entry(r.get(0).map_err(err)?).or_default().verdict = Some(prior);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain, verified_at FROM smtp_domains")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            out.entry(r.get(0).map_err(err)?).or_default().smtp_at = Some(r.get(1).map_err(err)?);
+        }
+        Ok(Some(out))
+    }
+
     /// Run `f` in one read transaction: one snapshot and one lock for a chunk's lookups
     /// instead of one per row.
     pub fn reading<T>(
