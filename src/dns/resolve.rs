@@ -159,18 +159,12 @@ impl DnsResolver {
     /// What the DNS says about `domain` (lower-case ASCII). Concurrent calls for one domain
     /// share a single lookup; later calls get the cached answer, negative ones included.
     pub async fn domain(&self, domain: &str) -> Arc<DomainEvidence> {
-        // A lookup's future is large (hickory's state inside), and the DNS stage holds one of
-        // these per distinct domain of every chunk in flight, mostly answered already: those
-        // return at once, and the others box their lookup so that this future stays small.
         if !self.share_lookups {
             shared(&self.domains, domain); // still counted as a unique domain
-            return Arc::new(Box::pin(self.lookup_domain(domain)).await);
+            return Arc::new(self.lookup_domain(domain).await);
         }
         let cell = shared(&self.domains, domain);
-        if let Some(known) = cell.get() {
-            return Arc::clone(known);
-        }
-        Box::pin(cell.get_or_init(|| async { Arc::new(self.lookup_domain(domain).await) }))
+        cell.get_or_init(|| async { Arc::new(self.lookup_domain(domain).await) })
             .await
             .clone()
     }
@@ -296,9 +290,6 @@ impl DnsResolver {
 
 fn shared<T>(map: &Mutex<HashMap<String, Shared<T>>>, key: &str) -> Shared<T> {
     let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(cell) = map.get(key) {
-        return Arc::clone(cell); // the common case, without allocating the key
-    }
     map.entry(key.to_owned()).or_default().clone()
 }
 
