@@ -585,7 +585,7 @@ impl DomainState {
             verdict: stored.verdict.map(Arc::new),
             smtp: stored
                 .smtp_at
-                .is_some_and(|at| at >= policy.not_before && policy.now - at <= policy.max_age),
+                .is_some_and(|at| policy.within(at, policy.max_age)),
         }
     }
 }

@@ -219,6 +219,12 @@ impl Prior {
     }
 }
 
+/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason this build does not
+/// know: a newer prebounce wrote it).
+fn domain_prior(reason: &str, detail: String, mx: Option<String>, at: i64) -> Option<Prior> {
+    Reason::from_code(reason).map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None))
+}
+
 /// What the store knows of a domain at level dns ([`Store::lookup_domain`]).
 #[derive(Debug, Clone, Default)]
 pub struct StoredDomain {
@@ -257,9 +263,13 @@ impl CachePolicy {
         if p.reason.status() == Status::Unknown {
             max_age = max_age.min(UNKNOWN_MAX_AGE.as_secs() as i64);
         }
-        p.level >= self.level
-            && p.verified_at >= self.not_before
-            && self.now - p.verified_at <= max_age
+        p.level >= self.level && self.within(p.verified_at, max_age)
+    }
+
+    /// Whether something verified at `verified_at` counts for this run (not before --fresh's
+    /// start) and is at most `max_age` old.
+    pub fn within(&self, verified_at: i64, max_age: i64) -> bool {
+        verified_at >= self.not_before && self.now - verified_at <= max_age
     }
 }
 
@@ -481,15 +491,8 @@ impl Store {
                 ))
             })
             .map_err(|e| self.err(e))?;
-        let verdict = match (reason.as_deref().and_then(Reason::from_code), verified_at) {
-            (Some(reason), Some(at)) => Some(Prior::new(
-                reason,
-                detail.unwrap_or_default(),
-                mx,
-                Level::Dns,
-                at,
-                None,
-            )),
+        let verdict = match (reason, verified_at) {
+            (Some(reason), Some(at)) => domain_prior(&reason, detail.unwrap_or_default(), mx, at),
             _ => None,
         };
         Ok(StoredDomain { verdict, smtp_at })
@@ -522,18 +525,15 @@ impl Store {
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let reason: String = r.get(1).map_err(err)?;
-            let Some(reason) = Reason::from_code(&reason) else {
-                continue;
-            };
-            let prior = Prior::new(
-                reason,
+            let prior = domain_prior(
+                &reason,
                 r.get(2).map_err(err)?,
                 r.get(3).map_err(err)?,
-                Level::Dns,
                 r.get(4).map_err(err)?,
-                None,
             );
-            out.entry(r.get(0).map_err(err)?).or_default().verdict = Some(prior);
+            if prior.is_some() {
+                out.entry(r.get(0).map_err(err)?).or_default().verdict = prior;
+            }
         }
         let mut stmt = self
             .conn
