@@ -519,18 +519,21 @@ fn serialize_batch(
     }
 }
 
-/// Check stage, parallel: the syntax evidence of every row of a chunk.
+/// Check stage, parallel: the syntax evidence of every row of a chunk, and the answers the
+/// check threads can give by themselves (suppressed rows, rows answered by their domain's
+/// stored verdict). Returns the rows answered from the store too.
 fn check_chunk(
     chunk: Chunk,
     dialect: &Dialect,
     opts: SyntaxOptions,
     group_column: Option<usize>,
-) -> Checked {
-    let rows = (0..chunk.len())
+    early: Option<&EarlyAnswers>,
+) -> (Checked, u64) {
+    let rows: Vec<RowCheck> = (0..chunk.len())
         .into_par_iter()
         .with_min_len(256)
         .map(|r| {
-            let evidence = gather_evidence(&chunk, r, dialect, opts);
+            let mut evidence = gather_evidence(&chunk, r, dialect, opts);
             let sendable = !matches!(
                 evidence,
                 Evidence::Unreadable(_) | Evidence::Syntax(Err(syntax::SyntaxError::Empty))
@@ -542,6 +545,9 @@ fn check_chunk(
                     .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
                 _ => evidence.address().map(Address::identity_hash),
             };
+            if let Some(early) = early {
+                evidence = early.answer(evidence);
+            }
             RowCheck {
                 evidence,
                 sendable,
@@ -554,14 +560,63 @@ fn check_chunk(
             }
         })
         .collect();
-    Checked { chunk, rows }
+    let hits = match early {
+        Some(_) => rows
+            .iter()
+            .filter(|row| matches!(row.evidence, Evidence::Stored { .. }))
+            .count() as u64,
+        None => 0,
+    };
+    (Checked { chunk, rows }, hits)
+}
+
+/// What the check threads answer rows from, the same for the whole run: the suppression list
+/// and, at level dns over a store read whole, the domains' verdicts. Answering here, in
+/// parallel, spares the store stage (one thread) a memo lookup and a shared reference count
+/// update per row: a second run over a list is mostly such rows.
+struct EarlyAnswers {
+    suppressions: SuppressionSet,
+    /// Level dns: every domain of the store (read whole when the run started).
+    domains: Option<HashMap<String, DomainState, ahash::RandomState>>,
+}
+
+impl EarlyAnswers {
+    /// A row's evidence, answered if it can be here: suppressed first (whatever the store
+    /// says), then by its domain's verdict when that one alone answers.
+    fn answer(&self, evidence: Evidence) -> Evidence {
+        let address = match evidence {
+            Evidence::Syntax(Ok(address)) => address,
+            other => return other,
+        };
+        if let Some(entry) = self.suppressions.of(&address) {
+            let entry = Arc::new(entry.clone());
+            return Evidence::Suppressed { address, entry };
+        }
+        match self
+            .domains
+            .as_ref()
+            .and_then(|d| d.get(address.domain_ascii()))
+        {
+            Some(DomainState {
+                verdict: Some(prior),
+                answers_alone: true,
+                ..
+            }) => Evidence::Stored {
+                prior: Arc::clone(prior),
+                address,
+            },
+            _ => Evidence::Syntax(Ok(address)),
+        }
+    }
 }
 
 /// The store's connections and state for one run.
 struct RunStore {
     main: Store,
     run: crate::store::RunStart,
-    /// Moved into the store stage's thread.
+    /// What the check threads answer from, if anything.
+    early: Option<Arc<EarlyAnswers>>,
+    /// Moved into the store stage's thread (none when the store has nothing to look up).
     lookup: Option<StoreLookup>,
     writer: Option<StoreWriter>,
 }
@@ -573,19 +628,27 @@ struct DomainState {
     verdict: Option<Arc<Prior>>,
     /// The verdict serves this run (worked out once: the rows need not read it).
     serving: bool,
-    /// Some of its addresses have smtp-level verdicts young enough to serve: they say more
-    /// than the domain's, so its addresses are looked up one by one.
-    smtp: bool,
+    /// The verdict answers its addresses without a look at their own rows: it serves, none
+    /// of its addresses has an smtp-level verdict young enough to serve (those say more than
+    /// the domain's), and an earlier run wrote it (a resumed run answers as the interrupted
+    /// one did, and keeps the history its addresses' own rows hold).
+    answers_alone: bool,
 }
 
 impl DomainState {
-    fn of(stored: crate::store::StoredDomain, policy: &CachePolicy) -> DomainState {
+    fn of(stored: crate::store::StoredDomain, policy: &CachePolicy, run_started: i64) -> Self {
+        let serving = stored.verdict.as_ref().is_some_and(|p| policy.serves(p));
+        let smtp = stored
+            .smtp_at
+            .is_some_and(|at| policy.within(at, policy.max_age));
+        let earlier = stored
+            .verdict
+            .as_ref()
+            .is_some_and(|p| p.verified_at < run_started);
         DomainState {
-            serving: stored.verdict.as_ref().is_some_and(|p| policy.serves(p)),
             verdict: stored.verdict.map(Arc::new),
-            smtp: stored
-                .smtp_at
-                .is_some_and(|at| policy.within(at, policy.max_age)),
+            serving,
+            answers_alone: serving && !smtp && earlier,
         }
     }
 }
@@ -603,19 +666,19 @@ fn preload_domains() -> usize {
     500_000
 }
 
-/// What the store stage answers rows from.
+/// What the store stage answers rows from (levels dns and smtp: a syntax check is cheaper
+/// than a lookup), with what the check threads could not answer.
 struct StoreLookup {
-    /// Cached verdicts (level dns and smtp; a syntax check is cheaper than a lookup).
+    /// Cached verdicts: always there, taken out while a chunk is looked up.
     cache: Option<(Store, CachePolicy)>,
-    /// Level dns: what the store knows of each domain, read once a run.
+    /// The check threads' answers: the domains read whole at the start, if they were.
+    early: Arc<EarlyAnswers>,
+    /// Level dns, the domains not read whole: what the store knows of each, read once a run.
     domains: HashMap<String, DomainState, ahash::RandomState>,
-    /// `domains` holds every domain of the store (read whole at the start).
-    domains_preloaded: bool,
     /// The same by the address of the rows' shared domain analysis (the check threads share
     /// one per domain): a row finds its domain's verdict without hashing the name. The entry
     /// holds the analysis, so its address cannot be reused for another domain.
     by_analysis: HashMap<usize, (Arc<crate::syntax::DomainFacts>, DomainState), ahash::RandomState>,
-    suppressions: SuppressionSet,
     /// Verdicts written since then are this run's own (it resumes an interrupted run).
     run_started: i64,
     /// Rows answered from the cache.
@@ -625,19 +688,17 @@ struct StoreLookup {
 /// Bounds [`StoreLookup::by_analysis`]: the check threads renew their analyses now and then.
 const MAX_ANALYSES_REMEMBERED: usize = 1 << 20;
 
-/// Store stage for one chunk: suppressed addresses and addresses with a usable stored verdict
+/// Store stage for one chunk: the rows the check threads left with a usable stored verdict
 /// get their answer here, and the other rows learn their previous verdict (for changes.csv).
 fn look_up_chunk(checked: &mut Checked, lookup: &mut StoreLookup) -> Result<(), StoreError> {
-    match lookup.cache.take() {
-        Some(cache) => {
-            let out = cache
-                .0
-                .reading(|store| look_up_rows(checked, lookup, Some((store, &cache.1))));
-            lookup.cache = Some(cache);
-            out
-        }
-        None => look_up_rows(checked, lookup, None),
-    }
+    let Some(cache) = lookup.cache.take() else {
+        return Ok(());
+    };
+    let out = cache
+        .0
+        .reading(|store| look_up_rows(checked, lookup, (store, &cache.1)));
+    lookup.cache = Some(cache);
+    out
 }
 
 /// The verdict a row compares with (changes.csv) when it is verified in this run, given its
@@ -657,29 +718,20 @@ fn replaced(own: &Prior, run_started: i64) -> Option<Box<Previous>> {
 fn look_up_rows(
     checked: &mut Checked,
     lookup: &mut StoreLookup,
-    cache: Option<(&Store, &CachePolicy)>,
+    (store, policy): (&Store, &CachePolicy),
 ) -> Result<(), StoreError> {
     let mut hits = 0;
     let run_started = lookup.run_started;
     let this_run = |p: &Prior| p.verified_at >= run_started;
     for row in &mut checked.rows {
+        // Suppressed rows, and rows their domain's verdict answers alone, are answered already.
         let Evidence::Syntax(Ok(address)) = &row.evidence else {
-            continue;
-        };
-        if let Some(entry) = lookup.suppressions.of(address) {
-            row.evidence = Evidence::Suppressed {
-                address: address.clone(),
-                entry: Arc::new(entry.clone()),
-            };
-            continue;
-        }
-        let Some((store, policy)) = cache else {
             continue;
         };
         const NOTHING: &DomainState = &DomainState {
             verdict: None,
             serving: false,
-            smtp: false,
+            answers_alone: false,
         };
         let domain = match policy.level {
             Level::Dns => domain_state(lookup, store, policy, address)?,
@@ -691,7 +743,7 @@ fn look_up_rows(
         // smtp-level one, this (resumed) run's own, or the history of an address verified
         // again (changes.csv).
         let own = match serving {
-            Some(p) if !this_run(p) && !domain.smtp => None,
+            Some(_) if domain.answers_alone => None,
             _ => store.lookup(&address.dedup_key())?,
         };
         let own_answers = own.as_ref().is_some_and(|own| {
@@ -756,12 +808,13 @@ fn domain_state<'a>(
         return Ok(&lookup.by_analysis[&analysis].1);
     }
     let name = address.domain_ascii();
-    let state = match lookup.domains.get(name) {
-        Some(state) => state.clone(),
+    let state = match (&lookup.early.domains, lookup.domains.get(name)) {
         // Read whole at the start: a domain missing there is not in the store.
-        None if lookup.domains_preloaded => DomainState::default(),
-        None => {
-            let state = DomainState::of(store.lookup_domain(name)?, policy);
+        (Some(all), _) => all.get(name).cloned().unwrap_or_default(),
+        (None, Some(state)) => state.clone(),
+        (None, None) => {
+            let stored = store.lookup_domain(name)?;
+            let state = DomainState::of(stored, policy, lookup.run_started);
             lookup.domains.insert(name.to_owned(), state.clone());
             state
         }
@@ -1383,30 +1436,39 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                 Some((store, policy)) if policy.level == Level::Dns => {
                     store.all_domains(preload_domains())?.map(|all| {
                         all.into_iter()
-                            .map(|(name, stored)| (name, DomainState::of(stored, policy)))
+                            .map(|(name, stored)| {
+                                (name, DomainState::of(stored, policy, run.started_at))
+                            })
                             .collect::<HashMap<_, _, ahash::RandomState>>()
                     })
                 }
                 _ => None,
             };
-            let lookup = StoreLookup {
-                domains_preloaded: preloaded.is_some(),
-                domains: preloaded.unwrap_or_default(),
+            let early = Arc::new(EarlyAnswers {
+                suppressions: main.suppression_set()?,
+                domains: preloaded,
+            });
+            let lookup = cache.is_some().then(|| StoreLookup {
+                early: Arc::clone(&early),
+                domains: HashMap::default(),
                 by_analysis: HashMap::default(),
                 cache,
-                suppressions: main.suppression_set()?,
                 run_started: run.started_at,
                 hits: AtomicU64::new(0),
-            };
+            });
             let writer = StoreWriter::spawn(
                 Store::open(&opts.path)?,
                 run.started_at,
                 opts.suppress_invalid,
             )?;
+            // Nothing to answer early from: the check threads need not look.
+            let early =
+                (!early.suppressions.is_empty() || early.domains.is_some()).then_some(early);
             Some(RunStore {
                 main,
                 run,
-                lookup: Some(lookup),
+                early,
+                lookup,
                 writer: Some(writer),
             })
         }
@@ -1513,13 +1575,19 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             mpsc::channel::<Result<Checked, InputError>>(CHANNEL_DEPTH);
         let (dialect_ref, pool_ref, cx_ref) = (&dialect, &pool, &cx);
         let syntax_opts = config.syntax;
+        let early = store.as_ref().and_then(|s| s.early.clone());
+        let hits_ref = &hits;
         thread::Builder::new()
             .name("prebounce-check".into())
             .spawn_scoped(scope, move || {
                 for msg in chunk_rx {
                     let out = msg.map(|chunk| {
-                        pool_ref
-                            .install(|| check_chunk(chunk, dialect_ref, syntax_opts, group_column))
+                        let (checked, hits) = pool_ref.install(|| {
+                            let early = early.as_deref();
+                            check_chunk(chunk, dialect_ref, syntax_opts, group_column, early)
+                        });
+                        hits_ref.fetch_add(hits, Ordering::Relaxed);
+                        checked
                     });
                     if checked_tx.blocking_send(out).is_err() {
                         break;
@@ -1529,7 +1597,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             .map_err(|e| spawn_err("check", e))?;
 
         let lookup = store.as_mut().and_then(|s| s.lookup.take());
-        if let Some(lookup) = lookup.filter(|l| l.cache.is_some() || !l.suppressions.is_empty()) {
+        if let Some(lookup) = lookup {
             let (looked_tx, looked_rx) = mpsc::channel(CHANNEL_DEPTH);
             let (hits, store_failed) = (&hits, &store_failed);
             thread::Builder::new()

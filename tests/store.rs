@@ -218,6 +218,46 @@ fn suppressed_rows_are_invalid_without_any_lookup() {
 }
 
 #[test]
+fn a_suppression_wins_over_a_cached_verdict() {
+    both_ways(a_suppression_wins_over_a_cached_verdict_once);
+}
+
+fn a_suppression_wins_over_a_cached_verdict_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    seed_domain_verdicts(&store, &["kept.test", "gone.test"], 100);
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &[
+            "a@kept.test".into(),
+            "b@kept.test".into(),
+            "x@gone.test".into(),
+        ],
+    );
+    let out = dir.path().join("out");
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["store"]["cached_rows"], 3, "{}", s["store"]);
+    assert_eq!(s["status"]["valid"], 3);
+
+    // Suppressed since: the stored verdicts (the domains' and the addresses' own) no longer
+    // answer those rows.
+    assert!(
+        suppress(&store, &["add", "b@kept.test", "@gone.test"])
+            .status
+            .success()
+    );
+    let s = verify_dns(&list, &store, &out, &[], None);
+    assert_eq!(s["reasons"]["suppressed"], 2, "{}", s["reasons"]);
+    assert_eq!(s["store"]["cached_rows"], 1, "{}", s["store"]);
+    assert_eq!(column(&out, "valid.csv", "email"), ["a@kept.test"]);
+    assert_eq!(
+        column(&out, "invalid.csv", "email"),
+        ["b@kept.test", "x@gone.test"]
+    );
+}
+
+#[test]
 fn cached_verdicts_by_age_and_fresh() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite3");
