@@ -1,8 +1,9 @@
 //! Wires the stages, each on its own thread, joined by bounded channels so the run streams and
 //! memory stays flat whatever the input size:
 //!
-//! read (chunks of rows) → check (syntax, rayon) → store (suppression list and cached
-//! verdicts: rows answered here skip the network) → dns (tokio, from --level dns) →
+//! read (chunks of rows) → check (syntax, rayon; also the suppression list and, at level dns,
+//! the domains' stored verdicts) → store (the other cached verdicts, and the previous ones for
+//! changes.csv: rows answered here or earlier skip the network) → dns (tokio, from --level dns) →
 //! smtp (tokio, --level smtp; commits each domain's verdicts to the store as its probe ends) →
 //! format (marks repeats in input order, decides verdicts and serialises rows, rayon) →
 //! write (the lists; the other new verdicts go to the store writer, see `store::writer`).
@@ -570,14 +571,18 @@ fn check_chunk(
     (Checked { chunk, rows }, hits)
 }
 
+/// What the store knows of each domain, by ASCII name.
+type DomainStates = HashMap<String, DomainState, ahash::RandomState>;
+
 /// What the check threads answer rows from, the same for the whole run: the suppression list
-/// and, at level dns over a store read whole, the domains' verdicts. Answering here, in
-/// parallel, spares the store stage (one thread) a memo lookup and a shared reference count
-/// update per row: a second run over a list is mostly such rows.
+/// and, at level dns over a store read whole, the domains' verdicts. A second run over a list
+/// is mostly such rows: answered here, their lookup and the update of their verdict's shared
+/// reference count are spread over the check threads instead of queueing in the store stage's
+/// one thread.
 struct EarlyAnswers {
     suppressions: SuppressionSet,
     /// Level dns: every domain of the store (read whole when the run started).
-    domains: Option<HashMap<String, DomainState, ahash::RandomState>>,
+    domains: Option<Arc<DomainStates>>,
 }
 
 impl EarlyAnswers {
@@ -667,38 +672,43 @@ fn preload_domains() -> usize {
 }
 
 /// What the store stage answers rows from (levels dns and smtp: a syntax check is cheaper
-/// than a lookup), with what the check threads could not answer.
+/// than a lookup), the rows the check threads could not answer.
 struct StoreLookup {
-    /// Cached verdicts: always there, taken out while a chunk is looked up.
-    cache: Option<(Store, CachePolicy)>,
-    /// The check threads' answers: the domains read whole at the start, if they were.
-    early: Arc<EarlyAnswers>,
+    store: Store,
+    policy: CachePolicy,
+    memo: StoredDomainMemo,
+}
+
+/// The store stage's knowledge of the domains, kept for the run.
+struct StoredDomainMemo {
+    /// Level dns: every domain of the store, if it was read whole at the start (shared with
+    /// the check threads' [`EarlyAnswers`]).
+    preloaded: Option<Arc<DomainStates>>,
     /// Level dns, the domains not read whole: what the store knows of each, read once a run.
-    domains: HashMap<String, DomainState, ahash::RandomState>,
+    domains: DomainStates,
     /// The same by the address of the rows' shared domain analysis (the check threads share
     /// one per domain): a row finds its domain's verdict without hashing the name. The entry
     /// holds the analysis, so its address cannot be reused for another domain.
     by_analysis: HashMap<usize, (Arc<crate::syntax::DomainFacts>, DomainState), ahash::RandomState>,
     /// Verdicts written since then are this run's own (it resumes an interrupted run).
     run_started: i64,
-    /// Rows answered from the cache.
-    hits: AtomicU64,
+    /// Rows answered from the cache here.
+    hits: u64,
 }
 
-/// Bounds [`StoreLookup::by_analysis`]: the check threads renew their analyses now and then.
+/// Bounds [`StoredDomainMemo::by_analysis`]: the check threads renew their analyses now and
+/// then.
 const MAX_ANALYSES_REMEMBERED: usize = 1 << 20;
 
 /// Store stage for one chunk: the rows the check threads left with a usable stored verdict
 /// get their answer here, and the other rows learn their previous verdict (for changes.csv).
 fn look_up_chunk(checked: &mut Checked, lookup: &mut StoreLookup) -> Result<(), StoreError> {
-    let Some(cache) = lookup.cache.take() else {
-        return Ok(());
-    };
-    let out = cache
-        .0
-        .reading(|store| look_up_rows(checked, lookup, (store, &cache.1)));
-    lookup.cache = Some(cache);
-    out
+    let StoreLookup {
+        store,
+        policy,
+        memo,
+    } = lookup;
+    store.reading(|store| look_up_rows(checked, memo, store, policy))
 }
 
 /// The verdict a row compares with (changes.csv) when it is verified in this run, given its
@@ -717,11 +727,12 @@ fn replaced(own: &Prior, run_started: i64) -> Option<Box<Previous>> {
 
 fn look_up_rows(
     checked: &mut Checked,
-    lookup: &mut StoreLookup,
-    (store, policy): (&Store, &CachePolicy),
+    memo: &mut StoredDomainMemo,
+    store: &Store,
+    policy: &CachePolicy,
 ) -> Result<(), StoreError> {
     let mut hits = 0;
-    let run_started = lookup.run_started;
+    let run_started = memo.run_started;
     let this_run = |p: &Prior| p.verified_at >= run_started;
     for row in &mut checked.rows {
         // Suppressed rows, and rows their domain's verdict answers alone, are answered already.
@@ -734,7 +745,7 @@ fn look_up_rows(
             answers_alone: false,
         };
         let domain = match policy.level {
-            Level::Dns => domain_state(lookup, store, policy, address)?,
+            Level::Dns => domain_state(memo, store, policy, address)?,
             _ => NOTHING,
         };
         let stored = domain.verdict.as_deref();
@@ -790,7 +801,7 @@ fn look_up_rows(
             row.evidence = Evidence::Stored { address, prior };
         }
     }
-    lookup.hits.fetch_add(hits, Ordering::Relaxed);
+    memo.hits += hits;
     Ok(())
 }
 
@@ -798,31 +809,31 @@ fn look_up_rows(
 /// not cloned: a clone would touch the verdict's reference count, which other threads share,
 /// twice a row.
 fn domain_state<'a>(
-    lookup: &'a mut StoreLookup,
+    memo: &'a mut StoredDomainMemo,
     store: &Store,
     policy: &CachePolicy,
     address: &Address,
 ) -> Result<&'a DomainState, StoreError> {
     let analysis = Arc::as_ptr(&address.domain) as usize;
-    if lookup.by_analysis.contains_key(&analysis) {
-        return Ok(&lookup.by_analysis[&analysis].1);
+    if memo.by_analysis.contains_key(&analysis) {
+        return Ok(&memo.by_analysis[&analysis].1);
     }
     let name = address.domain_ascii();
-    let state = match (&lookup.early.domains, lookup.domains.get(name)) {
+    let state = match (&memo.preloaded, memo.domains.get(name)) {
         // Read whole at the start: a domain missing there is not in the store.
         (Some(all), _) => all.get(name).cloned().unwrap_or_default(),
         (None, Some(state)) => state.clone(),
         (None, None) => {
             let stored = store.lookup_domain(name)?;
-            let state = DomainState::of(stored, policy, lookup.run_started);
-            lookup.domains.insert(name.to_owned(), state.clone());
+            let state = DomainState::of(stored, policy, memo.run_started);
+            memo.domains.insert(name.to_owned(), state.clone());
             state
         }
     };
-    if lookup.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
-        lookup.by_analysis.clear();
+    if memo.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
+        memo.by_analysis.clear();
     }
-    let entry = lookup
+    let entry = memo
         .by_analysis
         .entry(analysis)
         .insert_entry((Arc::clone(&address.domain), state));
@@ -1439,31 +1450,35 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                             .map(|(name, stored)| {
                                 (name, DomainState::of(stored, policy, run.started_at))
                             })
-                            .collect::<HashMap<_, _, ahash::RandomState>>()
+                            .collect::<DomainStates>()
                     })
                 }
                 _ => None,
-            };
-            let early = Arc::new(EarlyAnswers {
+            }
+            .map(Arc::new);
+            let lookup = cache.map(|(store, policy)| StoreLookup {
+                store,
+                policy,
+                memo: StoredDomainMemo {
+                    preloaded: preloaded.clone(),
+                    domains: HashMap::default(),
+                    by_analysis: HashMap::default(),
+                    run_started: run.started_at,
+                    hits: 0,
+                },
+            });
+            let early = EarlyAnswers {
                 suppressions: main.suppression_set()?,
                 domains: preloaded,
-            });
-            let lookup = cache.is_some().then(|| StoreLookup {
-                early: Arc::clone(&early),
-                domains: HashMap::default(),
-                by_analysis: HashMap::default(),
-                cache,
-                run_started: run.started_at,
-                hits: AtomicU64::new(0),
-            });
+            };
             let writer = StoreWriter::spawn(
                 Store::open(&opts.path)?,
                 run.started_at,
                 opts.suppress_invalid,
             )?;
             // Nothing to answer early from: the check threads need not look.
-            let early =
-                (!early.suppressions.is_empty() || early.domains.is_some()).then_some(early);
+            let early = (!early.suppressions.is_empty() || early.domains.is_some())
+                .then(|| Arc::new(early));
             Some(RunStore {
                 main,
                 run,
@@ -1621,7 +1636,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
                             break;
                         }
                     }
-                    hits.fetch_add(lookup.hits.load(Ordering::Relaxed), Ordering::Relaxed);
+                    hits.fetch_add(lookup.memo.hits, Ordering::Relaxed);
                 })
                 .map_err(|e| spawn_err("store", e))?;
             checked_rx = looked_rx;

@@ -98,11 +98,11 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<(), OutputError> {
 }
 
 /// A file written under a hidden temporary name and renamed into place on `commit`; removed on
-/// drop if never committed.
+/// drop if `commit` was never tried.
 struct PendingFile {
     temp: PathBuf,
     target: PathBuf,
-    committed: bool,
+    commit_tried: bool,
 }
 
 impl PendingFile {
@@ -110,7 +110,7 @@ impl PendingFile {
         PendingFile {
             temp: dir.join(format!(".{name}.partial")),
             target: dir.join(name),
-            committed: false,
+            commit_tried: false,
         }
     }
     fn commit(&mut self) -> Result<(), OutputError> {
@@ -125,15 +125,17 @@ impl PendingFile {
             }
             _ => {}
         }
-        fs::rename(&self.temp, &self.target).map_err(io_err(&self.target))?;
-        self.committed = true;
-        Ok(())
+        let renamed = fs::rename(&self.temp, &self.target);
+        // Done, or failed with the older list gone: then the new one stays under its
+        // temporary name rather than both being lost.
+        self.commit_tried = true;
+        renamed.map_err(io_err(&self.target))
     }
 }
 
 impl Drop for PendingFile {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.commit_tried {
             let _ = fs::remove_file(&self.temp);
         }
     }

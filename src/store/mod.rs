@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::Level;
@@ -376,16 +375,6 @@ impl Store {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        // The last connection to close would copy the log into the database and sync both,
-        // after the run's lists were written: a quarter of a second of waiting on the disk at
-        // the end of a run. The log stays instead, as durable as any commit, and a later
-        // commit copies it in (SQLite checkpoints every 1,000 pages of log). After a checkpoint
-        // the log starts over, cut back to 64 MB if a big transaction made it longer.
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .map_err(err)?;
-        let _: i64 = conn
-            .query_row("PRAGMA journal_size_limit = 67108864", [], |r| r.get(0))
             .map_err(err)?;
         // A million-row list touches pages all over the address table: a 64 MB page cache and
         // a memory map keep lookups and inserts off the read/write system calls.
