@@ -597,20 +597,16 @@ impl EarlyAnswers {
             let entry = Arc::new(entry.clone());
             return Evidence::Suppressed { address, entry };
         }
-        match self
+        let domain = self
             .domains
             .as_ref()
-            .and_then(|d| d.get(address.domain_ascii()))
-        {
-            Some(DomainState {
-                verdict: Some(prior),
-                answers_alone: true,
-                ..
-            }) => Evidence::Stored {
+            .and_then(|d| d.get(address.domain_ascii()));
+        match domain.and_then(DomainState::lone_answer) {
+            Some(prior) => Evidence::Stored {
                 prior: Arc::clone(prior),
                 address,
             },
-            _ => Evidence::Syntax(Ok(address)),
+            None => Evidence::Syntax(Ok(address)),
         }
     }
 }
@@ -655,6 +651,12 @@ impl DomainState {
             serving,
             answers_alone: serving && !smtp && earlier,
         }
+    }
+
+    /// The verdict, if it answers the domain's addresses alone: then the check threads (or,
+    /// for a domain looked up one by one, the store stage) answer them without their own rows.
+    fn lone_answer(&self) -> Option<&Arc<Prior>> {
+        self.verdict.as_ref().filter(|_| self.answers_alone)
     }
 }
 
@@ -753,9 +755,9 @@ fn look_up_rows(
         // The address's own verdict is read only when it may say more than its domain's: an
         // smtp-level one, this (resumed) run's own, or the history of an address verified
         // again (changes.csv).
-        let own = match serving {
-            Some(_) if domain.answers_alone => None,
-            _ => store.lookup(&address.dedup_key())?,
+        let own = match domain.lone_answer() {
+            Some(_) => None,
+            None => store.lookup(&address.dedup_key())?,
         };
         let own_answers = own.as_ref().is_some_and(|own| {
             policy.serves(own)

@@ -175,8 +175,8 @@ fn status_of(s: &str) -> Option<Status> {
 /// A verdict from an earlier verification.
 ///
 /// Aligned to a cache line: in its `Arc`, shared by every row of a domain, the fields then sit
-/// on another line than the reference counts, which the store stage and the list writer keep
-/// changing while the format threads read the fields.
+/// on another line than the reference counts, which the threads answering rows from it and the
+/// list writer keep changing while the format threads read the fields.
 #[derive(Debug, Clone, PartialEq)]
 #[repr(align(64))]
 pub struct Prior {
