@@ -14,7 +14,7 @@ use common::*;
 const DEAD_DNS: &str = "127.0.0.1:9";
 
 thread_local! {
-    /// `PREBOUNCE_PRELOAD_DOMAINS` for this test's runs (None: the default).
+    /// `--preload-domains` for this test's runs (None: the default).
     static PRELOAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
@@ -38,11 +38,11 @@ fn verify_dns(
     let mut cmd = prebounce();
     // Some tests run twice: with the store's domains read whole (a small store, the default)
     // and looked up one by one (a large one).
+    cmd.arg("verify");
     if let Some(n) = PRELOAD.with(|p| p.get()) {
-        cmd.env("PREBOUNCE_PRELOAD_DOMAINS", n.to_string());
+        cmd.args(["--preload-domains", &n.to_string()]);
     }
     cmd.args([
-        "verify",
         list.to_str().unwrap(),
         "--store",
         store.to_str().unwrap(),
