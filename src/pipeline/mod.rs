@@ -111,8 +111,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started_at = crate::output::summary::rfc3339_utc(std::time::SystemTime::now());
     let (reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
     let group_column = format::group_column(config.group_by.as_ref(), &dialect)?;
-    // Set up before any output exists, so a bad sender, a damaged or locked store or a bad
-    // DNS configuration fails cleanly.
+    // Set up before any output exists, so a bad sender, a damaged or locked store (and, before
+    // the lists, a bad DNS configuration) fails cleanly.
     let prober = smtp::prober(config)?;
     let mut store = match &config.store {
         Some(opts) => Some(RunStore::open(
@@ -123,9 +123,9 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         )?),
         None => None,
     };
-    let dns = dns::DnsStage::set_up(config)?;
     prepare_out_dir(&config.out_dir, config.force)?;
     let pool = worker_pool(config.threads)?;
+    let dns = dns::DnsStage::set_up(config)?;
     let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let bar = write::progress_bar(config.progress, reader.total_bytes);
     let lookup = store.as_mut().and_then(|s| s.lookup.take());
@@ -407,4 +407,73 @@ fn panicked(stage: &str, panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("no message");
     format!("the {stage} stage panicked: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_error(what: &str) -> Error {
+        Error::Store(crate::store::StoreError::Entry(what.into()))
+    }
+
+    type TestStage = fn() -> StageResult;
+
+    /// Runs stages that end as given (in pipeline order) and a write stage that ends as
+    /// `written`; what the run reports.
+    fn join_of(
+        stages: Vec<(&'static str, TestStage)>,
+        written: Result<Written, Error>,
+    ) -> Result<(StageTotals, Written), Error> {
+        let failed = Failed::default();
+        thread::scope(|scope| {
+            let mut running = Stages::new(scope, &failed);
+            for (name, stage) in stages {
+                running.spawn(name, stage);
+            }
+            running.join(written)
+        })
+    }
+
+    #[test]
+    fn the_first_failed_stage_in_pipeline_order_is_reported() {
+        let ended = || Ok(StageStats { rows: 3, cached: 1 });
+        let err = join_of(
+            vec![
+                ("read", ended),
+                ("store", || Err(store_error("the store stage's cause"))),
+                ("format", || Err(store_error("a later one"))),
+            ],
+            Err(store_error("the write stage's")),
+        )
+        .err()
+        .expect("the run fails");
+        assert_eq!(err.to_string(), "the store stage's cause");
+        // Only the write stage failed: its error.
+        let err = join_of(vec![("read", ended)], Err(store_error("list")))
+            .err()
+            .expect("the run fails");
+        assert_eq!(err.to_string(), "list");
+        // All ended well: the read stage's rows and every stage's cached rows.
+        let (totals, _) = join_of(
+            vec![("read", ended), ("check", ended)],
+            Ok(Written::default()),
+        )
+        .expect("no stage failed");
+        assert_eq!((totals.rows_read, totals.cached), (3, 2));
+    }
+
+    #[test]
+    fn a_stage_that_panics_fails_the_run_with_its_message() {
+        let err = join_of(
+            vec![("dns", || panic!("resolver bug"))],
+            Ok(Written::default()),
+        )
+        .err()
+        .expect("the run fails");
+        assert_eq!(
+            err.to_string(),
+            "internal error: the dns stage panicked: resolver bug"
+        );
+    }
 }
