@@ -47,6 +47,9 @@ pub enum ProgressMode {
     Never,
 }
 
+/// [`VerifyConfig::preload_domains`] by default.
+pub const DEFAULT_PRELOAD_DOMAINS: usize = 500_000;
+
 /// Everything one `verify` run needs.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
@@ -74,6 +77,10 @@ pub struct VerifyConfig {
     /// sessions, what is decided is committed to the store, and the run ends with
     /// [`Error::Interrupted`].
     pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// At level dns, a store holding at most this many domains is read whole when the run
+    /// starts (one scan); a larger one is looked up domain by domain. Tests set 0 to cover the
+    /// lookups one by one.
+    pub preload_domains: usize,
 }
 
 impl VerifyConfig {
@@ -96,6 +103,7 @@ impl VerifyConfig {
             group_by: None,
             store: None,
             interrupt: None,
+            preload_domains: DEFAULT_PRELOAD_DOMAINS,
         }
     }
 }

@@ -142,6 +142,10 @@ struct VerifyArgs {
     /// Benchmark baseline only: one DNS lookup per row, no sharing or caching.
     #[arg(long, hide = true)]
     dns_lookup_per_row: bool,
+    /// Tests only: at level dns, read a store of at most N domains whole at the start (0:
+    /// look every domain up one by one).
+    #[arg(long, hide = true, value_name = "N", default_value_t = prebounce::DEFAULT_PRELOAD_DOMAINS)]
+    preload_domains: usize,
     /// Treat MX hosts on loopback or private addresses as ordinary (labs, intranets).
     #[arg(long)]
     allow_private_mx: bool,
@@ -499,6 +503,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         group_by: args.group_by.clone(),
         store,
         interrupt: Some(interrupt),
+        preload_domains: args.preload_domains,
     };
     let summary = match prebounce::verify(&config) {
         Ok(s) => s,

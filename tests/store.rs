@@ -14,7 +14,7 @@ use common::*;
 const DEAD_DNS: &str = "127.0.0.1:9";
 
 thread_local! {
-    /// `PREBOUNCE_PRELOAD_DOMAINS` for this test's runs (None: the default).
+    /// `--preload-domains` for this test's runs (None: the default).
     static PRELOAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
@@ -38,11 +38,11 @@ fn verify_dns(
     let mut cmd = prebounce();
     // Some tests run twice: with the store's domains read whole (a small store, the default)
     // and looked up one by one (a large one).
+    cmd.arg("verify");
     if let Some(n) = PRELOAD.with(|p| p.get()) {
-        cmd.env("PREBOUNCE_PRELOAD_DOMAINS", n.to_string());
+        cmd.args(["--preload-domains", &n.to_string()]);
     }
     cmd.args([
-        "verify",
         list.to_str().unwrap(),
         "--store",
         store.to_str().unwrap(),
@@ -708,4 +708,55 @@ fn a_domain_verdict_is_reused_for_a_week_at_most_once() {
     assert_eq!(s["store"]["cached_rows"], 1, "{}", s["store"]);
     assert_eq!(column(&out, "valid.csv", "email"), ["a@six-days.test"]);
     assert_eq!(column(&out, "unknown.csv", "email"), ["a@eight-days.test"]);
+}
+
+/// A store stage that fails mid-run stops the run with its own error (what the store said),
+/// not with a count of missing rows, and leaves no lists behind.
+#[test]
+fn a_store_that_fails_during_the_run_reports_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let list = write_list(dir.path(), "list.csv", &["ann@old.test".into()]);
+    verify_dns(&list, &store, &dir.path().join("first"), &[], None);
+    // A domain verdict the store cannot read: the store stage meets it at its first lookup
+    // (the domains are looked up one by one, not read before the run starts).
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE domain_verdicts SET verified_at = 'not a time' WHERE domain = 'old.test'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let out = dir.path().join("second");
+    let o = prebounce()
+        .args([
+            "verify",
+            "--preload-domains",
+            "0",
+            list.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--dns-server",
+            DEAD_DNS,
+            "--dns-timeout",
+            "100ms",
+            "--allow-reserved-domains",
+            "--progress",
+            "never",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(store.to_str().unwrap()) && e.contains("verified_at"),
+        "the store's own error: {e}"
+    );
+    assert!(!e.contains("stopped early"), "{e}");
+    assert!(!out.join("valid.csv").exists() && !out.join("summary.json").exists());
 }

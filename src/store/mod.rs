@@ -14,6 +14,7 @@
 //! never block the writer, and a busy timeout so two runs on one store take turns instead of
 //! corrupting it.
 
+mod policy;
 mod schema;
 mod writer;
 
@@ -28,6 +29,7 @@ use crate::smtp::probe::CatchAll;
 use crate::syntax::{self, Address, SyntaxOptions};
 use crate::verdict::{Reason, Status};
 
+pub use policy::{CachePolicy, DomainState, RowAnswer, answer_row, replaced};
 pub use schema::VERSION as SCHEMA_VERSION;
 #[doc(hidden)]
 pub use schema::version_1_sql;
@@ -243,36 +245,6 @@ pub struct Previous {
 }
 
 /// Which stored verdicts a run may reuse.
-#[derive(Debug, Clone, Copy)]
-pub struct CachePolicy {
-    pub level: Level,
-    pub now: i64,
-    pub max_age: i64,
-    /// Verdicts before this are ignored (--fresh: the run's start).
-    pub not_before: i64,
-}
-
-impl CachePolicy {
-    /// An smtp-level verdict serves a dns-level run; a dns-level one does not serve an smtp run.
-    /// A dns-level verdict is a domain's (its MX result), which has the shorter domain age.
-    pub fn serves(&self, p: &Prior) -> bool {
-        let mut max_age = self.max_age;
-        if p.level == Level::Dns {
-            max_age = max_age.min(DOMAIN_MAX_AGE.as_secs() as i64);
-        }
-        if p.reason.status() == Status::Unknown {
-            max_age = max_age.min(UNKNOWN_MAX_AGE.as_secs() as i64);
-        }
-        p.level >= self.level && self.within(p.verified_at, max_age)
-    }
-
-    /// Whether something verified at `verified_at` counts for this run (not before --fresh's
-    /// start) and is at most `max_age` old.
-    pub fn within(&self, verified_at: i64, max_age: i64) -> bool {
-        verified_at >= self.not_before && self.now - verified_at <= max_age
-    }
-}
-
 /// One entry of the suppression list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suppression {
@@ -733,44 +705,6 @@ mod tests {
         assert_eq!(suppression_entry("@Example.com").unwrap(), "@example.com");
         assert_eq!(suppression_entry("bücher.de").unwrap(), "@xn--bcher-kva.de");
         assert!(suppression_entry("not an address@").is_err());
-    }
-
-    #[test]
-    fn cache_policy_by_level_age_and_status() {
-        let prior = |reason, level, verified_at| {
-            Prior::new(reason, String::new(), None, level, verified_at, None)
-        };
-        let p = CachePolicy {
-            level: Level::Dns,
-            now: 100_000,
-            max_age: 50_000,
-            not_before: 0,
-        };
-        assert!(p.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 90_000)));
-        assert!(p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 60_000)));
-        assert!(!p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 40_000)));
-        // A domain's MX result is reused for a week at most, whatever --max-age says.
-        let month = CachePolicy {
-            now: 40 * 86_400,
-            max_age: 30 * 86_400,
-            ..p
-        };
-        assert!(month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 34 * 86_400)));
-        assert!(!month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 32 * 86_400)));
-        assert!(month.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 11 * 86_400)));
-        // Unknowns are kept an hour at most.
-        assert!(p.serves(&prior(Reason::DnsTimeout, Level::Dns, 97_000)));
-        assert!(!p.serves(&prior(Reason::DnsTimeout, Level::Dns, 90_000)));
-        let smtp = CachePolicy {
-            level: Level::Smtp,
-            ..p
-        };
-        assert!(!smtp.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 99_000)));
-        let fresh = CachePolicy {
-            not_before: 95_000,
-            ..p
-        };
-        assert!(!fresh.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 90_000)));
     }
 
     #[test]

@@ -1,0 +1,612 @@
+//! Format stage: marks repeats and assigns groups in input order, then decides each row's
+//! verdict and serialises it into its list (rayon, in batches), counting the tallies and
+//! gathering the new verdicts for the store on the way.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::forecast::PriorTable;
+use crate::grouping::{GroupIndex, malformed_domain};
+use crate::input::{Chunk, Dialect, InputError};
+use crate::output::FieldEncoder;
+use crate::store::{DnsVerdicts, Record};
+use crate::syntax::{self, Address, DomainFacts, Flags};
+use crate::verdict::{self, Evidence, Policy, Reason, Status, Verdict};
+use crate::{Level, VerifyConfig};
+
+use super::tally::{DomainCounts, Outcome, Tally};
+use super::{Checked, RowCheck, StageResult, StageStats};
+
+/// Rows serialised by one rayon task.
+const SERIALIZE_BATCH: usize = 1024;
+
+/// The set stores hashes already: don't hash them again.
+#[derive(Default)]
+pub(crate) struct PassThroughHasher(u64);
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+type SeenSet = std::collections::HashSet<u64, BuildHasherDefault<PassThroughHasher>>;
+/// With --group-by: each address's identity → the group it was first seen in.
+type FirstGroupMap = HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>;
+
+/// Duplicate detection, in input order. With --group-by it also assigns each row its group and
+/// remembers where each address was first seen, to tell a repeat within a group from one
+/// across groups.
+pub(super) enum Dedup {
+    Plain(SeenSet),
+    Grouped {
+        index: GroupIndex,
+        first_group: FirstGroupMap,
+    },
+}
+
+impl Dedup {
+    pub(super) fn new(group_column: Option<usize>) -> Dedup {
+        match group_column {
+            Some(column) => Dedup::Grouped {
+                index: GroupIndex::new(column),
+                first_group: FirstGroupMap::default(),
+            },
+            None => Dedup::Plain(SeenSet::default()),
+        }
+    }
+
+    /// Marks the chunk's repeats (and, with --group-by, assigns its rows' groups).
+    fn mark(&mut self, checked: &mut Checked) {
+        match self {
+            Dedup::Plain(seen) => {
+                for row in &mut checked.rows {
+                    if let Some(h) = row.dedup_hash {
+                        row.duplicate = !seen.insert(h);
+                    }
+                }
+            }
+            Dedup::Grouped { index, first_group } => {
+                // Known groups in parallel; the sequential pass below only adds new values.
+                let known: &GroupIndex = index;
+                checked
+                    .rows
+                    .par_iter_mut()
+                    .with_min_len(1024)
+                    .for_each(|row| row.group = known.known(row.group_key).unwrap_or(u32::MAX));
+                for (r, row) in checked.rows.iter_mut().enumerate() {
+                    if row.group == u32::MAX {
+                        row.group = index.id_of(row.group_key, &checked.chunk, r);
+                    }
+                    let g = row.group;
+                    if let Some(h) = row.dedup_hash {
+                        match first_group.entry(h) {
+                            Entry::Occupied(first) => {
+                                row.duplicate = true;
+                                row.cross_group = *first.get() != g;
+                            }
+                            Entry::Vacant(e) => {
+                                e.insert(g);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The column of --group-by, found in the input's header (or by number).
+pub(super) fn group_column(
+    wanted: Option<&String>,
+    dialect: &Dialect,
+) -> Result<Option<usize>, InputError> {
+    let Some(wanted) = wanted else {
+        return Ok(None);
+    };
+    let names: Vec<String> = dialect
+        .header
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .collect();
+    let column = crate::input::find_column(wanted, dialect.has_header, &names).map_err(|e| {
+        InputError::GroupByColumn {
+            wanted: wanted.clone(),
+            problem: match e {
+                InputError::ColumnOutOfRange { number, width } => {
+                    format!("column {number} does not exist: the list has {width} columns")
+                }
+                _ => format!("no such column (columns: {})", names.join(", ")),
+            },
+        }
+    })?;
+    Ok(Some(column))
+}
+
+/// The appended cells that come from a small fixed set, encoded once per run.
+struct RowFormat {
+    encoder: FieldEncoder,
+    /// changes.csv is always comma-separated.
+    changes_encoder: FieldEncoder,
+    /// `<delim>status<delim>reason`, by reason index.
+    status_and_reason: Vec<Vec<u8>>,
+    /// `<delim>flags`, by flag bits.
+    flags: Vec<Vec<u8>>,
+}
+
+impl RowFormat {
+    fn new(delimiter: u8) -> Self {
+        let encoder = FieldEncoder::new(delimiter);
+        let cells = |parts: &[&str]| {
+            let mut out = Vec::new();
+            for p in parts {
+                out.push(delimiter);
+                encoder.push(&mut out, p.as_bytes());
+            }
+            out
+        };
+        let status_and_reason = Reason::ALL
+            .iter()
+            .map(|r| cells(&[r.status().as_str(), r.as_str()]))
+            .collect();
+        let flags = (0..=Flags::MAX_BITS)
+            .map(|b| cells(&[Flags::from_bits(b).as_str()]))
+            .collect();
+        RowFormat {
+            encoder,
+            changes_encoder: FieldEncoder::new(b','),
+            status_and_reason,
+            flags,
+        }
+    }
+}
+
+/// Domain analyses by address, each holding its analysis (see [`DomainsSent`]).
+type AnalysesSent = HashMap<usize, Arc<DomainFacts>, ahash::RandomState>;
+
+/// Bounds one worker's [`AnalysesSent`]: past it, domains are sent again (harmless, the list
+/// writer keeps the first).
+const MAX_DOMAINS_SENT: usize = 1 << 20;
+
+/// Per run: the domain analyses whose dns-level verdict each worker of the run's pool sent to
+/// the store, by address (each entry holds its analysis, so the address cannot be reused for
+/// another domain). A domain's verdict then travels about once a worker, not once a batch: a
+/// batch of 1,024 rows over many domains would send one nearly every row. One set per worker,
+/// locked once a batch, so the workers never wait on each other.
+pub(super) struct DomainsSent {
+    /// By worker index; the last one for a thread outside the pool.
+    by_worker: Vec<Mutex<AnalysesSent>>,
+}
+
+impl DomainsSent {
+    pub(super) fn new(workers: usize) -> Self {
+        DomainsSent {
+            by_worker: (0..=workers).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// The calling worker's set.
+    fn of_this_worker(&self) -> MutexGuard<'_, AnalysesSent> {
+        let outside = self.by_worker.len() - 1;
+        let i = rayon::current_thread_index().map_or(outside, |i| i.min(outside));
+        self.by_worker[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether `domain`'s verdict is sent for the first time from the worker that owns `sent`.
+fn first_sent(sent: &mut AnalysesSent, domain: &Arc<DomainFacts>) -> bool {
+    if sent.len() >= MAX_DOMAINS_SENT {
+        sent.clear();
+    }
+    match sent.entry(Arc::as_ptr(domain) as usize) {
+        Entry::Occupied(_) => false,
+        Entry::Vacant(e) => {
+            e.insert(Arc::clone(domain));
+            true
+        }
+    }
+}
+
+/// What the format stage needs besides the rows.
+pub(super) struct FormatContext<'a> {
+    dialect: &'a Dialect,
+    row_format: RowFormat,
+    priors: PriorTable,
+    policy: Policy,
+    /// --group-by is on: batches record each row's group and outcome.
+    grouping: bool,
+    /// With a store at level dns or smtp: the level verdicts are stored at.
+    store_level: Option<Level>,
+    /// With a store: when this run (or the interrupted run it resumes) started.
+    run_started: i64,
+    domains_sent: DomainsSent,
+}
+
+impl<'a> FormatContext<'a> {
+    /// `run_started`: with a store, when the run (or the one it resumes) started. `workers`:
+    /// the threads of the run's pool.
+    pub(super) fn new(
+        config: &VerifyConfig,
+        dialect: &'a Dialect,
+        grouping: bool,
+        run_started: Option<i64>,
+        workers: usize,
+    ) -> Self {
+        FormatContext {
+            dialect,
+            row_format: RowFormat::new(dialect.delimiter),
+            priors: PriorTable::new(&config.priors),
+            policy: config.policy,
+            grouping,
+            store_level: (run_started.is_some() && config.level >= Level::Dns)
+                .then_some(config.level),
+            run_started: run_started.unwrap_or(i64::MAX),
+            domains_sent: DomainsSent::new(workers),
+        }
+    }
+}
+
+/// Output rows of one batch, one buffer per list, plus the batch's tallies.
+#[derive(Default)]
+pub(super) struct Serialized {
+    pub(super) lists: [Vec<u8>; 4],
+    pub(super) tally: Tally,
+    /// The batch's rows per domain (keyed by the domain's shared analysis, so a row costs a
+    /// pointer lookup), merged by name into the run's [`crate::grouping::DomainTally`] by the
+    /// writer.
+    pub(super) domains: Vec<(Arc<DomainFacts>, DomainCounts)>,
+    /// Malformed addresses' domains (the text after the last @) and their status.
+    pub(super) malformed_domains: Vec<(String, Status)>,
+    /// With --group-by: each row's group and outcome, in order, for the per-group tallies.
+    pub(super) group_rows: Vec<(u32, Outcome)>,
+    /// New verdicts for the store: at level smtp those of the rows the SMTP stage left (per
+    /// address), at level dns packed, with the first of each domain in the batch (the list
+    /// writer sends each domain's verdict to the store once a run).
+    pub(super) records: Vec<Record>,
+    pub(super) dns_records: DnsVerdicts,
+    pub(super) domain_firsts: Vec<DomainFirst>,
+    /// Rows whose status differs from their previous verification: changes.csv rows.
+    pub(super) changes: Vec<u8>,
+    /// `previous→new` status of each of them, for summary.json.
+    pub(super) transitions: Vec<(Status, Status)>,
+}
+
+/// A batch's first dns-level verdict of a domain: `dns_records.get(record)`, with the detail
+/// and MX that belong to its domain.
+pub(super) struct DomainFirst {
+    pub(super) record: usize,
+    pub(super) detail: String,
+    pub(super) mx: Option<String>,
+}
+
+/// Format stage: formats chunks until the input ends or the writer stops; the rows formatted.
+pub(super) fn format_stage(
+    mut input: mpsc::Receiver<Checked>,
+    output: crossbeam_channel::Sender<(Vec<Serialized>, Checked)>,
+    cx: &FormatContext,
+    dedup: &mut Dedup,
+    pool: &rayon::ThreadPool,
+) -> StageResult {
+    let mut rows = 0;
+    while let Some(mut checked) = input.blocking_recv() {
+        let batches = pool.install(|| finish_chunk(&mut checked, cx, dedup));
+        rows += checked.rows.len() as u64;
+        // Freeing a chunk's rows is not free: let the writer thread do it.
+        if output.send((batches, checked)).is_err() {
+            break;
+        }
+    }
+    Ok(StageStats { rows, cached: 0 })
+}
+
+/// One chunk: mark repeats and assign groups (in input order, sequentially: cheap), then
+/// decide and serialise in parallel.
+fn finish_chunk(checked: &mut Checked, cx: &FormatContext, dedup: &mut Dedup) -> Vec<Serialized> {
+    dedup.mark(checked);
+    let chunk = &checked.chunk;
+    checked
+        .rows
+        .par_chunks(SERIALIZE_BATCH)
+        .enumerate()
+        .map(|(b, batch)| serialize_batch(chunk, b * SERIALIZE_BATCH, batch, cx))
+        .collect()
+}
+
+/// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
+/// when short, extras moved into the detail) followed by the prebounce columns.
+fn serialize_batch(
+    chunk: &Chunk,
+    first: usize,
+    rows: &[RowCheck],
+    cx: &FormatContext,
+) -> Serialized {
+    let mut batch = BatchWriter::new(cx, rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        batch.add(chunk, first + i, row);
+    }
+    batch.out
+}
+
+/// One batch being serialised: its output and the scratch buffers its rows reuse.
+struct BatchWriter<'a, 'c> {
+    cx: &'a FormatContext<'c>,
+    out: Serialized,
+    /// Domain analyses are shared (one Arc per domain and thread), so their address finds a
+    /// batch's entry without hashing the name. The entry holds the Arc, so the address cannot
+    /// be reused for another domain while the batch runs. (Hashed with ahash: an address's low
+    /// bits are all alignment zeros.)
+    domain_slot: HashMap<usize, usize, ahash::RandomState>,
+    detail: String,
+    normalized: String,
+    /// Probabilities repeat across rows (one per reason and flag floor): format each once.
+    p_texts: Vec<(u64, String)>,
+    /// The store's clock for the batch's records (0 without a store).
+    now: i64,
+    /// The worker's [`DomainsSent`], locked at the batch's first dns-level verdict.
+    sent: Option<MutexGuard<'a, AnalysesSent>>,
+}
+
+impl<'a, 'c> BatchWriter<'a, 'c> {
+    fn new(cx: &'a FormatContext<'c>, rows: usize) -> Self {
+        let now = cx.store_level.map_or(0, |_| crate::store::now());
+        BatchWriter {
+            cx,
+            out: Serialized {
+                group_rows: Vec::with_capacity(if cx.grouping { rows } else { 0 }),
+                dns_records: DnsVerdicts::new(now),
+                ..Serialized::default()
+            },
+            domain_slot: HashMap::default(),
+            detail: String::new(),
+            normalized: String::new(),
+            p_texts: Vec::new(),
+            now,
+            sent: None,
+        }
+    }
+
+    /// Row `r` of `chunk`: its verdict, counted, formatted and recorded.
+    fn add(&mut self, chunk: &Chunk, r: usize, row: &RowCheck) {
+        let mut v = verdict::decide(&row.evidence, self.cx.policy);
+        let outcome = Outcome::of(row, v.reason, &self.cx.priors);
+        self.count(chunk, r, row, &v, &outcome);
+        self.fill_detail_and_address(chunk, r, row, &v);
+        let p_text = self.p_text(outcome.p);
+        self.note_change(row, &v);
+        self.write_row(chunk, r, row, &v, outcome.flags, p_text);
+        // Last: the store's record takes the verdict's detail and MX.
+        self.record(row, &mut v);
+    }
+
+    /// The row's part of the batch's tallies, its group's and its domain's.
+    fn count(&mut self, chunk: &Chunk, r: usize, row: &RowCheck, v: &Verdict, o: &Outcome) {
+        let out = &mut self.out;
+        out.tally.count(o);
+        if self.cx.grouping {
+            out.group_rows.push((row.group, *o));
+        }
+        match &row.evidence {
+            Evidence::Syntax(Err(e)) if !matches!(e, syntax::SyntaxError::Empty) => {
+                let malformed = chunk
+                    .field(r, self.cx.dialect.email_column)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .and_then(malformed_domain);
+                if let Some(d) = malformed {
+                    out.malformed_domains.push((d, v.status));
+                }
+            }
+            evidence => {
+                if let Some(a) = evidence.address() {
+                    let slot = *self
+                        .domain_slot
+                        .entry(Arc::as_ptr(&a.domain) as usize)
+                        .or_insert_with(|| {
+                            out.domains.push((Arc::clone(&a.domain), [0; 4]));
+                            out.domains.len() - 1
+                        });
+                    out.domains[slot].1[v.status.index()] += 1;
+                }
+            }
+        }
+    }
+
+    /// The detail cell (with any cells beyond the header's width) and the normalised address.
+    fn fill_detail_and_address(&mut self, chunk: &Chunk, r: usize, row: &RowCheck, v: &Verdict) {
+        let width = self.cx.dialect.width;
+        self.detail.clear();
+        self.detail.push_str(&v.detail);
+        if chunk.fields(r).len() > width {
+            // Keep the extra cells' bytes in the detail rather than shifting the columns.
+            let extra: Vec<String> = chunk
+                .fields(r)
+                .skip(width)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            let _ = write!(
+                self.detail,
+                "; cells beyond column {width}: {}",
+                extra.join(" | ")
+            );
+        }
+        self.normalized.clear();
+        if let Some(a) = row.evidence.address() {
+            self.normalized.push_str(&a.local);
+            self.normalized.push('@');
+            self.normalized.push_str(a.domain_unicode());
+        }
+    }
+
+    /// The index of `p`'s text in `p_texts`.
+    fn p_text(&mut self, p: f64) -> usize {
+        let bits = p.to_bits();
+        match self.p_texts.iter().position(|(b, _)| *b == bits) {
+            Some(k) => k,
+            None => {
+                self.p_texts.push((bits, format!("{p:.4}")));
+                self.p_texts.len() - 1
+            }
+        }
+    }
+
+    /// A changes.csv row when the status differs from the address's previous verification.
+    fn note_change(&mut self, row: &RowCheck, v: &Verdict) {
+        let (Some(prev), false) = (&row.previous, row.duplicate) else {
+            return;
+        };
+        if prev.status == v.status {
+            return;
+        }
+        let changes = &mut self.out.changes;
+        self.out.transitions.push((prev.status, v.status));
+        let verified_at =
+            std::time::UNIX_EPOCH + Duration::from_secs(prev.verified_at.max(0) as u64);
+        for (k, cell) in [
+            self.normalized.as_str(),
+            prev.status.as_str(),
+            prev.reason.as_str(),
+            &crate::output::summary::rfc3339_utc(verified_at),
+            v.status.as_str(),
+            v.reason.as_str(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if k > 0 {
+                changes.push(b',');
+            }
+            self.cx
+                .row_format
+                .changes_encoder
+                .push(changes, cell.as_bytes());
+        }
+        changes.push(b'\n');
+    }
+
+    /// The row in its list: the original cells, then the prebounce columns.
+    fn write_row(
+        &mut self,
+        chunk: &Chunk,
+        r: usize,
+        row: &RowCheck,
+        v: &Verdict,
+        flags: Flags,
+        p_text: usize,
+    ) {
+        let (width, delim) = (self.cx.dialect.width, self.cx.dialect.delimiter);
+        let format = &self.cx.row_format;
+        let enc = &format.encoder;
+        let found = chunk.fields(r).len();
+        let out = &mut self.out.lists[v.status.index()];
+        match chunk.raw(r) {
+            // A quote-free row of the right width is already its own CSV encoding.
+            Some(raw) if found == width => out.extend_from_slice(raw),
+            _ => {
+                let padding = std::iter::repeat_n(&b""[..], width.saturating_sub(found));
+                for (k, cell) in chunk.fields(r).take(width).chain(padding).enumerate() {
+                    if k > 0 {
+                        out.push(delim);
+                    }
+                    enc.push(out, cell);
+                }
+            }
+        }
+        out.extend_from_slice(&format.status_and_reason[v.reason.index()]);
+        let suggestion = row.evidence.address().and_then(Address::suggestion);
+        for cell in [
+            self.detail.as_str(),
+            self.normalized.as_str(),
+            suggestion.unwrap_or(""),
+        ] {
+            out.push(delim);
+            enc.push(out, cell.as_bytes());
+        }
+        out.extend_from_slice(&format.flags[flags.bits() as usize]);
+        for cell in [
+            self.p_texts[p_text].1.as_str(),
+            v.mx.as_deref().unwrap_or(""),
+        ] {
+            out.push(delim);
+            enc.push(out, cell.as_bytes());
+        }
+        out.push(b'\n');
+    }
+
+    /// The row's verdict for the store, when this run verified it.
+    fn record(&mut self, row: &RowCheck, v: &mut Verdict) {
+        let Some(level) = self.cx.store_level else {
+            return;
+        };
+        if row.duplicate || !self.verified_here(level, row, v) {
+            return;
+        }
+        let address = row.evidence.address();
+        match (level, address) {
+            // A dns-level verdict is its domain's, so its detail and MX are stored once, with
+            // the domain (from the batch's first row there).
+            (Level::Dns, Some(a)) => {
+                let fresh = matches!(row.evidence, Evidence::Domain { .. });
+                if fresh && self.first_sent(&a.domain) {
+                    self.out.domain_firsts.push(DomainFirst {
+                        record: self.out.dns_records.len(),
+                        detail: std::mem::take(&mut v.detail).into_owned(),
+                        mx: v.mx.take().map(Cow::into_owned),
+                    });
+                }
+                self.out
+                    .dns_records
+                    .push(|key| a.push_dedup_key(key), v.reason);
+            }
+            _ => self.out.records.push(Record {
+                key: address.map(Address::dedup_key).unwrap_or_default(),
+                reason: v.reason,
+                detail: std::mem::take(&mut v.detail).into_owned(),
+                mx: v.mx.take().map(Cow::into_owned),
+                level,
+                verified_at: self.now,
+                reply: None,
+            }),
+        }
+    }
+
+    /// Whether this run verified the row (so its verdict is stored) at store level `level`.
+    fn verified_here(&self, level: Level, row: &RowCheck, v: &Verdict) -> bool {
+        match &row.evidence {
+            // Verdicts probed at level smtp were committed by the SMTP stage; the rows it
+            // leaves without SMTP evidence are the domains that take no mail (a final verdict).
+            Evidence::Domain { smtp: None, .. } => {
+                level == Level::Dns || v.reason != Reason::DomainAcceptsMail
+            }
+            // A resumed run answers the rest of a domain from the verdict it stored before
+            // the interruption: that verifies these addresses in this run too.
+            Evidence::Stored { prior, .. } => {
+                level == Level::Dns
+                    && prior.level == Level::Dns
+                    && prior.verified_at >= self.cx.run_started
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this worker sends `domain`'s verdict to the store for the first time this run.
+    fn first_sent(&mut self, domain: &Arc<DomainFacts>) -> bool {
+        let cx = self.cx;
+        let sent = self
+            .sent
+            .get_or_insert_with(|| cx.domains_sent.of_this_worker());
+        first_sent(sent, domain)
+    }
+}

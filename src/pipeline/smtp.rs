@@ -1,0 +1,316 @@
+//! SMTP stage (tokio, --level smtp): rows gathered into windows, each window's distinct
+//! addresses probed (every domain at once, paced by the prober's per-host and global limits),
+//! each domain's verdicts committed to the store as its probe ends, the chunks passed on in
+//! input order.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+use tokio::task::{Id, JoinSet};
+
+use crate::dns::DomainEvidence;
+use crate::output::summary::thousands;
+use crate::smtp::probe::{
+    CatchAll, DomainProbe, MxTarget, ProbeConfig, Prober, SmtpEvidence, SmtpOutcome, targets_of,
+};
+use crate::store::{Record, Write};
+use crate::syntax::Address;
+use crate::verdict::{self, Evidence, Policy};
+use crate::{Error, Level, VerifyConfig};
+
+use super::{Checked, Failed, StageResult, StageStats};
+
+/// Rows the SMTP stage gathers before probing, so a domain's addresses from anywhere in the
+/// window share sessions (and one catch-all canary) instead of one session per chunk. An SMTP
+/// run is paced by the servers, not by memory: holding this many rows (~100 MB) is cheap.
+const SMTP_WINDOW_ROWS: usize = 500_000;
+
+/// The prober of a --level smtp run, set up before any output exists: a HELO name or sender
+/// that could never be sent fails cleanly.
+pub(super) fn prober(config: &VerifyConfig) -> Result<Option<Arc<Prober>>, Error> {
+    match (&config.smtp, config.level) {
+        (Some(probe), Level::Smtp) => Ok(Some(Arc::new(Prober::new(ProbeConfig {
+            allow_private: config.policy.allow_private_mx,
+            ..probe.clone()
+        })?))),
+        _ => Ok(None),
+    }
+}
+
+/// Where the SMTP stage commits each domain's verdicts, and what stops it.
+#[derive(Clone)]
+pub(super) struct SmtpCommit {
+    pub(super) store: Option<crossbeam_channel::Sender<Write>>,
+    pub(super) interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl SmtpCommit {
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+}
+
+/// The SMTP stage's loop: gathers chunks into a window, probes it, attaches the evidence and
+/// passes the chunks on in input order. Ends when the input ends, a later stage stops, the
+/// run is stopped (Ctrl-C) or a stage failed (a window is not probed for a run that fails).
+pub(super) async fn smtp_stage(
+    prober: Arc<Prober>,
+    policy: Policy,
+    bar: ProgressBar,
+    commit: SmtpCommit,
+    mut input: mpsc::Receiver<Checked>,
+    output: mpsc::Sender<Checked>,
+    failed: &Failed,
+) -> StageResult {
+    let mut window: Vec<Checked> = Vec::new();
+    let mut stats = StageStats::default();
+    let mut rows = 0;
+    loop {
+        let next = input.recv().await;
+        let end = next.is_none();
+        if let Some(checked) = next {
+            rows += checked.rows.len();
+            window.push(checked);
+        }
+        if !end && rows < SMTP_WINDOW_ROWS {
+            continue;
+        }
+        if failed.raised() {
+            return Ok(stats);
+        }
+        probe_window(&prober, policy, &bar, &commit, &mut window).await;
+        // Stopped (Ctrl-C): the window's rows are not all decided. What was decided is in the
+        // store; the lists are not written.
+        if prober.is_stopped() {
+            return Ok(stats);
+        }
+        for checked in window.drain(..) {
+            stats.rows += checked.rows.len() as u64;
+            if output.send(checked).await.is_err() {
+                return Ok(stats);
+            }
+        }
+        rows = 0;
+        if end {
+            return Ok(stats);
+        }
+    }
+}
+
+/// The distinct addresses of one domain in a window, in first-seen order.
+struct DomainWork {
+    targets: Vec<MxTarget>,
+    dns: Arc<DomainEvidence>,
+    /// One per mailbox: the address as first seen (its verdict is stored under its key).
+    addresses: Vec<Address>,
+    mailboxes: Vec<String>,
+    /// dedup key → index in `mailboxes`.
+    index: HashMap<String, usize>,
+}
+
+/// A probed domain's dedup-key index and the evidence of each of its mailboxes.
+type ProbedDomain = (HashMap<String, usize>, Vec<Arc<SmtpEvidence>>);
+
+/// What each probe task probes, kept outside it: a task that fails still owes its rows an
+/// answer. Its domain, dedup-key index and mailbox count.
+type Probing = HashMap<Id, (String, HashMap<String, usize>, usize)>;
+
+async fn probe_window(
+    prober: &Arc<Prober>,
+    policy: Policy,
+    bar: &ProgressBar,
+    commit: &SmtpCommit,
+    window: &mut [Checked],
+) {
+    if commit.interrupted() {
+        prober.stop();
+    }
+    let mut tasks = JoinSet::new();
+    let mut probing = Probing::new();
+    for (domain, mut work) in work_of(window, policy) {
+        let (prober, store) = (Arc::clone(prober), commit.store.clone());
+        let mailboxes = std::mem::take(&mut work.mailboxes);
+        let (name, index, count) = (
+            domain.clone(),
+            std::mem::take(&mut work.index),
+            mailboxes.len(),
+        );
+        let task = tasks.spawn(async move {
+            let probe = prober.probe_domain(&domain, &work.targets, mailboxes).await;
+            // Committed now, not when the window ends: a killed run keeps this domain's work.
+            if let Some(store) = store {
+                commit_probe(&store, &domain, &work, &probe, policy);
+            }
+            probe.results.into_iter().map(Arc::new).collect::<Vec<_>>()
+        });
+        probing.insert(task.id(), (name, index, count));
+    }
+    let results = gather_results(tasks, probing, prober, bar, commit).await;
+    attach(window, &results);
+}
+
+/// The window's domains that take mail, each with its distinct addresses; the others keep
+/// their DNS verdict.
+fn work_of(window: &[Checked], policy: Policy) -> Vec<(String, DomainWork)> {
+    // None: the domain takes no mail (the DNS verdict stands); decided once per domain.
+    let mut work: HashMap<String, Option<DomainWork>> = HashMap::new();
+    for row in window.iter().flat_map(|checked| &checked.rows) {
+        let Evidence::Domain {
+            address,
+            dns,
+            smtp: None,
+        } = &row.evidence
+        else {
+            continue;
+        };
+        let domain = address.domain_ascii();
+        if !work.contains_key(domain) {
+            let w = verdict::domain_takes_mail(domain, dns, policy).then(|| DomainWork {
+                targets: targets_of(domain, dns, policy.allow_private_mx),
+                dns: Arc::clone(dns),
+                addresses: Vec::new(),
+                mailboxes: Vec::new(),
+                index: HashMap::new(),
+            });
+            work.insert(domain.to_owned(), w);
+        }
+        let Some(Some(w)) = work.get_mut(domain) else {
+            continue;
+        };
+        let next = w.mailboxes.len();
+        if let Entry::Vacant(e) = w.index.entry(address.dedup_key()) {
+            e.insert(next);
+            w.mailboxes.push(format!("{}@{domain}", address.local));
+            w.addresses.push(address.clone());
+        }
+    }
+    work.into_iter()
+        .filter_map(|(domain, w)| Some((domain, w?)))
+        .collect()
+}
+
+/// Sends a probed domain's decided verdicts, and its servers' catch-all findings, to the
+/// store writer.
+fn commit_probe(
+    store: &crossbeam_channel::Sender<Write>,
+    domain: &str,
+    work: &DomainWork,
+    probe: &DomainProbe,
+    policy: Policy,
+) {
+    let now = crate::store::now();
+    let records = probe
+        .results
+        .iter()
+        .zip(&work.addresses)
+        .zip(&probe.decided)
+        .filter(|(_, decided)| **decided)
+        .map(|((smtp, address), _)| {
+            let v = verdict::decide(
+                &Evidence::Domain {
+                    address: address.clone(),
+                    dns: Arc::clone(&work.dns),
+                    smtp: Some(Arc::new(smtp.clone())),
+                },
+                policy,
+            )
+            .into_owned();
+            Record {
+                key: address.dedup_key(),
+                reason: v.reason,
+                detail: v.detail.into_owned(),
+                mx: v.mx.map(Cow::into_owned),
+                level: Level::Smtp,
+                verified_at: now,
+                reply: match &smtp.outcome {
+                    SmtpOutcome::Replied(r) => Some((r.code, r.text.clone())),
+                    _ => None,
+                },
+            }
+        })
+        .collect();
+    // A closed channel: the writer failed; finishing it reports why.
+    let _ = store.send(Write::Verdicts {
+        addresses: records,
+        dns: Vec::new(),
+        domains: Vec::new(),
+    });
+    let _ = store.send(Write::CatchAll {
+        domain: domain.to_owned(),
+        servers: probe.catch_all_by_server.clone(),
+    });
+}
+
+/// Waits for the window's probes, showing progress and passing a Ctrl-C on to the prober.
+async fn gather_results(
+    mut tasks: JoinSet<Vec<Arc<SmtpEvidence>>>,
+    mut probing: Probing,
+    prober: &Prober,
+    bar: &ProgressBar,
+    commit: &SmtpCommit,
+) -> HashMap<String, ProbedDomain> {
+    let mut results = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            joined = tasks.join_next_with_id() => match joined {
+                Some(Ok((id, evidence))) => {
+                    if let Some((domain, index, _)) = probing.remove(&id) {
+                        results.insert(domain, (index, evidence));
+                    }
+                }
+                // A probe task failed (a bug): its addresses are unknown, never left with the
+                // DNS verdict's "valid".
+                Some(Err(e)) => {
+                    if let Some((domain, index, count)) = probing.remove(&e.id()) {
+                        let failed = Arc::new(SmtpEvidence {
+                            outcome: SmtpOutcome::ProtocolError(format!(
+                                "internal error while probing {domain}: {e}"
+                            )),
+                            server: None,
+                            attempts: 0,
+                            catch_all: CatchAll::Undetermined,
+                        });
+                        results.insert(domain, (index, vec![failed; count]));
+                    }
+                }
+                None => return results,
+            },
+            _ = tick.tick() => {
+                if commit.interrupted() && !prober.is_stopped() {
+                    prober.stop();
+                }
+                let s = prober.stats();
+                bar.set_message(format!(
+                    "smtp: {}/{} addresses · {} sessions · {} RCPT · {} deferred",
+                    thousands(s.decided),
+                    thousands(s.to_decide),
+                    thousands(s.sessions),
+                    thousands(s.rcpt_commands),
+                    thousands(s.deferred)
+                ));
+            }
+        }
+    }
+}
+
+/// Gives every row of a probed domain its mailbox's evidence.
+fn attach(window: &mut [Checked], results: &HashMap<String, ProbedDomain>) {
+    for row in window.iter_mut().flat_map(|checked| &mut checked.rows) {
+        if let Evidence::Domain { address, smtp, .. } = &mut row.evidence
+            && smtp.is_none()
+            && let Some((index, evidence)) = results.get(address.domain_ascii())
+            && let Some(&i) = index.get(&address.dedup_key())
+        {
+            *smtp = Some(Arc::clone(&evidence[i]));
+        }
+    }
+}

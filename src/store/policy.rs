@@ -1,0 +1,449 @@
+//! The cache policy: does a stored verdict answer a row of this run? Pure rules over what the
+//! store holds; the pipeline's cache stage reads the store and asks them.
+
+use std::sync::Arc;
+
+use crate::Level;
+use crate::store::{DOMAIN_MAX_AGE, Previous, Prior, StoredDomain, UNKNOWN_MAX_AGE};
+use crate::verdict::Status;
+
+/// Which stored verdicts a run may reuse.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub level: Level,
+    pub now: i64,
+    pub max_age: i64,
+    /// Verdicts before this are ignored (--fresh: the run's start).
+    pub not_before: i64,
+}
+
+impl CachePolicy {
+    /// An smtp-level verdict serves a dns-level run; a dns-level one does not serve an smtp run.
+    /// A dns-level verdict is a domain's (its MX result), which has the shorter domain age.
+    pub fn serves(&self, p: &Prior) -> bool {
+        let mut max_age = self.max_age;
+        if p.level == Level::Dns {
+            max_age = max_age.min(DOMAIN_MAX_AGE.as_secs() as i64);
+        }
+        if p.reason.status() == Status::Unknown {
+            max_age = max_age.min(UNKNOWN_MAX_AGE.as_secs() as i64);
+        }
+        p.level >= self.level && self.within(p.verified_at, max_age)
+    }
+
+    /// Whether something verified at `verified_at` counts for this run (not before --fresh's
+    /// start) and is at most `max_age` old.
+    pub fn within(&self, verified_at: i64, max_age: i64) -> bool {
+        verified_at >= self.not_before && self.now - verified_at <= max_age
+    }
+}
+
+/// What the store knows of a domain, read once a run (level dns).
+#[derive(Debug, Clone, Default)]
+pub struct DomainState {
+    /// Its latest verdict, young enough to serve or not.
+    pub verdict: Option<Arc<Prior>>,
+    /// The verdict serves this run (worked out once: the rows need not read it).
+    pub serving: bool,
+    /// The verdict answers its addresses without a look at their own rows: it serves, none
+    /// of its addresses has an smtp-level verdict young enough to serve (those say more than
+    /// the domain's), and an earlier run wrote it (a resumed run answers as the interrupted
+    /// one did, and keeps the history its addresses' own rows hold).
+    pub answers_alone: bool,
+}
+
+impl DomainState {
+    /// A domain the store knows nothing of (and every domain at level smtp, where a domain's
+    /// verdict answers no address).
+    pub const NOTHING: &DomainState = &DomainState {
+        verdict: None,
+        serving: false,
+        answers_alone: false,
+    };
+
+    /// `run_started`: verdicts written since then are this (resumed) run's own.
+    pub fn of(stored: StoredDomain, policy: &CachePolicy, run_started: i64) -> Self {
+        let serving = stored.verdict.as_ref().is_some_and(|p| policy.serves(p));
+        let smtp = stored
+            .smtp_at
+            .is_some_and(|at| policy.within(at, policy.max_age));
+        let earlier = stored
+            .verdict
+            .as_ref()
+            .is_some_and(|p| p.verified_at < run_started);
+        DomainState {
+            verdict: stored.verdict.map(Arc::new),
+            serving,
+            answers_alone: serving && !smtp && earlier,
+        }
+    }
+
+    /// The verdict, if it answers the domain's addresses alone: then the check threads (or,
+    /// for a domain looked up one by one, the store stage) answer them without their own rows.
+    pub fn lone_answer(&self) -> Option<&Arc<Prior>> {
+        self.verdict.as_ref().filter(|_| self.answers_alone)
+    }
+
+    /// Whether a row at this domain needs its address's own stored verdict: it may say more
+    /// than the domain's (an smtp-level one, this resumed run's own, or the history of an
+    /// address verified again, for changes.csv).
+    pub fn needs_own_verdict(&self) -> bool {
+        self.lone_answer().is_none()
+    }
+}
+
+/// The verdict a row compares with (changes.csv) when it is verified in this run, given its
+/// stored one: that one, or if this (resumed) run wrote it already, the one that it replaced.
+pub fn replaced(own: &Prior, run_started: i64) -> Option<Box<Previous>> {
+    if own.verified_at >= run_started {
+        own.previous.clone().map(Box::new)
+    } else {
+        Some(Box::new(Previous {
+            status: own.reason.status(),
+            reason: own.reason,
+            verified_at: own.verified_at,
+        }))
+    }
+}
+
+/// The store's answer for one row the check threads left open.
+#[derive(Debug, Default)]
+pub struct RowAnswer {
+    /// The stored verdict that answers the row (it skips the network), if any.
+    pub verdict: Option<Arc<Prior>>,
+    /// The verdict the row's new one is compared with in changes.csv, if any.
+    pub previous: Option<Box<Previous>>,
+}
+
+/// Whether a stored verdict answers a row, given what the store knows of its domain and its
+/// address's own verdict (`own`: read only when [`DomainState::needs_own_verdict`]).
+/// `run_started`: verdicts written since then are this (resumed) run's own.
+pub fn answer_row(
+    policy: &CachePolicy,
+    domain: &DomainState,
+    own: Option<Prior>,
+    run_started: i64,
+) -> RowAnswer {
+    let this_run = |p: &Prior| p.verified_at >= run_started;
+    let stored = domain.verdict.as_deref();
+    let serving = domain.verdict.as_ref().filter(|_| domain.serving);
+    let own_answers = own.as_ref().is_some_and(|own| {
+        policy.serves(own)
+            && (own.level > Level::Dns
+                || match (stored, serving) {
+                    (None, _) => true, // a store from before domain verdicts
+                    // Resumed: what the interrupted run found before it stored the
+                    // domain's verdict.
+                    (Some(d), Some(_)) if this_run(d) => !this_run(own),
+                    // The domain's verdict says the same, and is shared.
+                    (Some(_), Some(_)) => false,
+                    // A later verdict of its domain (too old itself) overrides it.
+                    (Some(d), None) => own.verified_at >= d.verified_at,
+                })
+    });
+    match own {
+        Some(own) if own_answers => RowAnswer {
+            previous: if this_run(&own) {
+                own.previous.clone().map(Box::new)
+            } else {
+                None // the same verdict, reused: nothing changed
+            },
+            verdict: Some(Arc::new(own)),
+        },
+        own => {
+            let previous = own.as_ref().and_then(|own| replaced(own, run_started));
+            match serving {
+                // This (resumed) run verified the domain: its addresses are verified again.
+                Some(p) if this_run(p) => RowAnswer {
+                    verdict: Some(Arc::clone(p)),
+                    previous,
+                },
+                Some(p) => RowAnswer {
+                    verdict: Some(Arc::clone(p)),
+                    previous: None,
+                },
+                None => RowAnswer {
+                    verdict: None,
+                    previous,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Reason;
+
+    const HOUR: i64 = 3600;
+    const DAY: i64 = 86_400;
+
+    fn prior(reason: Reason, level: Level, verified_at: i64) -> Prior {
+        Prior::new(reason, String::new(), None, level, verified_at, None)
+    }
+
+    fn dns_policy(now: i64, max_age: i64) -> CachePolicy {
+        CachePolicy {
+            level: Level::Dns,
+            now,
+            max_age,
+            not_before: i64::MIN,
+        }
+    }
+
+    #[test]
+    fn cache_policy_by_level_age_and_status() {
+        let p = CachePolicy {
+            level: Level::Dns,
+            now: 100_000,
+            max_age: 50_000,
+            not_before: 0,
+        };
+        assert!(p.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 90_000)));
+        assert!(p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 60_000)));
+        assert!(!p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 40_000)));
+        // A domain's MX result is reused for a week at most, whatever --max-age says.
+        let month = CachePolicy {
+            now: 40 * DAY,
+            max_age: 30 * DAY,
+            ..p
+        };
+        assert!(month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 34 * DAY)));
+        assert!(!month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 32 * DAY)));
+        assert!(month.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 11 * DAY)));
+        // Unknowns are kept an hour at most.
+        assert!(p.serves(&prior(Reason::DnsTimeout, Level::Dns, 97_000)));
+        assert!(!p.serves(&prior(Reason::DnsTimeout, Level::Dns, 90_000)));
+        let smtp = CachePolicy {
+            level: Level::Smtp,
+            ..p
+        };
+        assert!(!smtp.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 99_000)));
+        let fresh = CachePolicy {
+            not_before: 95_000,
+            ..p
+        };
+        assert!(!fresh.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 90_000)));
+    }
+
+    #[test]
+    fn an_age_limit_is_inclusive_and_the_shortest_applies() {
+        let p = dns_policy(10 * DAY, 30 * DAY);
+        // Exactly at the limit still serves; a second more does not.
+        assert!(p.within(10 * DAY - 5, 5));
+        assert!(!p.within(10 * DAY - 6, 5));
+        // An unknown smtp-level verdict: the hour wins over --max-age.
+        let unknown = |at| prior(Reason::Greylisted, Level::Smtp, at);
+        assert_eq!(Reason::Greylisted.status(), Status::Unknown);
+        assert!(p.serves(&unknown(10 * DAY - HOUR)));
+        assert!(!p.serves(&unknown(10 * DAY - HOUR - 1)));
+        // A known smtp-level verdict lives as long as --max-age says.
+        assert!(p.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 0)));
+        let short = dns_policy(10 * DAY, DAY);
+        assert!(!short.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 8 * DAY)));
+    }
+
+    #[test]
+    fn a_domain_verdict_is_kept_seven_days() {
+        let p = dns_policy(100 * DAY, 90 * DAY);
+        let domain = |at| prior(Reason::DomainAcceptsMail, Level::Dns, at);
+        assert!(p.serves(&domain(93 * DAY)));
+        assert!(!p.serves(&domain(93 * DAY - 1)));
+    }
+
+    #[test]
+    fn a_verdict_serves_its_level_and_the_ones_below() {
+        let at = 1_000;
+        let now = dns_policy(at, DAY);
+        let smtp_run = CachePolicy {
+            level: Level::Smtp,
+            ..now
+        };
+        let by_dns = prior(Reason::DomainAcceptsMail, Level::Dns, at);
+        let by_smtp = prior(Reason::MailboxAccepted, Level::Smtp, at);
+        assert!(now.serves(&by_dns) && now.serves(&by_smtp));
+        assert!(!smtp_run.serves(&by_dns) && smtp_run.serves(&by_smtp));
+    }
+
+    fn stored(verdict: Option<Prior>, smtp_at: Option<i64>) -> StoredDomain {
+        StoredDomain { verdict, smtp_at }
+    }
+
+    #[test]
+    fn a_domain_verdict_answers_alone_only_when_nothing_says_more() {
+        let p = dns_policy(10 * DAY, 30 * DAY);
+        let run_started = 10 * DAY - 60;
+        let verdict = || Some(prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY));
+        let alone = DomainState::of(stored(verdict(), None), &p, run_started);
+        assert!(alone.serving && alone.lone_answer().is_some());
+        assert!(!alone.needs_own_verdict());
+        // One of its addresses was probed recently: the addresses' own rows say more.
+        let probed = DomainState::of(stored(verdict(), Some(9 * DAY)), &p, run_started);
+        assert!(probed.serving && probed.lone_answer().is_none());
+        // An smtp verdict older than --max-age does not stop the domain's from answering.
+        let short = dns_policy(10 * DAY, 5 * DAY);
+        let long_ago = DomainState::of(stored(verdict(), Some(4 * DAY)), &short, run_started);
+        assert!(long_ago.lone_answer().is_some());
+        // This (resumed) run wrote it: the addresses' own rows keep their history.
+        let own = Some(prior(Reason::DomainAcceptsMail, Level::Dns, run_started));
+        let resumed = DomainState::of(stored(own, None), &p, run_started);
+        assert!(resumed.serving && resumed.lone_answer().is_none());
+        // Too old to serve.
+        let old = Some(prior(Reason::DomainAcceptsMail, Level::Dns, DAY));
+        let stale = DomainState::of(stored(old, None), &p, run_started);
+        assert!(!stale.serving && stale.lone_answer().is_none());
+        assert!(DomainState::NOTHING.needs_own_verdict());
+    }
+
+    #[test]
+    fn an_smtp_verdict_wins_over_its_domains() {
+        let p = dns_policy(10 * DAY, 30 * DAY);
+        let run_started = 10 * DAY - 60;
+        let domain = stored(
+            Some(prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY)),
+            Some(8 * DAY),
+        );
+        let domain = DomainState::of(domain, &p, run_started);
+        let own = prior(Reason::MailboxNotFound, Level::Smtp, 8 * DAY);
+        let answer = answer_row(&p, &domain, Some(own), run_started);
+        let verdict = answer.verdict.expect("the smtp verdict answers");
+        assert_eq!(verdict.reason, Reason::MailboxNotFound);
+        // Reused as it was: nothing changed.
+        assert!(answer.previous.is_none());
+    }
+
+    #[test]
+    fn a_shared_domain_verdict_answers_over_the_addresses_own_dns_row() {
+        let p = dns_policy(10 * DAY, 30 * DAY);
+        let run_started = 10 * DAY - 60;
+        let domain = stored(
+            Some(prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY)),
+            None,
+        );
+        let domain = DomainState::of(domain, &p, run_started);
+        let own = prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY);
+        let answer = answer_row(&p, &domain, Some(own), run_started);
+        assert!(Arc::ptr_eq(
+            &answer.verdict.unwrap(),
+            domain.verdict.as_ref().unwrap()
+        ));
+        assert!(answer.previous.is_none());
+    }
+
+    #[test]
+    fn a_later_domain_verdict_overrides_an_older_address_row() {
+        let p = dns_policy(10 * DAY, 30 * DAY);
+        let run_started = 10 * DAY - 60;
+        // The domain's verdict is too old to serve (over a week), the address's is older still.
+        let domain = stored(Some(prior(Reason::NoMailServer, Level::Dns, 2 * DAY)), None);
+        let domain = DomainState::of(domain, &p, run_started);
+        let own = prior(Reason::DomainAcceptsMail, Level::Dns, DAY);
+        let answer = answer_row(&p, &domain, Some(own), run_started);
+        assert!(answer.verdict.is_none());
+        // Verified again in this run: compared with what it said.
+        let previous = answer.previous.expect("compared for changes.csv");
+        assert_eq!(
+            (previous.reason, previous.verified_at),
+            (Reason::DomainAcceptsMail, DAY)
+        );
+        // From a store before domain verdicts: the address's own row answers.
+        let none = DomainState::default();
+        let own = prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY);
+        assert!(
+            answer_row(&p, &none, Some(own), run_started)
+                .verdict
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_answers_from_its_own_verdicts() {
+        let p = dns_policy(10 * DAY, 30 * DAY);
+        let run_started = 10 * DAY - 600;
+        let earlier = Previous {
+            status: Status::Invalid,
+            reason: Reason::NoMailServer,
+            verified_at: DAY,
+        };
+        // The interrupted run stored the domain's verdict: its addresses are verified again,
+        // and compare with what their rows held before this run.
+        let domain = stored(
+            Some(prior(
+                Reason::DomainAcceptsMail,
+                Level::Dns,
+                run_started + 10,
+            )),
+            None,
+        );
+        let domain = DomainState::of(domain, &p, run_started);
+        let old_row = prior(Reason::NoMailServer, Level::Dns, 2 * DAY);
+        let answer = answer_row(&p, &domain, Some(old_row), run_started);
+        assert_eq!(answer.verdict.unwrap().reason, Reason::DomainAcceptsMail);
+        assert_eq!(answer.previous.unwrap().reason, Reason::NoMailServer);
+        // An address the interrupted run verified before storing its domain's verdict: the
+        // domain's verdict answers, compared with what the address held before this run.
+        let before = Prior::new(
+            Reason::DomainAcceptsMail,
+            String::new(),
+            None,
+            Level::Dns,
+            run_started + 5,
+            Some(earlier.clone()),
+        );
+        let domain_later = stored(
+            Some(prior(
+                Reason::DomainAcceptsMail,
+                Level::Dns,
+                run_started + 10,
+            )),
+            None,
+        );
+        let domain_later = DomainState::of(domain_later, &p, run_started);
+        let answer = answer_row(&p, &domain_later, Some(before.clone()), run_started);
+        assert!(Arc::ptr_eq(
+            &answer.verdict.unwrap(),
+            domain_later.verdict.as_ref().unwrap()
+        ));
+        assert_eq!(answer.previous.as_deref(), Some(&earlier));
+        // No domain verdict yet: the address's own verdict of this run answers, with the
+        // verdict it replaced for changes.csv.
+        let answer = answer_row(&p, DomainState::NOTHING, Some(before), run_started);
+        assert_eq!(answer.verdict.unwrap().verified_at, run_started + 5);
+        assert_eq!(answer.previous.as_deref(), Some(&earlier));
+    }
+
+    #[test]
+    fn the_previous_verdict_is_the_stored_one_unless_this_run_wrote_it() {
+        let run_started = 1_000;
+        let earlier = Previous {
+            status: Status::Valid,
+            reason: Reason::DomainAcceptsMail,
+            verified_at: 10,
+        };
+        let stored_before = prior(Reason::NoMailServer, Level::Dns, 500);
+        let previous = replaced(&stored_before, run_started).unwrap();
+        assert_eq!(
+            (previous.status, previous.reason, previous.verified_at),
+            (Reason::NoMailServer.status(), Reason::NoMailServer, 500)
+        );
+        let written_now = Prior::new(
+            Reason::NoMailServer,
+            String::new(),
+            None,
+            Level::Dns,
+            run_started,
+            Some(earlier.clone()),
+        );
+        assert_eq!(
+            replaced(&written_now, run_started).as_deref(),
+            Some(&earlier)
+        );
+        let first_ever = prior(Reason::NoMailServer, Level::Dns, run_started);
+        assert!(replaced(&first_ever, run_started).is_none());
+        // No stored verdict and no serving domain: nothing answers, nothing to compare.
+        let p = dns_policy(2_000, DAY);
+        let answer = answer_row(&p, DomainState::NOTHING, None, run_started);
+        assert!(answer.verdict.is_none() && answer.previous.is_none());
+    }
+}
