@@ -65,7 +65,8 @@ fn messages(run: usize) -> Vec<Write> {
 }
 
 fn write_run(path: &std::path::Path, run: usize) {
-    let writer = StoreWriter::spawn(Store::open(path).unwrap(), 0, false).unwrap();
+    let writer =
+        StoreWriter::spawn(Store::open(path, Default::default()).unwrap(), 0, false).unwrap();
     let tx = writer.sender();
     for m in messages(run) {
         tx.send(m).unwrap();
@@ -96,7 +97,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Elements(DOMAINS as u64));
-    let store = Store::open(&again).unwrap();
+    let store = Store::open(&again, Default::default()).unwrap();
     g.bench_function("read 5k domain verdicts", |b| {
         b.iter(|| {
             for d in 0..DOMAINS {

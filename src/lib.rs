@@ -4,6 +4,7 @@
 //! domain) → SMTP (tokio, RCPT probes, at --level smtp) → verdict (pure) → forecast (pure) → the
 //! four lists and summary.json.
 
+pub mod clock;
 pub mod dns;
 pub mod forecast;
 mod grouping;
@@ -17,6 +18,7 @@ pub mod verdict;
 
 use std::path::PathBuf;
 
+pub use clock::Clock;
 pub use forecast::Priors;
 pub use output::summary::Summary;
 
@@ -81,6 +83,8 @@ pub struct VerifyConfig {
     /// starts (one scan); a larger one is looked up domain by domain. Tests set 0 to cover the
     /// lookups one by one.
     pub preload_domains: usize,
+    /// The wall clock the store's timestamps and ages are read from (tests fix it).
+    pub clock: Clock,
 }
 
 impl VerifyConfig {
@@ -104,6 +108,7 @@ impl VerifyConfig {
             store: None,
             interrupt: None,
             preload_domains: DEFAULT_PRELOAD_DOMAINS,
+            clock: Clock::System,
         }
     }
 }
@@ -153,8 +158,7 @@ impl Error {
             Error::Output(
                 output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),
             ) => 2,
-            Error::Store(store::StoreError::Other { .. } | store::StoreError::Folder { .. }) => 1,
-            Error::Store(_) => 2,
+            Error::Store(e) => e.exit_code(),
             // 128 + SIGINT, as a shell reports a run stopped by Ctrl-C.
             Error::Interrupted { .. } => 130,
             Error::Output(_) | Error::Internal(_) => 1,

@@ -60,7 +60,7 @@ fn verify_dns(
     ]);
     cmd.args(extra);
     if let Some(now) = now {
-        cmd.env("PREBOUNCE_NOW", now.to_string());
+        cmd.args(["--clock", &now.to_string()]);
     }
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -469,8 +469,8 @@ fn a_store_locked_by_another_writer_is_refused_clearly() {
     let holder = rusqlite::Connection::open(&store).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let o = prebounce()
-        .env("PREBOUNCE_BUSY_TIMEOUT_MS", "300")
         .args(["suppress", "--store", store.to_str().unwrap()])
+        .args(["--store-wait", "300ms"])
         .args(["add", "a@b.test"])
         .output()
         .unwrap();
@@ -488,7 +488,7 @@ fn a_store_locked_by_another_writer_is_refused_clearly() {
 /// Seed `store` (schema current) with a domain verdict for each of `domains`, verified
 /// `age` seconds ago.
 fn seed_domain_verdicts(store: &Path, domains: &[&str], age: i64) {
-    drop(prebounce::store::Store::open(store).unwrap()); // at the current schema
+    drop(prebounce::store::Store::open(store, Default::default()).unwrap()); // at the current schema
     let conn = rusqlite::Connection::open(store).unwrap();
     for d in domains {
         conn.execute(
@@ -596,7 +596,7 @@ fn a_dns_level_run_stores_each_domain_once_and_each_address_without_repeating_th
         .unwrap();
     assert_eq!((rows, with_detail), (40, 0));
     // The address's own verdict still reads whole: its detail is its domain's.
-    let store_read = prebounce::store::Store::open(&store).unwrap();
+    let store_read = prebounce::store::Store::open(&store, Default::default()).unwrap();
     let prior = store_read.lookup("u5@d1.test").unwrap().unwrap();
     assert_eq!(prior.reason.as_str(), "dns-timeout");
     assert!(!prior.detail.is_empty(), "{prior:?}");
@@ -611,7 +611,7 @@ fn a_dns_level_run_stores_each_domain_once_and_each_address_without_repeating_th
 
 /// Seed an address's dns-level verdict, as a store from before domain verdicts holds them.
 fn seed_address(store: &Path, key: &str, reason: &str, status: &str, age: i64) {
-    drop(prebounce::store::Store::open(store).unwrap());
+    drop(prebounce::store::Store::open(store, Default::default()).unwrap());
     let conn = rusqlite::Connection::open(store).unwrap();
     conn.execute(
         "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx)

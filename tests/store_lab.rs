@@ -153,7 +153,7 @@ fn revalidation_lists_changes_and_suppress_invalid_adds_permanent_failures() {
         args.insert(i + 1, dns.to_owned());
         cmd.args(&args).arg("--force").args(extra);
         if let Some(now) = now {
-            cmd.env("PREBOUNCE_NOW", now.to_string());
+            cmd.args(["--clock", &now.to_string()]);
         }
         let o = cmd.output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));

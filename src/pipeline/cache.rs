@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::smtp::probe::Prober;
 use crate::store::{
-    CachePolicy, DomainState, RunStart, Store, StoreError, StoreOptions, StoreWriter,
+    CachePolicy, DomainState, RunStart, Store, StoreAccess, StoreError, StoreOptions, StoreWriter,
     SuppressionSet, Write, answer_row,
 };
 use crate::syntax::{self, Address};
@@ -80,7 +80,11 @@ impl RunStore {
         prober: Option<&Prober>,
         now: i64,
     ) -> Result<RunStore, StoreError> {
-        let main = Store::open(&opts.path)?;
+        let access = StoreAccess {
+            busy_timeout: opts.busy_timeout,
+            clock: config.clock,
+        };
+        let main = Store::open(&opts.path, access)?;
         let max_age = i64::try_from(opts.max_age.as_secs()).unwrap_or(i64::MAX);
         // The same command, started again after an interruption, resumes its run.
         let fingerprint = format!(
@@ -105,7 +109,7 @@ impl RunStore {
             Level::Syntax => None,
             _ if !main.has_verdicts()? => None,
             level => Some((
-                Store::open(&opts.path)?,
+                Store::open(&opts.path, access)?,
                 CachePolicy {
                     level,
                     now,
@@ -129,7 +133,7 @@ impl RunStore {
             domains: preloaded,
         };
         let writer = StoreWriter::spawn(
-            Store::open(&opts.path)?,
+            Store::open(&opts.path, access)?,
             run.started_at,
             opts.suppress_invalid,
         )?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::clock::Clock;
 use crate::forecast::PriorTable;
 use crate::grouping::{GroupIndex, malformed_domain};
 use crate::input::{Chunk, Dialect, InputError};
@@ -233,6 +234,8 @@ pub(super) struct FormatContext<'a> {
     store_level: Option<Level>,
     /// With a store: when this run (or the interrupted run it resumes) started.
     run_started: i64,
+    /// The run's clock, for the stored verdicts' timestamps.
+    clock: Clock,
     domains_sent: DomainsSent,
 }
 
@@ -255,6 +258,7 @@ impl<'a> FormatContext<'a> {
             store_level: (run_started.is_some() && config.level >= Level::Dns)
                 .then_some(config.level),
             run_started: run_started.unwrap_or(i64::MAX),
+            clock: config.clock,
             domains_sent: DomainsSent::new(workers),
         }
     }
@@ -362,7 +366,7 @@ struct BatchWriter<'a, 'c> {
 
 impl<'a, 'c> BatchWriter<'a, 'c> {
     fn new(cx: &'a FormatContext<'c>, rows: usize) -> Self {
-        let now = cx.store_level.map_or(0, |_| crate::store::now());
+        let now = cx.store_level.map_or(0, |_| cx.clock.now());
         BatchWriter {
             cx,
             out: Serialized {

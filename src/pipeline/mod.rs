@@ -119,7 +119,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             config,
             opts,
             prober.as_deref(),
-            crate::store::now(),
+            config.clock.now(),
         )?),
         None => None,
     };
@@ -327,6 +327,7 @@ impl Wiring<'_> {
         let commit = smtp::SmtpCommit {
             store,
             interrupt: self.config.interrupt.clone(),
+            clock: self.config.clock,
         };
         stages.spawn("smtp", move || {
             let stage =

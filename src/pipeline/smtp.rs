@@ -14,6 +14,7 @@ use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 
+use crate::clock::Clock;
 use crate::dns::DomainEvidence;
 use crate::output::summary::thousands;
 use crate::smtp::probe::{
@@ -48,6 +49,8 @@ pub(super) fn prober(config: &VerifyConfig) -> Result<Option<Arc<Prober>>, Error
 pub(super) struct SmtpCommit {
     pub(super) store: Option<crossbeam_channel::Sender<Write>>,
     pub(super) interrupt: Option<Arc<AtomicBool>>,
+    /// The run's clock, for the verdicts' timestamps.
+    pub(super) clock: Clock,
 }
 
 impl SmtpCommit {
@@ -136,7 +139,7 @@ async fn probe_window(
     let mut tasks = JoinSet::new();
     let mut probing = Probing::new();
     for (domain, mut work) in work_of(window, policy) {
-        let (prober, store) = (Arc::clone(prober), commit.store.clone());
+        let (prober, store, clock) = (Arc::clone(prober), commit.store.clone(), commit.clock);
         let mailboxes = std::mem::take(&mut work.mailboxes);
         let (name, index, count) = (
             domain.clone(),
@@ -147,7 +150,7 @@ async fn probe_window(
             let probe = prober.probe_domain(&domain, &work.targets, mailboxes).await;
             // Committed now, not when the window ends: a killed run keeps this domain's work.
             if let Some(store) = store {
-                commit_probe(&store, &domain, &work, &probe, policy);
+                commit_probe(&store, clock.now(), &domain, &work, &probe, policy);
             }
             probe.results.into_iter().map(Arc::new).collect::<Vec<_>>()
         });
@@ -201,12 +204,12 @@ fn work_of(window: &[Checked], policy: Policy) -> Vec<(String, DomainWork)> {
 /// store writer.
 fn commit_probe(
     store: &crossbeam_channel::Sender<Write>,
+    now: i64,
     domain: &str,
     work: &DomainWork,
     probe: &DomainProbe,
     policy: Policy,
 ) {
-    let now = crate::store::now();
     let records = probe
         .results
         .iter()

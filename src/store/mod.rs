@@ -25,6 +25,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::Level;
+use crate::clock::Clock;
 use crate::smtp::probe::CatchAll;
 use crate::syntax::{self, Address, SyntaxOptions};
 use crate::verdict::{Reason, Status};
@@ -35,17 +36,24 @@ pub use schema::VERSION as SCHEMA_VERSION;
 pub use schema::version_1_sql;
 pub use writer::{DnsVerdicts, Record, StoreWriter, Write};
 
-/// How long a run waits for another run holding the store's write lock. Debug builds read
-/// `PREBOUNCE_BUSY_TIMEOUT_MS` instead, so the locked-store test need not wait 30 s.
-fn busy_timeout() -> Duration {
-    if cfg!(debug_assertions)
-        && let Some(ms) = std::env::var("PREBOUNCE_BUSY_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    {
-        return Duration::from_millis(ms);
+/// How long a run waits, by default, for another run holding the store's write lock.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a process uses the store: how long it waits for another run's write lock, and the clock
+/// its timestamps and ages are read from.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreAccess {
+    pub busy_timeout: Duration,
+    pub clock: Clock,
+}
+
+impl Default for StoreAccess {
+    fn default() -> Self {
+        StoreAccess {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            clock: Clock::System,
+        }
     }
-    Duration::from_secs(30)
 }
 /// Unknown verdicts (timeouts, greylisting, unreachable servers…) are reused for at most this
 /// long: long enough that a resumed run does not ask again at once, short enough that the next
@@ -65,9 +73,9 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error(
         "the store {} is locked by another prebounce run (waited {:.1}s); try again when it ends, or pass another --store",
-        path.display(), busy_timeout().as_secs_f64()
+        path.display(), waited.as_secs_f64()
     )]
-    Locked { path: PathBuf },
+    Locked { path: PathBuf, waited: Duration },
     #[error(
         "the store {} was written by a newer prebounce (schema {found}, this one knows {known}); upgrade, or pass another --store",
         path.display(), known = SCHEMA_VERSION
@@ -88,6 +96,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// 2 when the user can fix it by changing the command or the store (a damaged, locked or
+    /// newer store, an unusable suppression entry), 1 for a failure of the machine.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StoreError::Other { .. } | StoreError::Folder { .. } => 1,
+            StoreError::Corrupt { .. }
+            | StoreError::Locked { .. }
+            | StoreError::Newer { .. }
+            | StoreError::Entry(_) => 2,
+        }
+    }
+
+    /// A lock error says how long it waited.
+    fn waited(self, busy_timeout: Duration) -> StoreError {
+        match self {
+            StoreError::Locked { path, .. } => StoreError::Locked {
+                path,
+                waited: busy_timeout,
+            },
+            other => other,
+        }
+    }
+
     fn of(path: &Path, e: rusqlite::Error) -> StoreError {
         let path = path.to_owned();
         match e.sqlite_error_code() {
@@ -95,9 +126,11 @@ impl StoreError {
                 path,
                 detail: e.to_string(),
             },
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                StoreError::Locked { path }
-            }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked {
+                path,
+                // Replaced by the wait that was configured where it is known.
+                waited: Duration::ZERO,
+            },
             _ => StoreError::Other { path, source: e },
         }
     }
@@ -114,6 +147,8 @@ pub struct StoreOptions {
     pub fresh: bool,
     /// Put addresses found invalid for a permanent reason on the suppression list.
     pub suppress_invalid: bool,
+    /// How long to wait for another run's write lock.
+    pub busy_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -123,6 +158,7 @@ impl StoreOptions {
             max_age: Duration::from_secs(30 * 86_400),
             fresh: false,
             suppress_invalid: false,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
         }
     }
 }
@@ -130,21 +166,6 @@ impl StoreOptions {
 /// `$XDG_CACHE_HOME/prebounce/store.sqlite3` (or the platform's cache folder).
 pub fn default_path() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("prebounce").join("store.sqlite3"))
-}
-
-/// Now, in unix seconds. Debug builds honour `PREBOUNCE_NOW` (unix seconds) so the tests can
-/// age the store without waiting; release builds ignore it.
-pub fn now() -> i64 {
-    if cfg!(debug_assertions)
-        && let Some(t) = std::env::var("PREBOUNCE_NOW")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    {
-        return t;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `2026-11-23` from unix seconds.
@@ -311,26 +332,32 @@ pub struct RunStart {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    access: StoreAccess,
 }
 
 impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
         // Two runs opening one store at once: SQLite answers the switch to WAL (and the first
         // reader's recovery) with SQLITE_BUSY at once, without its busy handler, so the
         // waiting the busy timeout promises is done here.
-        let deadline = std::time::Instant::now() + busy_timeout();
+        let deadline = std::time::Instant::now() + access.busy_timeout;
         loop {
-            match Store::open_once(path) {
+            match Store::open_once(path, access) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                other => return other,
+                other => return other.map_err(|e| e.waited(access.busy_timeout)),
             }
         }
     }
 
-    fn open_once(path: &Path) -> Result<Store, StoreError> {
+    /// Now, by the store's clock (unix seconds).
+    pub fn now(&self) -> i64 {
+        self.access.clock.now()
+    }
+
+    fn open_once(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
                 path: path.to_owned(),
@@ -339,7 +366,7 @@ impl Store {
         }
         let err = |e| StoreError::of(path, e);
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(busy_timeout()).map_err(err)?;
+        conn.busy_timeout(access.busy_timeout).map_err(err)?;
         // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
         // syncs at checkpoints only: a committed verdict survives the process being killed,
         // which is what resume needs; a power cut may lose the last ones (verified again).
@@ -367,6 +394,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            access,
         })
     }
 
@@ -375,7 +403,7 @@ impl Store {
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::of(&self.path, e)
+        StoreError::of(&self.path, e).waited(self.access.busy_timeout)
     }
 
     /// The stored verdict of an address key.
@@ -597,7 +625,7 @@ impl Store {
                 resumed: true,
             });
         }
-        let started_at = now();
+        let started_at = self.now();
         self.conn
             .execute(
                 "INSERT INTO runs (fingerprint, started_at) VALUES (?1, ?2)",
@@ -615,7 +643,7 @@ impl Store {
         self.conn
             .execute(
                 "UPDATE runs SET finished_at = ?2 WHERE id = ?1",
-                params![id, now()],
+                params![id, self.now()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -623,11 +651,13 @@ impl Store {
 
     /// Add (or update the reason of) suppression entries; returns how many were new.
     pub fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
-        let at = now();
+        let at = self.now();
+        let (path, wait) = (self.path.clone(), self.access.busy_timeout);
+        let err = |e| StoreError::of(&path, e).waited(wait);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::of(&self.path, e))?;
+            .map_err(err)?;
         let mut added = 0;
         {
             let mut stmt = tx
@@ -635,7 +665,7 @@ impl Store {
                     "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
                 )
-                .map_err(|e| StoreError::of(&self.path, e))?;
+                .map_err(err)?;
             for (entry, reason) in entries {
                 let existed: bool = tx
                     .query_row(
@@ -644,14 +674,13 @@ impl Store {
                         |_| Ok(()),
                     )
                     .optional()
-                    .map_err(|e| StoreError::of(&self.path, e))?
+                    .map_err(err)?
                     .is_some();
-                stmt.execute(params![entry, reason, at])
-                    .map_err(|e| StoreError::of(&self.path, e))?;
+                stmt.execute(params![entry, reason, at]).map_err(err)?;
                 added += usize::from(!existed);
             }
         }
-        tx.commit().map_err(|e| StoreError::of(&self.path, e))?;
+        tx.commit().map_err(err)?;
         Ok(added)
     }
 
@@ -721,7 +750,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path, Default::default()).unwrap();
         let v: u32 = store
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

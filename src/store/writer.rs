@@ -330,8 +330,9 @@ fn commit(
     suppress_invalid: bool,
 ) -> Result<u64, StoreError> {
     let path = store.path.clone();
-    let err = |e| StoreError::of(&path, e);
-    let now = super::now();
+    let wait = store.access.busy_timeout;
+    let err = |e| StoreError::of(&path, e).waited(wait);
+    let now = store.now();
     let tx = store
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -471,7 +472,7 @@ mod tests {
     fn multi_row_upserts_keep_every_row_and_the_previous_verdict() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite3");
-        let mut store = Store::open(&path).unwrap();
+        let mut store = Store::open(&path, Default::default()).unwrap();
         // An earlier run's verdict of a@x.test.
         commit(
             &mut store,

@@ -36,9 +36,7 @@ pub fn prebounce() -> Command {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_prebounce"));
-    cmd.env("XDG_CACHE_HOME", dir)
-        .env_remove("PREBOUNCE_NOW")
-        .env_remove("PREBOUNCE_BUSY_TIMEOUT_MS");
+    cmd.env("XDG_CACHE_HOME", dir);
     cmd
 }
 

@@ -1,0 +1,354 @@
+//! `prebounce verify LIST.csv`: the main job — check every row and write the four lists,
+//! summary.json and report.html.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+use prebounce::dns::DnsConfig;
+use prebounce::input::{InputOptions, InputSource};
+use prebounce::smtp::probe::ProbeConfig;
+use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
+use prebounce::store::StoreOptions;
+use prebounce::verdict::Policy;
+use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
+
+use super::{Failure, StoreArgs, parse_age};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LevelArg {
+    Syntax,
+    Dns,
+    Smtp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StartTlsArg {
+    Never,
+    Opportunistic,
+    Require,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A CSV file, or - for standard input.
+    input: String,
+    /// Output folder [default: <input-stem>.prebounce/ beside the input; ./prebounce-out/ for stdin].
+    #[arg(short, long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace the files of an existing output folder.
+    #[arg(long)]
+    force: bool,
+    /// The email column: a header name or a 1-based number [default: detected].
+    #[arg(short, long, value_name = "NAME|N")]
+    column: Option<String>,
+    /// Field delimiter: , ; | tab (or \t) or any single ASCII character [default: detected].
+    #[arg(long, value_name = "C", value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+    /// The first row is data, not a header.
+    #[arg(long)]
+    no_header: bool,
+    /// How far to verify.
+    #[arg(long, value_enum, default_value = "dns", overrides_with = "level")]
+    level: LevelArg,
+    /// Accept .test .example .invalid .localhost … (RFC 2606/6761) as ordinary domains.
+    #[arg(long)]
+    allow_reserved_domains: bool,
+    /// Worker threads for the syntax checks [default: all cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Progress bars on stderr (auto: only on a terminal).
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+    /// DNS server to ask instead of the system configuration, as IP or IP:PORT (repeatable).
+    #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = parse_dns_server)]
+    dns_server: Vec<SocketAddr>,
+    /// How long to wait for one DNS answer (each query is tried twice), e.g. 5s or 800ms.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    dns_timeout: Duration,
+    /// DNS lookups in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    dns_concurrency: u32,
+    /// Benchmark baseline only: one DNS lookup per row, no sharing or caching.
+    #[arg(long, hide = true)]
+    dns_lookup_per_row: bool,
+    /// Tests only: at level dns, read a store of at most N domains whole at the start (0:
+    /// look every domain up one by one).
+    #[arg(long, hide = true, value_name = "N", default_value_t = prebounce::DEFAULT_PRELOAD_DOMAINS)]
+    preload_domains: usize,
+    /// Treat MX hosts on loopback or private addresses as ordinary (labs, intranets).
+    #[arg(long)]
+    allow_private_mx: bool,
+    /// MAIL FROM of the SMTP probes: an address you control (required by --level smtp).
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    from: Option<String>,
+    /// EHLO name of the probes [default: the domain of --from].
+    #[arg(long, value_name = "NAME", help_heading = "SMTP probe (--level smtp)")]
+    helo: Option<String>,
+    /// Longest wait for one SMTP reply; the greeting may take twice as long (at most 60s more).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
+    smtp_timeout: Duration,
+    /// Sessions at once per mail server (lowered automatically when a server refuses more).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
+    per_host: u16,
+    /// Sessions at once in all.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096), help_heading = "SMTP probe (--level smtp)")]
+    connections: u16,
+    /// Recipients probed in one session (kept below the servers' error limits).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=100), help_heading = "SMTP probe (--level smtp)")]
+    rcpt_per_session: u16,
+    /// Wait before probing a greylisted or deferred (4xx) address again.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_wait, help_heading = "SMTP probe (--level smtp)")]
+    greylist_wait: Duration,
+    /// Times a deferred or interrupted address is probed again.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10), help_heading = "SMTP probe (--level smtp)")]
+    retries: u32,
+    /// STARTTLS: never, when offered (certificates are not checked: MTAs use self-signed
+    /// ones), or required.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "opportunistic",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    starttls: StartTlsArg,
+    /// Tests only: the SMTP port of the mail servers.
+    #[arg(long, hide = true, default_value_t = 25)]
+    smtp_port: u16,
+    /// Benchmark baseline only: never pipeline RCPT commands.
+    #[arg(long, hide = true)]
+    no_pipelining: bool,
+    /// Break every figure down by the values of this column (a header name or a 1-based
+    /// number), in summary.json, report.html and a table on stderr.
+    #[arg(long, value_name = "NAME|N")]
+    group_by: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Run without a store: no cache, no resume, no suppression list.
+    #[arg(long, conflicts_with_all = ["store", "fresh", "suppress_invalid"], help_heading = "Store")]
+    no_store: bool,
+    /// Reuse stored verdicts younger than this (dns-level ones: a week at most; unknown ones:
+    /// an hour at most), e.g. 30d, 12h.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_age, help_heading = "Store")]
+    max_age: Duration,
+    /// Verify again everything (what is decided is still stored).
+    #[arg(long, help_heading = "Store")]
+    fresh: bool,
+    /// Put addresses found invalid for a permanent reason (mailbox-not-found, mailbox-disabled,
+    /// no-such-domain, null-mx) on the suppression list.
+    #[arg(long, help_heading = "Store")]
+    suppress_invalid: bool,
+    /// Bounce-probability priors (TOML or JSON) overriding the built-in table.
+    #[arg(long, value_name = "FILE")]
+    priors: Option<PathBuf>,
+    /// No summary on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Also print summary.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(_) => Err("a timeout must be at least 10ms".into()),
+        Err(e) => Err(format!("{e}; write it like 5s or 800ms")),
+    }
+}
+
+/// --greylist-wait: at most a day (a longer wait is a mistake, and would overflow the clock).
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    match parse_timeout(s)? {
+        d if d <= Duration::from_secs(24 * 3600) => Ok(d),
+        _ => Err("the wait must be at most 24h".into()),
+    }
+}
+
+/// --smtp-timeout: at most ten minutes per reply.
+fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
+    match parse_timeout(s)? {
+        d if d <= Duration::from_secs(600) => Ok(d),
+        _ => Err("the timeout must be at most 10m".into()),
+    }
+}
+
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            "expected an IP address with an optional port, such as 127.0.0.1:53 or [::1]:53".into()
+        })
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" | "TAB" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err("expected one ASCII character such as , ; | or tab".into()),
+    }
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let priors = match &args.priors {
+        Some(path) => Priors::from_file(path).map_err(Failure::usage)?,
+        None => Priors::default(),
+    };
+    let input = if args.input == "-" {
+        InputSource::Stdin
+    } else {
+        InputSource::File(PathBuf::from(&args.input))
+    };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| prebounce::output::default_out_dir(&input));
+    let smtp = smtp_config(&args).map_err(Failure::usage)?;
+    let store = if args.no_store {
+        None
+    } else {
+        Some(StoreOptions {
+            path: args.store.path().map_err(Failure::usage)?,
+            max_age: args.max_age,
+            fresh: args.fresh,
+            suppress_invalid: args.suppress_invalid,
+            busy_timeout: args.store.store_wait,
+        })
+    };
+    let interrupt = interrupt_flag().map_err(Failure::other)?;
+    let config = VerifyConfig {
+        input,
+        input_options: InputOptions {
+            column: args.column.clone(),
+            delimiter: args.delimiter,
+            no_header: args.no_header,
+        },
+        out_dir,
+        force: args.force,
+        level: match args.level {
+            LevelArg::Syntax => Level::Syntax,
+            LevelArg::Dns => Level::Dns,
+            LevelArg::Smtp => Level::Smtp,
+        },
+        syntax: prebounce::syntax::SyntaxOptions {
+            allow_reserved_domains: args.allow_reserved_domains,
+        },
+        threads: args.threads.map(usize::from),
+        progress: match args.progress {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Always => ProgressMode::Always,
+            ProgressArg::Never => ProgressMode::Never,
+        },
+        priors,
+        dns: DnsConfig {
+            servers: args.dns_server.clone(),
+            timeout: args.dns_timeout,
+            concurrency: args.dns_concurrency as usize,
+            share_lookups: !args.dns_lookup_per_row,
+            ..DnsConfig::default()
+        },
+        policy: Policy {
+            allow_private_mx: args.allow_private_mx,
+        },
+        smtp,
+        group_by: args.group_by.clone(),
+        store,
+        interrupt: Some(interrupt),
+        clock: args.store.clock(),
+        preload_domains: args.preload_domains,
+    };
+    let summary = prebounce::verify(&config)?;
+    if !args.quiet {
+        // A closed or full stderr must not turn a finished run into a failure.
+        let mut text = summary.human();
+        if let Some(table) = prebounce::output::table::group_table(&summary) {
+            text.push_str(&table);
+        }
+        let _ = write!(std::io::stderr(), "{text}");
+    }
+    if args.json {
+        let printed = serde_json::to_string_pretty(&summary)
+            .context("cannot encode the summary")
+            .and_then(|json| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{json}").context("cannot write to standard output")
+            });
+        printed.map_err(Failure::other)?;
+    }
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM set the flag (the run stops politely and says how to resume); a second
+/// one while it stops ends the process at once.
+fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, std::sync::Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(flag)
+}
+
+/// The probe's settings from the command line; None without --from (level smtp then refuses).
+fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
+    let Some(from) = &args.from else {
+        return Ok(None);
+    };
+    let opts = prebounce::syntax::SyntaxOptions {
+        allow_reserved_domains: args.allow_reserved_domains,
+    };
+    let sender = prebounce::syntax::check(from, opts)
+        .map_err(|e| anyhow::anyhow!("--from {from:?} is not a usable address: {e}"))?;
+    let mail_from = format!("{}@{}", sender.local, sender.domain_ascii());
+    let helo = args
+        .helo
+        .clone()
+        .unwrap_or_else(|| sender.domain_ascii().to_owned());
+    // The session refuses a HELO name or sender that could never be sent: say so before any
+    // input is read.
+    Session::new(
+        SessionConfig::new(helo.clone(), mail_from.clone()),
+        Vec::new(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot probe: {e}"))?;
+    Ok(Some(ProbeConfig {
+        tls: match args.starttls {
+            StartTlsArg::Never => TlsPolicy::Never,
+            StartTlsArg::Opportunistic => TlsPolicy::Opportunistic,
+            StartTlsArg::Require => TlsPolicy::Require,
+        },
+        command_timeout: args.smtp_timeout,
+        banner_timeout: (args.smtp_timeout * 2).min(args.smtp_timeout + Duration::from_secs(60)),
+        per_host: usize::from(args.per_host),
+        connections: usize::from(args.connections),
+        rcpt_per_session: usize::from(args.rcpt_per_session),
+        greylist_wait: args.greylist_wait,
+        retries: args.retries,
+        port: args.smtp_port,
+        pipelining: !args.no_pipelining,
+        ..ProbeConfig::new(helo, mail_from)
+    }))
+}
