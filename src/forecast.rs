@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Reason, Status};
 use crate::syntax::Flags;
-use crate::verdict::{Reason, Status};
 
 /// Probability that mail to an address bounces, given what we learned about it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -109,25 +109,23 @@ struct PriorsFile {
 }
 
 impl Priors {
-    /// Built-in priors overridden by a TOML or JSON file (by extension; JSON if it starts with '{').
-    pub fn from_file(path: &Path) -> Result<Priors, PriorsError> {
+    /// Built-in priors overridden by the text of a TOML or JSON priors file (JSON when the
+    /// file's name ends in `.json` or the text starts with '{'). `path` names the file in
+    /// messages; reading it is the caller's (`input::read_priors`).
+    pub fn from_text(path: &Path, text: &str) -> Result<Priors, PriorsError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PriorsError::Read {
-            path: shown.clone(),
-            source,
-        })?;
         let is_json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
             || text.trim_start().starts_with('{');
         let file: PriorsFile = if is_json {
-            serde_json::from_str(&text).map_err(|e| PriorsError::Parse {
+            serde_json::from_str(text).map_err(|e| PriorsError::Parse {
                 path: shown.clone(),
                 format: "JSON",
                 message: e.to_string(),
             })?
         } else {
-            toml::from_str(&text).map_err(|e| PriorsError::Parse {
+            toml::from_str(text).map_err(|e| PriorsError::Parse {
                 path: shown.clone(),
                 format: "TOML",
                 message: e.message().to_owned(),
@@ -573,29 +571,29 @@ mod tests {
             "[reasons]\nsyntax-ok = 0.02\n[status]\nunknown = 0.5\n",
         )
         .unwrap();
-        let p = Priors::from_file(&toml_path).unwrap();
+        let p = crate::input::read_priors(&toml_path).unwrap();
         assert_eq!(p.reasons["syntax-ok"], 0.02);
         assert_eq!(p.status["unknown"], 0.5);
         assert_eq!(p.reasons["syntax"], 1.0);
         let json_path = dir.path().join("p.json");
         std::fs::write(&json_path, r#"{"flags": {"disposable": 0.9}}"#).unwrap();
         assert_eq!(
-            Priors::from_file(&json_path).unwrap().flags["disposable"],
+            crate::input::read_priors(&json_path).unwrap().flags["disposable"],
             0.9
         );
         std::fs::write(&json_path, r#"{"reasons": {"syntax-ok": 1.5}}"#).unwrap();
         assert!(matches!(
-            Priors::from_file(&json_path),
+            crate::input::read_priors(&json_path),
             Err(PriorsError::Invalid { .. })
         ));
         std::fs::write(&json_path, r#"{"reasons": {"made-up": 0.5}}"#).unwrap();
         assert!(matches!(
-            Priors::from_file(&json_path),
+            crate::input::read_priors(&json_path),
             Err(PriorsError::Invalid { .. })
         ));
         std::fs::write(&json_path, r#"{"reason": {}}"#).unwrap();
         assert!(matches!(
-            Priors::from_file(&json_path),
+            crate::input::read_priors(&json_path),
             Err(PriorsError::Parse { .. })
         ));
     }

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use crate::input::Chunk;
+use crate::model::Status;
 use crate::output::summary::{DomainReport, DomainShare, GroupKind};
-use crate::verdict::Status;
 
 /// Distinct group values kept as groups of their own; rows of values first seen later are
 /// pooled in "(other)". A vendor or month column has a handful; a column with millions of
@@ -56,7 +56,7 @@ pub fn group_key(chunk: &Chunk, r: usize, column: usize) -> u64 {
 pub struct GroupIndex {
     /// 0-based column of the group values.
     pub column: usize,
-    ids: HashMap<u64, u32, std::hash::BuildHasherDefault<crate::pipeline::PassThroughHasher>>,
+    ids: HashMap<u64, u32, std::hash::BuildHasherDefault<PassThroughHasher>>,
     /// By id: what the group is and (for a value) its bytes.
     groups: Vec<(GroupKind, Box<[u8]>)>,
     /// Ids of the special groups, created when first needed: empty, unreadable, other.
@@ -332,5 +332,23 @@ mod tests {
             malformed_domain(" <x y@Foo.org> ").as_deref(),
             Some("foo.org")
         );
+    }
+}
+
+/// For keys that are hashes already (group keys, the duplicate detector's address hashes):
+/// don't hash them again.
+#[derive(Default)]
+pub(crate) struct PassThroughHasher(u64);
+impl std::hash::Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod forecast;
 mod grouping;
 pub mod input;
+pub mod model;
 pub mod output;
 mod pipeline;
 pub mod smtp;
@@ -20,25 +21,8 @@ use std::path::PathBuf;
 
 pub use clock::Clock;
 pub use forecast::Priors;
+pub use model::Level;
 pub use output::summary::Summary;
-
-/// How far to verify; each level includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Syntax,
-    Dns,
-    Smtp,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Syntax => "syntax",
-            Level::Dns => "dns",
-            Level::Smtp => "smtp",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {

@@ -6,253 +6,17 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Serialize;
-
 use std::sync::Arc;
 
-use crate::dns::{Addresses, DomainEvidence, Failure, is_routable};
 use crate::input::RowProblem;
-use crate::smtp::probe::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
-use crate::smtp::reply::{ReplyReason, classify};
-use crate::store::{Prior, Suppression};
+use crate::model::dns::{Addresses, DomainEvidence, Failure};
+use crate::model::is_routable;
+use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
+use crate::model::stored::{Prior, Suppression};
+use crate::model::time::date_of;
+pub use crate::model::{Reason, Status};
+use crate::smtp::reply::classify;
 use crate::syntax::{Address, SyntaxError};
-
-/// The four output lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    Valid,
-    Invalid,
-    CatchAll,
-    Unknown,
-}
-
-impl Status {
-    pub const ALL: [Status; 4] = [
-        Status::Valid,
-        Status::Invalid,
-        Status::CatchAll,
-        Status::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Valid => "valid",
-            Status::Invalid => "invalid",
-            Status::CatchAll => "catch-all",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Stable, kebab-case reason codes: users filter on them, so add, never rename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Reason {
-    /// Well-formed address; only syntax was checked.
-    SyntaxOk,
-    /// Malformed address (the detail says how).
-    Syntax,
-    /// Well-formed address at a reserved or special-use domain (RFC 2606/6761).
-    ReservedDomain,
-    /// The CSV row itself could not be read (field count, unclosed quote, too long, not UTF-8).
-    UnreadableRow,
-    /// The domain has a mail server that resolves (the mailbox itself is not checked).
-    DomainAcceptsMail,
-    /// NXDOMAIN.
-    NoSuchDomain,
-    /// `MX 0 .` (RFC 7505).
-    NullMx,
-    /// No MX and no A/AAAA.
-    NoMailServer,
-    /// MX hosts exist but none resolves.
-    MxUnresolvable,
-    /// Every mail server address is loopback, private or otherwise unreachable from the internet.
-    MxUnroutable,
-    /// SERVFAIL, REFUSED or another DNS failure: nothing is known.
-    DnsError,
-    /// No DNS answer in time, after retries.
-    DnsTimeout,
-    // SMTP (level smtp). The names are shared with `prebounce explain`'s reply reasons.
-    /// 250/251 to RCPT at a domain that rejects made-up mailboxes (or whose canary got no
-    /// decisive answer).
-    MailboxAccepted,
-    /// Accepted, but the domain also accepts a mailbox that cannot exist: proves nothing.
-    AcceptAll,
-    MailboxNotFound,
-    MailboxDisabled,
-    MailboxFull,
-    /// Still deferred (450/451) after the retries.
-    Greylisted,
-    /// Another 4xx about the mailbox, still so after the retries.
-    Deferred,
-    RateLimited,
-    /// The server refused the prober (blocklist, reputation, PTR, sender, 5.7.x): nothing is
-    /// known about the mailbox.
-    ProberBlocked,
-    PolicyRejected,
-    ServerError,
-    ProtocolError,
-    /// A 5xx that gives no cause.
-    Unrecognized,
-    SmtpUnreachable,
-    SmtpTimeout,
-    /// Non-ASCII local part; the server does not advertise SMTPUTF8 (RFC 6531).
-    Smtputf8Unsupported,
-    /// On the suppression list (`prebounce suppress`): never to be mailed; not checked.
-    Suppressed,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 29] = [
-        Reason::SyntaxOk,
-        Reason::Syntax,
-        Reason::ReservedDomain,
-        Reason::UnreadableRow,
-        Reason::DomainAcceptsMail,
-        Reason::NoSuchDomain,
-        Reason::NullMx,
-        Reason::NoMailServer,
-        Reason::MxUnresolvable,
-        Reason::MxUnroutable,
-        Reason::DnsError,
-        Reason::DnsTimeout,
-        Reason::MailboxAccepted,
-        Reason::AcceptAll,
-        Reason::MailboxNotFound,
-        Reason::MailboxDisabled,
-        Reason::MailboxFull,
-        Reason::Greylisted,
-        Reason::Deferred,
-        Reason::RateLimited,
-        Reason::ProberBlocked,
-        Reason::PolicyRejected,
-        Reason::ServerError,
-        Reason::ProtocolError,
-        Reason::Unrecognized,
-        Reason::SmtpUnreachable,
-        Reason::SmtpTimeout,
-        Reason::Smtputf8Unsupported,
-        Reason::Suppressed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::SyntaxOk => "syntax-ok",
-            Reason::Syntax => "syntax",
-            Reason::ReservedDomain => "reserved-domain",
-            Reason::UnreadableRow => "unreadable-row",
-            Reason::DomainAcceptsMail => "domain-accepts-mail",
-            Reason::NoSuchDomain => "no-such-domain",
-            Reason::NullMx => "null-mx",
-            Reason::NoMailServer => "no-mail-server",
-            Reason::MxUnresolvable => "mx-unresolvable",
-            Reason::MxUnroutable => "mx-unroutable",
-            Reason::DnsError => "dns-error",
-            Reason::DnsTimeout => "dns-timeout",
-            Reason::MailboxAccepted => "mailbox-accepted",
-            Reason::AcceptAll => "accept-all",
-            Reason::MailboxNotFound => "mailbox-not-found",
-            Reason::MailboxDisabled => "mailbox-disabled",
-            Reason::MailboxFull => "mailbox-full",
-            Reason::Greylisted => "greylisted",
-            Reason::Deferred => "deferred",
-            Reason::RateLimited => "rate-limited",
-            Reason::ProberBlocked => "prober-blocked",
-            Reason::PolicyRejected => "policy-rejected",
-            Reason::ServerError => "server-error",
-            Reason::ProtocolError => "protocol-error",
-            Reason::Unrecognized => "unrecognized",
-            Reason::SmtpUnreachable => "smtp-unreachable",
-            Reason::SmtpTimeout => "smtp-timeout",
-            Reason::Smtputf8Unsupported => "smtputf8-unsupported",
-            Reason::Suppressed => "suppressed",
-        }
-    }
-
-    pub fn status(self) -> Status {
-        match self {
-            Reason::SyntaxOk | Reason::DomainAcceptsMail | Reason::MailboxAccepted => Status::Valid,
-            Reason::AcceptAll => Status::CatchAll,
-            Reason::MailboxNotFound | Reason::MailboxDisabled => Status::Invalid,
-            Reason::Syntax
-            | Reason::ReservedDomain
-            | Reason::UnreadableRow
-            | Reason::NoSuchDomain
-            | Reason::NullMx
-            | Reason::NoMailServer
-            | Reason::MxUnresolvable
-            | Reason::MxUnroutable
-            | Reason::Suppressed => Status::Invalid,
-            Reason::DnsError
-            | Reason::DnsTimeout
-            | Reason::MailboxFull
-            | Reason::Greylisted
-            | Reason::Deferred
-            | Reason::RateLimited
-            | Reason::ProberBlocked
-            | Reason::PolicyRejected
-            | Reason::ServerError
-            | Reason::ProtocolError
-            | Reason::Unrecognized
-            | Reason::SmtpUnreachable
-            | Reason::SmtpTimeout
-            | Reason::Smtputf8Unsupported => Status::Unknown,
-        }
-    }
-
-    /// Whether a row with this reason has an address one could send to at all
-    /// (the denominator of the "send to everything" forecast).
-    pub fn has_address(self) -> bool {
-        !matches!(self, Reason::UnreadableRow)
-    }
-
-    /// The row reason of an SMTP reply reason.
-    pub fn of_reply(r: ReplyReason) -> Reason {
-        match r {
-            ReplyReason::MailboxAccepted => Reason::MailboxAccepted,
-            ReplyReason::MailboxNotFound => Reason::MailboxNotFound,
-            ReplyReason::MailboxDisabled => Reason::MailboxDisabled,
-            ReplyReason::NoSuchDomain => Reason::NoSuchDomain,
-            ReplyReason::MailboxFull => Reason::MailboxFull,
-            ReplyReason::Greylisted => Reason::Greylisted,
-            ReplyReason::Deferred => Reason::Deferred,
-            ReplyReason::RateLimited => Reason::RateLimited,
-            ReplyReason::ProberBlocked => Reason::ProberBlocked,
-            ReplyReason::PolicyRejected => Reason::PolicyRejected,
-            ReplyReason::ServerError => Reason::ServerError,
-            ReplyReason::ProtocolError => Reason::ProtocolError,
-            ReplyReason::Unrecognized => Reason::Unrecognized,
-            ReplyReason::SmtpUnreachable => Reason::SmtpUnreachable,
-            ReplyReason::SmtpTimeout => Reason::SmtpTimeout,
-        }
-    }
-
-    /// Position in [`Reason::ALL`], for per-reason tables.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn from_code(code: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == code)
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a row never reached the address checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,7 +130,7 @@ pub fn decide(evidence: &Evidence, policy: Policy) -> Verdict<'_> {
                 reason: Reason::Suppressed,
                 detail: Cow::Owned(format!(
                     "{what} is on the suppression list since {}: {}",
-                    crate::store::date_of(entry.added_at),
+                    date_of(entry.added_at),
                     entry.reason
                 )),
                 mx: None,
@@ -419,7 +183,7 @@ pub fn decide_mailbox(smtp: &SmtpEvidence) -> (Reason, String) {
     let reason = match &smtp.outcome {
         SmtpOutcome::Replied(reply) => {
             let d = classify(reply);
-            match Reason::of_reply(d.reason) {
+            match d.reason {
                 Reason::MailboxAccepted if smtp.catch_all == CatchAll::Yes => {
                     return (
                         Reason::AcceptAll,
@@ -447,8 +211,7 @@ pub fn decide_mailbox(smtp: &SmtpEvidence) -> (Reason, String) {
             // A refusal before RCPT is about us; even a "no such user" text there is not about
             // this mailbox.
             match classify(reply).reason {
-                ReplyReason::RateLimited => Reason::RateLimited,
-                ReplyReason::SmtpUnreachable => Reason::SmtpUnreachable,
+                r @ (Reason::RateLimited | Reason::SmtpUnreachable) => r,
                 _ if reply.code / 100 == 4 => Reason::Deferred,
                 _ => Reason::ProberBlocked,
             }

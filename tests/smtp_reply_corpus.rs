@@ -44,7 +44,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 
-use prebounce::smtp::reply::{Reply, ReplyError, ReplyReason, classify};
+use prebounce::model::Reason;
+use prebounce::smtp::reply::{Reply, ReplyError, classify};
 use prebounce::verdict::Status;
 
 const FILE: &str = "sisimai-replies.tsv";
@@ -113,8 +114,8 @@ const NEVER_INVALID: &[&str] = &[
     "networkerror",
 ];
 
-fn expected(label: &str) -> Option<&'static [ReplyReason]> {
-    use ReplyReason::*;
+fn expected(label: &str) -> Option<&'static [Reason]> {
+    use Reason::*;
     Some(match label {
         "userunknown" | "hasmoved" => &[MailboxNotFound],
         "suspend" => &[MailboxDisabled],

@@ -211,7 +211,7 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let priors = match &args.priors {
-        Some(path) => Priors::from_file(path).map_err(Failure::usage)?,
+        Some(path) => prebounce::input::read_priors(path).map_err(Failure::usage)?,
         None => Priors::default(),
     };
     let input = if args.input == "-" {

@@ -576,6 +576,18 @@ fn choose_column(
         .ok_or_else(|| InputError::NoEmailColumn { columns: columns() })
 }
 
+/// Built-in priors overridden by a TOML or JSON priors file (`--priors`).
+pub fn read_priors(
+    path: &std::path::Path,
+) -> Result<crate::forecast::Priors, crate::forecast::PriorsError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| crate::forecast::PriorsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+    crate::forecast::Priors::from_text(path, &text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::input::InputSource;
-use crate::verdict::Status;
+use crate::model::Status;
 
 /// Columns appended to every output row, in this order.
 pub const APPENDED_COLUMNS: [&str; 8] = [

@@ -14,8 +14,7 @@ use std::fmt::Write as _;
 
 use super::summary::{GroupKind, GroupSummary, Summary, thousands};
 use crate::forecast::{Band, Interval};
-use crate::smtp::reply::{Action, ReplyReason};
-use crate::verdict::{Reason, Status};
+use crate::model::{Reason, Status};
 
 /// Groups drawn in the comparison chart; the table below it lists more.
 const CHART_GROUPS: usize = 40;
@@ -99,117 +98,6 @@ fn status_sentence(s: Status) -> &'static str {
             "the domain accepts any address, so these cannot be confirmed (catch-all.csv)"
         }
         Status::Unknown => "could not be decided this time (unknown.csv)",
-    }
-}
-
-/// A one-line explanation of a reason for someone who does not know SMTP or DNS.
-pub fn explanation(reason: Reason) -> &'static str {
-    match reason {
-        Reason::SyntaxOk => {
-            "The address is well formed. Only its spelling was checked, not its domain or mailbox."
-        }
-        Reason::Syntax => {
-            "The address is malformed (no @, a space, two dots in a row…) and cannot receive mail."
-        }
-        Reason::ReservedDomain => {
-            "The domain is reserved for examples and tests (example.com, .test, .invalid…) and never receives mail."
-        }
-        Reason::UnreadableRow => {
-            "The row of the file could not be read: wrong number of cells, an unclosed quote, or not UTF-8."
-        }
-        Reason::DomainAcceptsMail => {
-            "The domain has a working mail server. The mailbox itself was not checked."
-        }
-        Reason::NoSuchDomain => "The domain does not exist.",
-        Reason::NullMx => "The domain declares that it accepts no mail at all (null MX).",
-        Reason::NoMailServer => "The domain exists but has no mail server.",
-        Reason::MxUnresolvable => "The domain names mail servers, but none of them can be found.",
-        Reason::MxUnroutable => {
-            "The domain's mail servers sit on private or unreachable network addresses."
-        }
-        Reason::DnsError => {
-            "The DNS lookup failed on the name server's side; nothing is known about the address."
-        }
-        Reason::DnsTimeout => "The DNS lookup got no answer in time; nothing is known yet.",
-        Reason::MailboxAccepted => "The mailbox's own server said it accepts mail for it.",
-        Reason::AcceptAll => {
-            "The server accepts any address at this domain, even made-up ones, so its \"yes\" proves nothing."
-        }
-        Reason::MailboxNotFound => "The mail server said this mailbox does not exist.",
-        Reason::MailboxDisabled => "The mail server said this mailbox is disabled or inactive.",
-        Reason::MailboxFull => "The mailbox is over its storage quota.",
-        Reason::Greylisted => "The server kept asking to try again later (greylisting).",
-        Reason::Deferred => "The server kept answering \"not now\" about this mailbox.",
-        Reason::RateLimited => {
-            "The server slowed the checks down; it said nothing about the mailbox."
-        }
-        Reason::ProberBlocked => {
-            "The server refused the checking machine itself (blocklist, reputation, reverse DNS), not the address."
-        }
-        Reason::PolicyRejected => {
-            "A rule of the receiving side refused this recipient; the mailbox may exist."
-        }
-        Reason::ServerError => "The receiving mail system failed on its own side.",
-        Reason::ProtocolError => "The mail server broke the SMTP dialogue.",
-        Reason::Unrecognized => "The mail server refused the address without saying why.",
-        Reason::SmtpUnreachable => "None of the domain's mail servers would talk to us.",
-        Reason::SmtpTimeout => "The mail server did not answer in time.",
-        Reason::Smtputf8Unsupported => {
-            "The address has non-ASCII characters before the @, and its server cannot take them."
-        }
-        Reason::Suppressed => {
-            "The address or its domain is on your suppression list (an earlier hard bounce, an unsubscribe…); it was not checked."
-        }
-    }
-}
-
-/// What to do about rows with this reason: a short label and one sentence. SMTP reasons take
-/// the advice `prebounce explain` gives for the same reply reason.
-pub fn recommended_action(reason: Reason) -> (&'static str, &'static str) {
-    let of = |a: Action| (a.as_str(), a.advice());
-    if let Some(r) = ReplyReason::ALL
-        .into_iter()
-        .find(|r| Reason::of_reply(*r) == reason)
-    {
-        return of(r.action());
-    }
-    match reason {
-        Reason::SyntaxOk => (
-            "keep",
-            "keep it, but it is unverified: run at --level dns or --level smtp before a large send",
-        ),
-        Reason::DomainAcceptsMail => (
-            "keep",
-            "keep it; --level smtp would also ask the mailbox's own server",
-        ),
-        Reason::Syntax => (
-            "suppress",
-            "suppress the address, or correct it by hand when the detail shows an obvious slip",
-        ),
-        Reason::UnreadableRow => (
-            "fix-the-file",
-            "fix the row in the source file (quotes, number of cells, encoding) and run again",
-        ),
-        Reason::AcceptAll => (
-            "send-with-care",
-            "send with care: the address may not exist; mail it last, in small batches, and watch its bounces",
-        ),
-        Reason::Suppressed => (
-            "suppress",
-            "do not mail it: remove it with `prebounce suppress remove` if it was listed by mistake",
-        ),
-        Reason::Smtputf8Unsupported => (
-            "suppress",
-            "suppress it, or ask the person for an address without accents or non-Latin letters",
-        ),
-        Reason::DnsError | Reason::DnsTimeout => of(Action::RetryLater),
-        Reason::ReservedDomain
-        | Reason::NullMx
-        | Reason::NoMailServer
-        | Reason::MxUnresolvable
-        | Reason::MxUnroutable => of(Action::Suppress),
-        // Every other reason is an SMTP one, answered above.
-        _ => of(Action::Investigate),
     }
 }
 
@@ -444,7 +332,7 @@ fn reasons_section(h: &mut String, s: &Summary) {
     );
     for (code, n) in reasons.iter().take(TOP_REASONS) {
         let (meaning, (action, advice)) = match Reason::from_code(code) {
-            Some(r) => (explanation(r), recommended_action(r)),
+            Some(r) => (r.meaning(), r.advice()),
             None => ("", ("", "")),
         };
         let _ = writeln!(
@@ -1063,7 +951,7 @@ mod tests {
             assert!(html.contains(&format!(r#"id="status-{st}""#)), "{st}");
         }
         assert!(html.contains(r#"data-reason="syntax" data-count="10""#));
-        assert!(html.contains(explanation(Reason::Syntax)));
+        assert!(html.contains(Reason::Syntax.meaning()));
         // Groups: chart bars and table rows in the given (worst-first) order, with intervals.
         let bars: Vec<usize> = ["bulk", "organic", "(empty)"]
             .iter()
@@ -1103,26 +991,5 @@ mod tests {
         s.status.catch_all = 25;
         s.status.valid = 65;
         assert!(!render(&s).contains(r#"id="catch-all-warning""#));
-    }
-
-    #[test]
-    fn every_reason_is_explained_with_an_action() {
-        for r in Reason::ALL {
-            assert!(!explanation(r).is_empty(), "{r}");
-            let (action, advice) = recommended_action(r);
-            assert!(!action.is_empty() && !advice.is_empty(), "{r}");
-            if r.status() == Status::Invalid && r != Reason::UnreadableRow {
-                assert_eq!(action, "suppress", "{r}");
-            }
-        }
-        // SMTP reasons reuse `prebounce explain`'s advice.
-        assert_eq!(
-            recommended_action(Reason::ProberBlocked).1,
-            Action::FixSendingSetup.advice()
-        );
-        assert_eq!(
-            recommended_action(Reason::Greylisted).0,
-            Action::RetryLater.as_str()
-        );
     }
 }

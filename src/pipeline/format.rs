@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::forecast::PriorTable;
-use crate::grouping::{GroupIndex, malformed_domain};
+use crate::grouping::{GroupIndex, PassThroughHasher, malformed_domain};
 use crate::input::{Chunk, Dialect, InputError};
 use crate::output::FieldEncoder;
 use crate::store::{DnsVerdicts, Record};
@@ -29,22 +29,6 @@ use super::{Checked, RowCheck, StageResult, StageStats};
 /// Rows serialised by one rayon task.
 const SERIALIZE_BATCH: usize = 1024;
 
-/// The set stores hashes already: don't hash them again.
-#[derive(Default)]
-pub(crate) struct PassThroughHasher(u64);
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 type SeenSet = std::collections::HashSet<u64, BuildHasherDefault<PassThroughHasher>>;
 /// With --group-by: each address's identity → the group it was first seen in.
 type FirstGroupMap = HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>;
@@ -482,7 +466,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             self.normalized.as_str(),
             prev.status.as_str(),
             prev.reason.as_str(),
-            &crate::output::summary::rfc3339_utc(verified_at),
+            &crate::model::time::rfc3339_utc(verified_at),
             v.status.as_str(),
             v.reason.as_str(),
         ]

@@ -49,8 +49,6 @@ use check::CheckContext;
 use format::{Dedup, FormatContext};
 use write::{WriteTargets, Written};
 
-pub(crate) use format::PassThroughHasher;
-
 /// Chunks in flight between two stages.
 const CHANNEL_DEPTH: usize = 4;
 
@@ -108,7 +106,7 @@ impl Failed {
 
 pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started = Instant::now();
-    let started_at = crate::output::summary::rfc3339_utc(std::time::SystemTime::now());
+    let started_at = crate::model::time::rfc3339_utc(std::time::SystemTime::now());
     let (reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
     let group_column = format::group_column(config.group_by.as_ref(), &dialect)?;
     // Set up before any output exists, so a bad sender, a damaged or locked store (and, before

@@ -7,11 +7,11 @@ use std::time::Instant;
 use crate::VerifyConfig;
 use crate::grouping::{GroupIndex, MAX_GROUPS};
 use crate::input::Dialect;
+use crate::model::{Reason, Status};
 use crate::output::summary::{
     Changes, GroupBy, GroupSummary, InputShape, ReasonCount, StatusShares, StoreSummary, Summary,
 };
 use crate::syntax::Flags;
-use crate::verdict::{Reason, Status};
 
 use super::format::Dedup;
 use super::tally::Tally;

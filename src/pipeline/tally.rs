@@ -3,9 +3,9 @@
 
 use crate::forecast::{Forecast, PriorTable};
 use crate::grouping::DomainTally;
+use crate::model::Reason;
 use crate::output::summary::StatusCounts;
 use crate::syntax::{Address, Flags};
-use crate::verdict::Reason;
 
 use super::RowCheck;
 use super::format::Serialized;

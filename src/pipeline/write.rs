@@ -12,10 +12,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::dns::DnsResolver;
 use crate::grouping::DomainTally;
+use crate::model::Status;
 use crate::output::ListWriters;
 use crate::output::summary::thousands;
 use crate::store::{DnsVerdicts, Record, Write};
-use crate::verdict::Status;
 use crate::{Error, Level, ProgressMode};
 
 use super::format::Serialized;

@@ -13,7 +13,6 @@
 //! `verdict::decide` turns it into a status.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,13 +24,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::reply::{EnhancedCode, Reply, ReplyReason, classify};
+use super::reply::{EnhancedCode, Reply, classify};
 use super::session::{
     Action, Config as SessionConfig, NotProbedWhy, RcptOutcome, Session, SessionEnd, SessionError,
     TlsPolicy,
 };
 use crate::dns::{Addresses, DomainEvidence, is_routable};
-use crate::verdict::Status;
+use crate::model::Reason;
+use crate::model::Status;
+pub use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 
 /// Everything the probe needs from the command line.
 #[derive(Debug, Clone)]
@@ -148,45 +149,6 @@ pub fn targets_of(domain: &str, dns: &DomainEvidence, allow_private: bool) -> Ve
         _ => Vec::new(),
     };
     targets.into_iter().filter(|t| !t.ips.is_empty()).collect()
-}
-
-/// What the mail servers said about one mailbox, after retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SmtpOutcome {
-    /// The reply to `RCPT TO` (a 4xx when it was still deferred after the retries).
-    Replied(Reply),
-    /// The server refused the prober before any RCPT (greeting, HELO or MAIL FROM): it says
-    /// nothing about the mailbox.
-    SessionRefused(Reply),
-    /// No server would take a connection (or all were given up on).
-    Unreachable(String),
-    Timeout(String),
-    ProtocolError(String),
-    /// Non-ASCII local part and the server does not advertise SMTPUTF8.
-    Smtputf8Unsupported,
-    /// The address may not be sent (control characters …); never reached the wire.
-    Unsendable(String),
-}
-
-/// Whether the domain accepted a mailbox that cannot exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CatchAll {
-    Yes,
-    No,
-    /// The canary got no decisive answer.
-    Undetermined,
-}
-
-/// The SMTP evidence of one mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmtpEvidence {
-    pub outcome: SmtpOutcome,
-    /// `name [ip]` of the server that answered last.
-    pub server: Option<String>,
-    /// RCPT commands sent for this mailbox.
-    pub attempts: u32,
-    pub catch_all: CatchAll,
 }
 
 /// Run totals for summary.json.
@@ -972,12 +934,12 @@ impl Prober {
                         continue;
                     }
                     let at = match classify(&reply).reason {
-                        ReplyReason::MailboxFull => {
+                        Reason::MailboxFull => {
                             // A full mailbox stays full for longer than a run.
                             p.done = Some(SmtpOutcome::Replied(reply));
                             continue;
                         }
-                        ReplyReason::RateLimited => {
+                        Reason::RateLimited => {
                             *throttle_until.get_or_insert_with(|| host.throttled(base, cap, false))
                         }
                         _ => greylist_until,
@@ -1276,7 +1238,7 @@ impl Prober {
 fn rate_limited(session: &Session) -> bool {
     session.results().iter().any(|r| {
         matches!(&r.outcome, RcptOutcome::Probed(reply)
-            if reply.code / 100 == 4 && classify(reply).reason == ReplyReason::RateLimited)
+            if reply.code / 100 == 4 && classify(reply).reason == Reason::RateLimited)
     })
 }
 
@@ -1296,53 +1258,6 @@ fn canary_local_part() -> String {
     let mut s = String::with_capacity(24);
     for _ in 0..24 {
         s.push(fastrand::lowercase());
-    }
-    s
-}
-
-impl fmt::Display for SmtpOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SmtpOutcome::Replied(r) => write!(f, "{}", one_line(r)),
-            SmtpOutcome::SessionRefused(r) => {
-                write!(f, "the server refused the prober: {}", one_line(r))
-            }
-            SmtpOutcome::Unreachable(why) => write!(f, "no mail server would talk: {why}"),
-            SmtpOutcome::Timeout(why) => f.write_str(why),
-            SmtpOutcome::ProtocolError(why) => f.write_str(why),
-            SmtpOutcome::Smtputf8Unsupported => f.write_str(
-                "the local part is not ASCII and the server does not advertise SMTPUTF8",
-            ),
-            SmtpOutcome::Unsendable(why) => f.write_str(why),
-        }
-    }
-}
-
-/// A reply on one line, for the detail column.
-pub fn one_line(r: &Reply) -> String {
-    let mut s = format!("{}", r.code);
-    if let Some(e) = r.enhanced {
-        s.push(' ');
-        s.push_str(&e.to_string());
-    }
-    let text: Vec<&str> = r
-        .text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if !text.is_empty() {
-        s.push(' ');
-        s.push_str(&text.join(" / "));
-    }
-    const MAX: usize = 300;
-    if s.len() > MAX {
-        let mut cut = MAX;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
     }
     s
 }

@@ -73,199 +73,14 @@
 //! `*` stands for any text, and a phrase edge that is a letter or digit must sit on a word
 //! boundary (`rbl` does not match inside `herbly`), unless it touches a `*` (`throttl*`).
 
-use std::fmt;
+use serde::Serialize;
 
-use serde::{Serialize, Serializer};
-
-use crate::verdict::Status;
+pub use crate::model::reply::{EnhancedCode, Reply, ReplyError};
+use crate::model::{Action, Reason, Status};
 
 // ------------------------------------------------------------------------------------------
 // Parsing
 // ------------------------------------------------------------------------------------------
-
-/// An RFC 3463 enhanced status code, `class.subject.detail` (`5.1.1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EnhancedCode {
-    /// 2 success, 4 persistent transient failure, 5 permanent failure.
-    pub class: u8,
-    /// 0 other, 1 addressing, 2 mailbox, 3 mail system, 4 network/routing, 5 protocol,
-    /// 6 content, 7 security/policy.
-    pub subject: u16,
-    pub detail: u16,
-}
-
-impl EnhancedCode {
-    pub const fn new(class: u8, subject: u16, detail: u16) -> Self {
-        EnhancedCode {
-            class,
-            subject,
-            detail,
-        }
-    }
-
-    /// `2.1.5`, `4.7.0`, `5.1.10` …: class 2, 4 or 5, then one to three digits twice.
-    pub fn parse(token: &str) -> Option<EnhancedCode> {
-        let mut parts = token.split('.');
-        let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let number = |s: &str| (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-        if !matches!(class, "2" | "4" | "5") || !number(subject) || !number(detail) {
-            return None;
-        }
-        Some(EnhancedCode::new(
-            class.as_bytes()[0] - b'0',
-            subject.parse().ok()?,
-            detail.parse().ok()?,
-        ))
-    }
-}
-
-impl fmt::Display for EnhancedCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
-    }
-}
-
-impl Serialize for EnhancedCode {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// One SMTP reply, multi-line replies joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit reply code (200–599).
-    pub code: u16,
-    /// The first line's enhanced status code, when it has one.
-    pub enhanced: Option<EnhancedCode>,
-    /// The text after the codes, lines joined with one space.
-    pub text: String,
-}
-
-/// Why a text is not one SMTP reply. Lines are counted without blank ones, from 1.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReplyError {
-    #[error("the reply is empty")]
-    Empty,
-    #[error(
-        "line {line} starts with the enhanced status code {code} but no three-digit reply code \
-         (a bounce's Status: text is not an SMTP reply; put the code first, e.g. \"550 {code} …\")"
-    )]
-    EnhancedWithoutCode { line: usize, code: EnhancedCode },
-    #[error("line {line} does not start with a three-digit SMTP reply code")]
-    NoCode { line: usize },
-    #[error("line {line}: {code} is not an SMTP reply code (the first digit must be 2, 3, 4 or 5)")]
-    CodeOutOfRange { line: usize, code: u16 },
-    #[error("line {line}: the code {code} is followed by {found:?}, not a space, '-' or ':'")]
-    BadSeparator { line: usize, code: u16, found: char },
-    #[error(
-        "line {line} has the code {found} but the reply began with {first}; the lines of one reply \
-         share one code (is this a transcript of several replies? give the one to decode)"
-    )]
-    MixedCodes { line: usize, first: u16, found: u16 },
-    #[error(
-        "line {line} follows the reply's last line (\"{code} …\", code then a space); is this a \
-         transcript of several replies? give the one to decode"
-    )]
-    AfterLastLine { line: usize, code: u16 },
-}
-
-impl Reply {
-    pub fn parse(text: &str) -> Result<Reply, ReplyError> {
-        let mut code: Option<u16> = None;
-        let mut enhanced = None;
-        let mut texts: Vec<&str> = Vec::new();
-        let mut ended = false;
-        let lines = text
-            .split(['\n', '\r'])
-            .map(str::trim)
-            .filter(|l| !l.is_empty());
-        for (i, line) in lines.enumerate() {
-            let number = i + 1;
-            if let Some(code) = code.filter(|_| ended) {
-                return Err(ReplyError::AfterLastLine { line: number, code });
-            }
-            let (this, last, rest) = split_code(line, number)?;
-            let first = *code.get_or_insert(this);
-            if this != first {
-                return Err(ReplyError::MixedCodes {
-                    line: number,
-                    first,
-                    found: this,
-                });
-            }
-            ended = last;
-            let mut rest = rest.trim_start();
-            let (token, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-            // qmail and vpopmail write `#5.1.1`; some servers `5.7.0,` or `5.1.1:`.
-            let token = token.strip_prefix('#').unwrap_or(token);
-            let token = token.strip_suffix([',', ':', ';']).unwrap_or(token);
-            if let Some(e) = EnhancedCode::parse(token) {
-                if number == 1 {
-                    enhanced = Some(e);
-                    rest = after;
-                } else if enhanced == Some(e) {
-                    rest = after;
-                }
-            }
-            let rest = rest.trim();
-            if !rest.is_empty() {
-                texts.push(rest);
-            }
-        }
-        Ok(Reply {
-            code: code.ok_or(ReplyError::Empty)?,
-            enhanced,
-            text: texts.join(" "),
-        })
-    }
-}
-
-/// `(code, is the last line, the rest of the line)`.
-fn split_code(line: &str, number: usize) -> Result<(u16, bool, &str), ReplyError> {
-    let b = line.as_bytes();
-    if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
-        let token = line.split(char::is_whitespace).next().unwrap_or("");
-        return Err(match EnhancedCode::parse(token) {
-            Some(code) => ReplyError::EnhancedWithoutCode { line: number, code },
-            None => ReplyError::NoCode { line: number },
-        });
-    }
-    let code = b[..3]
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    if !(200..600).contains(&code) {
-        return Err(ReplyError::CodeOutOfRange { line: number, code });
-    }
-    // The first three bytes are ASCII digits, so byte 3 starts a character.
-    let tail = &line[3..];
-    match tail.chars().next() {
-        None => Ok((code, true, "")),
-        Some(' ' | '\t' | ':') => Ok((code, true, &tail[1..])),
-        Some('-') => Ok((code, false, &tail[1..])),
-        Some(found) => Err(ReplyError::BadSeparator {
-            line: number,
-            code,
-            found,
-        }),
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
-        if let Some(e) = self.enhanced {
-            write!(f, " {e}")?;
-        }
-        if !self.text.is_empty() {
-            write!(f, " {}", self.text)?;
-        }
-        Ok(())
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Decoding
@@ -299,199 +114,10 @@ impl Permanence {
     }
 }
 
-/// What the sender should do with the address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// The mailbox accepts mail: send.
-    Keep,
-    /// The address will bounce: take it off the list.
-    Suppress,
-    /// Nothing is known yet: ask again later, backing off between tries.
-    RetryLater,
-    /// The server refused the prober: fix the sending IP, reverse DNS or authentication before
-    /// trusting any result from this server.
-    FixSendingSetup,
-    /// A person should look at the reply.
-    Investigate,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Keep => "keep",
-            Action::Suppress => "suppress",
-            Action::RetryLater => "retry-later",
-            Action::FixSendingSetup => "fix-sending-setup",
-            Action::Investigate => "investigate",
-        }
-    }
-
-    /// One sentence for people.
-    pub fn advice(self) -> &'static str {
-        match self {
-            Action::Keep => "keep the address: its server accepts mail for it",
-            Action::Suppress => "suppress the address: mail to it will bounce",
-            Action::RetryLater => {
-                "retry later with backoff (minutes, then hours); until then the address is unknown"
-            }
-            Action::FixSendingSetup => {
-                "fix your sending setup (IP reputation and blocklists, reverse DNS, SPF/DKIM/DMARC, \
-                 HELO name, sender address) and probe again; the address itself is unknown"
-            }
-            Action::Investigate => {
-                "investigate: read the reply; the address stays unknown until someone does"
-            }
-        }
-    }
-}
-
-/// Stable, kebab-case reason codes of an SMTP answer: add, never rename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum ReplyReason {
-    /// 250/251 to RCPT.
-    MailboxAccepted,
-    /// 5xx: the mailbox does not exist (X.1.1, X.1.3, X.1.4, X.1.6, X.1.0, 551, user-unknown
-    /// texts).
-    MailboxNotFound,
-    /// 5xx: the mailbox exists but is disabled, suspended or inactive (X.2.1).
-    MailboxDisabled,
-    /// 5xx: the server says the recipient's domain does not exist or takes no mail (X.1.2,
-    /// X.1.10 null MX, 556). Same code as the DNS stage's NXDOMAIN: to the user it means the same.
-    NoSuchDomain,
-    /// The mailbox is over quota (X.2.2, 552, over-quota texts), even under a 5xx: full
-    /// mailboxes get emptied, and abandoned ones show up as disabled later.
-    MailboxFull,
-    /// Greylisting or another "come back later" deferral (450/451) that lasted through the
-    /// retries.
-    Greylisted,
-    /// A temporary (4xx) answer about the mailbox (`450 4.1.1`, `450 4.2.1`), or a 4xx without
-    /// a more specific cause: the server has not decided.
-    Deferred,
-    /// The server throttled the prober (421, `421 4.7.0`, X.5.3, "too many …", rate texts).
-    RateLimited,
-    /// The server refused the prober, not the mailbox: blocklists, reputation, reverse DNS,
-    /// SPF/DKIM/DMARC, authentication, the sender address; X.7.x without a recipient text.
-    ProberBlocked,
-    /// A rule of the receiving side refused this recipient or message (recipient policy, relay,
-    /// content, size); the mailbox may well exist.
-    PolicyRejected,
-    /// The receiving system failed on its own side (X.3.x, X.4.x, local errors, loops).
-    ServerError,
-    /// A reply that does not fit the dialogue (2xx/3xx other than 250/251, syntax or sequence
-    /// errors, X.5.x).
-    ProtocolError,
-    /// A permanent refusal with nothing that says why.
-    Unrecognized,
-    /// No MX host would talk (connection refused, 521, `554 No SMTP service here`).
-    SmtpUnreachable,
-    /// No answer in time, after the retries (set by the probe; no reply decodes to it).
-    SmtpTimeout,
-}
-
-impl ReplyReason {
-    pub const ALL: [ReplyReason; 15] = [
-        ReplyReason::MailboxAccepted,
-        ReplyReason::MailboxNotFound,
-        ReplyReason::MailboxDisabled,
-        ReplyReason::NoSuchDomain,
-        ReplyReason::MailboxFull,
-        ReplyReason::Greylisted,
-        ReplyReason::Deferred,
-        ReplyReason::RateLimited,
-        ReplyReason::ProberBlocked,
-        ReplyReason::PolicyRejected,
-        ReplyReason::ServerError,
-        ReplyReason::ProtocolError,
-        ReplyReason::Unrecognized,
-        ReplyReason::SmtpUnreachable,
-        ReplyReason::SmtpTimeout,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplyReason::MailboxAccepted => "mailbox-accepted",
-            ReplyReason::MailboxNotFound => "mailbox-not-found",
-            ReplyReason::MailboxDisabled => "mailbox-disabled",
-            ReplyReason::NoSuchDomain => "no-such-domain",
-            ReplyReason::MailboxFull => "mailbox-full",
-            ReplyReason::Greylisted => "greylisted",
-            ReplyReason::Deferred => "deferred",
-            ReplyReason::RateLimited => "rate-limited",
-            ReplyReason::ProberBlocked => "prober-blocked",
-            ReplyReason::PolicyRejected => "policy-rejected",
-            ReplyReason::ServerError => "server-error",
-            ReplyReason::ProtocolError => "protocol-error",
-            ReplyReason::Unrecognized => "unrecognized",
-            ReplyReason::SmtpUnreachable => "smtp-unreachable",
-            ReplyReason::SmtpTimeout => "smtp-timeout",
-        }
-    }
-
-    pub fn from_code(code: &str) -> Option<ReplyReason> {
-        ReplyReason::ALL.into_iter().find(|r| r.as_str() == code)
-    }
-
-    /// What the reason implies for the address. Invalid only for permanent answers about the
-    /// mailbox or domain.
-    pub fn status(self) -> Status {
-        match self {
-            ReplyReason::MailboxAccepted => Status::Valid,
-            ReplyReason::MailboxNotFound
-            | ReplyReason::MailboxDisabled
-            | ReplyReason::NoSuchDomain => Status::Invalid,
-            ReplyReason::MailboxFull
-            | ReplyReason::Greylisted
-            | ReplyReason::Deferred
-            | ReplyReason::RateLimited
-            | ReplyReason::ProberBlocked
-            | ReplyReason::PolicyRejected
-            | ReplyReason::ServerError
-            | ReplyReason::ProtocolError
-            | ReplyReason::Unrecognized
-            | ReplyReason::SmtpUnreachable
-            | ReplyReason::SmtpTimeout => Status::Unknown,
-        }
-    }
-
-    pub fn action(self) -> Action {
-        match self {
-            ReplyReason::MailboxAccepted => Action::Keep,
-            ReplyReason::MailboxNotFound
-            | ReplyReason::MailboxDisabled
-            | ReplyReason::NoSuchDomain => Action::Suppress,
-            ReplyReason::MailboxFull
-            | ReplyReason::Greylisted
-            | ReplyReason::Deferred
-            | ReplyReason::RateLimited
-            | ReplyReason::ServerError
-            | ReplyReason::SmtpUnreachable
-            | ReplyReason::SmtpTimeout => Action::RetryLater,
-            ReplyReason::ProberBlocked => Action::FixSendingSetup,
-            ReplyReason::PolicyRejected
-            | ReplyReason::ProtocolError
-            | ReplyReason::Unrecognized => Action::Investigate,
-        }
-    }
-}
-
-impl fmt::Display for ReplyReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for ReplyReason {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 /// What one reply means for the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Decoding {
-    pub reason: ReplyReason,
+    pub reason: Reason,
     /// The reply's own claim (5xx hard, 4xx soft); None when nothing was refused or no reply
     /// came.
     pub permanence: Option<Permanence>,
@@ -504,7 +130,7 @@ pub struct Decoding {
 }
 
 impl Decoding {
-    fn new(reason: ReplyReason, permanence: Option<Permanence>, explanation: &'static str) -> Self {
+    fn new(reason: Reason, permanence: Option<Permanence>, explanation: &'static str) -> Self {
         Decoding {
             reason,
             permanence,
@@ -517,7 +143,7 @@ impl Decoding {
     /// For the probe: no MX host accepted a connection or would talk SMTP.
     pub fn unreachable() -> Self {
         Decoding::new(
-            ReplyReason::SmtpUnreachable,
+            Reason::SmtpUnreachable,
             None,
             "no mail server of the domain accepted a connection or would talk SMTP",
         )
@@ -526,7 +152,7 @@ impl Decoding {
     /// For the probe: no reply in time, after the retries.
     pub fn timeout() -> Self {
         Decoding::new(
-            ReplyReason::SmtpTimeout,
+            Reason::SmtpTimeout,
             None,
             "the mail server did not answer in time, after the retries",
         )
@@ -542,7 +168,7 @@ pub struct ExplainedReply {
     pub text: String,
     /// `"hard"`, `"soft"`, or null for 2xx/3xx.
     pub permanence: Option<Permanence>,
-    pub reason: ReplyReason,
+    pub reason: Reason,
     /// The verdict it implies for the address: valid, invalid or unknown.
     pub status: Status,
     pub action: Action,
@@ -579,10 +205,10 @@ pub fn classify(reply: &Reply) -> Decoding {
     Decoding::new(reason, Permanence::of_code(reply.code), explanation)
 }
 
-type Decided = (ReplyReason, &'static str);
+type Decided = (Reason, &'static str);
 
 fn decide(reply: &Reply) -> Decided {
-    use ReplyReason::*;
+    use Reason::*;
     let code = reply.code;
     match code {
         250 | 251 => {
@@ -638,12 +264,12 @@ fn decide(reply: &Reply) -> Decided {
 }
 
 /// A mailbox-level answer: final under 5xx, only a deferral under 4xx.
-fn mailbox(hard: bool, reason: ReplyReason, why: &'static str) -> Decided {
+fn mailbox(hard: bool, reason: Reason, why: &'static str) -> Decided {
     if hard {
         (reason, why)
     } else {
         (
-            ReplyReason::Deferred,
+            Reason::Deferred,
             "a temporary (4xx) answer about the mailbox or domain: the server has not decided",
         )
     }
@@ -653,20 +279,20 @@ fn mailbox(hard: bool, reason: ReplyReason, why: &'static str) -> Decided {
 fn blames_sender(t: &str, hard: bool) -> Option<Decided> {
     if has(t, RATE) {
         return Some((
-            ReplyReason::RateLimited,
+            Reason::RateLimited,
             "the text says the prober sent too much or too fast (rate, connection or recipient \
              limits): a throttle, not an answer about the mailbox",
         ));
     }
     if !hard && has(t, GREYLISTING) {
         return Some((
-            ReplyReason::Greylisted,
+            Reason::Greylisted,
             "the text says greylisting: the first attempts from a new sender are deferred",
         ));
     }
     if has(t, SENDER) {
         return Some((
-            ReplyReason::ProberBlocked,
+            Reason::ProberBlocked,
             "the text blames the sending side (blocklist, reputation, reverse DNS, SPF/DKIM/DMARC, \
              authentication, HELO or sender address): the server refused the prober, which says \
              nothing about the mailbox",
@@ -679,14 +305,14 @@ fn blames_sender(t: &str, hard: bool) -> Option<Decided> {
 /// RFC 7504 `521`), whatever enhanced code (often 5.3.2) it adds.
 fn no_smtp(code: u16, t: &str) -> Option<Decided> {
     (code == 521 || has(t, NO_SMTP)).then_some((
-        ReplyReason::SmtpUnreachable,
+        Reason::SmtpUnreachable,
         "521 or \"no SMTP service\": this host does not take mail; other MX hosts may",
     ))
 }
 
 /// Step 3: specific enhanced codes.
 fn by_enhanced(e: EnhancedCode, code: u16, t: &str) -> Option<Decided> {
-    use ReplyReason::*;
+    use Reason::*;
     let hard = code >= 500;
     Some(match (e.subject, e.detail) {
         (1, 1 | 3 | 4 | 6) => mailbox(
@@ -755,7 +381,7 @@ fn by_enhanced(e: EnhancedCode, code: u16, t: &str) -> Option<Decided> {
 
 /// X.7.x: security or policy. Never a verdict on the mailbox.
 fn by_security(e: EnhancedCode, code: u16, t: &str) -> Decided {
-    use ReplyReason::*;
+    use Reason::*;
     match e.detail {
         4 | 5 | 8 | 9 | 10 | 11 | 23..=27 => (
             ProberBlocked,
@@ -790,7 +416,7 @@ fn by_security(e: EnhancedCode, code: u16, t: &str) -> Decided {
 
 /// Step 4: text patterns.
 fn by_text(t: &str, hard: bool) -> Option<Decided> {
-    use ReplyReason::*;
+    use Reason::*;
     Some(if has(t, NULL_MX) {
         mailbox(
             hard,
@@ -851,7 +477,7 @@ fn by_text(t: &str, hard: bool) -> Option<Decided> {
 
 /// Step 5: what a generic enhanced code still says.
 fn by_generic_enhanced(e: EnhancedCode, hard: bool) -> Option<Decided> {
-    use ReplyReason::*;
+    use Reason::*;
     Some(match e.subject {
         1 if e.detail == 0 => mailbox(
             hard,
@@ -874,7 +500,7 @@ fn by_generic_enhanced(e: EnhancedCode, hard: bool) -> Option<Decided> {
 
 /// Step 6: the reply code alone.
 fn by_code(code: u16) -> Decided {
-    use ReplyReason::*;
+    use Reason::*;
     match code {
         421 => (
             RateLimited,
@@ -1557,7 +1183,7 @@ mod tests {
     }
 
     #[track_caller]
-    fn assert_decodes(text: &str, reason: ReplyReason) {
+    fn assert_decodes(text: &str, reason: Reason) {
         let d = decode(text);
         assert_eq!(d.reason, reason, "{text:?}: {}", d.explanation);
         assert_eq!(d.status, reason.status(), "{text:?}");
@@ -1769,7 +1395,7 @@ mod tests {
 
     #[test]
     fn reason_codes_are_stable_kebab_case() {
-        let codes: Vec<&str> = ReplyReason::ALL.iter().map(|r| r.as_str()).collect();
+        let codes: Vec<&str> = Reason::FROM_REPLIES.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             codes,
             [
@@ -1790,8 +1416,8 @@ mod tests {
                 "smtp-timeout",
             ]
         );
-        for r in ReplyReason::ALL {
-            assert_eq!(ReplyReason::from_code(r.as_str()), Some(r));
+        for r in Reason::FROM_REPLIES {
+            assert_eq!(Reason::from_code(r.as_str()), Some(r));
             assert_eq!(r.to_string(), r.as_str());
             assert_ne!(r.status(), Status::CatchAll);
             // Suppress exactly when invalid; keep exactly when valid.
@@ -1812,7 +1438,7 @@ mod tests {
 
     #[test]
     fn the_issue_examples() {
-        use ReplyReason::*;
+        use Reason::*;
         assert_decodes("550 5.1.1", MailboxNotFound);
         assert_decodes(
             "550 5.5.0 Requested action not taken: mailbox unavailable",
@@ -1862,7 +1488,7 @@ mod tests {
 
     #[test]
     fn accepted_and_other_positive_replies() {
-        use ReplyReason::*;
+        use Reason::*;
         assert_decodes("250 OK", MailboxAccepted);
         assert_decodes(
             "251 User not local; will forward to <a@b.example>",
@@ -1878,7 +1504,7 @@ mod tests {
 
     #[test]
     fn mailbox_not_found() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "550 5.1.1 <ann@example.com>: Recipient address rejected: User unknown in virtual mailbox table",
             "550-5.1.1 The email account that you tried to reach does not exist. Please try\n550 5.1.1 double-checking",
@@ -1903,7 +1529,7 @@ mod tests {
 
     #[test]
     fn mailbox_disabled() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "550 5.2.1 The email account that you tried to reach is disabled.",
             "550 5.2.1 <ann@example.com>: mailbox unavailable",
@@ -1920,7 +1546,7 @@ mod tests {
 
     #[test]
     fn no_such_domain() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "550 5.1.2 <ann@nowhere.example>: Recipient address rejected: Domain not found",
             "554 5.1.2 Host unknown",
@@ -1936,7 +1562,7 @@ mod tests {
 
     #[test]
     fn temporary_mailbox_answers_are_never_invalid() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "450 4.1.1 <ann@example.com>: Recipient address rejected: unverified address",
             "450 4.1.2 <ann@nowhere.example>: Recipient address rejected: Domain not found",
@@ -1951,7 +1577,7 @@ mod tests {
 
     #[test]
     fn mailbox_full_is_unknown_even_when_permanent() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "552 5.2.2 <ann@example.com>: user is over quota",
             "452 4.2.2 The email account that you tried to reach is over quota.",
@@ -1973,7 +1599,7 @@ mod tests {
 
     #[test]
     fn greylisted() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "450 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/example.com.html",
             "451 4.7.1 Greylisting in action, please come back later",
@@ -2001,7 +1627,7 @@ mod tests {
 
     #[test]
     fn rate_limited() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "421 4.7.0 too many errors",
             "421 4.7.0 Try again later, closing connection.",
@@ -2022,7 +1648,7 @@ mod tests {
 
     #[test]
     fn prober_blocked_is_never_invalid() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
             "550 5.7.1 Mail from 192.0.2.1 refused, see https://www.spamcop.net/bl.shtml",
@@ -2059,7 +1685,7 @@ mod tests {
 
     #[test]
     fn policy_rejected() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "550 5.7.1 recipient rejected by policy",
             "550 5.7.1 The user or domain that you are sending to (or from) has a policy that prohibited the mail that you sent",
@@ -2082,7 +1708,7 @@ mod tests {
 
     #[test]
     fn server_and_protocol_errors() {
-        use ReplyReason::*;
+        use Reason::*;
         for text in [
             "451 4.3.0 Error: queue file write error",
             "452 4.3.1 Insufficient system storage",
@@ -2111,7 +1737,7 @@ mod tests {
 
     #[test]
     fn unreachable_timeout_and_unrecognized() {
-        use ReplyReason::*;
+        use Reason::*;
         assert_decodes("554 No SMTP service here", SmtpUnreachable);
         assert_decodes(
             "521 5.3.2 mx.example.com does not accept mail",
@@ -2138,7 +1764,7 @@ mod tests {
 
     #[test]
     fn enhanced_code_of_another_class_is_ignored() {
-        use ReplyReason::*;
+        use Reason::*;
         // 4.2.2 on a 550: the reply code rules, the text decides.
         assert_decodes("550 4.2.2 Mailbox full", MailboxFull);
         assert_decodes("550 4.1.1 User unknown", MailboxNotFound);
@@ -2150,7 +1776,7 @@ mod tests {
 
     #[test]
     fn specific_enhanced_codes_beat_generic_texts() {
-        use ReplyReason::*;
+        use Reason::*;
         assert_decodes("550 5.2.2 mailbox unavailable", MailboxFull);
         assert_decodes("550 5.1.1 Requested action not taken", MailboxNotFound);
         assert_decodes("550 5.2.1 Requested action not taken", MailboxDisabled);
@@ -2163,7 +1789,7 @@ mod tests {
 
     #[test]
     fn text_patterns_are_case_insensitive_and_word_bounded() {
-        use ReplyReason::*;
+        use Reason::*;
         assert_decodes("550 USER UNKNOWN", MailboxNotFound);
         assert_decodes("550 uSeR   unKnOwN", MailboxNotFound);
         // Wrapped over two lines.

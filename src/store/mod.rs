@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use crate::Level;
 use crate::clock::Clock;
-use crate::smtp::probe::CatchAll;
+use crate::model::smtp::CatchAll;
+pub use crate::model::stored::{Previous, Prior, StoredDomain, Suppression};
+pub use crate::model::time::date_of;
+use crate::model::{Level, Reason, Status};
 use crate::syntax::{self, Address, SyntaxOptions};
-use crate::verdict::{Reason, Status};
 
 pub use policy::{CachePolicy, DomainState, RowAnswer, answer_row, replaced};
 pub use schema::VERSION as SCHEMA_VERSION;
@@ -168,12 +169,6 @@ pub fn default_path() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("prebounce").join("store.sqlite3"))
 }
 
-/// `2026-11-23` from unix seconds.
-pub fn date_of(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-    crate::output::summary::rfc3339_utc(t)[..10].to_owned()
-}
-
 fn level_of(n: i64) -> Option<Level> {
     match n {
         0 => Some(Level::Syntax),
@@ -195,84 +190,10 @@ fn status_of(s: &str) -> Option<Status> {
     Status::ALL.into_iter().find(|x| x.as_str() == s)
 }
 
-/// A verdict from an earlier verification.
-///
-/// Aligned to a cache line: in its `Arc`, shared by every row of a domain, the fields then sit
-/// on another line than the reference counts, which the threads answering rows from it and the
-/// list writer keep changing while the format threads read the fields.
-#[derive(Debug, Clone, PartialEq)]
-#[repr(align(64))]
-pub struct Prior {
-    pub reason: Reason,
-    pub detail: String,
-    pub mx: Option<String>,
-    pub level: Level,
-    pub verified_at: i64,
-    /// The verdict it replaced, if any.
-    pub previous: Option<Previous>,
-    /// The detail of the rows answered from it (`…; verified <date> (cached)`): made once here,
-    /// not once per row, because a domain's verdict answers all its rows.
-    pub cached_detail: String,
-}
-
-impl Prior {
-    fn new(
-        reason: Reason,
-        detail: String,
-        mx: Option<String>,
-        level: Level,
-        verified_at: i64,
-        previous: Option<Previous>,
-    ) -> Prior {
-        let when = date_of(verified_at);
-        let cached_detail = if detail.is_empty() {
-            format!("verified {when} (cached)")
-        } else {
-            format!("{detail}; verified {when} (cached)")
-        };
-        Prior {
-            reason,
-            detail,
-            mx,
-            level,
-            verified_at,
-            previous,
-            cached_detail,
-        }
-    }
-}
-
 /// A domain's stored dns-level verdict as a [`Prior`] (None for a reason this build does not
 /// know: a newer prebounce wrote it).
 fn domain_prior(reason: &str, detail: String, mx: Option<String>, at: i64) -> Option<Prior> {
     Reason::from_code(reason).map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None))
-}
-
-/// What the store knows of a domain at level dns ([`Store::lookup_domain`]).
-#[derive(Debug, Clone, Default)]
-pub struct StoredDomain {
-    /// Its latest dns-level verdict, young enough to serve or not.
-    pub verdict: Option<Prior>,
-    /// When one of its addresses was last verified at level smtp.
-    pub smtp_at: Option<i64>,
-}
-
-/// An address's verdict as it was before the latest verification.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Previous {
-    pub status: Status,
-    pub reason: Reason,
-    pub verified_at: i64,
-}
-
-/// Which stored verdicts a run may reuse.
-/// One entry of the suppression list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Suppression {
-    /// An address key, or `@` and a domain.
-    pub entry: String,
-    pub reason: String,
-    pub added_at: i64,
 }
 
 /// The suppression list of a run, in memory: one hash lookup per row.

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::Level;
+use crate::model::Level;
+use crate::model::Status;
 use crate::store::{DOMAIN_MAX_AGE, Previous, Prior, StoredDomain, UNKNOWN_MAX_AGE};
-use crate::verdict::Status;
 
 /// Which stored verdicts a run may reuse.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +174,7 @@ pub fn answer_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::Reason;
+    use crate::model::Reason;
 
     const HOUR: i64 = 3600;
     const DAY: i64 = 86_400;

@@ -10,9 +10,9 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use rusqlite::{TransactionBehavior, params};
 
 use super::{Store, StoreError, level_index};
-use crate::Level;
-use crate::smtp::probe::CatchAll;
-use crate::verdict::Reason;
+use crate::model::Level;
+use crate::model::Reason;
+use crate::model::smtp::CatchAll;
 
 /// One address's decided verdict.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Which addresses mail from the internet can reach. Pure.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Whether a mail server at `ip` could be reached from the public internet. Loopback, private,
 /// link-local, shared (CGNAT), documentation, benchmarking, multicast, reserved and unspecified
