@@ -3,6 +3,27 @@
 //! The pipeline (see `pipeline`): CSV rows → syntax (rayon, pure) → DNS (tokio, cached per
 //! domain) → SMTP (tokio, RCPT probes, at --level smtp) → verdict (pure) → forecast (pure) → the
 //! four lists and summary.json.
+//!
+//! # Layout
+//!
+//! Imports run one way, from the I/O at the top to the pure core at the bottom
+//! (`tests/layout.rs` checks that they form no cycle and that the pure modules touch no I/O):
+//!
+//! - `pipeline`: one file per stage and the short `run` that wires them (I/O: threads, channels).
+//! - `input`: CSV reading, delimiter/header/column detection, unreadable rows (I/O).
+//! - `dns`: the resolver and the per-domain MX lookup with its run-wide cache (I/O).
+//! - `smtp`: `reply` (decoding, pure), `session` (protocol state machine, pure), `probe`
+//!   (sockets, TLS, politeness: I/O).
+//! - `store`: the SQLite store (I/O) and `store::policy`, the pure rules of what a stored
+//!   verdict answers.
+//! - `output`: the four lists, summary.json, report.html, the terminal table.
+//! - `grouping`: the bounded tallies behind `--group-by`.
+//! - `verdict`: evidence → status, reason, detail — the one place a reason is decided (pure).
+//! - `forecast`: priors, bounce probabilities, bands, intervals (pure).
+//! - `syntax`: address rules, IDNA, flags, typo suggestions (pure).
+//! - `clock`: the run's wall clock, fixed by tests through configuration (pure).
+//! - `model`: the shared vocabulary — statuses, the reason table, levels, evidence (pure; imports
+//!   no other module).
 
 pub mod clock;
 pub mod dns;
