@@ -15,26 +15,24 @@
 //! corrupting it.
 
 mod policy;
-mod schema;
+pub mod sqlite;
 mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
-
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
 pub use crate::model::stored::{Previous, Prior, StoredDomain, Suppression};
 pub use crate::model::time::date_of;
-use crate::model::{Level, Reason, Status};
+
 use crate::syntax::{self, Address, SyntaxOptions};
 
 pub use policy::{CachePolicy, DomainState, RowAnswer, answer_row, replaced};
-pub use schema::VERSION as SCHEMA_VERSION;
+pub use sqlite::SCHEMA_VERSION;
 #[doc(hidden)]
-pub use schema::version_1_sql;
+pub use sqlite::version_1_sql;
 pub use writer::{DnsVerdicts, Record, StoreWriter, Write};
 
 /// How long a run waits, by default, for another run holding the store's write lock.
@@ -85,7 +83,8 @@ pub enum StoreError {
     #[error("cannot use the store {}: {source}", path.display())]
     Other {
         path: PathBuf,
-        source: rusqlite::Error,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("cannot create the folder of the store {}: {source}", path.display())]
     Folder {
@@ -97,8 +96,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// 2 when the user can fix it by changing the command or the store (a damaged, locked or
-    /// newer store, an unusable suppression entry), 1 for a failure of the machine.
+    /// The process's exit code for it: 2 for what the user can fix by passing another store or
+    /// entry (a damaged, locked or newer store, an unusable entry), 1 for the rest.
     pub fn exit_code(&self) -> u8 {
         match self {
             StoreError::Other { .. } | StoreError::Folder { .. } => 1,
@@ -106,33 +105,6 @@ impl StoreError {
             | StoreError::Locked { .. }
             | StoreError::Newer { .. }
             | StoreError::Entry(_) => 2,
-        }
-    }
-
-    /// A lock error says how long it waited.
-    fn waited(self, busy_timeout: Duration) -> StoreError {
-        match self {
-            StoreError::Locked { path, .. } => StoreError::Locked {
-                path,
-                waited: busy_timeout,
-            },
-            other => other,
-        }
-    }
-
-    fn of(path: &Path, e: rusqlite::Error) -> StoreError {
-        let path = path.to_owned();
-        match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-                path,
-                detail: e.to_string(),
-            },
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked {
-                path,
-                // Replaced by the wait that was configured where it is known.
-                waited: Duration::ZERO,
-            },
-            _ => StoreError::Other { path, source: e },
         }
     }
 }
@@ -167,33 +139,6 @@ impl StoreOptions {
 /// `$XDG_CACHE_HOME/prebounce/store.sqlite3` (or the platform's cache folder).
 pub fn default_path() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("prebounce").join("store.sqlite3"))
-}
-
-fn level_of(n: i64) -> Option<Level> {
-    match n {
-        0 => Some(Level::Syntax),
-        1 => Some(Level::Dns),
-        2 => Some(Level::Smtp),
-        _ => None,
-    }
-}
-
-fn level_index(l: Level) -> i64 {
-    match l {
-        Level::Syntax => 0,
-        Level::Dns => 1,
-        Level::Smtp => 2,
-    }
-}
-
-fn status_of(s: &str) -> Option<Status> {
-    Status::ALL.into_iter().find(|x| x.as_str() == s)
-}
-
-/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason this build does not
-/// know: a newer prebounce wrote it).
-fn domain_prior(reason: &str, detail: String, mx: Option<String>, at: i64) -> Option<Prior> {
-    Reason::from_code(reason).map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None))
 }
 
 /// The suppression list of a run, in memory: one hash lookup per row.
@@ -248,223 +193,104 @@ pub struct RunStart {
     pub resumed: bool,
 }
 
-/// One connection to the store. Each stage that needs the store opens its own (SQLite
-/// connections are not shared across threads).
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    access: StoreAccess,
+/// What a store backend does for the stages; [`Store`] dispatches to the backend that
+/// [`Store::open`] opened. A backend connection is used by one thread; each stage that
+/// needs the store opens its own.
+///
+/// The stages call [`Store`], an enum of backends, rather than a `dyn Backend`: the lookups of a
+/// chunk (inside [`Store::reading`]) run once a row, and a `match` over the backends inlines
+/// into them where a virtual call would not — with SQLite the only backend, it compiles away.
+/// A new backend implements this trait and adds a variant to [`Store`]; the stages stay as they
+/// are.
+pub trait Backend: Send + Sized {
+    /// Where the store is, for messages.
+    fn path(&self) -> &Path;
+
+    /// Now, by the clock the store was opened with (unix seconds).
+    fn now(&self) -> i64;
+
+    /// Run `f` (which does lookups on this connection) in one read transaction: one snapshot
+    /// and one lock for a chunk's lookups instead of one per row.
+    fn reading<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError>;
+
+    /// The stored verdict of an address key.
+    fn lookup(&self, key: &str) -> Result<Option<Prior>, StoreError>;
+
+    /// What the store knows of a domain (ASCII) at level dns: its verdict, which answers each of
+    /// its addresses, and when one of its addresses was last verified at level smtp.
+    fn lookup_domain(&self, domain: &str) -> Result<StoredDomain, StoreError>;
+
+    /// Everything the store knows of domains at level dns, by domain, if it holds at most
+    /// `limit` domains: one scan is far cheaper than a lookup each, but not for a store much
+    /// larger than the list.
+    fn all_domains(
+        &self,
+        limit: usize,
+    ) -> Result<Option<HashMap<String, StoredDomain>>, StoreError>;
+
+    /// Whether any verdict is stored (a first run over an empty store skips the lookups).
+    fn has_verdicts(&self) -> Result<bool, StoreError>;
+
+    /// Catch-all verdicts (domain, server, verdict) checked since `since`.
+    fn catch_all_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(String, std::net::IpAddr, CatchAll)>, StoreError>;
+
+    /// Resume the latest unfinished run of the same command started after `since`, or start one.
+    fn begin_run(&self, fingerprint: &str, since: i64) -> Result<RunStart, StoreError>;
+
+    /// Mark a run finished: the same command no longer resumes it.
+    fn finish_run(&self, id: i64) -> Result<(), StoreError>;
+
+    /// Add (or update the reason of) suppression entries; returns how many were new.
+    fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError>;
+
+    /// Remove a suppression entry; whether it was there.
+    fn unsuppress(&self, entry: &str) -> Result<bool, StoreError>;
+
+    /// The whole suppression list, by entry.
+    fn suppressions(&self) -> Result<Vec<Suppression>, StoreError>;
+
+    /// Commit a batch of the writer's messages in one transaction (see [`StoreWriter`]);
+    /// returns the number of address verdicts written. A verdict written before `run_started`
+    /// becomes the previous one of the address it replaces; with `suppress_invalid`, addresses
+    /// invalid for a permanent reason join the suppression list.
+    fn commit(
+        &mut self,
+        batch: &[Write],
+        run_started: i64,
+        suppress_invalid: bool,
+    ) -> Result<u64, StoreError>;
+}
+
+/// One connection to the store, whichever backend holds it.
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Call the same method on whichever backend `$store` is.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($backend) => $call,
+        }
+    };
 }
 
 impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
     pub fn open(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
-        // Two runs opening one store at once: SQLite answers the switch to WAL (and the first
-        // reader's recovery) with SQLITE_BUSY at once, without its busy handler, so the
-        // waiting the busy timeout promises is done here.
-        let deadline = std::time::Instant::now() + access.busy_timeout;
-        loop {
-            match Store::open_once(path, access) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                other => return other.map_err(|e| e.waited(access.busy_timeout)),
-            }
-        }
+        sqlite::SqliteStore::open(path, access).map(Store::Sqlite)
     }
 
     /// Now, by the store's clock (unix seconds).
     pub fn now(&self) -> i64 {
-        self.access.clock.now()
-    }
-
-    fn open_once(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        let err = |e| StoreError::of(path, e);
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(access.busy_timeout).map_err(err)?;
-        // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
-        // syncs at checkpoints only: a committed verdict survives the process being killed,
-        // which is what resume needs; a power cut may lose the last ones (verified again).
-        let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        // A million-row list touches pages all over the address table: a 64 MB page cache and
-        // a memory map keep lookups and inserts off the read/write system calls.
-        conn.pragma_update(None, "cache_size", -65_536)
-            .map_err(err)?;
-        let _: i64 = conn
-            .query_row("PRAGMA mmap_size = 1073741824", [], |r| r.get(0))
-            .map_err(err)?;
-        match schema::migrate(&mut conn).map_err(err)? {
-            schema::Migrated::Current => {}
-            schema::Migrated::Newer(found) => {
-                return Err(StoreError::Newer {
-                    path: path.to_owned(),
-                    found,
-                });
-            }
-        }
-        Ok(Store {
-            conn,
-            path: path.to_owned(),
-            access,
-        })
+        on_backend!(self, b => b.now())
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::of(&self.path, e).waited(self.access.busy_timeout)
-    }
-
-    /// The stored verdict of an address key.
-    pub fn lookup(&self, key: &str) -> Result<Option<Prior>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                // A dns-level verdict's detail and MX are its domain's (written once, with the
-                // domain), as long as the domain's verdict is still that one.
-                "SELECT a.reason,
-                   CASE WHEN a.level = 1 AND a.detail = '' AND d.reason = a.reason
-                     AND d.verified_at <= a.verified_at THEN d.detail ELSE a.detail END,
-                   CASE WHEN a.level = 1 AND a.mx IS NULL AND d.reason = a.reason
-                     AND d.verified_at <= a.verified_at THEN d.mx ELSE a.mx END,
-                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at
-                 FROM addresses a LEFT JOIN domain_verdicts d ON d.domain = ?2
-                 WHERE a.key = ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
-        let row = stmt
-            .query_row([key, domain], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ))
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some((reason, detail, mx, level, verified_at, ps, pr, pv)) = row else {
-            return Ok(None);
-        };
-        // A reason or level this build does not know (a newer prebounce wrote it): a miss.
-        let (Some(reason), Some(level)) = (Reason::from_code(&reason), level_of(level)) else {
-            return Ok(None);
-        };
-        let previous = match (
-            ps.as_deref().and_then(status_of),
-            pr.as_deref().and_then(Reason::from_code),
-            pv,
-        ) {
-            (Some(status), Some(reason), Some(verified_at)) => Some(Previous {
-                status,
-                reason,
-                verified_at,
-            }),
-            _ => None,
-        };
-        Ok(Some(Prior::new(
-            reason,
-            detail,
-            mx,
-            level,
-            verified_at,
-            previous,
-        )))
-    }
-
-    /// What the store knows of a domain (ASCII) at level dns: its verdict, which answers each of
-    /// its addresses, and when one of its addresses was last verified at level smtp.
-    pub fn lookup_domain(&self, domain: &str) -> Result<StoredDomain, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at
-                 FROM (SELECT ?1 AS domain) q
-                 LEFT JOIN domain_verdicts d ON d.domain = q.domain
-                 LEFT JOIN smtp_domains s ON s.domain = q.domain",
-            )
-            .map_err(|e| self.err(e))?;
-        let (reason, detail, mx, verified_at, smtp_at) = stmt
-            .query_row([domain], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let verdict = match (reason, verified_at) {
-            (Some(reason), Some(at)) => domain_prior(&reason, detail.unwrap_or_default(), mx, at),
-            _ => None,
-        };
-        Ok(StoredDomain { verdict, smtp_at })
-    }
-
-    /// Everything the store knows of domains at level dns, by domain, if it holds at most
-    /// `limit` domains: one scan is far cheaper than a lookup each, but not for a store much
-    /// larger than the list.
-    pub fn all_domains(
-        &self,
-        limit: usize,
-    ) -> Result<Option<HashMap<String, StoredDomain>>, StoreError> {
-        let err = |e| self.err(e);
-        let count: i64 = self
-            .conn
-            .query_row(
-                "SELECT (SELECT count(*) FROM domain_verdicts) + (SELECT count(*) FROM smtp_domains)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if count as usize > limit {
-            return Ok(None);
-        }
-        let mut out: HashMap<String, StoredDomain> = HashMap::with_capacity(count as usize);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT domain, reason, detail, mx, verified_at FROM domain_verdicts")
-            .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            let reason: String = r.get(1).map_err(err)?;
-            let prior = domain_prior(
-                &reason,
-                r.get(2).map_err(err)?,
-                r.get(3).map_err(err)?,
-                r.get(4).map_err(err)?,
-            );
-            if prior.is_some() {
-                out.entry(r.get(0).map_err(err)?).or_default().verdict = prior;
-            }
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT domain, verified_at FROM smtp_domains")
-            .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            out.entry(r.get(0).map_err(err)?).or_default().smtp_at = Some(r.get(1).map_err(err)?);
-        }
-        Ok(Some(out))
+        on_backend!(self, b => b.path())
     }
 
     /// Run `f` in one read transaction: one snapshot and one lock for a chunk's lookups
@@ -473,165 +299,68 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.conn
-            .execute_batch("BEGIN DEFERRED")
-            .map_err(|e| self.err(e))?;
-        let out = f(self);
-        // Nothing was written: ending the transaction cannot lose anything.
-        let _ = self.conn.execute_batch("COMMIT");
-        out
+        on_backend!(self, b => b.reading(|| f(self)))
     }
 
-    /// Whether any verdict is stored (a first run over an empty store skips the lookups).
+    /// See [`Backend::lookup`].
+    #[inline]
+    pub fn lookup(&self, key: &str) -> Result<Option<Prior>, StoreError> {
+        on_backend!(self, b => b.lookup(key))
+    }
+
+    /// See [`Backend::lookup_domain`].
+    #[inline]
+    pub fn lookup_domain(&self, domain: &str) -> Result<StoredDomain, StoreError> {
+        on_backend!(self, b => b.lookup_domain(domain))
+    }
+
+    /// See [`Backend::all_domains`].
+    pub fn all_domains(
+        &self,
+        limit: usize,
+    ) -> Result<Option<HashMap<String, StoredDomain>>, StoreError> {
+        on_backend!(self, b => b.all_domains(limit))
+    }
+
+    /// See [`Backend::has_verdicts`].
     pub fn has_verdicts(&self) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM addresses) OR EXISTS (SELECT 1 FROM domain_verdicts)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
+        on_backend!(self, b => b.has_verdicts())
     }
 
-    /// Catch-all verdicts (domain, server, verdict) checked since `since`.
+    /// See [`Backend::catch_all_since`].
     pub fn catch_all_since(
         &self,
         since: i64,
     ) -> Result<Vec<(String, std::net::IpAddr, CatchAll)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT domain, server, catch_all FROM domains
-                 WHERE checked_at >= ?1 AND catch_all IS NOT NULL",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([since], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (domain, server, c) = row.map_err(|e| self.err(e))?;
-            let Ok(ip) = server.parse() else { continue };
-            match c.as_str() {
-                "yes" => out.push((domain, ip, CatchAll::Yes)),
-                "no" => out.push((domain, ip, CatchAll::No)),
-                _ => {}
-            }
-        }
-        Ok(out)
+        on_backend!(self, b => b.catch_all_since(since))
     }
 
-    /// Resume the latest unfinished run of the same command started after `since`, or start one.
+    /// See [`Backend::begin_run`].
     pub fn begin_run(&self, fingerprint: &str, since: i64) -> Result<RunStart, StoreError> {
-        let found: Option<(i64, i64)> = self
-            .conn
-            .query_row(
-                "SELECT id, started_at FROM runs WHERE fingerprint = ?1 AND finished_at IS NULL
-                 AND started_at >= ?2 ORDER BY id DESC LIMIT 1",
-                params![fingerprint, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        if let Some((id, started_at)) = found {
-            return Ok(RunStart {
-                id,
-                started_at,
-                resumed: true,
-            });
-        }
-        let started_at = self.now();
-        self.conn
-            .execute(
-                "INSERT INTO runs (fingerprint, started_at) VALUES (?1, ?2)",
-                params![fingerprint, started_at],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(RunStart {
-            id: self.conn.last_insert_rowid(),
-            started_at,
-            resumed: false,
-        })
+        on_backend!(self, b => b.begin_run(fingerprint, since))
     }
 
+    /// See [`Backend::finish_run`].
     pub fn finish_run(&self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET finished_at = ?2 WHERE id = ?1",
-                params![id, self.now()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        on_backend!(self, b => b.finish_run(id))
     }
 
-    /// Add (or update the reason of) suppression entries; returns how many were new.
+    /// See [`Backend::suppress`].
     pub fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
-        let at = self.now();
-        let (path, wait) = (self.path.clone(), self.access.busy_timeout);
-        let err = |e| StoreError::of(&path, e).waited(wait);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
-                )
-                .map_err(err)?;
-            for (entry, reason) in entries {
-                let existed: bool = tx
-                    .query_row(
-                        "SELECT 1 FROM suppressions WHERE entry = ?1",
-                        [entry],
-                        |_| Ok(()),
-                    )
-                    .optional()
-                    .map_err(err)?
-                    .is_some();
-                stmt.execute(params![entry, reason, at]).map_err(err)?;
-                added += usize::from(!existed);
-            }
-        }
-        tx.commit().map_err(err)?;
-        Ok(added)
+        on_backend!(self, b => b.suppress(entries))
     }
 
-    /// Remove an entry; whether it was there.
+    /// See [`Backend::unsuppress`].
     pub fn unsuppress(&self, entry: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .execute("DELETE FROM suppressions WHERE entry = ?1", [entry])
-            .map_err(|e| self.err(e))?;
-        Ok(n > 0)
+        on_backend!(self, b => b.unsuppress(entry))
     }
 
-    /// The whole suppression list, by entry.
+    /// See [`Backend::suppressions`].
     pub fn suppressions(&self) -> Result<Vec<Suppression>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT entry, reason, added_at FROM suppressions ORDER BY entry")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Suppression {
-                    entry: r.get(0)?,
-                    reason: r.get(1)?,
-                    added_at: r.get(2)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        on_backend!(self, b => b.suppressions())
     }
 
+    /// The suppression list of a run, in memory.
     pub fn suppression_set(&self) -> Result<SuppressionSet, StoreError> {
         Ok(SuppressionSet(
             self.suppressions()?
@@ -639,6 +368,16 @@ impl Store {
                 .map(|s| (s.entry.clone(), s))
                 .collect(),
         ))
+    }
+
+    /// See [`Backend::commit`].
+    fn commit(
+        &mut self,
+        batch: &[Write],
+        run_started: i64,
+        suppress_invalid: bool,
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.commit(batch, run_started, suppress_invalid))
     }
 }
 
@@ -655,32 +394,5 @@ mod tests {
         assert_eq!(suppression_entry("@Example.com").unwrap(), "@example.com");
         assert_eq!(suppression_entry("bücher.de").unwrap(), "@xn--bcher-kva.de");
         assert!(suppression_entry("not an address@").is_err());
-    }
-
-    #[test]
-    fn a_version_1_store_is_migrated() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.sqlite3");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(version_1_sql()).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO addresses (key, status, reason, detail, level, verified_at) VALUES ('a@b.test', 'valid', 'domain-accepts-mail', '', 1, 5)",
-                [],
-            )
-            .unwrap();
-        }
-        let store = Store::open(&path, Default::default()).unwrap();
-        let v: u32 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
-        let prior = store.lookup("a@b.test").unwrap().unwrap();
-        assert_eq!(
-            (prior.reason, prior.verified_at),
-            (Reason::DomainAcceptsMail, 5)
-        );
     }
 }

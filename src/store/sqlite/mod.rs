@@ -1,0 +1,495 @@
+//! The SQLite backend of the store (rusqlite, bundled), and not a key-value store: one file,
+//! transactions, WAL so readers never block the writer, and a busy timeout so two runs on one
+//! store take turns instead of corrupting it.
+
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+
+use super::{
+    Backend, Previous, Prior, RunStart, StoreAccess, StoreError, StoredDomain, Suppression, Write,
+};
+use crate::clock::Clock;
+use crate::model::smtp::CatchAll;
+use crate::model::{Level, Reason, Status};
+
+pub use schema::VERSION as SCHEMA_VERSION;
+pub use schema::version_1_sql;
+
+/// A rusqlite error as the store's: a damaged file, a lock held too long, or anything else.
+fn store_error(path: &Path, waited: Duration, e: rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path,
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Locked { path, waited }
+        }
+        _ => StoreError::Other {
+            path,
+            source: Box::new(e),
+        },
+    }
+}
+
+/// One connection to an SQLite store. Each stage that needs the store opens its own (SQLite
+/// connections are not shared across threads).
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    /// How long to wait for another run's write lock.
+    busy_timeout: Duration,
+    /// The time stamps this connection writes (runs, suppressions, catch-all checks).
+    clock: Clock,
+}
+
+impl SqliteStore {
+    /// Open (creating it and its folder if needed) and migrate to the current schema.
+    pub fn open(path: &Path, access: StoreAccess) -> Result<SqliteStore, StoreError> {
+        // Two runs opening one store at once: SQLite answers the switch to WAL (and the first
+        // reader's recovery) with SQLITE_BUSY at once, without its busy handler, so the
+        // waiting the busy timeout promises is done here.
+        let deadline = std::time::Instant::now() + access.busy_timeout;
+        loop {
+            match SqliteStore::open_once(path, access) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, access: StoreAccess) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let err = |e| store_error(path, access.busy_timeout, e);
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(access.busy_timeout).map_err(err)?;
+        // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
+        // syncs at checkpoints only: a committed verdict survives the process being killed,
+        // which is what resume needs; a power cut may lose the last ones (verified again).
+        let _: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        // A million-row list touches pages all over the address table: a 64 MB page cache and
+        // a memory map keep lookups and inserts off the read/write system calls.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(err)?;
+        let _: i64 = conn
+            .query_row("PRAGMA mmap_size = 1073741824", [], |r| r.get(0))
+            .map_err(err)?;
+        match schema::migrate(&mut conn).map_err(err)? {
+            schema::Migrated::Current => {}
+            schema::Migrated::Newer(found) => {
+                return Err(StoreError::Newer {
+                    path: path.to_owned(),
+                    found,
+                });
+            }
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            busy_timeout: access.busy_timeout,
+            clock: access.clock,
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        store_error(&self.path, self.busy_timeout, e)
+    }
+}
+
+impl Backend for SqliteStore {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The stored verdict of an address key.
+    fn lookup(&self, key: &str) -> Result<Option<Prior>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                // A dns-level verdict's detail and MX are its domain's (written once, with the
+                // domain), as long as the domain's verdict is still that one.
+                "SELECT a.reason,
+                   CASE WHEN a.level = 1 AND a.detail = '' AND d.reason = a.reason
+                     AND d.verified_at <= a.verified_at THEN d.detail ELSE a.detail END,
+                   CASE WHEN a.level = 1 AND a.mx IS NULL AND d.reason = a.reason
+                     AND d.verified_at <= a.verified_at THEN d.mx ELSE a.mx END,
+                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at
+                 FROM addresses a LEFT JOIN domain_verdicts d ON d.domain = ?2
+                 WHERE a.key = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
+        let row = stmt
+            .query_row([key, domain], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((reason, detail, mx, level, verified_at, ps, pr, pv)) = row else {
+            return Ok(None);
+        };
+        // A reason or level this build does not know (a newer prebounce wrote it): a miss.
+        let (Some(reason), Some(level)) = (Reason::from_code(&reason), level_of(level)) else {
+            return Ok(None);
+        };
+        let previous = match (
+            ps.as_deref().and_then(status_of),
+            pr.as_deref().and_then(Reason::from_code),
+            pv,
+        ) {
+            (Some(status), Some(reason), Some(verified_at)) => Some(Previous {
+                status,
+                reason,
+                verified_at,
+            }),
+            _ => None,
+        };
+        Ok(Some(Prior::new(
+            reason,
+            detail,
+            mx,
+            level,
+            verified_at,
+            previous,
+        )))
+    }
+
+    /// What the store knows of a domain (ASCII) at level dns: its verdict, which answers each of
+    /// its addresses, and when one of its addresses was last verified at level smtp.
+    fn lookup_domain(&self, domain: &str) -> Result<StoredDomain, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at
+                 FROM (SELECT ?1 AS domain) q
+                 LEFT JOIN domain_verdicts d ON d.domain = q.domain
+                 LEFT JOIN smtp_domains s ON s.domain = q.domain",
+            )
+            .map_err(|e| self.err(e))?;
+        let (reason, detail, mx, verified_at, smtp_at) = stmt
+            .query_row([domain], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let verdict = match (reason, verified_at) {
+            (Some(reason), Some(at)) => domain_prior(&reason, detail.unwrap_or_default(), mx, at),
+            _ => None,
+        };
+        Ok(StoredDomain { verdict, smtp_at })
+    }
+
+    /// Everything the store knows of domains at level dns, by domain, if it holds at most
+    /// `limit` domains: one scan is far cheaper than a lookup each, but not for a store much
+    /// larger than the list.
+    fn all_domains(
+        &self,
+        limit: usize,
+    ) -> Result<Option<HashMap<String, StoredDomain>>, StoreError> {
+        let err = |e| self.err(e);
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM domain_verdicts) + (SELECT count(*) FROM smtp_domains)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if count as usize > limit {
+            return Ok(None);
+        }
+        let mut out: HashMap<String, StoredDomain> = HashMap::with_capacity(count as usize);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain, reason, detail, mx, verified_at FROM domain_verdicts")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let reason: String = r.get(1).map_err(err)?;
+            let prior = domain_prior(
+                &reason,
+                r.get(2).map_err(err)?,
+                r.get(3).map_err(err)?,
+                r.get(4).map_err(err)?,
+            );
+            if prior.is_some() {
+                out.entry(r.get(0).map_err(err)?).or_default().verdict = prior;
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain, verified_at FROM smtp_domains")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            out.entry(r.get(0).map_err(err)?).or_default().smtp_at = Some(r.get(1).map_err(err)?);
+        }
+        Ok(Some(out))
+    }
+
+    /// Run `f` in one read transaction: one snapshot and one lock for a chunk's lookups
+    /// instead of one per row.
+    fn reading<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(|e| self.err(e))?;
+        let out = f();
+        // Nothing was written: ending the transaction cannot lose anything.
+        let _ = self.conn.execute_batch("COMMIT");
+        out
+    }
+
+    /// Whether any verdict is stored (a first run over an empty store skips the lookups).
+    fn has_verdicts(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM addresses) OR EXISTS (SELECT 1 FROM domain_verdicts)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Catch-all verdicts (domain, server, verdict) checked since `since`.
+    fn catch_all_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(String, std::net::IpAddr, CatchAll)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT domain, server, catch_all FROM domains
+                 WHERE checked_at >= ?1 AND catch_all IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (domain, server, c) = row.map_err(|e| self.err(e))?;
+            let Ok(ip) = server.parse() else { continue };
+            match c.as_str() {
+                "yes" => out.push((domain, ip, CatchAll::Yes)),
+                "no" => out.push((domain, ip, CatchAll::No)),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resume the latest unfinished run of the same command started after `since`, or start one.
+    fn begin_run(&self, fingerprint: &str, since: i64) -> Result<RunStart, StoreError> {
+        let found: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT id, started_at FROM runs WHERE fingerprint = ?1 AND finished_at IS NULL
+                 AND started_at >= ?2 ORDER BY id DESC LIMIT 1",
+                params![fingerprint, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some((id, started_at)) = found {
+            return Ok(RunStart {
+                id,
+                started_at,
+                resumed: true,
+            });
+        }
+        let started_at = self.clock.now();
+        self.conn
+            .execute(
+                "INSERT INTO runs (fingerprint, started_at) VALUES (?1, ?2)",
+                params![fingerprint, started_at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(RunStart {
+            id: self.conn.last_insert_rowid(),
+            started_at,
+            resumed: false,
+        })
+    }
+
+    fn finish_run(&self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2 WHERE id = ?1",
+                params![id, self.clock.now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Add (or update the reason of) suppression entries; returns how many were new.
+    fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
+        let at = self.clock.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+        let mut added = 0;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
+                )
+                .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+            for (entry, reason) in entries {
+                let existed: bool = tx
+                    .query_row(
+                        "SELECT 1 FROM suppressions WHERE entry = ?1",
+                        [entry],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(|e| store_error(&self.path, self.busy_timeout, e))?
+                    .is_some();
+                stmt.execute(params![entry, reason, at])
+                    .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+                added += usize::from(!existed);
+            }
+        }
+        tx.commit()
+            .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+        Ok(added)
+    }
+
+    /// Remove an entry; whether it was there.
+    fn unsuppress(&self, entry: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM suppressions WHERE entry = ?1", [entry])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// The whole suppression list, by entry.
+    fn suppressions(&self) -> Result<Vec<Suppression>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT entry, reason, added_at FROM suppressions ORDER BY entry")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Suppression {
+                    entry: r.get(0)?,
+                    reason: r.get(1)?,
+                    added_at: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn commit(
+        &mut self,
+        batch: &[Write],
+        run_started: i64,
+        suppress_invalid: bool,
+    ) -> Result<u64, StoreError> {
+        writer::commit(self, batch, run_started, suppress_invalid)
+    }
+}
+
+fn level_of(n: i64) -> Option<Level> {
+    match n {
+        0 => Some(Level::Syntax),
+        1 => Some(Level::Dns),
+        2 => Some(Level::Smtp),
+        _ => None,
+    }
+}
+
+pub(super) fn level_index(l: Level) -> i64 {
+    match l {
+        Level::Syntax => 0,
+        Level::Dns => 1,
+        Level::Smtp => 2,
+    }
+}
+
+fn status_of(s: &str) -> Option<Status> {
+    Status::ALL.into_iter().find(|x| x.as_str() == s)
+}
+
+/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason this build does not
+/// know: a newer prebounce wrote it).
+fn domain_prior(reason: &str, detail: String, mx: Option<String>, at: i64) -> Option<Prior> {
+    Reason::from_code(reason).map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_store_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(version_1_sql()).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO addresses (key, status, reason, detail, level, verified_at) VALUES ('a@b.test', 'valid', 'domain-accepts-mail', '', 1, 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, StoreAccess::default()).unwrap();
+        let v: u32 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let prior = store.lookup("a@b.test").unwrap().unwrap();
+        assert_eq!(
+            (prior.reason, prior.verified_at),
+            (Reason::DomainAcceptsMail, 5)
+        );
+    }
+}
