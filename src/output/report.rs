@@ -384,7 +384,6 @@ fn groups_section(h: &mut String, s: &Summary) {
         return;
     };
     let column = esc(&group_by.column);
-    let shown = &s.groups[..s.groups.len().min(CHART_GROUPS)];
     let _ = write!(
         h,
         r#"<section id="groups" data-count="{count}">
@@ -396,45 +395,72 @@ interval: a small group's rate is less certain, so its whisker is longer. The da
         count = s.groups.len(),
     );
     worst_sentence(h, s);
-    if !shown.is_empty() {
-        const W: f64 = 760.0;
-        const LABEL: f64 = 200.0;
-        const BAR: f64 = 440.0;
-        const ROW: f64 = 30.0;
-        let max = chart_max(shown);
-        let x = |rate: f64| LABEL + rate.clamp(0.0, max) / max * BAR;
-        let top = 24.0;
-        let height = top + ROW * shown.len() as f64 + 8.0;
+    group_chart(h, &s.groups[..s.groups.len().min(CHART_GROUPS)], &column);
+    group_table(h, s, &column);
+    if s.groups.len() > TABLE_GROUPS {
         let _ = writeln!(
             h,
-            r#"<svg class="chart" viewBox="0 0 {W} {height}" role="img" aria-label="Predicted bounce rate by {column}">"#
+            r#"<p class="note">{} more groups in summary.json.</p>"#,
+            thousands((s.groups.len() - TABLE_GROUPS) as u64)
         );
-        for k in 0..=5 {
-            let rate = max * k as f64 / 5.0;
-            let _ = writeln!(
-                h,
-                r##"<line x1="{gx:.2}" y1="{top}" x2="{gx:.2}" y2="{bottom}" stroke="#e9ecef"/><text x="{gx:.2}" y="14" text-anchor="middle">{t}%</text>"##,
-                gx = x(rate),
-                bottom = height - 8.0,
-                t = trim_float(rate * 100.0),
-            );
-        }
-        if max >= 0.02 {
-            let _ = writeln!(
-                h,
-                r##"<line x1="{tx:.2}" y1="{top}" x2="{tx:.2}" y2="{bottom}" stroke="#495057" stroke-dasharray="4 3"/>"##,
-                tx = x(0.02),
-                bottom = height - 8.0,
-            );
-        }
-        for (i, g) in shown.iter().enumerate() {
-            let f = &g.predicted_bounce_rate;
-            let y = top + 4.0 + i as f64 * ROW;
-            let mid = y + 10.0;
-            let (lo, hi) = (x(f.interval_95.all.low), x(f.interval_95.all.high));
-            let _ = write!(
-                h,
-                r##"<g class="group-bar" data-group="{v}" data-rate="{rate}"><title>{v}: {rp} (95 % interval {iv}), {rows} rows</title>
+    }
+    if group_by.capped {
+        let _ = writeln!(
+            h,
+            r#"<p class="note">The column has more than {} distinct values: rows of the values seen after that many are pooled in <i>(other)</i>.</p>"#,
+            thousands(group_by.max_groups as u64)
+        );
+    }
+    h.push_str(
+        r#"<p class="note">"Duplicates across" are addresses first seen in another group: a vendor selling you leads you already had.</p>
+</section>
+"#,
+    );
+}
+
+/// The groups' predicted bounce rates as bars with their 95 % whiskers, worst first.
+fn group_chart(h: &mut String, shown: &[GroupSummary], column: &str) {
+    if shown.is_empty() {
+        return;
+    }
+    const W: f64 = 760.0;
+    const LABEL: f64 = 200.0;
+    const BAR: f64 = 440.0;
+    const ROW: f64 = 30.0;
+    let max = chart_max(shown);
+    let x = |rate: f64| LABEL + rate.clamp(0.0, max) / max * BAR;
+    let top = 24.0;
+    let height = top + ROW * shown.len() as f64 + 8.0;
+    let _ = writeln!(
+        h,
+        r#"<svg class="chart" viewBox="0 0 {W} {height}" role="img" aria-label="Predicted bounce rate by {column}">"#
+    );
+    for k in 0..=5 {
+        let rate = max * k as f64 / 5.0;
+        let _ = writeln!(
+            h,
+            r##"<line x1="{gx:.2}" y1="{top}" x2="{gx:.2}" y2="{bottom}" stroke="#e9ecef"/><text x="{gx:.2}" y="14" text-anchor="middle">{t}%</text>"##,
+            gx = x(rate),
+            bottom = height - 8.0,
+            t = trim_float(rate * 100.0),
+        );
+    }
+    if max >= 0.02 {
+        let _ = writeln!(
+            h,
+            r##"<line x1="{tx:.2}" y1="{top}" x2="{tx:.2}" y2="{bottom}" stroke="#495057" stroke-dasharray="4 3"/>"##,
+            tx = x(0.02),
+            bottom = height - 8.0,
+        );
+    }
+    for (i, g) in shown.iter().enumerate() {
+        let f = &g.predicted_bounce_rate;
+        let y = top + 4.0 + i as f64 * ROW;
+        let mid = y + 10.0;
+        let (lo, hi) = (x(f.interval_95.all.low), x(f.interval_95.all.high));
+        let _ = write!(
+            h,
+            r##"<g class="group-bar" data-group="{v}" data-rate="{rate}"><title>{v}: {rp} (95 % interval {iv}), {rows} rows</title>
 <text x="{lx}" y="{ty}" text-anchor="end"{italic}>{lab}</text>
 <rect x="{LABEL}" y="{y}" width="{bw:.2}" height="20" fill="{colour}" opacity="0.85"/>
 <line x1="{lo:.2}" y1="{mid}" x2="{hi:.2}" y2="{mid}" stroke="#212529" stroke-width="1.5"/>
@@ -443,29 +469,32 @@ interval: a small group's rate is less certain, so its whisker is longer. The da
 <text x="{vx:.2}" y="{ty}">{rp}</text>
 </g>
 "##,
-                v = esc(&g.value),
-                rate = f.all,
-                rp = pct(f.all),
-                iv = interval_text(f.interval_95.all),
-                rows = thousands(g.rows),
-                lx = LABEL - 8.0,
-                ty = y + 14.5,
-                italic = if g.kind == GroupKind::Value {
-                    ""
-                } else {
-                    r#" font-style="italic""#
-                },
-                lab = esc(&label(&g.value)),
-                bw = (x(f.all) - LABEL).max(1.0),
-                colour = band_colour(f.band),
-                c1 = mid - 5.0,
-                c2 = mid + 5.0,
-                vx = hi.max(x(f.all)) + 8.0,
-            );
-        }
-        h.push_str("</svg>\n");
+            v = esc(&g.value),
+            rate = f.all,
+            rp = pct(f.all),
+            iv = interval_text(f.interval_95.all),
+            rows = thousands(g.rows),
+            lx = LABEL - 8.0,
+            ty = y + 14.5,
+            italic = if g.kind == GroupKind::Value {
+                ""
+            } else {
+                r#" font-style="italic""#
+            },
+            lab = esc(&label(&g.value)),
+            bw = (x(f.all) - LABEL).max(1.0),
+            colour = band_colour(f.band),
+            c1 = mid - 5.0,
+            c2 = mid + 5.0,
+            vx = hi.max(x(f.all)) + 8.0,
+        );
     }
-    // Columns no group has anything in (catch-all and unknown at level syntax) are left out.
+    h.push_str("</svg>\n");
+}
+
+/// One row a group: its counts, main problem and forecast. Columns no group has anything in
+/// (catch-all and unknown at level syntax) are left out.
+fn group_table(h: &mut String, s: &Summary, column: &str) {
     let with_catch_all = s.groups.iter().any(|g| g.status.catch_all > 0);
     let with_unknown = s.groups.iter().any(|g| g.status.unknown > 0);
     let _ = write!(
@@ -547,25 +576,6 @@ interval: a small group's rate is less certain, so its whisker is longer. The da
         );
     }
     h.push_str("</tbody></table></div>\n");
-    if s.groups.len() > TABLE_GROUPS {
-        let _ = writeln!(
-            h,
-            r#"<p class="note">{} more groups in summary.json.</p>"#,
-            thousands((s.groups.len() - TABLE_GROUPS) as u64)
-        );
-    }
-    if group_by.capped {
-        let _ = writeln!(
-            h,
-            r#"<p class="note">The column has more than {} distinct values: rows of the values seen after that many are pooled in <i>(other)</i>.</p>"#,
-            thousands(group_by.max_groups as u64)
-        );
-    }
-    h.push_str(
-        r#"<p class="note">"Duplicates across" are addresses first seen in another group: a vendor selling you leads you already had.</p>
-</section>
-"#,
-    );
 }
 
 /// The answer to "which one is worst, and why", in words.

@@ -307,6 +307,37 @@ impl Summary {
         if !top.is_empty() {
             let _ = writeln!(s, "  reasons: {}", top.join(", "));
         }
+        self.human_stages(&mut s);
+        let f = &self.predicted_bounce_rate;
+        let _ = writeln!(
+            s,
+            "  predicted bounce rate: {} sending to all ({}) · {} valid only · {} valid + catch-all",
+            pct(f.all),
+            f.band,
+            pct(f.valid_only),
+            pct(f.valid_and_catch_all)
+        );
+        if let (Some(g), Some(worst)) = (&self.group_by, self.groups.first()) {
+            let _ = writeln!(
+                s,
+                "  {} groups by {}; worst: {} at {} sending to all ({}), table below",
+                thousands(self.groups.len() as u64),
+                g.column,
+                worst.value,
+                pct(worst.predicted_bounce_rate.all),
+                worst.predicted_bounce_rate.band
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  lists: {dir}/valid.csv, invalid.csv, catch-all.csv, unknown.csv; report: {dir}/report.html; summary: {dir}/summary.json",
+            dir = self.output_dir
+        );
+        s
+    }
+
+    /// The lines of the stages that ran: DNS, SMTP, the store and the changes it found.
+    fn human_stages(&self, s: &mut String) {
         if let Some(d) = &self.dns {
             let _ = writeln!(
                 s,
@@ -364,32 +395,6 @@ impl Summary {
                 c.file
             );
         }
-        let f = &self.predicted_bounce_rate;
-        let _ = writeln!(
-            s,
-            "  predicted bounce rate: {} sending to all ({}) · {} valid only · {} valid + catch-all",
-            pct(f.all),
-            f.band,
-            pct(f.valid_only),
-            pct(f.valid_and_catch_all)
-        );
-        if let (Some(g), Some(worst)) = (&self.group_by, self.groups.first()) {
-            let _ = writeln!(
-                s,
-                "  {} groups by {}; worst: {} at {} sending to all ({}), table below",
-                thousands(self.groups.len() as u64),
-                g.column,
-                worst.value,
-                pct(worst.predicted_bounce_rate.all),
-                worst.predicted_bounce_rate.band
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  lists: {dir}/valid.csv, invalid.csv, catch-all.csv, unknown.csv; report: {dir}/report.html; summary: {dir}/summary.json",
-            dir = self.output_dir
-        );
-        s
     }
 }
 

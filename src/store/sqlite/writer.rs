@@ -142,6 +142,38 @@ fn upsert_rows(
     Ok(())
 }
 
+/// The batch's address verdicts as rows to upsert: those with their own detail and MX, and the
+/// dns-level ones whose detail and MX are their domain's.
+fn rows_of(batch: &[Write]) -> (Vec<Row<'_>>, Vec<Row<'_>>) {
+    let (mut rows, mut dns_rows): (Vec<Row>, Vec<Row>) = Default::default();
+    for msg in batch {
+        let Write::Verdicts { addresses, dns, .. } = msg else {
+            continue;
+        };
+        rows.extend(addresses.iter().map(|r| Row {
+            key: &r.key,
+            reason: r.reason,
+            detail: &r.detail,
+            mx: r.mx.as_deref(),
+            level: r.level,
+            verified_at: r.verified_at,
+            reply: r.reply.as_ref().map(|(code, text)| (*code, text.as_str())),
+        }));
+        for d in dns {
+            dns_rows.extend(d.iter().map(|(key, reason)| Row {
+                key,
+                reason,
+                detail: "",
+                mx: None,
+                level: Level::Dns,
+                verified_at: d.verified_at(),
+                reply: None,
+            }));
+        }
+    }
+    (rows, dns_rows)
+}
+
 pub(super) fn commit(
     store: &mut SqliteStore,
     batch: &[Write],
@@ -185,32 +217,7 @@ pub(super) fn commit(
                  ON CONFLICT(domain, server) DO UPDATE SET catch_all = excluded.catch_all, checked_at = excluded.checked_at",
             )
             .map_err(err)?;
-        let (mut rows, mut dns_rows): (Vec<Row>, Vec<Row>) = Default::default();
-        for msg in batch {
-            let Write::Verdicts { addresses, dns, .. } = msg else {
-                continue;
-            };
-            rows.extend(addresses.iter().map(|r| Row {
-                key: &r.key,
-                reason: r.reason,
-                detail: &r.detail,
-                mx: r.mx.as_deref(),
-                level: r.level,
-                verified_at: r.verified_at,
-                reply: r.reply.as_ref().map(|(code, text)| (*code, text.as_str())),
-            }));
-            for d in dns {
-                dns_rows.extend(d.iter().map(|(key, reason)| Row {
-                    key,
-                    reason,
-                    detail: "",
-                    mx: None,
-                    level: Level::Dns,
-                    verified_at: d.verified_at(),
-                    reply: None,
-                }));
-            }
-        }
+        let (rows, dns_rows) = rows_of(batch);
         let mut smtp_marked = std::collections::HashSet::new();
         for r in rows.iter().chain(&dns_rows) {
             if r.level == Level::Smtp {
