@@ -8,13 +8,12 @@ use std::fmt;
 
 use std::sync::Arc;
 
-use crate::input::RowProblem;
 use crate::model::dns::{Addresses, DomainEvidence, Failure};
-use crate::model::is_routable;
 use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 use crate::model::stored::{Prior, Suppression};
 use crate::model::time::date_of;
 pub use crate::model::{Reason, Status};
+use crate::model::{RowProblem, is_routable};
 use crate::smtp::reply::classify;
 use crate::syntax::{Address, SyntaxError};
 

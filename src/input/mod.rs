@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
+pub use crate::model::RowProblem;
 use splitter::{Record, RecordKind, RecordSplitter};
 
 /// Where the list comes from.
@@ -66,33 +67,6 @@ pub struct Dialect {
     pub email_column: usize,
     /// Fields a row must have; rows with another count are unreadable.
     pub width: usize,
-}
-
-/// Why a row cannot be taken at face value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowProblem {
-    FieldCount { found: usize, expected: usize },
-    UnterminatedQuote,
-    TooLong { bytes: u64 },
-}
-
-impl std::fmt::Display for RowProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RowProblem::FieldCount { found, expected } => {
-                write!(f, "row has {found} fields, the header has {expected}")
-            }
-            RowProblem::UnterminatedQuote => {
-                f.write_str("a quote opened on this line is never closed; the line is kept as read")
-            }
-            RowProblem::TooLong { bytes } => write!(
-                f,
-                "row is {bytes} bytes long (limit {} bytes); only its first {} bytes are kept",
-                splitter::MAX_RECORD_BYTES,
-                splitter::KEPT_PREFIX_BYTES
-            ),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

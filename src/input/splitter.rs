@@ -20,11 +20,7 @@ enum PlainScan {
     NeedsFullScan,
 }
 
-/// Longest record we accept. Real email-list rows are under 1 KiB; this leaves room for notes
-/// columns while keeping a runaway quote or a 10 MB field from costing more than this.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
-/// How much of an over-long record is kept for the output row.
-pub const KEPT_PREFIX_BYTES: usize = 4096;
+pub use crate::model::row::{KEPT_PREFIX_BYTES, MAX_RECORD_BYTES};
 
 const READ_SIZE: usize = 256 * 1024;
 
