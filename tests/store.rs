@@ -35,6 +35,21 @@ fn verify_dns(
     extra: &[&str],
     now: Option<i64>,
 ) -> serde_json::Value {
+    let o = verify_dns_command(list, store, out, extra, now)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    summary(out)
+}
+
+/// The command [`verify_dns`] runs.
+fn verify_dns_command(
+    list: &Path,
+    store: &Path,
+    out: &Path,
+    extra: &[&str],
+    now: Option<i64>,
+) -> std::process::Command {
     let mut cmd = prebounce();
     // Some tests run twice: with the store's domains read whole (a small store, the default)
     // and looked up one by one (a large one).
@@ -62,9 +77,7 @@ fn verify_dns(
     if let Some(now) = now {
         cmd.args(["--clock", &now.to_string()]);
     }
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    summary(out)
+    cmd
 }
 
 fn now() -> i64 {
@@ -730,25 +743,7 @@ fn a_store_that_fails_during_the_run_reports_why() {
     assert_eq!(changed, 1);
     drop(conn);
     let out = dir.path().join("second");
-    let o = prebounce()
-        .args([
-            "verify",
-            "--preload-domains",
-            "0",
-            list.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dns-server",
-            DEAD_DNS,
-            "--dns-timeout",
-            "100ms",
-            "--allow-reserved-domains",
-            "--progress",
-            "never",
-            "-q",
-        ])
+    let o = verify_dns_command(&list, &store, &out, &["--preload-domains", "0"], None)
         .output()
         .unwrap();
     let e = stderr(&o);
