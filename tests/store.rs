@@ -755,3 +755,13 @@ fn a_store_that_fails_during_the_run_reports_why() {
     assert!(!e.contains("stopped early"), "{e}");
     assert!(!out.join("valid.csv").exists() && !out.join("summary.json").exists());
 }
+
+#[test]
+fn an_absurd_store_wait_is_refused_before_the_store_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let o = suppress(&store, &["--store-wait", "100000d", "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at most 24h"), "{}", stderr(&o));
+    assert!(!store.exists());
+}

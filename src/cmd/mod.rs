@@ -74,7 +74,7 @@ pub struct StoreArgs {
     pub store: Option<PathBuf>,
     /// How long to wait for another prebounce run holding the store's write lock, e.g. 30s or
     /// 2m; then the command stops with exit code 2.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_age, global = true, help_heading = "Store")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_store_wait, global = true, help_heading = "Store")]
     pub store_wait: Duration,
     /// Tests only: the store's clock, in unix seconds (ages and timestamps are read from it).
     #[arg(long, value_name = "UNIX_SECONDS", hide = true, global = true)]
@@ -109,4 +109,14 @@ impl StoreArgs {
 /// A duration such as 30d, 12h or 90m.
 pub fn parse_age(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write it like 30d, 12h or 90m"))
+}
+
+/// --store-wait: at most a day (SQLite counts the wait in milliseconds in an int, and a longer
+/// wait is a mistake).
+fn parse_store_wait(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d <= Duration::from_secs(24 * 3600) => Ok(d),
+        Ok(_) => Err("the wait must be at most 24h".into()),
+        Err(e) => Err(format!("{e}; write it like 30s or 2m")),
+    }
 }
