@@ -39,9 +39,11 @@ fn is_routable_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
     let global_unicast = (s[0] & 0xe000) == 0x2000;
     global_unicast
+        // IETF protocol assignments, 2001::/23 (RFC 2928): Teredo tunnels (2001::/32, RFC
+        // 4380) whose far end is some NATed host, benchmarking, ORCHID; none is a mail server.
+        && !(s[0] == 0x2001 && s[1] < 0x0200)
         && !(s[0] == 0x2001 && s[1] == 0x0db8) // documentation, RFC 3849
-        && !(s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking, RFC 5180
-        && !(s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID, RFC 4843
+        && !(s[0] == 0x3fff && s[1] < 0x1000) // documentation, 3fff::/20, RFC 9637
         // 6to4 (RFC 3056) carries an IPv4 address: judge that one.
         && (s[0] != 0x2002
             || is_routable_v4(Ipv4Addr::new(
@@ -65,6 +67,8 @@ mod tests {
             "::ffff:8.8.8.8",
             "2a00:1450:4001:81c::201b",
             "2002:808:808::1",
+            "2001:4860:4860::8888",
+            "2001:200::1",
         ] {
             assert!(is_routable(ip.parse().unwrap()), "{ip}");
         }
@@ -97,6 +101,11 @@ mod tests {
             "100::1",
             "2001:2::1",
             "2002:a00:1::1",
+            // Teredo (issue #14): a NATed host behind a tunnel, never a mail server.
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:10::1",
+            "2001:20::1",
+            "3fff::1",
         ] {
             assert!(!is_routable(ip.parse().unwrap()), "{ip}");
         }
