@@ -52,13 +52,15 @@ impl fmt::Display for SmtpOutcome {
             SmtpOutcome::SessionRefused(r) => {
                 write!(f, "the server refused the prober: {}", one_line(r))
             }
-            SmtpOutcome::Unreachable(why) => write!(f, "no mail server would talk: {why}"),
-            SmtpOutcome::Timeout(why) => f.write_str(why),
-            SmtpOutcome::ProtocolError(why) => f.write_str(why),
+            SmtpOutcome::Unreachable(why) => {
+                write!(f, "no mail server would talk: {}", printable(why))
+            }
+            SmtpOutcome::Timeout(why)
+            | SmtpOutcome::ProtocolError(why)
+            | SmtpOutcome::Unsendable(why) => f.write_str(&printable(why)),
             SmtpOutcome::Smtputf8Unsupported => f.write_str(
                 "the local part is not ASCII and the server does not advertise SMTPUTF8",
             ),
-            SmtpOutcome::Unsendable(why) => f.write_str(why),
         }
     }
 }
@@ -78,7 +80,7 @@ pub fn one_line(r: &Reply) -> String {
         .collect();
     if !text.is_empty() {
         s.push(' ');
-        s.push_str(&text.join(" / "));
+        s.push_str(&printable(&text.join(" / ")));
     }
     const MAX: usize = 300;
     if s.len() > MAX {
@@ -90,4 +92,48 @@ pub fn one_line(r: &Reply) -> String {
         s.push('…');
     }
     s
+}
+
+/// Server text as it may be shown: control characters (NUL, ESC sequences that would drive a
+/// terminal, line breaks) and the bidirectional overrides that reorder what a person reads are
+/// written as escapes such as `\x1b` or `\u{202e}`, so the detail column, the terminal and
+/// the report show what the server sent without acting on it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !hostile(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_s_control_characters_never_reach_the_detail() {
+        // Issue #14 item 10: NUL, 0x01 and an ESC sequence in a server's reply.
+        let reply =
+            Reply::parse("550 5.1.1 no\u{0}such \u{1}user \u{1b}[31mred\u{202e}txt").unwrap();
+        let line = one_line(&reply);
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert_eq!(
+            line,
+            "550 5.1.1 no\\x00such \\x01user \\x1b[31mred\\u{202e}txt"
+        );
+        let outcome = SmtpOutcome::ProtocolError("greeting \u{7}bell".into());
+        assert_eq!(outcome.to_string(), "greeting \\x07bell");
+        assert_eq!(printable("plain text é"), "plain text é");
+    }
 }
