@@ -29,7 +29,9 @@ pub use crate::model::time::date_of;
 
 use crate::syntax::{self, Address, SyntaxOptions};
 
-pub use policy::{CachePolicy, DomainState, RowAnswer, answer_row, replaced};
+pub use policy::{
+    CachePolicy, DOMAIN_MAX_AGE, DomainState, RowAnswer, UNKNOWN_MAX_AGE, answer_row, replaced,
+};
 pub use sqlite::SCHEMA_VERSION;
 #[doc(hidden)]
 pub use sqlite::version_1_sql;
@@ -54,13 +56,6 @@ impl Default for StoreAccess {
         }
     }
 }
-/// Unknown verdicts (timeouts, greylisting, unreachable servers…) are reused for at most this
-/// long: long enough that a resumed run does not ask again at once, short enough that the next
-/// real run does.
-pub const UNKNOWN_MAX_AGE: Duration = Duration::from_secs(3600);
-/// A domain's verdicts (its MX result at level dns, its catch-all verdict) are reused for at most
-/// this long (and never beyond --max-age).
-pub const DOMAIN_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

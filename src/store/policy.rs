@@ -3,9 +3,18 @@
 
 use std::sync::Arc;
 
-use crate::model::Level;
-use crate::model::Status;
-use crate::store::{DOMAIN_MAX_AGE, Previous, Prior, StoredDomain, UNKNOWN_MAX_AGE};
+use std::time::Duration;
+
+use crate::model::stored::{Previous, Prior, StoredDomain};
+use crate::model::{Level, Status};
+
+/// Unknown verdicts (timeouts, greylisting, unreachable servers…) are reused for at most this
+/// long: long enough that a resumed run does not ask again at once, short enough that the next
+/// real run does.
+pub const UNKNOWN_MAX_AGE: Duration = Duration::from_secs(3600);
+/// A domain's verdicts (its MX result at level dns, its catch-all verdict) are reused for at most
+/// this long (and never beyond --max-age).
+pub const DOMAIN_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 
 /// Which stored verdicts a run may reuse.
 #[derive(Debug, Clone, Copy)]
