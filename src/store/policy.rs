@@ -2,7 +2,6 @@
 //! store holds; the pipeline's cache stage reads the store and asks them.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use crate::model::stored::{Previous, Prior, StoredDomain};
