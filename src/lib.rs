@@ -161,7 +161,9 @@ impl Error {
         match self {
             Error::Input(_) | Error::SmtpNeedsSender | Error::Smtp(_) | Error::Dns(_) => 2,
             Error::Output(
-                output::OutputError::Exists(_) | output::OutputError::NotADirectory(_),
+                output::OutputError::Exists(_)
+                | output::OutputError::NotADirectory(_)
+                | output::OutputError::NotOwned(_),
             ) => 2,
             Error::Store(e) => e.exit_code(),
             // 128 + SIGINT, as a shell reports a run stopped by Ctrl-C.

@@ -512,3 +512,144 @@ fn explain_decodes_a_reply_as_json() {
     assert_eq!(exit_code(&o), 2);
     assert!(stderr(&o).contains("cannot decode"), "{}", stderr(&o));
 }
+
+/// Issue #14, item 2: a folder holding only `.partial` files is taken without --force, and links
+/// planted there at the names prebounce once used for its temporary files, or at the names of
+/// its outputs, must never be written through.
+#[cfg(unix)]
+#[test]
+fn links_planted_in_the_output_folder_are_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.csv");
+    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    for name in ["summary.json", "valid.csv", "report.html"] {
+        std::os::unix::fs::symlink(&victim, out.join(format!(".{name}.partial"))).unwrap();
+    }
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+            "--no-store",
+            "-q",
+        ],
+        b"",
+    );
+    ok(&o);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    // The planted links are gone, and every output is a file of its own.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let entry = entry.unwrap();
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        assert!(
+            meta.is_file(),
+            "{:?} is not a plain file",
+            entry.file_name()
+        );
+        assert!(!entry.file_name().to_string_lossy().ends_with(".partial"));
+    }
+    // A link at an output's own name, with --force: replaced, not followed.
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("summary.json")).unwrap();
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+            "--no-store",
+            "-q",
+            "--force",
+        ],
+        b"",
+    );
+    ok(&o);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(
+        std::fs::symlink_metadata(out.join("summary.json"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+/// Issue #14, item 2: another user's folder could hold links that user planted; prebounce
+/// writes there only when --force says so.
+#[cfg(unix)]
+#[test]
+fn an_output_folder_owned_by_another_user_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.csv");
+    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    let out = dir.path().join("theirs");
+    std::fs::create_dir(&out).unwrap();
+    let me = std::fs::metadata(dir.path())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    // Only root can give a folder away; elsewhere there is nothing to test.
+    if me != 0 || std::os::unix::fs::chown(&out, Some(65534), Some(65534)).is_err() {
+        return;
+    }
+    let args = [
+        "verify",
+        list.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--level",
+        "syntax",
+        "--no-store",
+        "-q",
+    ];
+    let o = run(&args, b"");
+    assert_eq!(exit_code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("belongs to another user"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing written"
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    ok(&run(&forced, b""));
+    assert!(out.join("valid.csv").is_file());
+}
+
+/// Issue #14, item 9: a run without a store writes no changes.csv, so an older run's one must
+/// not stay beside the new lists.
+#[test]
+fn a_run_without_a_store_leaves_no_older_changes_csv_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.csv");
+    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("changes.csv"), "address,previous_status\n").unwrap();
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+            "--no-store",
+            "-q",
+            "--force",
+        ],
+        b"",
+    );
+    ok(&o);
+    assert!(!out.join("changes.csv").exists());
+    assert!(out.join("valid.csv").is_file());
+}

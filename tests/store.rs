@@ -765,3 +765,18 @@ fn an_absurd_store_wait_is_refused_before_the_store_is_opened() {
     assert!(stderr(&o).contains("at most 24h"), "{}", stderr(&o));
     assert!(!store.exists());
 }
+
+/// Issue #14, item 2: the store's file is never written through a link.
+#[cfg(unix)]
+#[test]
+fn a_store_that_is_a_link_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let store = dir.path().join("store.sqlite3");
+    std::os::unix::fs::symlink(&victim, &store).unwrap();
+    let o = suppress(&store, &["add", "a@b.test"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}

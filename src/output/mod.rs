@@ -29,6 +29,16 @@ pub const SUMMARY_FILE: &str = "summary.json";
 pub const REPORT_FILE: &str = "report.html";
 /// Addresses whose status changed since their previous verification (runs with a store).
 pub const CHANGES_FILE: &str = "changes.csv";
+/// Every file a run may write into its output folder.
+const OUTPUT_FILES: [&str; 7] = [
+    "valid.csv",
+    "invalid.csv",
+    "catch-all.csv",
+    "unknown.csv",
+    REPORT_FILE,
+    SUMMARY_FILE,
+    CHANGES_FILE,
+];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -39,6 +49,10 @@ pub enum OutputError {
     Exists(PathBuf),
     #[error("output path {0} exists and is not a folder; choose another with --out")]
     NotADirectory(PathBuf),
+    #[error(
+        "output folder {0} belongs to another user; choose another with --out, or pass --force to write there anyway"
+    )]
+    NotOwned(PathBuf),
     #[error("cannot write to {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -73,22 +87,31 @@ pub fn list_file_name(status: Status) -> &'static str {
     }
 }
 
-/// Create the output folder, refusing to mix a new run into an old one unless `force`.
+/// Create the output folder, refusing to mix a new run into an old one, or to write into a
+/// folder another user owns (who could plant links there), unless `force`.
 pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<(), OutputError> {
-    match fs::metadata(dir) {
+    // symlink_metadata: a link named like the folder is not a folder we were asked to use.
+    match fs::symlink_metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(OutputError::NotADirectory(dir.to_owned())),
-        Ok(_) => {
-            // A killed run leaves its hidden `.<file>.partial` files: they do not make the
-            // folder used (the same command, run again, resumes) and are replaced.
-            let non_empty = fs::read_dir(dir)
+        Ok(meta) => {
+            if !force && !owned_by_us(&meta) {
+                return Err(OutputError::NotOwned(dir.to_owned()));
+            }
+            // A killed run leaves its hidden `.<file>.….partial` files: they do not make the
+            // folder used (the same command, run again, resumes) and are removed.
+            let mut used = false;
+            for entry in fs::read_dir(dir)
                 .map_err(io_err(dir))?
                 .filter_map(Result::ok)
-                .any(|e| {
-                    let name = e.file_name();
-                    let name = name.to_string_lossy();
-                    !(name.starts_with('.') && name.ends_with(".partial"))
-                });
-            if non_empty && !force {
+            {
+                let name = entry.file_name();
+                match name.to_str().filter(|n| is_partial(n)) {
+                    // remove_file removes a link itself, never what it points to.
+                    Some(_) => fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?,
+                    None => used = true,
+                }
+            }
+            if used && !force {
                 return Err(OutputError::Exists(dir.to_owned()));
             }
         }
@@ -97,47 +120,93 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// A file written under a hidden temporary name and renamed into place on `commit`; removed on
-/// drop if `commit` was never tried.
+#[cfg(unix)]
+fn owned_by_us(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid() == rustix::process::geteuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn owned_by_us(_: &fs::Metadata) -> bool {
+    true
+}
+
+/// A temporary file of ours: `.<one of our file names>.<anything>.partial`.
+fn is_partial(name: &str) -> bool {
+    OUTPUT_FILES.iter().any(|f| {
+        name.strip_prefix('.')
+            .and_then(|n| n.strip_prefix(f))
+            .is_some_and(|rest| rest.ends_with(".partial"))
+    })
+}
+
+/// A file written under a fresh hidden name (`.<name>.<random>.partial`, created exclusively, so
+/// a link planted there is never followed) and renamed into place on `commit`; removed on drop
+/// if `commit` was never tried.
 struct PendingFile {
-    temp: PathBuf,
+    temp: Option<tempfile::TempPath>,
     target: PathBuf,
-    commit_tried: bool,
 }
 
 impl PendingFile {
-    fn new(dir: &Path, name: &str) -> Self {
-        PendingFile {
-            temp: dir.join(format!(".{name}.partial")),
+    fn create(dir: &Path, name: &str) -> Result<(Self, File), OutputError> {
+        let named = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .permissions(output_permissions())
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        let (file, temp) = named.into_parts();
+        let pending = PendingFile {
+            temp: Some(temp),
             target: dir.join(name),
-            commit_tried: false,
-        }
+        };
+        Ok((pending, file))
     }
+
+    fn temp_path(&self) -> &Path {
+        self.temp.as_deref().unwrap_or(&self.target)
+    }
+
     fn commit(&mut self) -> Result<(), OutputError> {
+        let Some(temp) = self.temp.take() else {
+            return Ok(());
+        };
         // Renamed over an older list, ext4 allocates the new file's blocks and starts writing
         // it out before `rename` returns (its safeguard for programs that never sync): 0.2 s
         // for a 200 MB list, at the end of every run into the same folder. The older list is
-        // removed first instead. A run killed in between leaves the new list under its
-        // temporary name, and the same command, run again, writes it again.
+        // removed first instead (a link there is removed itself, not followed). A run killed
+        // in between leaves the new list under its temporary name, and the same command, run
+        // again, writes it again.
         match fs::remove_file(&self.target) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(io_err(&self.target)(e));
             }
             _ => {}
         }
-        let renamed = fs::rename(&self.temp, &self.target);
-        // Done, or failed with the older list gone: then the new one stays under its
-        // temporary name rather than both being lost.
-        self.commit_tried = true;
-        renamed.map_err(io_err(&self.target))
+        // rename replaces whatever is at the target, a link included, without following it.
+        temp.persist(&self.target).map_err(|e| {
+            // Failed with the older list gone: the new one stays under its temporary name
+            // rather than both being lost.
+            let _ = e.path.keep();
+            io_err(&self.target)(e.error)
+        })
     }
 }
 
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.commit_tried {
-            let _ = fs::remove_file(&self.temp);
-        }
+/// The lists' mode before the umask, as `File::create` gives (tempfile's own default is 0600).
+fn output_permissions() -> fs::Permissions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::Permissions::from_mode(0o666)
+    }
+    #[cfg(not(unix))]
+    {
+        tempfile::NamedTempFile::new()
+            .and_then(|f| f.as_file().metadata())
+            .map(|m| m.permissions())
+            .expect("a temporary file")
     }
 }
 
@@ -147,6 +216,8 @@ pub struct ListWriters {
     dir: PathBuf,
     writers: Vec<BufWriter<File>>,
     files: Vec<PendingFile>,
+    /// Files of an older run that this one does not write, removed on `commit`.
+    obsolete: Vec<PathBuf>,
 }
 
 /// Appends CSV fields, quoted only when they must be: when one holds the delimiter, a quote or a
@@ -220,10 +291,10 @@ impl ListWriters {
         let mut writers = Vec::with_capacity(4);
         let mut files = Vec::with_capacity(4);
         for status in Status::ALL {
-            let pending = PendingFile::new(dir, list_file_name(status));
-            let file = File::create(&pending.temp).map_err(io_err(&pending.temp))?;
+            let (pending, file) = PendingFile::create(dir, list_file_name(status))?;
             let mut w = BufWriter::with_capacity(256 * 1024, file);
-            w.write_all(&header_bytes).map_err(io_err(&pending.temp))?;
+            w.write_all(&header_bytes)
+                .map_err(io_err(pending.temp_path()))?;
             files.push(pending);
             writers.push(w);
         }
@@ -231,6 +302,7 @@ impl ListWriters {
             dir: dir.to_owned(),
             writers,
             files,
+            obsolete: Vec::new(),
         })
     }
 
@@ -239,15 +311,21 @@ impl ListWriters {
         let i = status.index();
         self.writers[i]
             .write_all(rows)
-            .map_err(io_err(&self.files[i].temp))
+            .map_err(io_err(self.files[i].temp_path()))
     }
 
     /// Write a whole extra file (changes.csv), renamed into place with the others on `commit`.
     pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
-        let pending = PendingFile::new(&self.dir, name);
-        fs::write(&pending.temp, bytes).map_err(io_err(&pending.temp))?;
+        let (pending, mut file) = PendingFile::create(&self.dir, name)?;
+        file.write_all(bytes).map_err(io_err(pending.temp_path()))?;
         self.files.push(pending);
         Ok(())
+    }
+
+    /// An older run's file that this run does not write (changes.csv without a store): removed
+    /// on `commit`, so the folder never mixes two runs.
+    pub fn remove_on_commit(&mut self, name: &str) {
+        self.obsolete.push(self.dir.join(name));
     }
 
     /// Flush everything, write report.html and summary.json, then rename all files into place,
@@ -259,19 +337,24 @@ impl ListWriters {
     pub fn commit(mut self, report_html: &[u8], summary_json: &[u8]) -> Result<(), OutputError> {
         for (w, f) in self.writers.drain(..).zip(&self.files) {
             w.into_inner().map_err(|e| OutputError::Io {
-                path: f.temp.clone(),
+                path: f.temp_path().to_owned(),
                 source: e.into_error(),
             })?;
         }
-        let report = PendingFile::new(&self.dir, REPORT_FILE);
-        fs::write(&report.temp, report_html).map_err(io_err(&report.temp))?;
-        self.files.push(report);
-        let mut summary = PendingFile::new(&self.dir, SUMMARY_FILE);
-        fs::write(&summary.temp, summary_json).map_err(io_err(&summary.temp))?;
+        self.add_file(REPORT_FILE, report_html)?;
+        let (mut summary, mut file) = PendingFile::create(&self.dir, SUMMARY_FILE)?;
+        file.write_all(summary_json)
+            .map_err(io_err(summary.temp_path()))?;
         // summary.json marks a finished run: remove the old one first, put the new one in last.
         let _ = fs::remove_file(&summary.target);
         for f in &mut self.files {
             f.commit()?;
+        }
+        for path in &self.obsolete {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(path)(e)),
+                _ => {}
+            }
         }
         summary.commit()
     }

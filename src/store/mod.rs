@@ -88,6 +88,11 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Entry(String),
+    #[error(
+        "the store {} is a symbolic link, which prebounce does not write through; pass the file it points to with --store",
+        path.display()
+    )]
+    Link { path: PathBuf },
 }
 
 impl StoreError {
@@ -99,7 +104,8 @@ impl StoreError {
             StoreError::Corrupt { .. }
             | StoreError::Locked { .. }
             | StoreError::Newer { .. }
-            | StoreError::Entry(_) => 2,
+            | StoreError::Entry(_)
+            | StoreError::Link { .. } => 2,
         }
     }
 }

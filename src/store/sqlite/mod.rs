@@ -6,10 +6,11 @@ mod schema;
 mod writer;
 
 use std::collections::HashMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
     Backend, Previous, Prior, RunStart, StoreAccess, StoreError, StoredDomain, Suppression, Write,
@@ -75,7 +76,14 @@ impl SqliteStore {
             })?;
         }
         let err = |e| store_error(path, access.busy_timeout, e);
-        let mut conn = Connection::open(path).map_err(err)?;
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(StoreError::Link {
+                path: path.to_owned(),
+            });
+        }
+        // NOFOLLOW as well: a link planted between that look and the open is refused too.
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(access.busy_timeout).map_err(err)?;
         // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
         // syncs at checkpoints only: a committed verdict survives the process being killed,
