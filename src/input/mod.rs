@@ -130,6 +130,24 @@ impl Chunk {
     }
 
     /// A quote-free record: its fields are the bytes between delimiters, no decoding needed.
+    /// A line whose quote is never closed, kept whole as the row's one cell, its quote
+    /// included: nothing of it is lost or altered (the output encodes the cell, quoting the
+    /// stray quote, instead of copying the line).
+    fn push_unterminated(&mut self, bytes: &[u8], line: u64) {
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let base = self.data.len();
+        self.data.extend_from_slice(body);
+        self.rows.push(RowSlot {
+            first_field: self.bounds.len(),
+            raw: None,
+            field_count: 1,
+            line,
+            problem: Some(RowProblem::UnterminatedQuote),
+        });
+        self.bounds.push((base, base + body.len()));
+    }
+
     fn push_plain(&mut self, bytes: &[u8], delimiter: u8, line: u64) {
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
@@ -288,7 +306,10 @@ impl FieldParser<'_> {
         }
         let problem = match rec.kind {
             RecordKind::Complete => None,
-            RecordKind::UnterminatedQuote => Some(RowProblem::UnterminatedQuote),
+            RecordKind::UnterminatedQuote => {
+                chunk.push_unterminated(rec.bytes, line);
+                return 1;
+            }
             RecordKind::TooLong { bytes } => Some(RowProblem::TooLong { bytes }),
         };
         chunk.push(self.core, self.scratch, rec.bytes, line, problem);
@@ -317,8 +338,7 @@ impl FieldParser<'_> {
         } else {
             brk + 1
         };
-        let problem = Some(RowProblem::UnterminatedQuote);
-        chunk.push(self.core, self.scratch, &bytes[..brk], line, problem);
+        chunk.push_unterminated(&bytes[..brk], line);
         let mut pushed = 1;
         let mut rest = RecordSplitter::new(&bytes[next..], self.delimiter);
         // Reading from memory cannot fail.
@@ -659,7 +679,8 @@ mod tests {
             })
         );
         assert_eq!(rows[2].1, Some(RowProblem::UnterminatedQuote));
-        assert_eq!(rows[2].0, vec!["c@x.com,C"]);
+        // Issue #14 item 12: the line as it was, its stray quote included.
+        assert_eq!(rows[2].0, vec!["\"c@x.com,C"]);
         assert_eq!(rows[3], (vec!["d@x.com".into(), "D".into()], None));
     }
 
