@@ -514,6 +514,32 @@ fn explain_decodes_a_reply_as_json() {
     assert!(stderr(&o).contains("cannot decode"), "{}", stderr(&o));
 }
 
+/// A one-address list in `dir`, and a syntax-level run of it into `out` without a store.
+fn one_address_list(dir: &std::path::Path) -> std::path::PathBuf {
+    let list = dir.join("list.csv");
+    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    list
+}
+
+fn verify_syntax_into(
+    list: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "verify",
+        list.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--level",
+        "syntax",
+        "--no-store",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    run(&args, b"")
+}
+
 /// Issue #14, item 2: a folder holding only `.partial` files is taken without --force, and links
 /// planted there at the names prebounce once used for its temporary files, or at the names of
 /// its outputs, must never be written through.
@@ -521,8 +547,7 @@ fn explain_decodes_a_reply_as_json() {
 #[test]
 fn links_planted_in_the_output_folder_are_never_written_through() {
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("list.csv");
-    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    let list = one_address_list(dir.path());
     let victim = dir.path().join("victim.txt");
     std::fs::write(&victim, "precious").unwrap();
     let out = dir.path().join("out");
@@ -530,19 +555,7 @@ fn links_planted_in_the_output_folder_are_never_written_through() {
     for name in ["summary.json", "valid.csv", "report.html"] {
         std::os::unix::fs::symlink(&victim, out.join(format!(".{name}.partial"))).unwrap();
     }
-    let o = run(
-        &[
-            "verify",
-            list.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--level",
-            "syntax",
-            "--no-store",
-            "-q",
-        ],
-        b"",
-    );
+    let o = verify_syntax_into(&list, &out, &[]);
     ok(&o);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     // The planted links are gone, and every output is a file of its own.
@@ -559,20 +572,7 @@ fn links_planted_in_the_output_folder_are_never_written_through() {
     // A link at an output's own name, with --force: replaced, not followed.
     std::fs::remove_file(out.join("summary.json")).unwrap();
     std::os::unix::fs::symlink(&victim, out.join("summary.json")).unwrap();
-    let o = run(
-        &[
-            "verify",
-            list.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--level",
-            "syntax",
-            "--no-store",
-            "-q",
-            "--force",
-        ],
-        b"",
-    );
+    let o = verify_syntax_into(&list, &out, &["--force"]);
     ok(&o);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(
@@ -588,8 +588,7 @@ fn links_planted_in_the_output_folder_are_never_written_through() {
 #[test]
 fn an_output_folder_owned_by_another_user_needs_force() {
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("list.csv");
-    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    let list = one_address_list(dir.path());
     let out = dir.path().join("theirs");
     std::fs::create_dir(&out).unwrap();
     let me = std::fs::metadata(dir.path())
@@ -599,17 +598,7 @@ fn an_output_folder_owned_by_another_user_needs_force() {
     if me != 0 || std::os::unix::fs::chown(&out, Some(65534), Some(65534)).is_err() {
         return;
     }
-    let args = [
-        "verify",
-        list.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--level",
-        "syntax",
-        "--no-store",
-        "-q",
-    ];
-    let o = run(&args, b"");
+    let o = verify_syntax_into(&list, &out, &[]);
     assert_eq!(exit_code(&o), 2, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("belongs to another user"),
@@ -620,9 +609,7 @@ fn an_output_folder_owned_by_another_user_needs_force() {
         std::fs::read_dir(&out).unwrap().next().is_none(),
         "nothing written"
     );
-    let mut forced = args.to_vec();
-    forced.push("--force");
-    ok(&run(&forced, b""));
+    ok(&verify_syntax_into(&list, &out, &["--force"]));
     assert!(out.join("valid.csv").is_file());
 }
 
@@ -631,25 +618,11 @@ fn an_output_folder_owned_by_another_user_needs_force() {
 #[test]
 fn a_run_without_a_store_leaves_no_older_changes_csv_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("list.csv");
-    std::fs::write(&list, "email\nann@gmail.com\n").unwrap();
+    let list = one_address_list(dir.path());
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("changes.csv"), "address,previous_status\n").unwrap();
-    let o = run(
-        &[
-            "verify",
-            list.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--level",
-            "syntax",
-            "--no-store",
-            "-q",
-            "--force",
-        ],
-        b"",
-    );
+    let o = verify_syntax_into(&list, &out, &["--force"]);
     ok(&o);
     assert!(!out.join("changes.csv").exists());
     assert!(out.join("valid.csv").is_file());
