@@ -601,3 +601,523 @@ fn domain_catch_all(verdicts: &HashMap<IpAddr, CatchAll>) -> CatchAll {
         CatchAll::Undetermined
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::session::{CommandError, Field};
+
+    const A: IpAddr = IpAddr::V4(core::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(core::net::Ipv4Addr::new(192, 0, 2, 2));
+    const GREYLIST: Duration = Duration::from_secs(300);
+    const BACKOFF: Duration = Duration::from_secs(37);
+
+    fn config(rcpt_per_session: usize, per_host: usize, retries: u32) -> PlanConfig {
+        PlanConfig {
+            rcpt_per_session,
+            per_host,
+            retries,
+            greylist_wait: GREYLIST,
+            backoff_base: BACKOFF,
+        }
+    }
+
+    /// Canaries named canary1, canary2 … so the tests can tell them apart.
+    fn numbered_canaries() -> CanaryNames {
+        let mut n = 0;
+        Box::new(move || {
+            n += 1;
+            format!("canary{n}")
+        })
+    }
+
+    fn mailboxes(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("m{i}@example.com")).collect()
+    }
+
+    fn plan_with(n: usize, known: &[(IpAddr, CatchAll)], config: PlanConfig) -> DomainPlan {
+        DomainPlan::new(
+            "example.com",
+            mailboxes(n),
+            known.iter().copied().collect(),
+            config,
+            numbered_canaries(),
+        )
+    }
+
+    /// A plan whose domain already has a catch-all verdict at A (no canary to get past).
+    fn plan_known_at_a(n: usize, config: PlanConfig) -> DomainPlan {
+        plan_with(n, &[(A, CatchAll::No)], config)
+    }
+
+    fn reply(text: &str) -> Reply {
+        Reply::parse(text).unwrap()
+    }
+
+    fn probed(text: &str) -> RcptOutcome {
+        RcptOutcome::Probed(reply(text))
+    }
+
+    fn ran(ip: IpAddr, outcomes: Vec<RcptOutcome>, end: Option<SessionEnd>) -> SessionRan {
+        SessionRan {
+            server: format!("mx [{ip}]"),
+            ip,
+            outcomes,
+            end,
+            interrupted: None,
+            backoff_until: None,
+        }
+    }
+
+    fn open(plan: &mut DomainPlan, now: Instant) -> Vec<SessionRequest> {
+        match plan.next_step(now) {
+            Step::Open(requests) => requests,
+            other => panic!("expected sessions, got {other:?}"),
+        }
+    }
+
+    /// Reports the session `id` with no host backoff expected.
+    fn report(plan: &mut DomainPlan, id: usize, ran: SessionRan, now: Instant) -> u64 {
+        plan.report_ran(id, ran, now, || panic!("no rate limit expected"))
+    }
+
+    fn outcomes(plan: DomainPlan) -> Vec<SmtpOutcome> {
+        let probe = plan.finish(false).probe;
+        probe.results.into_iter().map(|r| r.outcome).collect()
+    }
+
+    #[test]
+    fn sessions_first_alone_with_a_canary_then_per_host_at_once() {
+        // (mailboxes, catch-all known?, rcpt_per_session, per_host, expected batch sizes of
+        // the first and the second round, whether the first leads with a canary)
+        let cases: &[(usize, bool, usize, usize, &[usize], &[usize], bool)] = &[
+            (7, false, 3, 2, &[3], &[3, 2], true),
+            (7, true, 3, 2, &[3], &[3, 1], false),
+            (2, false, 20, 4, &[3], &[], true),
+            (10, true, 2, 3, &[2], &[2, 2, 2], false),
+            (1, true, 5, 2, &[1], &[], false),
+        ];
+        let now = Instant::now();
+        for &(n, known, per_session, per_host, first, second, canary) in cases {
+            let known: &[(IpAddr, CatchAll)] = if known { &[(A, CatchAll::No)] } else { &[] };
+            let mut plan = plan_with(n, known, config(per_session, per_host, 2));
+            let round = open(&mut plan, now);
+            let sizes: Vec<usize> = round.iter().map(|r| r.recipients.len()).collect();
+            assert_eq!(sizes, first, "case {n} {per_session} {per_host}");
+            assert_eq!(round[0].leads_with_canary, canary);
+            if canary {
+                assert_eq!(round[0].recipients[0], "canary1@example.com");
+            }
+            let next = plan.next_step(now);
+            let sizes: Vec<usize> = match next {
+                Step::Open(r) => r.iter().map(|r| r.recipients.len()).collect(),
+                // Nothing was reported back: the first round's recipients are in flight.
+                Step::Done => Vec::new(),
+                Step::WaitUntil(_) => panic!("no wait expected"),
+            };
+            assert_eq!(sizes, second, "case {n} {per_session} {per_host}");
+        }
+    }
+
+    #[test]
+    fn each_rcpt_reply_is_final_or_comes_back_later() {
+        // (reply, the answer when final, or the wait before the recipient comes back)
+        enum Then {
+            Final,
+            WaitFor(Duration),
+        }
+        let cases = [
+            ("250 2.1.5 ok", Then::Final),
+            ("550 5.1.1 no such user", Then::Final),
+            ("452 4.2.2 mailbox full", Then::Final),
+            (
+                "450 4.7.1 greylisted, try again later",
+                Then::WaitFor(GREYLIST),
+            ),
+            ("451 4.3.0 temporary failure", Then::WaitFor(GREYLIST)),
+            (
+                "454 Throttling failure: Maximum sending rate exceeded.",
+                Then::WaitFor(Duration::from_secs(9)),
+            ),
+        ];
+        let now = Instant::now();
+        for (text, then) in cases {
+            let mut plan = plan_known_at_a(1, config(5, 2, 2));
+            let id = open(&mut plan, now)[0].id;
+            let mut backoffs = 0;
+            let deferred = plan.report_ran(id, ran(A, vec![probed(text)], None), now, || {
+                backoffs += 1;
+                now + Duration::from_secs(9)
+            });
+            match then {
+                Then::Final => {
+                    assert_eq!(deferred, 0, "{text}");
+                    assert_eq!(plan.next_step(now), Step::Done, "{text}");
+                    assert_eq!(outcomes(plan), [SmtpOutcome::Replied(reply(text))]);
+                }
+                Then::WaitFor(wait) => {
+                    assert_eq!(deferred, 1, "{text}");
+                    assert_eq!(plan.next_step(now), Step::WaitUntil(now + wait), "{text}");
+                    let is_rate_limit = wait != GREYLIST;
+                    assert_eq!(backoffs, usize::from(is_rate_limit), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_host_backoff_per_session_however_many_rate_limits() {
+        let now = Instant::now();
+        let mut plan = plan_known_at_a(3, config(5, 2, 2));
+        let id = open(&mut plan, now)[0].id;
+        let limited = probed("454 Throttling failure: Maximum sending rate exceeded.");
+        let mut backoffs = 0;
+        let session = ran(A, vec![limited.clone(), probed("250 ok"), limited], None);
+        let deferred = plan.report_ran(id, session, now, || {
+            backoffs += 1;
+            now + Duration::from_secs(9)
+        });
+        assert_eq!((deferred, backoffs), (2, 1));
+        // A 421 backoff the caller already took serves the rate limits too.
+        let mut plan = plan_known_at_a(1, config(5, 2, 2));
+        let id = open(&mut plan, now)[0].id;
+        let session = SessionRan {
+            backoff_until: Some(now + Duration::from_secs(4)),
+            ..ran(A, vec![probed("454 Throttling failure: slow down")], None)
+        };
+        report(&mut plan, id, session, now);
+        let wait = plan.next_step(now);
+        assert_eq!(wait, Step::WaitUntil(now + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_recipient_comes_back_at_most_retries_times() {
+        let greylisted = "450 4.7.1 greylisted, try again later";
+        for retries in [0, 1, 2, 3] {
+            let mut plan = plan_known_at_a(1, config(5, 2, retries));
+            let mut now = Instant::now();
+            let mut sessions = 0;
+            loop {
+                match plan.next_step(now) {
+                    Step::Open(requests) => {
+                        sessions += 1;
+                        report(
+                            &mut plan,
+                            requests[0].id,
+                            ran(A, vec![probed(greylisted)], None),
+                            now,
+                        );
+                    }
+                    Step::WaitUntil(at) => {
+                        assert_eq!(at, now + GREYLIST);
+                        now = at;
+                    }
+                    Step::Done => break,
+                }
+            }
+            assert_eq!(sessions, retries + 1);
+            let probe = plan.finish(false).probe;
+            assert_eq!(probe.results[0].attempts, retries + 1);
+            assert_eq!(
+                probe.results[0].outcome,
+                SmtpOutcome::Replied(reply(greylisted))
+            );
+            assert_eq!(probe.decided, [true]);
+        }
+    }
+
+    #[test]
+    fn too_many_recipients_halves_the_session_once_without_penalty() {
+        let too_many = || probed("452 4.5.3 Too many recipients");
+        let now = Instant::now();
+        let mut plan = plan_known_at_a(8, config(8, 1, 0));
+        let id = open(&mut plan, now)[0].id;
+        let mut session = vec![probed("250 ok"), probed("250 ok")];
+        session.extend((0..6).map(|_| too_many()));
+        // Six 452 replies in one session: 8 → 4, not 8 → 1 (retries 0: no setback either).
+        assert_eq!(report(&mut plan, id, ran(A, session, None), now), 0);
+        let round = open(&mut plan, now);
+        let sizes: Vec<usize> = round.iter().map(|r| r.recipients.len()).collect();
+        assert_eq!(sizes, [4]);
+        assert_eq!(round[0].recipients[0], "m3@example.com");
+        // At one recipient per session there is nothing left to shrink: the 452 is then a
+        // deferral like any other (and it reads as a rate limit).
+        let mut plan = plan_known_at_a(1, config(1, 1, 1));
+        let id = open(&mut plan, now)[0].id;
+        let later = now + Duration::from_secs(5);
+        let deferred = plan.report_ran(id, ran(A, vec![too_many()], None), now, || later);
+        assert_eq!(deferred, 1);
+        assert_eq!(plan.next_step(now), Step::WaitUntil(later));
+    }
+
+    #[test]
+    fn recipients_the_session_had_no_room_for_go_into_the_next_one_free() {
+        let now = Instant::now();
+        for why in [NotProbedWhy::SessionLimit, NotProbedWhy::RejectionCap] {
+            // Retries 0, and still asked again every time: the mailbox said nothing.
+            let mut plan = plan_known_at_a(2, config(2, 1, 0));
+            let id = open(&mut plan, now)[0].id;
+            let first = vec![probed("550 5.1.1 no"), RcptOutcome::NotProbed(why)];
+            assert_eq!(report(&mut plan, id, ran(A, first, None), now), 0);
+            for _ in 0..5 {
+                let request = open(&mut plan, now).remove(0);
+                assert_eq!(request.recipients, ["m2@example.com"], "{why:?}");
+                let session = ran(A, vec![RcptOutcome::NotProbed(why)], None);
+                report(&mut plan, request.id, session, now);
+            }
+            let id = open(&mut plan, now)[0].id;
+            report(&mut plan, id, ran(A, vec![probed("250 ok")], None), now);
+            assert_eq!(plan.next_step(now), Step::Done);
+        }
+    }
+
+    #[test]
+    fn a_closing_server_sends_its_unprobed_recipients_to_the_backoff() {
+        let now = Instant::now();
+        let closing = reply("421 4.7.0 closing, too busy");
+        let mut plan = plan_known_at_a(2, config(5, 1, 1));
+        let id = open(&mut plan, now)[0].id;
+        let session = SessionRan {
+            backoff_until: Some(now + Duration::from_secs(60)),
+            ..ran(
+                A,
+                vec![
+                    probed("250 ok"),
+                    RcptOutcome::NotProbed(NotProbedWhy::ServerClosing),
+                ],
+                Some(SessionEnd::ServerClosing(closing.clone())),
+            )
+        };
+        // Not counted as a deferral: the mailbox said nothing.
+        assert_eq!(report(&mut plan, id, session, now), 0);
+        let later = now + Duration::from_secs(60);
+        assert_eq!(plan.next_step(now), Step::WaitUntil(later));
+        let id = open(&mut plan, later)[0].id;
+        let session = ran(
+            A,
+            vec![RcptOutcome::NotProbed(NotProbedWhy::ServerClosing)],
+            Some(SessionEnd::ServerClosing(closing.clone())),
+        );
+        report(&mut plan, id, session, later);
+        assert_eq!(
+            outcomes(plan),
+            [
+                SmtpOutcome::Replied(reply("250 ok")),
+                SmtpOutcome::Replied(closing)
+            ]
+        );
+    }
+
+    #[test]
+    fn recipients_a_session_ended_before() {
+        let now = Instant::now();
+        let retry_at = now + BACKOFF;
+        let greylist_until = now + GREYLIST;
+        let again = |at: Option<Instant>, last: SmtpOutcome| Next::Again {
+            at,
+            last,
+            deferral: false,
+        };
+        let timeout = SmtpOutcome::Timeout("mx: no answer".into());
+        let unsafe_command = CommandError::NonAscii {
+            field: Field::Recipient,
+            value: "é".into(),
+        };
+        let cases: Vec<(Option<SmtpOutcome>, Option<SessionEnd>, Next)> = vec![
+            (
+                Some(timeout.clone()),
+                Some(SessionEnd::Completed),
+                again(Some(retry_at), timeout),
+            ),
+            (
+                None,
+                Some(SessionEnd::SenderRejected(reply("451 4.7.1 later"))),
+                again(
+                    Some(greylist_until),
+                    SmtpOutcome::SessionRefused(reply("451 4.7.1 later")),
+                ),
+            ),
+            (
+                None,
+                Some(SessionEnd::HeloRejected(reply("550 5.7.1 go away"))),
+                Next::Final(SmtpOutcome::SessionRefused(reply("550 5.7.1 go away"))),
+            ),
+            (
+                None,
+                Some(SessionEnd::HostRefused(reply("554 no"))),
+                Next::Final(SmtpOutcome::SessionRefused(reply("554 no"))),
+            ),
+            (
+                None,
+                Some(SessionEnd::TlsRequiredNotOffered),
+                Next::Final(SmtpOutcome::Unreachable(
+                    "mx does not offer STARTTLS (--starttls require)".into(),
+                )),
+            ),
+            (
+                None,
+                Some(SessionEnd::TlsRefused(reply("454 4.7.0 no TLS"))),
+                Next::Final(SmtpOutcome::Unreachable(
+                    "mx refused STARTTLS (--starttls require): 454 4.7.0 no TLS".into(),
+                )),
+            ),
+            (
+                None,
+                Some(SessionEnd::UnsafeCommand(unsafe_command.clone())),
+                Next::Final(SmtpOutcome::Unsendable(unsafe_command.to_string())),
+            ),
+            (
+                None,
+                Some(SessionEnd::ProtocolError("garbage".into())),
+                again(None, SmtpOutcome::ProtocolError("mx: garbage".into())),
+            ),
+            (
+                None,
+                Some(SessionEnd::TooManyRejections),
+                again(
+                    None,
+                    SmtpOutcome::ProtocolError(
+                        "mx: the session ended before this recipient".into(),
+                    ),
+                ),
+            ),
+        ];
+        for (interrupted, end, expected) in cases {
+            let next = after_session_ended(
+                interrupted.as_ref(),
+                end.as_ref(),
+                "mx",
+                retry_at,
+                greylist_until,
+            );
+            assert_eq!(next, expected, "{interrupted:?} {end:?}");
+        }
+    }
+
+    #[test]
+    fn when_no_server_talks() {
+        let now = Instant::now();
+        let refused_5xx = reply("554 5.7.1 no");
+        let refused_4xx = reply("421 4.7.0 busy");
+        // (last refusal, timed out, the answer once the retries are spent, retried?)
+        let cases = [
+            (
+                Some(refused_5xx.clone()),
+                false,
+                SmtpOutcome::SessionRefused(refused_5xx),
+                false,
+            ),
+            (
+                Some(refused_4xx.clone()),
+                true,
+                SmtpOutcome::SessionRefused(refused_4xx),
+                true,
+            ),
+            (None, true, SmtpOutcome::Timeout("why".into()), true),
+            (None, false, SmtpOutcome::Unreachable("why".into()), true),
+        ];
+        for (refusal, timed_out, answer, retried) in cases {
+            let mut plan = plan_known_at_a(2, config(5, 1, 1));
+            let id = open(&mut plan, now)[0].id;
+            plan.report_no_server(id, "why", refusal.clone(), timed_out, now);
+            if retried {
+                assert_eq!(plan.next_step(now), Step::WaitUntil(now + BACKOFF));
+                let id = open(&mut plan, now + BACKOFF)[0].id;
+                plan.report_no_server(id, "why", refusal, timed_out, now + BACKOFF);
+            }
+            assert_eq!(plan.next_step(now + BACKOFF), Step::Done);
+            assert_eq!(outcomes(plan), [answer.clone(), answer]);
+        }
+    }
+
+    #[test]
+    fn the_canary_decides_what_an_acceptance_is_worth() {
+        // (canary reply, the verdict, the domain's catch-all)
+        let cases = [
+            ("250 2.1.5 ok", Some(CatchAll::Yes)),
+            ("550 5.1.1 no such user", Some(CatchAll::No)),
+            ("450 4.7.1 greylisted, try again later", None),
+        ];
+        let now = Instant::now();
+        for (text, verdict) in cases {
+            let mut plan = plan_with(1, &[], config(5, 2, 2));
+            let request = open(&mut plan, now).remove(0);
+            assert!(request.leads_with_canary);
+            let session = ran(A, vec![probed(text), probed("250 ok")], None);
+            report(&mut plan, request.id, session, now);
+            let finished = plan.finish(false);
+            let domain = verdict.unwrap_or(CatchAll::Undetermined);
+            assert_eq!(finished.probe.catch_all, domain, "{text}");
+            assert_eq!(finished.probe.results.len(), 1, "the canary is no result");
+            assert_eq!(finished.probe.results[0].catch_all, domain, "{text}");
+            let by_server: Vec<_> = verdict.map(|v| (A, v)).into_iter().collect();
+            assert_eq!(finished.probe.catch_all_by_server, by_server);
+            assert_eq!(finished.newly_catch_all, verdict == Some(CatchAll::Yes));
+        }
+        // A verdict known before is no news.
+        let plan = plan_with(1, &[(A, CatchAll::Yes)], config(5, 2, 2));
+        let finished = plan.finish(false);
+        assert_eq!(finished.probe.catch_all, CatchAll::Yes);
+        assert!(!finished.newly_catch_all);
+    }
+
+    #[test]
+    fn an_acceptance_by_a_server_without_a_verdict_is_asked_again_behind_a_canary_once() {
+        let now = Instant::now();
+        // The catch-all verdict is known at A; the session failed over to B.
+        let mut plan = plan_known_at_a(3, config(5, 1, 2));
+        let id = open(&mut plan, now)[0].id;
+        let outcomes = vec![probed("250 ok"), probed("550 5.1.1 no"), probed("250 ok")];
+        report(&mut plan, id, ran(B, outcomes, None), now);
+        let request = open(&mut plan, now).remove(0);
+        assert!(request.leads_with_canary);
+        assert_eq!(
+            request.recipients,
+            ["canary1@example.com", "m1@example.com", "m3@example.com"]
+        );
+        // The canary at B says nothing useful: the acceptances stand, not asked a third time.
+        let session = ran(
+            B,
+            vec![
+                probed("451 4.3.0 later"),
+                probed("250 ok"),
+                probed("250 ok"),
+            ],
+            None,
+        );
+        report(&mut plan, request.id, session, now);
+        let step = plan.next_step(now);
+        assert_eq!(
+            step,
+            Step::WaitUntil(now + GREYLIST),
+            "only the canary waits"
+        );
+        // Without the canary's answer, a stopped run leaves the acceptances undecided; the
+        // refusal is an answer either way.
+        let probe = plan.finish(true).probe;
+        assert_eq!(probe.decided, [false, true, false]);
+        assert_eq!(probe.results[0].attempts, 2);
+        assert_eq!(probe.results[1].attempts, 1);
+    }
+
+    #[test]
+    fn a_stopped_run_leaves_unanswered_recipients_undecided() {
+        let now = Instant::now();
+        let mut plan = plan_known_at_a(3, config(2, 1, 2));
+        let id = open(&mut plan, now)[0].id;
+        report(
+            &mut plan,
+            id,
+            ran(A, vec![probed("250 ok"), probed("550 5.1.1 no")], None),
+            now,
+        );
+        let probe = plan.finish(true).probe;
+        // m1 accepted at A, whose verdict is known: decided. m3 never probed.
+        assert_eq!(probe.decided, [true, true, false]);
+        assert_eq!(
+            probe.results[2].outcome,
+            SmtpOutcome::ProtocolError("no answer was recorded".into())
+        );
+        assert_eq!(probe.results[0].server.as_deref(), Some("mx [192.0.2.1]"));
+    }
+}
