@@ -132,7 +132,7 @@ impl Pending {
 
 /// What becomes of one recipient after a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Next {
+enum Fate {
     /// This is its answer.
     Final(SmtpOutcome),
     /// Into the next session, without counting against the retries (the session, not the
@@ -317,7 +317,7 @@ impl DomainPlan {
             let p = &mut self.pending[i];
             p.server = Some(ran.server.clone());
             p.ip = Some(ran.ip);
-            let next = match outcome {
+            let fate = match outcome {
                 RcptOutcome::Probed(reply) => {
                     p.attempts += 1;
                     if reply.code / 100 == 4
@@ -331,7 +331,7 @@ impl DomainPlan {
                             self.per_session = (self.per_session / 2).max(1);
                             shrunk = true;
                         }
-                        Next::NextSession
+                        Fate::NextSession
                     } else {
                         let mut rate_limit_until =
                             || *backoff_until.get_or_insert_with(&mut host_backoff);
@@ -339,9 +339,9 @@ impl DomainPlan {
                     }
                 }
                 RcptOutcome::NotProbed(NotProbedWhy::SessionLimit | NotProbedWhy::RejectionCap) => {
-                    Next::NextSession
+                    Fate::NextSession
                 }
-                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing) => Next::Again {
+                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing) => Fate::Again {
                     at: backoff_until,
                     last: SmtpOutcome::Replied(closing_reply.clone()),
                     deferral: false,
@@ -353,10 +353,10 @@ impl DomainPlan {
                     retry_at,
                     greylist_until,
                 ),
-                RcptOutcome::Smtputf8Unsupported => Next::Final(SmtpOutcome::Smtputf8Unsupported),
-                RcptOutcome::Unsendable(e) => Next::Final(SmtpOutcome::Unsendable(e.to_string())),
+                RcptOutcome::Smtputf8Unsupported => Fate::Final(SmtpOutcome::Smtputf8Unsupported),
+                RcptOutcome::Unsendable(e) => Fate::Final(SmtpOutcome::Unsendable(e.to_string())),
             };
-            if self.apply(i, next) {
+            if self.apply(i, fate) {
                 deferred += 1;
             }
         }
@@ -372,11 +372,11 @@ impl DomainPlan {
     }
 
     /// True when the recipient was deferred (and counts as such).
-    fn apply(&mut self, i: usize, next: Next) -> bool {
-        match next {
-            Next::Final(outcome) => self.pending[i].done = Some(outcome),
-            Next::NextSession => self.queue.push_back(i),
-            Next::Again { at, last, deferral } => {
+    fn apply(&mut self, i: usize, fate: Fate) -> bool {
+        match fate {
+            Fate::Final(outcome) => self.pending[i].done = Some(outcome),
+            Fate::NextSession => self.queue.push_back(i),
+            Fate::Again { at, last, deferral } => {
                 return self.setback(i, at, last) && deferral && !self.pending[i].canary;
             }
         }
@@ -489,16 +489,16 @@ fn after_reply(
     reply: Reply,
     greylist_until: Instant,
     rate_limit_until: &mut dyn FnMut() -> Instant,
-) -> Next {
+) -> Fate {
     if reply.code / 100 != 4 {
-        return Next::Final(SmtpOutcome::Replied(reply));
+        return Fate::Final(SmtpOutcome::Replied(reply));
     }
     let at = match classify(&reply).reason {
-        Reason::MailboxFull => return Next::Final(SmtpOutcome::Replied(reply)),
+        Reason::MailboxFull => return Fate::Final(SmtpOutcome::Replied(reply)),
         Reason::RateLimited => rate_limit_until(),
         _ => greylist_until,
     };
-    Next::Again {
+    Fate::Again {
         at: Some(at),
         last: SmtpOutcome::Replied(reply),
         deferral: true,
@@ -512,8 +512,8 @@ fn after_session_ended(
     server: &str,
     retry_at: Instant,
     greylist_until: Instant,
-) -> Next {
-    let again = |at, last| Next::Again {
+) -> Fate {
+    let again = |at, last| Fate::Again {
         at,
         last,
         deferral: false,
@@ -527,20 +527,20 @@ fn after_session_ended(
             if r.code / 100 == 4 {
                 again(Some(greylist_until), refused)
             } else {
-                Next::Final(refused)
+                Fate::Final(refused)
             }
         }
         (None, Some(SessionEnd::HostRefused(r))) => {
-            Next::Final(SmtpOutcome::SessionRefused(r.clone()))
+            Fate::Final(SmtpOutcome::SessionRefused(r.clone()))
         }
-        (None, Some(SessionEnd::TlsRequiredNotOffered)) => Next::Final(SmtpOutcome::Unreachable(
+        (None, Some(SessionEnd::TlsRequiredNotOffered)) => Fate::Final(SmtpOutcome::Unreachable(
             format!("{server} does not offer STARTTLS (--starttls require)"),
         )),
-        (None, Some(SessionEnd::TlsRefused(r))) => Next::Final(SmtpOutcome::Unreachable(format!(
+        (None, Some(SessionEnd::TlsRefused(r))) => Fate::Final(SmtpOutcome::Unreachable(format!(
             "{server} refused STARTTLS (--starttls require): {r}"
         ))),
         (None, Some(SessionEnd::UnsafeCommand(e))) => {
-            Next::Final(SmtpOutcome::Unsendable(e.to_string()))
+            Fate::Final(SmtpOutcome::Unsendable(e.to_string()))
         }
         (None, Some(SessionEnd::ProtocolError(why))) => {
             again(None, SmtpOutcome::ProtocolError(format!("{server}: {why}")))
@@ -688,24 +688,46 @@ mod tests {
 
     #[test]
     fn sessions_first_alone_with_a_canary_then_per_host_at_once() {
-        // (mailboxes, catch-all known?, rcpt_per_session, per_host, expected batch sizes of
-        // the first and the second round, whether the first leads with a canary)
-        let cases: &[(usize, bool, usize, usize, &[usize], &[usize], bool)] = &[
-            (7, false, 3, 2, &[3], &[3, 2], true),
-            (7, true, 3, 2, &[3], &[3, 1], false),
-            (2, false, 20, 4, &[3], &[], true),
-            (10, true, 2, 3, &[2], &[2, 2, 2], false),
-            (1, true, 5, 2, &[1], &[], false),
+        struct Case {
+            mailboxes: usize,
+            catch_all_known: bool,
+            per_session: usize,
+            per_host: usize,
+            first_round: &'static [usize],
+            second_round: &'static [usize],
+            canary: bool,
+        }
+        let case =
+            |mailboxes, catch_all_known, per_session, per_host, first_round, second_round| Case {
+                mailboxes,
+                catch_all_known,
+                per_session,
+                per_host,
+                first_round,
+                second_round,
+                canary: !catch_all_known,
+            };
+        let cases = [
+            case(7, false, 3, 2, &[3], &[3, 2]),
+            case(7, true, 3, 2, &[3], &[3, 1]),
+            case(2, false, 20, 4, &[3], &[]),
+            case(10, true, 2, 3, &[2], &[2, 2, 2]),
+            case(1, true, 5, 2, &[1], &[]),
         ];
         let now = Instant::now();
-        for &(n, known, per_session, per_host, first, second, canary) in cases {
-            let known: &[(IpAddr, CatchAll)] = if known { &[(A, CatchAll::No)] } else { &[] };
+        for c in cases {
+            let (n, per_session, per_host) = (c.mailboxes, c.per_session, c.per_host);
+            let known: &[(IpAddr, CatchAll)] = if c.catch_all_known {
+                &[(A, CatchAll::No)]
+            } else {
+                &[]
+            };
             let mut plan = plan_with(n, known, config(per_session, per_host, 2));
             let round = open(&mut plan, now);
             let sizes: Vec<usize> = round.iter().map(|r| r.recipients.len()).collect();
-            assert_eq!(sizes, first, "case {n} {per_session} {per_host}");
-            assert_eq!(round[0].leads_with_canary, canary);
-            if canary {
+            assert_eq!(sizes, c.first_round, "case {n} {per_session} {per_host}");
+            assert_eq!(round[0].leads_with_canary, c.canary);
+            if c.canary {
                 assert_eq!(round[0].recipients[0], "canary1@example.com");
             }
             let next = plan.next_step(now);
@@ -715,7 +737,7 @@ mod tests {
                 Step::Done => Vec::new(),
                 Step::WaitUntil(_) => panic!("no wait expected"),
             };
-            assert_eq!(sizes, second, "case {n} {per_session} {per_host}");
+            assert_eq!(sizes, c.second_round, "case {n} {per_session} {per_host}");
         }
     }
 
@@ -913,7 +935,7 @@ mod tests {
         let now = Instant::now();
         let retry_at = now + BACKOFF;
         let greylist_until = now + GREYLIST;
-        let again = |at: Option<Instant>, last: SmtpOutcome| Next::Again {
+        let again = |at: Option<Instant>, last: SmtpOutcome| Fate::Again {
             at,
             last,
             deferral: false,
@@ -923,7 +945,7 @@ mod tests {
             field: Field::Recipient,
             value: "é".into(),
         };
-        let cases: Vec<(Option<SmtpOutcome>, Option<SessionEnd>, Next)> = vec![
+        let cases: Vec<(Option<SmtpOutcome>, Option<SessionEnd>, Fate)> = vec![
             (
                 Some(timeout.clone()),
                 Some(SessionEnd::Completed),
@@ -940,31 +962,31 @@ mod tests {
             (
                 None,
                 Some(SessionEnd::HeloRejected(reply("550 5.7.1 go away"))),
-                Next::Final(SmtpOutcome::SessionRefused(reply("550 5.7.1 go away"))),
+                Fate::Final(SmtpOutcome::SessionRefused(reply("550 5.7.1 go away"))),
             ),
             (
                 None,
                 Some(SessionEnd::HostRefused(reply("554 no"))),
-                Next::Final(SmtpOutcome::SessionRefused(reply("554 no"))),
+                Fate::Final(SmtpOutcome::SessionRefused(reply("554 no"))),
             ),
             (
                 None,
                 Some(SessionEnd::TlsRequiredNotOffered),
-                Next::Final(SmtpOutcome::Unreachable(
+                Fate::Final(SmtpOutcome::Unreachable(
                     "mx does not offer STARTTLS (--starttls require)".into(),
                 )),
             ),
             (
                 None,
                 Some(SessionEnd::TlsRefused(reply("454 4.7.0 no TLS"))),
-                Next::Final(SmtpOutcome::Unreachable(
+                Fate::Final(SmtpOutcome::Unreachable(
                     "mx refused STARTTLS (--starttls require): 454 4.7.0 no TLS".into(),
                 )),
             ),
             (
                 None,
                 Some(SessionEnd::UnsafeCommand(unsafe_command.clone())),
-                Next::Final(SmtpOutcome::Unsendable(unsafe_command.to_string())),
+                Fate::Final(SmtpOutcome::Unsendable(unsafe_command.to_string())),
             ),
             (
                 None,
