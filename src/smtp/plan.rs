@@ -260,20 +260,12 @@ impl DomainPlan {
         Step::Open(requests)
     }
 
-    /// No server of the group would talk to request `id`. `refusal`: the last greeting that
-    /// refused the prober, if any; `timed_out`: the last failure was a timeout.
-    pub fn report_no_server(
-        &mut self,
-        id: usize,
-        why: &str,
-        refusal: Option<Reply>,
-        timed_out: bool,
-        now: Instant,
-    ) {
+    /// No server of the group would talk to request `id`.
+    pub fn report_no_server(&mut self, id: usize, unreached: &Unreached, now: Instant) {
         let batch = self.take_batch(id);
         // Every server refused us with a 5xx greeting: asking again is impolite and changes
         // nothing.
-        if let Some(r) = refusal.as_ref().filter(|r| r.code / 100 == 5) {
+        if let Some(r) = unreached.refusal.as_ref().filter(|r| r.code / 100 == 5) {
             for &i in &batch {
                 self.pending[i].done = Some(SmtpOutcome::SessionRefused(r.clone()));
             }
@@ -282,7 +274,7 @@ impl DomainPlan {
         // Refused or timed-out connections: try again after a pause, not at once (a
         // restarting server gets a moment; a dead one is given up on meanwhile).
         let again = now + self.config.backoff_base;
-        let last = no_server_outcome(why, refusal, timed_out);
+        let last = unreached.last_outcome();
         for &i in &batch {
             self.setback(i, Some(again), last.clone());
         }
@@ -554,12 +546,60 @@ fn after_session_ended(
     }
 }
 
-/// The answer when no server would talk and the retries are spent.
-fn no_server_outcome(why: &str, refusal: Option<Reply>, timed_out: bool) -> SmtpOutcome {
-    match (refusal, timed_out) {
-        (Some(r), _) => SmtpOutcome::SessionRefused(r),
-        (None, true) => SmtpOutcome::Timeout(why.to_owned()),
-        (None, false) => SmtpOutcome::Unreachable(why.to_owned()),
+/// Why none of a group's servers took a session: the servers tried are remembered only
+/// through the last failure, and a refusal of the prober (a policy, not an accident) outlives
+/// later failures of other kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreached {
+    pub why: String,
+    /// The last greeting, HELO or MAIL reply that refused the prober, if any.
+    pub refusal: Option<Reply>,
+    /// The last failure was a timeout.
+    pub timed_out: bool,
+}
+
+impl Default for Unreached {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Unreached {
+    /// Before any server was tried.
+    pub fn new() -> Self {
+        Unreached {
+            why: "no usable mail server address".into(),
+            refusal: None,
+            timed_out: false,
+        }
+    }
+
+    /// A server refuses the prober itself.
+    pub fn refused(&mut self, why: String, refusal: Reply) {
+        self.why = why;
+        self.refusal = Some(refusal);
+        self.timed_out = false;
+    }
+
+    /// A connection failed, timed out, or was closed before or instead of a greeting.
+    pub fn failed(&mut self, why: String, timed_out: bool) {
+        self.why = why;
+        self.timed_out = timed_out;
+    }
+
+    /// A server was not tried (given up on earlier in the run, or no session could be
+    /// built): only the reason changes.
+    pub fn skipped(&mut self, why: String) {
+        self.why = why;
+    }
+
+    /// The answer for a recipient once its retries are spent.
+    fn last_outcome(&self) -> SmtpOutcome {
+        match (&self.refusal, self.timed_out) {
+            (Some(r), _) => SmtpOutcome::SessionRefused(r.clone()),
+            (None, true) => SmtpOutcome::Timeout(self.why.clone()),
+            (None, false) => SmtpOutcome::Unreachable(self.why.clone()),
+        }
     }
 }
 
@@ -1018,36 +1058,69 @@ mod tests {
 
     #[test]
     fn when_no_server_talks() {
-        let now = Instant::now();
-        let refused_5xx = reply("554 5.7.1 no");
-        let refused_4xx = reply("421 4.7.0 busy");
-        // (last refusal, timed out, the answer once the retries are spent, retried?)
+        enum Event {
+            Refused(&'static str, &'static str),
+            Failed(&'static str, bool),
+            Skipped(&'static str),
+        }
+        use Event::*;
+        let refused = |text| SmtpOutcome::SessionRefused(reply(text));
+        let timeout = |why: &str| SmtpOutcome::Timeout(why.into());
+        let unreachable = |why: &str| SmtpOutcome::Unreachable(why.into());
+        // (what happened at the servers in turn, the answer once the retries are spent,
+        // whether the recipients are tried again at all)
         let cases = [
+            (vec![], unreachable("no usable mail server address"), true),
             (
-                Some(refused_5xx.clone()),
-                false,
-                SmtpOutcome::SessionRefused(refused_5xx),
+                vec![Failed("a: timed out", true)],
+                timeout("a: timed out"),
+                true,
+            ),
+            (
+                vec![Failed("a: timed out", true), Failed("b: refused", false)],
+                unreachable("b: refused"),
+                true,
+            ),
+            // A host given up on earlier keeps the last failure's kind.
+            (
+                vec![Failed("a: timed out", true), Skipped("b: given up")],
+                timeout("b: given up"),
+                true,
+            ),
+            // A 5xx refusal of the prober is final, and outlives later failures elsewhere.
+            (
+                vec![Refused("a: no", "554 5.7.1 no")],
+                refused("554 5.7.1 no"),
                 false,
             ),
             (
-                Some(refused_4xx.clone()),
-                true,
-                SmtpOutcome::SessionRefused(refused_4xx),
-                true,
+                vec![
+                    Refused("a: no", "554 5.7.1 no"),
+                    Failed("b: timed out", true),
+                ],
+                refused("554 5.7.1 no"),
+                false,
             ),
-            (None, true, SmtpOutcome::Timeout("why".into()), true),
-            (None, false, SmtpOutcome::Unreachable("why".into()), true),
         ];
-        for (refusal, timed_out, answer, retried) in cases {
+        let now = Instant::now();
+        for (events, answer, retried) in cases {
+            let mut unreached = Unreached::new();
+            for event in events {
+                match event {
+                    Refused(why, text) => unreached.refused(why.into(), reply(text)),
+                    Failed(why, timed_out) => unreached.failed(why.into(), timed_out),
+                    Skipped(why) => unreached.skipped(why.into()),
+                }
+            }
             let mut plan = plan_known_at_a(2, config(5, 1, 1));
             let id = open(&mut plan, now)[0].id;
-            plan.report_no_server(id, "why", refusal.clone(), timed_out, now);
+            plan.report_no_server(id, &unreached, now);
             if retried {
                 assert_eq!(plan.next_step(now), Step::WaitUntil(now + BACKOFF));
                 let id = open(&mut plan, now + BACKOFF)[0].id;
-                plan.report_no_server(id, "why", refusal, timed_out, now + BACKOFF);
+                plan.report_no_server(id, &unreached, now + BACKOFF);
             }
-            assert_eq!(plan.next_step(now + BACKOFF), Step::Done);
+            assert_eq!(plan.next_step(now + BACKOFF), Step::Done, "{unreached:?}");
             assert_eq!(outcomes(plan), [answer.clone(), answer]);
         }
     }

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
 pub use super::plan::DomainProbe;
-use super::plan::{DomainPlan, PlanConfig, SessionRan, Step};
+use super::plan::{DomainPlan, PlanConfig, SessionRan, Step, Unreached};
 use super::reply::{Reply, classify};
 use super::session::{
     Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, SessionError, TlsPolicy,
@@ -403,12 +403,8 @@ enum Contact {
         started: Instant,
         host: Arc<Host>,
     },
-    /// No server would talk. `refusal`: the last greeting that refused us, if any.
-    NoServer {
-        why: String,
-        refusal: Option<Reply>,
-        timed_out: bool,
-    },
+    /// No server would talk.
+    NoServer(Unreached),
     /// The run is stopping: no session was started.
     Stopped,
 }
@@ -585,11 +581,7 @@ impl Prober {
             // A session refused because the run is stopping says nothing: those recipients
             // stay undecided.
             Contact::Stopped => {}
-            Contact::NoServer {
-                why,
-                refusal,
-                timed_out,
-            } => plan.report_no_server(id, &why, refusal, timed_out, now),
+            Contact::NoServer(unreached) => plan.report_no_server(id, &unreached, now),
             Contact::Ran {
                 session,
                 stop,
@@ -676,26 +668,21 @@ impl Prober {
             backoff_until,
         }
     }
+
     /// Runs one session for `rcpts` on the first of the domain's servers that talks.
     async fn contact(&self, targets: &[MxTarget], rcpts: Vec<String>) -> Contact {
-        let mut why = String::from("no usable mail server address");
-        let mut refusal = None;
-        let mut timed_out = false;
+        let mut unreached = Unreached::new();
         for target in targets {
             for &ip in &target.ips {
                 let host = self.host(ip);
                 let server = format!("{} [{ip}]", target.name);
                 if let Some(r) = host.lock().refuses.clone() {
-                    why = format!("{server} refused the prober: {r}");
-                    refusal = Some(r);
-                    timed_out = false;
+                    unreached.refused(format!("{server} refused the prober: {r}"), r);
                     continue;
                 }
                 let Ok(_slot) = host.slot(self.config.host_pause).await else {
-                    why = format!(
-                        "{server}: {}",
-                        host.lock().given_up.clone().unwrap_or_default()
-                    );
+                    let given_up = host.lock().given_up.clone().unwrap_or_default();
+                    unreached.skipped(format!("{server}: {given_up}"));
                     continue;
                 };
                 let Ok(_permit) = self.sessions.acquire().await else {
@@ -709,78 +696,21 @@ impl Prober {
                 let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
                     Ok(s) => s,
                     Err(e) => {
-                        return Contact::NoServer {
-                            why: e.to_string(),
-                            refusal,
-                            timed_out,
-                        };
+                        unreached.skipped(e.to_string());
+                        return Contact::NoServer(unreached);
                     }
                 };
                 let started = Instant::now();
-                let addr = SocketAddr::new(ip, self.config.port);
-                let stream =
-                    match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            bump(&self.counters.connect_failures, 1);
-                            why = format!("{server}: {e}");
-                            timed_out = false;
-                            if host.failed(&why, self.config.give_up_after, started) {
-                                bump(&self.counters.hosts_given_up, 1);
-                            }
-                            continue;
-                        }
-                        Err(_) => {
-                            bump(&self.counters.connect_failures, 1);
-                            why = format!("{server}: connection timed out");
-                            timed_out = true;
-                            if host.failed(&why, self.config.give_up_after, started) {
-                                bump(&self.counters.hosts_given_up, 1);
-                            }
-                            continue;
-                        }
-                    };
-                let _ = stream.set_nodelay(true);
+                let Some(stream) = self
+                    .connect(ip, &server, &host, started, &mut unreached)
+                    .await
+                else {
+                    continue;
+                };
                 bump(&self.counters.sessions, 1);
                 let (session, stop) = self.drive(stream, session, &target.name, &host).await;
-                // A server that refuses to talk, or never greets, sends us to the next one.
-                let no_greeting = session.replies_received() == 0;
-                match (session.end(), &stop) {
-                    (Some(SessionEnd::HostRefused(r)), _) => {
-                        if r.code / 100 == 4 {
-                            // 421 on connect: busy, or too many connections from us.
-                            let busy = host.lock().active > 1;
-                            host.throttled(
-                                self.config.backoff_base(),
-                                self.config.greylist_wait,
-                                busy,
-                            );
-                        } else {
-                            refusal = Some(r.clone());
-                            host.lock().refuses = Some(r.clone());
-                        }
-                        why = format!("{server} refused the session: {r}");
-                        timed_out = false;
-                        if host.failed(&why, self.config.give_up_after + 2, started) {
-                            bump(&self.counters.hosts_given_up, 1);
-                        }
-                        continue;
-                    }
-                    (None, Stop::Timeout(_) | Stop::Dropped(_)) if no_greeting => {
-                        timed_out = matches!(stop, Stop::Timeout(_));
-                        why = match &stop {
-                            Stop::Timeout(_) => format!(
-                                "{server}: no greeting within {}s",
-                                self.config.banner_timeout.as_secs()
-                            ),
-                            _ => format!("{server}: closed the connection before greeting"),
-                        };
-                        if host.failed(&why, self.config.give_up_after, started) {
-                            bump(&self.counters.hosts_given_up, 1);
-                        }
-                        continue;
-                    }
-                    _ => {}
+                if self.passed_over(&session, &stop, &server, &host, started, &mut unreached) {
+                    continue;
                 }
                 return Contact::Ran {
                     session: Box::new(session),
@@ -792,11 +722,80 @@ impl Prober {
                 };
             }
         }
-        Contact::NoServer {
-            why,
-            refusal,
-            timed_out,
+        Contact::NoServer(unreached)
+    }
+
+    /// A TCP connection to `ip`, or None after counting the failure against the host.
+    async fn connect(
+        &self,
+        ip: IpAddr,
+        server: &str,
+        host: &Host,
+        started: Instant,
+        unreached: &mut Unreached,
+    ) -> Option<TcpStream> {
+        let addr = SocketAddr::new(ip, self.config.port);
+        let (why, timed_out) =
+            match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Ok(Err(e)) => (format!("{server}: {e}"), false),
+                Err(_) => (format!("{server}: connection timed out"), true),
+            };
+        bump(&self.counters.connect_failures, 1);
+        if host.failed(&why, self.config.give_up_after, started) {
+            bump(&self.counters.hosts_given_up, 1);
         }
+        unreached.failed(why, timed_out);
+        None
+    }
+
+    /// Whether a server that refused the session (greeting not 220) or never greeted sends
+    /// us to the next one; its host is throttled or marked accordingly.
+    fn passed_over(
+        &self,
+        session: &Session,
+        stop: &Stop,
+        server: &str,
+        host: &Host,
+        started: Instant,
+        unreached: &mut Unreached,
+    ) -> bool {
+        let no_greeting = session.replies_received() == 0;
+        let (why, give_up_after) = match (session.end(), stop) {
+            (Some(SessionEnd::HostRefused(r)), _) => {
+                let why = format!("{server} refused the session: {r}");
+                if r.code / 100 == 4 {
+                    // 421 on connect: busy, or too many connections from us.
+                    let busy = host.lock().active > 1;
+                    let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
+                    host.throttled(base, cap, busy);
+                    unreached.failed(why.clone(), false);
+                } else {
+                    host.lock().refuses = Some(r.clone());
+                    unreached.refused(why.clone(), r.clone());
+                }
+                (why, self.config.give_up_after + 2)
+            }
+            (None, Stop::Timeout(_) | Stop::Dropped(_)) if no_greeting => {
+                let timed_out = matches!(stop, Stop::Timeout(_));
+                let why = if timed_out {
+                    let wait = self.config.banner_timeout.as_secs();
+                    format!("{server}: no greeting within {wait}s")
+                } else {
+                    format!("{server}: closed the connection before greeting")
+                };
+                unreached.failed(why.clone(), timed_out);
+                (why, self.config.give_up_after)
+            }
+            _ => return false,
+        };
+        if host.failed(&why, give_up_after, started) {
+            bump(&self.counters.hosts_given_up, 1);
+        }
+        true
     }
 
     /// The I/O loop of one session. Every read and write has a deadline; a reply has
