@@ -1215,4 +1215,110 @@ mod tests {
         );
         assert_eq!(probe.results[0].server.as_deref(), Some("mx [192.0.2.1]"));
     }
+
+    /// Drives a plan to the end against a pretend server (one `SessionRan` per request);
+    /// returns the sessions opened, when, and the deferrals counted.
+    fn run(
+        plan: &mut DomainPlan,
+        start: Instant,
+        mut server: impl FnMut(&SessionRequest) -> Vec<RcptOutcome>,
+    ) -> (Vec<(Instant, SessionRequest)>, u64) {
+        let mut now = start;
+        let mut sessions = Vec::new();
+        let mut deferred = 0;
+        for _ in 0..100 {
+            match plan.next_step(now) {
+                Step::Open(requests) => {
+                    for request in requests {
+                        let session = ran(A, server(&request), None);
+                        deferred += plan.report_ran(request.id, session, now, || now + BACKOFF);
+                        sessions.push((now, request));
+                    }
+                }
+                Step::WaitUntil(at) => now = at,
+                Step::Done => return (sessions, deferred),
+            }
+        }
+        panic!("the plan never ends");
+    }
+
+    /// Mailboxes 1, 4 and 8 exist; the canary does not.
+    fn mailbox_verdict(address: &str) -> RcptOutcome {
+        if ["m1@", "m4@", "m8@"].iter().any(|m| address.starts_with(m)) {
+            probed("250 2.1.5 ok")
+        } else {
+            probed("550 5.1.1 no such user")
+        }
+    }
+
+    #[test]
+    fn a_whole_plan_that_shrinks_its_sessions() {
+        // 12 mailboxes and a canary, 20 per session, a server that takes 5 per transaction:
+        // 13 → 8 (size 10) → 3 (size 5): three sessions, no deferral.
+        let mut plan = plan_with(12, &[], config(20, 2, 2));
+        let (sessions, deferred) = run(&mut plan, Instant::now(), |request| {
+            let outcomes = request.recipients.iter().enumerate();
+            outcomes
+                .map(|(nth, address)| match nth {
+                    0..5 => mailbox_verdict(address),
+                    _ => probed("452 4.5.3 Error: too many recipients"),
+                })
+                .collect()
+        });
+        let sizes: Vec<usize> = sessions.iter().map(|(_, r)| r.recipients.len()).collect();
+        assert_eq!(sizes, [13, 8, 3]);
+        assert_eq!(deferred, 0);
+        let probe = plan.finish(false).probe;
+        assert_eq!(probe.catch_all, CatchAll::No);
+        let codes: Vec<u16> = probe
+            .results
+            .iter()
+            .map(|r| match &r.outcome {
+                SmtpOutcome::Replied(reply) => reply.code,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [250, 550, 550, 250, 550, 550, 550, 250, 550, 550, 550, 550]
+        );
+    }
+
+    #[test]
+    fn a_whole_plan_through_greylisting() {
+        // Every address is greylisted the first time it is asked, then answered.
+        let start = Instant::now();
+        let mut asked = std::collections::HashSet::new();
+        let mut plan = plan_with(4, &[], config(2, 2, 2));
+        let (sessions, deferred) = run(&mut plan, start, |request| {
+            let outcomes = request.recipients.iter();
+            outcomes
+                .map(|address| match asked.insert(address.clone()) {
+                    true => probed("450 4.7.1 greylisted, try again later"),
+                    false => mailbox_verdict(address),
+                })
+                .collect()
+        });
+        let shape: Vec<(Duration, usize)> = sessions
+            .iter()
+            .map(|(at, r)| (at.duration_since(start), r.recipients.len()))
+            .collect();
+        // The canary and m1 first, alone; then m2..m4 in two sessions at once; everyone
+        // again after the greylisting wait, in the same order.
+        let zero = Duration::ZERO;
+        let expected = [
+            (zero, 2),
+            (zero, 2),
+            (zero, 1),
+            (GREYLIST, 2),
+            (GREYLIST, 2),
+            (GREYLIST, 1),
+        ];
+        assert_eq!(shape, expected);
+        assert_eq!(deferred, 4, "the canary is not counted");
+        let finished = plan.finish(false);
+        assert_eq!(finished.probe.catch_all, CatchAll::No);
+        assert!(finished.probe.results.iter().all(|r| r.attempts == 2));
+        assert_eq!(finished.probe.decided, [true; 4]);
+    }
 }

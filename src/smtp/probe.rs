@@ -4,10 +4,9 @@
 //! Politeness is per mail server address ([`Host`]): at most `per_host` sessions at once
 //! (lowered when a server answers a new connection with 421), a short pause between sessions,
 //! exponential backoff after 421 or rate-limit replies, and a host that keeps failing is given
-//! up on for the run. Per domain, recipients go in sessions of `rcpt_per_session`, the first
-//! one led by a random canary mailbox that tells whether the domain accepts everything
-//! (catch-all). Deferred recipients (greylisting, 4xx) wait `greylist_wait` and are probed
-//! again while the rest of the run goes on.
+//! up on for the run. What to send is not decided here: per domain, a [`DomainPlan`] (pure,
+//! `plan.rs`) says which sessions to open (batches, the catch-all canary, retries of deferred
+//! recipients, waits); [`Prober::probe_domain`] performs them and reports each one back.
 //!
 //! Nothing here decides validity: [`SmtpEvidence`] records what the server said and
 //! `verdict::decide` turns it into a status.
