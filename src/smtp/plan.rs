@@ -20,8 +20,60 @@ use std::time::{Duration, Instant};
 
 use super::reply::{EnhancedCode, Reply, classify};
 use super::session::{NotProbedWhy, RcptOutcome, SessionEnd};
+use crate::model::dns::{Addresses, DomainEvidence};
+use crate::model::is_routable;
 use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome};
 use crate::model::{Reason, Status};
+
+/// A mail server of a domain, in preference order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxTarget {
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The servers to probe for a domain, from its DNS evidence: MX hosts in preference order, or
+/// the domain itself when it has no MX (implicit MX). Addresses the policy forbids are left out.
+pub fn targets_of(domain: &str, dns: &DomainEvidence, allow_private: bool) -> Vec<MxTarget> {
+    let usable = |a: &Addresses| -> Vec<IpAddr> {
+        match a {
+            Addresses::Found(ips) => {
+                let mut ips: Vec<IpAddr> = ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| allow_private || is_routable(*ip))
+                    .collect();
+                // IPv4 first: many senders have no IPv6 route; v6-only hosts still get tried.
+                ips.sort_by_key(|ip| ip.is_ipv6());
+                ips
+            }
+            _ => Vec::new(),
+        }
+    };
+    let targets: Vec<MxTarget> = match dns {
+        DomainEvidence::Mx(hosts) => hosts
+            .iter()
+            .map(|h| MxTarget {
+                name: h.name.clone(),
+                ips: usable(&h.addresses),
+            })
+            .collect(),
+        DomainEvidence::NoMx(a) => vec![MxTarget {
+            name: domain.to_owned(),
+            ips: usable(a),
+        }],
+        _ => Vec::new(),
+    };
+    targets.into_iter().filter(|t| !t.ips.is_empty()).collect()
+}
+
+/// One address of one mail server: where a session may be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// The MX host name (for TLS SNI and the evidence).
+    pub name: String,
+    pub ip: IpAddr,
+}
 
 /// What the planner needs from the probe's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +111,10 @@ pub struct SessionRequest {
     pub recipients: Vec<String>,
     /// The first recipient is the catch-all canary, not a mailbox of the list.
     pub leads_with_canary: bool,
+    /// Where to open it, in the order to try: MX preference, IPv4 first. The caller passes
+    /// over servers its politeness rules out (given up on, refusing the prober) and those that
+    /// will not talk (no connection, no greeting, a refused greeting).
+    pub servers: Vec<ServerAddress>,
 }
 
 /// What a session that reached a server reports back.
@@ -153,6 +209,7 @@ pub type CanaryNames = Box<dyn FnMut() -> String + Send>;
 /// The plan for one domain's mailboxes.
 pub struct DomainPlan {
     domain: String,
+    servers: Vec<ServerAddress>,
     config: PlanConfig,
     /// The mailboxes first (`real` of them), then any canaries.
     pending: Vec<Pending>,
@@ -174,14 +231,26 @@ impl DomainPlan {
     /// window or the store); with none, the first session leads with a canary.
     pub fn new(
         domain: &str,
+        targets: &[MxTarget],
         mailboxes: Vec<String>,
         known: HashMap<IpAddr, CatchAll>,
         config: PlanConfig,
         canary_names: CanaryNames,
     ) -> Self {
         let real = mailboxes.len();
+        let servers = targets
+            .iter()
+            .flat_map(|t| {
+                let name = &t.name;
+                t.ips.iter().map(|&ip| ServerAddress {
+                    name: name.clone(),
+                    ip,
+                })
+            })
+            .collect();
         let mut plan = DomainPlan {
             domain: domain.to_owned(),
+            servers,
             config,
             pending: mailboxes.into_iter().map(Pending::new).collect(),
             real,
@@ -255,6 +324,7 @@ impl DomainPlan {
                     .map(|&i| self.pending[i].address.clone())
                     .collect(),
                 leads_with_canary: batch.first().is_some_and(|&i| self.pending[i].canary),
+                servers: self.servers.clone(),
             })
             .collect();
         Step::Open(requests)
@@ -678,6 +748,7 @@ mod tests {
     fn plan_with(n: usize, known: &[(IpAddr, CatchAll)], config: PlanConfig) -> DomainPlan {
         DomainPlan::new(
             "example.com",
+            &[],
             mailboxes(n),
             known.iter().copied().collect(),
             config,
@@ -1320,5 +1391,91 @@ mod tests {
         assert_eq!(finished.probe.catch_all, CatchAll::No);
         assert!(finished.probe.results.iter().all(|r| r.attempts == 2));
         assert_eq!(finished.probe.decided, [true; 4]);
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_servers_of_a_domain_and_the_order_to_try_them() {
+        use crate::model::dns::MxHost;
+        let host = |name: &str, addresses: Addresses| MxHost {
+            preference: 10,
+            name: name.into(),
+            addresses,
+        };
+        let found = |ips: &[&str]| Addresses::Found(ips.iter().map(|t| ip(t)).collect());
+        let target = |name: &str, ips: &[&str]| MxTarget {
+            name: name.into(),
+            ips: ips.iter().map(|t| ip(t)).collect(),
+        };
+        // (DNS evidence, private addresses allowed, the targets). Public addresses: the
+        // documentation ranges count as not routable.
+        let cases = [
+            (
+                DomainEvidence::Mx(vec![
+                    host("mx1.d.test", found(&["2606:4700::1111", "1.1.1.1"])),
+                    host("mx2.d.test", Addresses::None),
+                    host("mx3.d.test", found(&["10.0.0.3", "9.9.9.9"])),
+                ]),
+                false,
+                vec![
+                    // IPv4 first; a host without addresses and forbidden addresses left out.
+                    target("mx1.d.test", &["1.1.1.1", "2606:4700::1111"]),
+                    target("mx3.d.test", &["9.9.9.9"]),
+                ],
+            ),
+            (
+                DomainEvidence::Mx(vec![host("mx.d.test", found(&["10.0.0.3"]))]),
+                true,
+                vec![target("mx.d.test", &["10.0.0.3"])],
+            ),
+            (
+                DomainEvidence::Mx(vec![host("mx.d.test", found(&["10.0.0.3"]))]),
+                false,
+                vec![],
+            ),
+            // No MX: the domain itself is the implicit MX.
+            (
+                DomainEvidence::NoMx(found(&["8.8.8.8"])),
+                false,
+                vec![target("d.test", &["8.8.8.8"])],
+            ),
+            (DomainEvidence::NullMx, true, vec![]),
+            (DomainEvidence::NoSuchDomain, true, vec![]),
+        ];
+        for (dns, allow_private, expected) in cases {
+            assert_eq!(
+                targets_of("d.test", &dns, allow_private),
+                expected,
+                "{dns:?}"
+            );
+        }
+        // Every session request carries all the addresses, in that order.
+        let targets = [
+            target("mx1.d.test", &["1.1.1.1", "2606:4700::1111"]),
+            target("mx3.d.test", &["9.9.9.9"]),
+        ];
+        let mut plan = DomainPlan::new(
+            "d.test",
+            &targets,
+            mailboxes(1),
+            HashMap::new(),
+            config(5, 2, 2),
+            numbered_canaries(),
+        );
+        let servers: Vec<(String, IpAddr)> = open(&mut plan, Instant::now())[0]
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.ip))
+            .collect();
+        let expected = [
+            ("mx1.d.test", "1.1.1.1"),
+            ("mx1.d.test", "2606:4700::1111"),
+            ("mx3.d.test", "9.9.9.9"),
+        ]
+        .map(|(name, address)| (name.to_owned(), ip(address)));
+        assert_eq!(servers, expected);
     }
 }

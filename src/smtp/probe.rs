@@ -23,13 +23,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
-pub use super::plan::DomainProbe;
-use super::plan::{DomainPlan, PlanConfig, SessionRan, Step, Unreached};
+use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
+pub use super::plan::{DomainProbe, MxTarget, targets_of};
 use super::reply::{Reply, classify};
 use super::session::{
     Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, SessionError, TlsPolicy,
 };
-use crate::dns::{Addresses, DomainEvidence, is_routable};
 use crate::model::Reason;
 pub use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 
@@ -117,48 +116,6 @@ impl ProbeConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ProbeSetupError(String);
-
-/// A mail server of a domain, in preference order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MxTarget {
-    pub name: String,
-    pub ips: Vec<IpAddr>,
-}
-
-/// The servers to probe for a domain, from its DNS evidence: MX hosts in preference order, or
-/// the domain itself when it has no MX (implicit MX). Addresses the policy forbids are left out.
-pub fn targets_of(domain: &str, dns: &DomainEvidence, allow_private: bool) -> Vec<MxTarget> {
-    let usable = |a: &Addresses| -> Vec<IpAddr> {
-        match a {
-            Addresses::Found(ips) => {
-                let mut ips: Vec<IpAddr> = ips
-                    .iter()
-                    .copied()
-                    .filter(|ip| allow_private || is_routable(*ip))
-                    .collect();
-                // IPv4 first: many senders have no IPv6 route; v6-only hosts still get tried.
-                ips.sort_by_key(|ip| ip.is_ipv6());
-                ips
-            }
-            _ => Vec::new(),
-        }
-    };
-    let targets: Vec<MxTarget> = match dns {
-        DomainEvidence::Mx(hosts) => hosts
-            .iter()
-            .map(|h| MxTarget {
-                name: h.name.clone(),
-                ips: usable(&h.addresses),
-            })
-            .collect(),
-        DomainEvidence::NoMx(a) => vec![MxTarget {
-            name: domain.to_owned(),
-            ips: usable(a),
-        }],
-        _ => Vec::new(),
-    };
-    targets.into_iter().filter(|t| !t.ips.is_empty()).collect()
-}
 
 /// Run totals for summary.json.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -529,6 +486,7 @@ impl Prober {
         // one canary per domain and server per run.
         let mut plan = DomainPlan::new(
             domain,
+            targets,
             mailboxes,
             self.catch_all_of(domain),
             self.config.plan_config(),
@@ -548,7 +506,7 @@ impl Prober {
             let contacts = futures::future::join_all(
                 requests
                     .iter()
-                    .map(|r| self.contact(targets, r.recipients.clone())),
+                    .map(|r| self.contact(&r.servers, r.recipients.clone())),
             )
             .await;
             for (request, contact) in requests.iter().zip(contacts) {
@@ -668,58 +626,57 @@ impl Prober {
         }
     }
 
-    /// Runs one session for `rcpts` on the first of the domain's servers that talks.
-    async fn contact(&self, targets: &[MxTarget], rcpts: Vec<String>) -> Contact {
+    /// Runs one session for `rcpts` on the first of `servers` that talks.
+    async fn contact(&self, servers: &[ServerAddress], rcpts: Vec<String>) -> Contact {
         let mut unreached = Unreached::new();
-        for target in targets {
-            for &ip in &target.ips {
-                let host = self.host(ip);
-                let server = format!("{} [{ip}]", target.name);
-                if let Some(r) = host.lock().refuses.clone() {
-                    unreached.refused(format!("{server} refused the prober: {r}"), r);
-                    continue;
-                }
-                let Ok(_slot) = host.slot(self.config.host_pause).await else {
-                    let given_up = host.lock().given_up.clone().unwrap_or_default();
-                    unreached.skipped(format!("{server}: {given_up}"));
-                    continue;
-                };
-                let Ok(_permit) = self.sessions.acquire().await else {
-                    return Contact::Stopped;
-                };
-                let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
-                    TlsPolicy::Never
-                } else {
-                    self.config.tls
-                };
-                let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        unreached.skipped(e.to_string());
-                        return Contact::NoServer(unreached);
-                    }
-                };
-                let started = Instant::now();
-                let Some(stream) = self
-                    .connect(ip, &server, &host, started, &mut unreached)
-                    .await
-                else {
-                    continue;
-                };
-                bump(&self.counters.sessions, 1);
-                let (session, stop) = self.drive(stream, session, &target.name, &host).await;
-                if self.passed_over(&session, &stop, &server, &host, started, &mut unreached) {
-                    continue;
-                }
-                return Contact::Ran {
-                    session: Box::new(session),
-                    stop,
-                    server,
-                    ip,
-                    started,
-                    host,
-                };
+        for target in servers {
+            let ip = target.ip;
+            let host = self.host(ip);
+            let server = format!("{} [{ip}]", target.name);
+            if let Some(r) = host.lock().refuses.clone() {
+                unreached.refused(format!("{server} refused the prober: {r}"), r);
+                continue;
             }
+            let Ok(_slot) = host.slot(self.config.host_pause).await else {
+                let given_up = host.lock().given_up.clone().unwrap_or_default();
+                unreached.skipped(format!("{server}: {given_up}"));
+                continue;
+            };
+            let Ok(_permit) = self.sessions.acquire().await else {
+                return Contact::Stopped;
+            };
+            let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
+                TlsPolicy::Never
+            } else {
+                self.config.tls
+            };
+            let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    unreached.skipped(e.to_string());
+                    return Contact::NoServer(unreached);
+                }
+            };
+            let started = Instant::now();
+            let Some(stream) = self
+                .connect(ip, &server, &host, started, &mut unreached)
+                .await
+            else {
+                continue;
+            };
+            bump(&self.counters.sessions, 1);
+            let (session, stop) = self.drive(stream, session, &target.name, &host).await;
+            if self.passed_over(&session, &stop, &server, &host, started, &mut unreached) {
+                continue;
+            }
+            return Contact::Ran {
+                session: Box::new(session),
+                stop,
+                server,
+                ip,
+                started,
+                host,
+            };
         }
         Contact::NoServer(unreached)
     }
