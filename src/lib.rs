@@ -12,8 +12,9 @@
 //! - `pipeline`: one file per stage and the short `run` that wires them (I/O: threads, channels).
 //! - `input`: CSV reading, delimiter/header/column detection, unreadable rows (I/O).
 //! - `dns`: the resolver and the per-domain MX lookup with its run-wide cache (I/O).
-//! - `smtp`: `reply` (decoding, pure), `session` (protocol state machine, pure), `probe`
-//!   (sockets, TLS, politeness: I/O).
+//! - `smtp`: `reply` (decoding, pure), `session` (protocol state machine, pure), `plan`
+//!   (what to probe next: batches, retries, canaries; pure), `probe` (sockets, TLS,
+//!   politeness: I/O).
 //! - `store`: the SQLite store (I/O) and `store::policy`, the pure rules of what a stored
 //!   verdict answers.
 //! - `output`: the four lists, summary.json, report.html, the terminal table.

@@ -4,15 +4,14 @@
 //! Politeness is per mail server address ([`Host`]): at most `per_host` sessions at once
 //! (lowered when a server answers a new connection with 421), a short pause between sessions,
 //! exponential backoff after 421 or rate-limit replies, and a host that keeps failing is given
-//! up on for the run. Per domain, recipients go in sessions of `rcpt_per_session`, the first
-//! one led by a random canary mailbox that tells whether the domain accepts everything
-//! (catch-all). Deferred recipients (greylisting, 4xx) wait `greylist_wait` and are probed
-//! again while the rest of the run goes on.
+//! up on for the run. What to send is not decided here: per domain, a [`DomainPlan`] (pure,
+//! `plan.rs`) says which sessions to open (batches, the catch-all canary, retries of deferred
+//! recipients, waits); [`Prober::probe_domain`] performs them and reports each one back.
 //!
 //! Nothing here decides validity: [`SmtpEvidence`] records what the server said and
 //! `verdict::decide` turns it into a status.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,14 +23,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::reply::{EnhancedCode, Reply, classify};
+use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
+pub use super::plan::{DomainProbe, MxTarget, targets_of};
+use super::reply::{Reply, classify};
 use super::session::{
-    Action, Config as SessionConfig, NotProbedWhy, RcptOutcome, Session, SessionEnd, SessionError,
-    TlsPolicy,
+    Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, SessionError, TlsPolicy,
 };
-use crate::dns::{Addresses, DomainEvidence, is_routable};
 use crate::model::Reason;
-use crate::model::Status;
 pub use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 
 /// Everything the probe needs from the command line.
@@ -92,6 +90,16 @@ impl ProbeConfig {
         (self.greylist_wait / 8).max(Duration::from_secs(1))
     }
 
+    fn plan_config(&self) -> PlanConfig {
+        PlanConfig {
+            rcpt_per_session: self.rcpt_per_session,
+            per_host: self.per_host,
+            retries: self.retries,
+            greylist_wait: self.greylist_wait,
+            backoff_base: self.backoff_base(),
+        }
+    }
+
     fn session_config(&self, tls: TlsPolicy) -> SessionConfig {
         SessionConfig {
             tls,
@@ -108,48 +116,6 @@ impl ProbeConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ProbeSetupError(String);
-
-/// A mail server of a domain, in preference order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MxTarget {
-    pub name: String,
-    pub ips: Vec<IpAddr>,
-}
-
-/// The servers to probe for a domain, from its DNS evidence: MX hosts in preference order, or
-/// the domain itself when it has no MX (implicit MX). Addresses the policy forbids are left out.
-pub fn targets_of(domain: &str, dns: &DomainEvidence, allow_private: bool) -> Vec<MxTarget> {
-    let usable = |a: &Addresses| -> Vec<IpAddr> {
-        match a {
-            Addresses::Found(ips) => {
-                let mut ips: Vec<IpAddr> = ips
-                    .iter()
-                    .copied()
-                    .filter(|ip| allow_private || is_routable(*ip))
-                    .collect();
-                // IPv4 first: many senders have no IPv6 route; v6-only hosts still get tried.
-                ips.sort_by_key(|ip| ip.is_ipv6());
-                ips
-            }
-            _ => Vec::new(),
-        }
-    };
-    let targets: Vec<MxTarget> = match dns {
-        DomainEvidence::Mx(hosts) => hosts
-            .iter()
-            .map(|h| MxTarget {
-                name: h.name.clone(),
-                ips: usable(&h.addresses),
-            })
-            .collect(),
-        DomainEvidence::NoMx(a) => vec![MxTarget {
-            name: domain.to_owned(),
-            ips: usable(a),
-        }],
-        _ => Vec::new(),
-    };
-    targets.into_iter().filter(|t| !t.ips.is_empty()).collect()
-}
 
 /// Run totals for summary.json.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -393,12 +359,8 @@ enum Contact {
         started: Instant,
         host: Arc<Host>,
     },
-    /// No server would talk. `refusal`: the last greeting that refused us, if any.
-    NoServer {
-        why: String,
-        refusal: Option<Reply>,
-        timed_out: bool,
-    },
+    /// No server would talk.
+    NoServer(Unreached),
     /// The run is stopping: no session was started.
     Stopped,
 }
@@ -406,18 +368,6 @@ enum Contact {
 // ------------------------------------------------------------------------------------------
 // The prober
 // ------------------------------------------------------------------------------------------
-
-/// What probing one domain found, in the order of the mailboxes given.
-#[derive(Debug, Clone)]
-pub struct DomainProbe {
-    pub catch_all: CatchAll,
-    pub results: Vec<SmtpEvidence>,
-    /// Per mailbox: whether its result is an answer. False only for mailboxes left unprobed
-    /// because the run was stopped ([`Prober::stop`]); their result is a placeholder.
-    pub decided: Vec<bool>,
-    /// The catch-all verdict of each server a canary (or an earlier one) decided.
-    pub catch_all_by_server: Vec<(IpAddr, CatchAll)>,
-}
 
 /// One per run: the host table and the global session limit are shared by all domains.
 pub struct Prober {
@@ -431,81 +381,6 @@ pub struct Prober {
     stopped: std::sync::atomic::AtomicBool,
     counters: Counters,
     tls: tokio_rustls::TlsConnector,
-}
-
-/// Where recipients go when a session could not settle them.
-struct Requeue<'a> {
-    queue: &'a mut VecDeque<usize>,
-    waiting: &'a mut Vec<(Instant, usize)>,
-    retries: u32,
-}
-
-impl Requeue<'_> {
-    /// Into the next session, without counting against the retries.
-    fn next_session(&mut self, i: usize) {
-        self.queue.push_back(i);
-    }
-
-    /// Again later (at `at`, or in the next session), up to `retries` times; after that
-    /// `last` is the answer. True when it goes round again.
-    fn setback(
-        &mut self,
-        p: &mut Pending,
-        i: usize,
-        at: Option<Instant>,
-        last: SmtpOutcome,
-    ) -> bool {
-        p.setbacks += 1;
-        if p.setbacks > self.retries {
-            p.done = Some(last);
-            return false;
-        }
-        match at {
-            Some(at) => self.waiting.push((at, i)),
-            None => self.queue.push_back(i),
-        }
-        true
-    }
-}
-
-/// Per-recipient bookkeeping inside `probe_domain`.
-struct Pending {
-    address: String,
-    /// RCPTs sent.
-    attempts: u32,
-    /// Deferrals and interrupted sessions so far (bounded by `retries`).
-    setbacks: u32,
-    server: Option<String>,
-    /// The server address that answered last.
-    ip: Option<IpAddr>,
-    done: Option<SmtpOutcome>,
-    /// The catch-all canary, not a recipient of the list.
-    canary: bool,
-    /// Accepted by a server without a catch-all verdict, and queued again behind a canary.
-    rechecked: bool,
-}
-
-impl Pending {
-    fn new(address: String) -> Self {
-        Pending {
-            address,
-            attempts: 0,
-            setbacks: 0,
-            server: None,
-            ip: None,
-            done: None,
-            canary: false,
-            rechecked: false,
-        }
-    }
-
-    /// A local part no one has at `domain`.
-    fn canary(domain: &str) -> Self {
-        Pending {
-            canary: true,
-            ..Pending::new(format!("{}@{domain}", canary_local_part()))
-        }
-    }
 }
 
 impl Prober {
@@ -598,7 +473,7 @@ impl Prober {
     }
 
     /// Probes `mailboxes` (full addresses at `domain`) on the domain's servers. One result per
-    /// mailbox, in order.
+    /// mailbox, in order. The [`DomainPlan`] decides what to send; this loop performs it.
     pub async fn probe_domain(
         &self,
         domain: &str,
@@ -607,243 +482,63 @@ impl Prober {
     ) -> DomainProbe {
         bump(&self.counters.domains, 1);
         bump(&self.counters.to_decide, mailboxes.len() as u64);
-        let real = mailboxes.len();
         // A domain met again (in a later window of a long list) keeps its catch-all verdicts:
         // one canary per domain and server per run.
-        let mut verdicts = self.catch_all_of(domain);
-        let known_catch_all = verdicts.values().any(|v| *v == CatchAll::Yes);
-        let mut pending: Vec<Pending> = mailboxes.into_iter().map(Pending::new).collect();
-        let mut queue: VecDeque<usize> = (0..real).collect();
-        if verdicts.is_empty() {
-            // The canary leads the first session: its answer says what an "accepted" is worth.
-            pending.push(Pending::canary(domain));
-            queue.push_front(real);
-        }
-        let mut waiting: Vec<(Instant, usize)> = Vec::new();
-        let mut per_session = self.config.rcpt_per_session;
-        let mut first_round = true;
-
-        loop {
-            if self.is_stopped() {
-                break;
-            }
-            let now = Instant::now();
-            waiting.retain(|&(at, i)| {
-                if at <= now {
-                    queue.push_back(i);
-                    false
-                } else {
-                    true
-                }
-            });
-            if queue.is_empty() {
-                let Some(at) = waiting.iter().map(|(at, _)| *at).min() else {
-                    break;
-                };
-                // In slices, so a stop is noticed during a long greylisting wait.
-                tokio::time::sleep_until(at.min(Instant::now() + Duration::from_millis(200))).await;
-                continue;
-            }
-            // The first session alone, so a "too many recipients" or a catch-all answer
-            // shapes the rest; then up to `per_host` sessions at once.
-            let sessions = if first_round {
-                1
-            } else {
-                queue
-                    .len()
-                    .div_ceil(per_session)
-                    .min(self.config.per_host.max(1))
-            };
-            first_round = false;
-            let batches: Vec<Vec<usize>> = (0..sessions)
-                .map(|_| {
-                    let n = per_session.min(queue.len());
-                    queue.drain(..n).collect()
-                })
-                .filter(|b: &Vec<usize>| !b.is_empty())
-                .collect();
-            let contacts = futures::future::join_all(batches.iter().map(|batch| {
-                let rcpts = batch.iter().map(|&i| pending[i].address.clone()).collect();
-                self.contact(targets, rcpts)
-            }))
-            .await;
-            for (batch, contact) in batches.iter().zip(contacts) {
-                // A session refused because the run is stopping says nothing: those
-                // recipients stay undecided.
-                if matches!(contact, Contact::Stopped) {
+        let mut plan = DomainPlan::new(
+            domain,
+            targets,
+            mailboxes,
+            self.catch_all_of(domain),
+            self.config.plan_config(),
+            Box::new(canary_local_part),
+        );
+        while !self.is_stopped() {
+            let requests = match plan.next_step(Instant::now().into_std()) {
+                Step::Done => break,
+                Step::WaitUntil(at) => {
+                    // In slices, so a stop is noticed during a long greylisting wait.
+                    let slice = Instant::now() + Duration::from_millis(200);
+                    tokio::time::sleep_until(Instant::from_std(at).min(slice)).await;
                     continue;
                 }
-                let answered_at = self.settle(
-                    batch,
-                    contact,
-                    &mut pending,
-                    &mut queue,
-                    &mut waiting,
-                    &mut per_session,
-                );
-                if let Some(ip) = answered_at {
-                    self.check_canary(domain, ip, batch, &mut pending, &mut queue, &mut verdicts);
-                }
+                Step::Open(requests) => requests,
+            };
+            let contacts = futures::future::join_all(
+                requests
+                    .iter()
+                    .map(|r| self.contact(&r.servers, r.recipients.clone())),
+            )
+            .await;
+            for (request, contact) in requests.iter().zip(contacts) {
+                self.report(&mut plan, request.id, contact);
             }
         }
 
-        let catch_all = if verdicts.values().any(|v| *v == CatchAll::Yes) {
-            CatchAll::Yes
-        } else if verdicts.values().any(|v| *v == CatchAll::No) {
-            CatchAll::No
-        } else {
-            CatchAll::Undetermined
-        };
-        if catch_all == CatchAll::Yes && !known_catch_all {
+        let finished = plan.finish(self.is_stopped());
+        let probe = finished.probe;
+        if finished.newly_catch_all {
             bump(&self.counters.catch_all_domains, 1);
         }
-        {
-            let mut cache = self.catch_all.lock().unwrap_or_else(|e| e.into_inner());
-            cache
-                .entry(domain.to_owned())
-                .or_default()
-                .extend(verdicts.iter().map(|(ip, v)| (*ip, *v)));
-        }
-        pending.truncate(real);
-        // Stopped: an acceptance whose server's canary has not answered yet is not decided
-        // either (an uninterrupted run would know whether it proves anything).
-        let stopped = self.is_stopped();
-        let decided: Vec<bool> = pending
-            .iter()
-            .map(|p| match &p.done {
-                None => false,
-                Some(SmtpOutcome::Replied(r)) if stopped && r.code / 100 == 2 => {
-                    p.ip.is_some_and(|ip| verdicts.contains_key(&ip))
-                }
-                Some(_) => true,
-            })
-            .collect();
-        bump(
-            &self.counters.decided,
-            decided.iter().filter(|d| **d).count() as u64,
-        );
-        DomainProbe {
-            catch_all,
-            catch_all_by_server: verdicts.iter().map(|(ip, v)| (*ip, *v)).collect(),
-            decided,
-            results: pending
-                .into_iter()
-                .map(|p| SmtpEvidence {
-                    // Each answer is worth what its own server's canary says.
-                    catch_all: p
-                        .ip
-                        .and_then(|ip| verdicts.get(&ip).copied())
-                        .unwrap_or(CatchAll::Undetermined),
-                    outcome: p.done.unwrap_or_else(|| {
-                        SmtpOutcome::ProtocolError("no answer was recorded".into())
-                    }),
-                    server: p.server,
-                    attempts: p.attempts,
-                })
-                .collect(),
-        }
+        self.catch_all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(domain.to_owned())
+            .or_default()
+            .extend(probe.catch_all_by_server.iter().copied());
+        let decided = probe.decided.iter().filter(|d| **d).count();
+        bump(&self.counters.decided, decided as u64);
+        probe
     }
 
-    /// After a session at `ip`: file the canary's answer when it was in the batch; when the
-    /// server accepted recipients but has no catch-all verdict for the domain yet (the session
-    /// failed over to another MX), ask those recipients again behind a new canary, once.
-    fn check_canary(
-        &self,
-        domain: &str,
-        ip: IpAddr,
-        batch: &[usize],
-        pending: &mut Vec<Pending>,
-        queue: &mut VecDeque<usize>,
-        verdicts: &mut HashMap<IpAddr, CatchAll>,
-    ) {
-        for &i in batch {
-            let p = &pending[i];
-            if !p.canary || p.ip != Some(ip) {
-                continue;
-            }
-            match &p.done {
-                Some(SmtpOutcome::Replied(r)) if classify(r).status == Status::Valid => {
-                    verdicts.insert(ip, CatchAll::Yes);
-                }
-                Some(SmtpOutcome::Replied(r)) if classify(r).status == Status::Invalid => {
-                    verdicts.insert(ip, CatchAll::No);
-                }
-                _ => {}
-            }
-        }
-        if verdicts.contains_key(&ip) || batch.iter().any(|&i| pending[i].canary) {
-            return;
-        }
-        let unchecked: Vec<usize> = batch
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let p = &pending[i];
-                !p.rechecked
-                    && p.ip == Some(ip)
-                    && matches!(&p.done, Some(SmtpOutcome::Replied(r)) if r.code / 100 == 2)
-            })
-            .collect();
-        if unchecked.is_empty() {
-            return;
-        }
-        for &i in unchecked.iter().rev() {
-            let p = &mut pending[i];
-            p.done = None;
-            p.rechecked = true;
-            queue.push_front(i);
-        }
-        pending.push(Pending::canary(domain));
-        queue.push_front(pending.len() - 1);
-    }
-
-    /// Files the results of one session attempt: final outcomes, re-queued and deferred
-    /// recipients, and what the server's behaviour means for the next sessions.
-    fn settle(
-        &self,
-        batch: &[usize],
-        contact: Contact,
-        pending: &mut [Pending],
-        queue: &mut VecDeque<usize>,
-        waiting: &mut Vec<(Instant, usize)>,
-        per_session: &mut usize,
-    ) -> Option<IpAddr> {
-        let greylist_until = Instant::now() + self.config.greylist_wait;
-        let retry_at = Instant::now() + self.config.backoff_base();
-        let mut rq = Requeue {
-            queue,
-            waiting,
-            retries: self.config.retries,
-        };
-        let (session, stop, server, ip, started, host) = match contact {
-            // Filtered out by the caller; nothing to file.
-            Contact::Stopped => return None,
-            Contact::NoServer {
-                why,
-                refusal,
-                timed_out,
-            } => {
-                // Every server refused us with a 5xx greeting: asking again is impolite and
-                // changes nothing.
-                if let Some(r) = refusal.as_ref().filter(|r| r.code / 100 == 5) {
-                    for &i in batch {
-                        pending[i].done = Some(SmtpOutcome::SessionRefused(r.clone()));
-                    }
-                    return None;
-                }
-                // Refused or timed-out connections: try again after a pause, not at once (a
-                // restarting server gets a moment; a dead one is given up on meanwhile).
-                let again = Instant::now() + self.config.backoff_base();
-                for &i in batch {
-                    let last = match (&refusal, timed_out) {
-                        (Some(r), _) => SmtpOutcome::SessionRefused(r.clone()),
-                        (None, true) => SmtpOutcome::Timeout(why.clone()),
-                        (None, false) => SmtpOutcome::Unreachable(why.clone()),
-                    };
-                    rq.setback(&mut pending[i], i, Some(again), last);
-                }
-                return None;
-            }
+    /// Hands what one session attempt found to the plan, after the host's politeness
+    /// bookkeeping.
+    fn report(&self, plan: &mut DomainPlan, id: usize, contact: Contact) {
+        let now = Instant::now().into_std();
+        match contact {
+            // A session refused because the run is stopping says nothing: those recipients
+            // stay undecided.
+            Contact::Stopped => {}
+            Contact::NoServer(unreached) => plan.report_no_server(id, &unreached, now),
             Contact::Ran {
                 session,
                 stop,
@@ -851,20 +546,33 @@ impl Prober {
                 ip,
                 started,
                 host,
-            } => (session, stop, server, ip, started, host),
-        };
+            } => {
+                let ran = self.host_after_session(&session, &stop, server, ip, started, &host);
+                let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
+                let deferred =
+                    plan.report_ran(id, ran, now, || host.throttled(base, cap, false).into_std());
+                bump(&self.counters.deferred, deferred);
+            }
+        }
+    }
+
+    /// What a finished session means for its server (backoff after 421, failures, refusals,
+    /// success), and the session's report for the plan.
+    fn host_after_session(
+        &self,
+        session: &Session,
+        stop: &Stop,
+        server: String,
+        ip: IpAddr,
+        started: Instant,
+        host: &Host,
+    ) -> SessionRan {
         bump(&self.counters.rcpt_commands, session.rcpts_sent() as u64);
         let end = session.end().cloned();
-        let closing_reply = match &end {
-            Some(SessionEnd::ServerClosing(r)) => Some(r.clone()),
-            _ => None,
-        };
-        let cap = self.config.greylist_wait;
-        let base = self.config.backoff_base();
-        let mut throttle_until = None;
-        if let Some(r) = &closing_reply {
-            throttle_until = Some(host.throttled(base, cap, false));
-            // Fix: a host given up on because of this 421 was not counted in the stats.
+        let mut backoff_until = None;
+        if let Some(SessionEnd::ServerClosing(r)) = &end {
+            let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
+            backoff_until = Some(host.throttled(base, cap, false).into_std());
             if host.failed(
                 &format!("server closing: {r}"),
                 self.config.give_up_after + 2,
@@ -874,7 +582,7 @@ impl Prober {
             }
         } else if matches!(stop, Stop::Finished)
             && !matches!(end, Some(SessionEnd::ProtocolError(_)))
-            && !rate_limited(&session)
+            && !rate_limited(session)
         {
             // (A rate-limited session is no success: the backoff must keep doubling.)
             host.succeeded();
@@ -890,7 +598,7 @@ impl Prober {
             // A server that breaks the dialogue every time is not asked forever.
             bump(&self.counters.hosts_given_up, 1);
         }
-        let interrupted = match &stop {
+        let interrupted = match stop {
             Stop::Finished => None,
             Stop::Timeout(what) => Some(SmtpOutcome::Timeout(format!(
                 "{server}: no answer to {what} within {}s",
@@ -908,239 +616,142 @@ impl Prober {
         {
             bump(&self.counters.hosts_given_up, 1);
         }
-        let mut shrunk = false;
-        for (&i, result) in batch.iter().zip(session.results()) {
-            let p = &mut pending[i];
-            p.server = Some(server.clone());
-            p.ip = Some(ip);
-            match result.outcome {
-                RcptOutcome::Probed(reply) => {
-                    p.attempts += 1;
-                    if reply.code / 100 != 4 {
-                        p.done = Some(SmtpOutcome::Replied(reply));
-                        continue;
-                    }
-                    if too_many_recipients(&reply) && (shrunk || *per_session > 1) {
-                        // The batch was too big for this server: smaller sessions, no penalty.
-                        // Fix: halve once per session, not once per 452 reply: a server
-                        // answering 452 to the last 8 RCPTs of a session used to bring the
-                        // size down to 1 (and 13 recipients at 5 per transaction took 9
-                        // sessions instead of 3).
-                        if !shrunk {
-                            *per_session = (*per_session / 2).max(1);
-                            shrunk = true;
-                        }
-                        rq.next_session(i);
-                        continue;
-                    }
-                    let at = match classify(&reply).reason {
-                        Reason::MailboxFull => {
-                            // A full mailbox stays full for longer than a run.
-                            p.done = Some(SmtpOutcome::Replied(reply));
-                            continue;
-                        }
-                        Reason::RateLimited => {
-                            *throttle_until.get_or_insert_with(|| host.throttled(base, cap, false))
-                        }
-                        _ => greylist_until,
-                    };
-                    if rq.setback(p, i, Some(at), SmtpOutcome::Replied(reply)) && !p.canary {
-                        bump(&self.counters.deferred, 1);
-                    }
-                }
-                RcptOutcome::NotProbed(NotProbedWhy::SessionLimit | NotProbedWhy::RejectionCap) => {
-                    rq.next_session(i)
-                }
-                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing) => {
-                    let last =
-                        SmtpOutcome::Replied(closing_reply.clone().unwrap_or_else(|| Reply {
-                            code: 421,
-                            enhanced: None,
-                            text: "server closing".into(),
-                        }));
-                    rq.setback(p, i, throttle_until, last);
-                }
-                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded) => match (&interrupted, &end) {
-                    // An interrupted session (timeout, dropped connection): again after a
-                    // pause, like a refused connection, not in a burst.
-                    (Some(last), _) => {
-                        rq.setback(p, i, Some(retry_at), last.clone());
-                    }
-                    (None, Some(SessionEnd::HeloRejected(r) | SessionEnd::SenderRejected(r))) => {
-                        if r.code / 100 == 4 {
-                            rq.setback(
-                                p,
-                                i,
-                                Some(greylist_until),
-                                SmtpOutcome::SessionRefused(r.clone()),
-                            );
-                        } else {
-                            p.done = Some(SmtpOutcome::SessionRefused(r.clone()));
-                        }
-                    }
-                    (None, Some(SessionEnd::HostRefused(r))) => {
-                        p.done = Some(SmtpOutcome::SessionRefused(r.clone()))
-                    }
-                    (None, Some(SessionEnd::TlsRequiredNotOffered)) => {
-                        p.done = Some(SmtpOutcome::Unreachable(format!(
-                            "{server} does not offer STARTTLS (--starttls require)"
-                        )))
-                    }
-                    (None, Some(SessionEnd::TlsRefused(r))) => {
-                        p.done = Some(SmtpOutcome::Unreachable(format!(
-                            "{server} refused STARTTLS (--starttls require): {r}"
-                        )))
-                    }
-                    (None, Some(SessionEnd::UnsafeCommand(e))) => {
-                        p.done = Some(SmtpOutcome::Unsendable(e.to_string()))
-                    }
-                    (None, Some(SessionEnd::ProtocolError(why))) => {
-                        rq.setback(
-                            p,
-                            i,
-                            None,
-                            SmtpOutcome::ProtocolError(format!("{server}: {why}")),
-                        );
-                    }
-                    (None, _) => {
-                        rq.setback(
-                            p,
-                            i,
-                            None,
-                            SmtpOutcome::ProtocolError(format!(
-                                "{server}: the session ended before this recipient"
-                            )),
-                        );
-                    }
-                },
-                RcptOutcome::Smtputf8Unsupported => p.done = Some(SmtpOutcome::Smtputf8Unsupported),
-                RcptOutcome::Unsendable(e) => p.done = Some(SmtpOutcome::Unsendable(e.to_string())),
-            }
+        SessionRan {
+            server,
+            ip,
+            outcomes: session.results().into_iter().map(|r| r.outcome).collect(),
+            end,
+            interrupted,
+            backoff_until,
         }
-        Some(ip)
     }
 
-    /// Runs one session for `rcpts` on the first of the domain's servers that talks.
-    async fn contact(&self, targets: &[MxTarget], rcpts: Vec<String>) -> Contact {
-        let mut why = String::from("no usable mail server address");
-        let mut refusal = None;
-        let mut timed_out = false;
-        for target in targets {
-            for &ip in &target.ips {
-                let host = self.host(ip);
-                let server = format!("{} [{ip}]", target.name);
-                if let Some(r) = host.lock().refuses.clone() {
-                    why = format!("{server} refused the prober: {r}");
-                    refusal = Some(r);
-                    timed_out = false;
-                    continue;
-                }
-                let Ok(_slot) = host.slot(self.config.host_pause).await else {
-                    why = format!(
-                        "{server}: {}",
-                        host.lock().given_up.clone().unwrap_or_default()
-                    );
-                    continue;
-                };
-                let Ok(_permit) = self.sessions.acquire().await else {
-                    return Contact::Stopped;
-                };
-                let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
-                    TlsPolicy::Never
-                } else {
-                    self.config.tls
-                };
-                let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        return Contact::NoServer {
-                            why: e.to_string(),
-                            refusal,
-                            timed_out,
-                        };
-                    }
-                };
-                let started = Instant::now();
-                let addr = SocketAddr::new(ip, self.config.port);
-                let stream =
-                    match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            bump(&self.counters.connect_failures, 1);
-                            why = format!("{server}: {e}");
-                            timed_out = false;
-                            if host.failed(&why, self.config.give_up_after, started) {
-                                bump(&self.counters.hosts_given_up, 1);
-                            }
-                            continue;
-                        }
-                        Err(_) => {
-                            bump(&self.counters.connect_failures, 1);
-                            why = format!("{server}: connection timed out");
-                            timed_out = true;
-                            if host.failed(&why, self.config.give_up_after, started) {
-                                bump(&self.counters.hosts_given_up, 1);
-                            }
-                            continue;
-                        }
-                    };
-                let _ = stream.set_nodelay(true);
-                bump(&self.counters.sessions, 1);
-                let (session, stop) = self.drive(stream, session, &target.name, &host).await;
-                // A server that refuses to talk, or never greets, sends us to the next one.
-                let no_greeting = session.replies_received() == 0;
-                match (session.end(), &stop) {
-                    (Some(SessionEnd::HostRefused(r)), _) => {
-                        if r.code / 100 == 4 {
-                            // 421 on connect: busy, or too many connections from us.
-                            let busy = host.lock().active > 1;
-                            host.throttled(
-                                self.config.backoff_base(),
-                                self.config.greylist_wait,
-                                busy,
-                            );
-                        } else {
-                            refusal = Some(r.clone());
-                            host.lock().refuses = Some(r.clone());
-                        }
-                        why = format!("{server} refused the session: {r}");
-                        timed_out = false;
-                        if host.failed(&why, self.config.give_up_after + 2, started) {
-                            bump(&self.counters.hosts_given_up, 1);
-                        }
-                        continue;
-                    }
-                    (None, Stop::Timeout(_) | Stop::Dropped(_)) if no_greeting => {
-                        timed_out = matches!(stop, Stop::Timeout(_));
-                        why = match &stop {
-                            Stop::Timeout(_) => format!(
-                                "{server}: no greeting within {}s",
-                                self.config.banner_timeout.as_secs()
-                            ),
-                            _ => format!("{server}: closed the connection before greeting"),
-                        };
-                        if host.failed(&why, self.config.give_up_after, started) {
-                            bump(&self.counters.hosts_given_up, 1);
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-                return Contact::Ran {
-                    session: Box::new(session),
-                    stop,
-                    server,
-                    ip,
-                    started,
-                    host,
-                };
+    /// Runs one session for `rcpts` on the first of `servers` that talks.
+    async fn contact(&self, servers: &[ServerAddress], rcpts: Vec<String>) -> Contact {
+        let mut unreached = Unreached::new();
+        for target in servers {
+            let ip = target.ip;
+            let host = self.host(ip);
+            let server = format!("{} [{ip}]", target.name);
+            if let Some(r) = host.lock().refuses.clone() {
+                unreached.refused(format!("{server} refused the prober: {r}"), r);
+                continue;
             }
+            let Ok(_slot) = host.slot(self.config.host_pause).await else {
+                let given_up = host.lock().given_up.clone().unwrap_or_default();
+                unreached.skipped(format!("{server}: {given_up}"));
+                continue;
+            };
+            let Ok(_permit) = self.sessions.acquire().await else {
+                return Contact::Stopped;
+            };
+            let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
+                TlsPolicy::Never
+            } else {
+                self.config.tls
+            };
+            let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    unreached.skipped(e.to_string());
+                    return Contact::NoServer(unreached);
+                }
+            };
+            let started = Instant::now();
+            let Some(stream) = self
+                .connect(ip, &server, &host, started, &mut unreached)
+                .await
+            else {
+                continue;
+            };
+            bump(&self.counters.sessions, 1);
+            let (session, stop) = self.drive(stream, session, &target.name, &host).await;
+            if self.passed_over(&session, &stop, &server, &host, started, &mut unreached) {
+                continue;
+            }
+            return Contact::Ran {
+                session: Box::new(session),
+                stop,
+                server,
+                ip,
+                started,
+                host,
+            };
         }
-        Contact::NoServer {
-            why,
-            refusal,
-            timed_out,
+        Contact::NoServer(unreached)
+    }
+
+    /// A TCP connection to `ip`, or None after counting the failure against the host.
+    async fn connect(
+        &self,
+        ip: IpAddr,
+        server: &str,
+        host: &Host,
+        started: Instant,
+        unreached: &mut Unreached,
+    ) -> Option<TcpStream> {
+        let addr = SocketAddr::new(ip, self.config.port);
+        let (why, timed_out) =
+            match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Ok(Err(e)) => (format!("{server}: {e}"), false),
+                Err(_) => (format!("{server}: connection timed out"), true),
+            };
+        bump(&self.counters.connect_failures, 1);
+        if host.failed(&why, self.config.give_up_after, started) {
+            bump(&self.counters.hosts_given_up, 1);
         }
+        unreached.failed(why, timed_out);
+        None
+    }
+
+    /// Whether a server that refused the session (greeting not 220) or never greeted sends
+    /// us to the next one; its host is throttled or marked accordingly.
+    fn passed_over(
+        &self,
+        session: &Session,
+        stop: &Stop,
+        server: &str,
+        host: &Host,
+        started: Instant,
+        unreached: &mut Unreached,
+    ) -> bool {
+        let no_greeting = session.replies_received() == 0;
+        let (why, give_up_after) = match (session.end(), stop) {
+            (Some(SessionEnd::HostRefused(r)), _) => {
+                let why = format!("{server} refused the session: {r}");
+                if r.code / 100 == 4 {
+                    // 421 on connect: busy, or too many connections from us.
+                    let busy = host.lock().active > 1;
+                    let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
+                    host.throttled(base, cap, busy);
+                    unreached.failed(why.clone(), false);
+                } else {
+                    host.lock().refuses = Some(r.clone());
+                    unreached.refused(why.clone(), r.clone());
+                }
+                (why, self.config.give_up_after + 2)
+            }
+            (None, Stop::Timeout(_) | Stop::Dropped(_)) if no_greeting => {
+                let timed_out = matches!(stop, Stop::Timeout(_));
+                let why = if timed_out {
+                    let wait = self.config.banner_timeout.as_secs();
+                    format!("{server}: no greeting within {wait}s")
+                } else {
+                    format!("{server}: closed the connection before greeting")
+                };
+                unreached.failed(why.clone(), timed_out);
+                (why, self.config.give_up_after)
+            }
+            _ => return false,
+        };
+        if host.failed(&why, give_up_after, started) {
+            bump(&self.counters.hosts_given_up, 1);
+        }
+        true
     }
 
     /// The I/O loop of one session. Every read and write has a deadline; a reply has
@@ -1240,17 +851,6 @@ fn rate_limited(session: &Session) -> bool {
         matches!(&r.outcome, RcptOutcome::Probed(reply)
             if reply.code / 100 == 4 && classify(reply).reason == Reason::RateLimited)
     })
-}
-
-/// 452 4.5.3 / "too many recipients": the batch, not the mailbox, was refused (RFC 5321
-/// §4.5.3.1.10 asks clients to go on with fewer recipients).
-fn too_many_recipients(reply: &Reply) -> bool {
-    reply.code == 452
-        && (reply.enhanced == Some(EnhancedCode::new(4, 5, 3))
-            || reply
-                .text
-                .to_ascii_lowercase()
-                .contains("too many recipients"))
 }
 
 /// A local part no one has: letters only (some servers treat digits specially), long.
