@@ -207,9 +207,6 @@ pub trait Backend: Send + Sized {
     /// Where the store is, for messages.
     fn path(&self) -> &Path;
 
-    /// Now, by the clock the store was opened with (unix seconds).
-    fn now(&self) -> i64;
-
     /// Run `f` (which does lookups on this connection) in one read transaction: one snapshot
     /// and one lock for a chunk's lookups instead of one per row.
     fn reading<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError>;
@@ -283,11 +280,6 @@ impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
     pub fn open(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
         sqlite::SqliteStore::open(path, access).map(Store::Sqlite)
-    }
-
-    /// Now, by the store's clock (unix seconds).
-    pub fn now(&self) -> i64 {
-        on_backend!(self, b => b.now())
     }
 
     pub fn path(&self) -> &Path {

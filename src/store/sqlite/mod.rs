@@ -127,10 +127,6 @@ impl Backend for SqliteStore {
         &self.path
     }
 
-    fn now(&self) -> i64 {
-        self.clock.now()
-    }
-
     /// The stored verdict of an address key.
     fn lookup(&self, key: &str) -> Result<Option<Prior>, StoreError> {
         let mut stmt = self
