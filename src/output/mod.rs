@@ -216,8 +216,6 @@ pub struct ListWriters {
     dir: PathBuf,
     writers: Vec<BufWriter<File>>,
     files: Vec<PendingFile>,
-    /// Files of an older run that this one does not write, removed on `commit`.
-    obsolete: Vec<PathBuf>,
 }
 
 /// Appends CSV fields, quoted only when they must be: when one holds the delimiter, a quote or a
@@ -302,7 +300,6 @@ impl ListWriters {
             dir: dir.to_owned(),
             writers,
             files,
-            obsolete: Vec::new(),
         })
     }
 
@@ -320,12 +317,6 @@ impl ListWriters {
         file.write_all(bytes).map_err(io_err(pending.temp_path()))?;
         self.files.push(pending);
         Ok(())
-    }
-
-    /// An older run's file that this run does not write (changes.csv without a store): removed
-    /// on `commit`, so the folder never mixes two runs.
-    pub fn remove_on_commit(&mut self, name: &str) {
-        self.obsolete.push(self.dir.join(name));
     }
 
     /// Flush everything, write report.html and summary.json, then rename all files into place,
@@ -350,9 +341,15 @@ impl ListWriters {
         for f in &mut self.files {
             f.commit()?;
         }
-        for path in &self.obsolete {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(path)(e)),
+        // An older run's output that this one does not write (changes.csv without a store)
+        // goes too, so the folder never mixes two runs.
+        for name in OUTPUT_FILES {
+            let path = self.dir.join(name);
+            if name == SUMMARY_FILE || self.files.iter().any(|f| f.target == path) {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
                 _ => {}
             }
         }

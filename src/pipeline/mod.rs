@@ -227,8 +227,6 @@ fn publish(
     let report = crate::output::report::render(summary);
     if store.is_some() {
         lists.add_file(crate::output::CHANGES_FILE, changes_csv)?;
-    } else {
-        lists.remove_on_commit(crate::output::CHANGES_FILE);
     }
     lists.commit(report.as_bytes(), &json)?;
     if let Some(store) = store {
