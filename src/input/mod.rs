@@ -134,8 +134,7 @@ impl Chunk {
     /// included: nothing of it is lost or altered (the output encodes the cell, quoting the
     /// stray quote, instead of copying the line).
     fn push_unterminated(&mut self, bytes: &[u8], line: u64) {
-        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let body = without_line_end(bytes);
         let base = self.data.len();
         self.data.extend_from_slice(body);
         self.rows.push(RowSlot {
@@ -149,8 +148,7 @@ impl Chunk {
     }
 
     fn push_plain(&mut self, bytes: &[u8], delimiter: u8, line: u64) {
-        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let body = without_line_end(bytes);
         let base = self.data.len();
         self.data.extend_from_slice(body);
         let first_field = self.bounds.len();
@@ -580,6 +578,12 @@ pub fn read_priors(
             source,
         })?;
     crate::forecast::Priors::from_text(path, &text)
+}
+
+/// A line's bytes without its `\n` or `\r\n`.
+fn without_line_end(bytes: &[u8]) -> &[u8] {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    body.strip_suffix(b"\r").unwrap_or(body)
 }
 
 #[cfg(test)]
