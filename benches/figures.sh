@@ -5,10 +5,13 @@
 # Best of 3 runs each. Needs /usr/bin/time (Debian package "time") and, for the comparison,
 # pip access to install email-validator.
 set -euo pipefail
+# PREBOUNCE_BIN=/path/to/prebounce measures that binary instead of the one built here (e.g. an
+# older build, for a before/after comparison).
 cd "$(dirname "$0")/.."
 dir=${BENCH_DIR:-/tmp/prebounce-bench}
 mkdir -p "$dir"
 cargo build --release --quiet --bin prebounce --example gen_list --example csv_floor
+bin=${PREBOUNCE_BIN:-target/release/prebounce}
 for rows in 1000000 5000000; do
   [ -s "$dir/list-$rows.csv" ] || target/release/examples/gen_list --rows "$rows" --seed 42 --compact > "$dir/list-$rows.csv"
 done
@@ -26,7 +29,7 @@ best() { # best-of-3 wall seconds and peak RSS of a command
 
 for rows in 1000000 5000000; do
   f="$dir/list-$rows.csv"
-  read -r pt pm < <(best target/release/prebounce verify "$f" --level syntax -o "$dir/out" -q --no-store)
+  read -r pt pm < <(best "$bin" verify "$f" --level syntax -o "$dir/out" -q --no-store)
   read -r ft fm < <(best target/release/examples/csv_floor "$f" "$dir/floor.csv")
   awk -v r="$rows" -v pt="$pt" -v pm="$pm" -v ft="$ft" -v fm="$fm" -v b="$(stat -c %s "$f")" 'BEGIN{
     printf "%d rows (%.1f bytes/row): prebounce %.2f s = %.0f rows/s, peak RSS %.1f MB | csv floor %.2f s (RSS %.1f MB) | ratio %.2fx\n",

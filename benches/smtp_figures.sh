@@ -6,13 +6,15 @@
 # prebounce counts them and as Postfix logged them.
 # Usage: benches/smtp_figures.sh   (as root: lab/up installs what is missing)
 set -euo pipefail
+# PREBOUNCE_BIN=/path/to/prebounce measures that binary instead of the one built here (e.g. an
+# older build, for a before/after comparison).
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 lab_dir=${PREBOUNCE_LAB_DIR:-$repo/target/lab}
 maillog=$lab_dir/postfix/maillog
 lab/up >/dev/null
 cargo build --release --quiet
-bin=$repo/target/release/prebounce
+bin=${PREBOUNCE_BIN:-$repo/target/release/prebounce}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

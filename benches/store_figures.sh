@@ -5,6 +5,8 @@
 # run answered from that store. Best of 3 for each; every "with a store" round starts from an
 # empty store file. Run plain `lab/up` afterwards to go back to the default bench zone.
 set -euo pipefail
+# PREBOUNCE_BIN=/path/to/prebounce measures that binary instead of the one built here (e.g. an
+# older build, for a before/after comparison).
 cd "$(dirname "$0")/.."
 dir=${BENCH_DIR:-/tmp/prebounce-bench}
 mkdir -p "$dir"
@@ -18,7 +20,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(1_000_000):
         f.write("user%07d@d%05d.bench.test\n" % (i, random.randint(1, 50_000)))
 PY
-bin=target/release/prebounce
+bin=${PREBOUNCE_BIN:-target/release/prebounce}
 args=(verify "$dir/dns1m.csv" --level dns --dns-server 127.77.0.1 --allow-reserved-domains
   --allow-private-mx -o "$dir/storeout" --force -q --progress never)
 t() { /usr/bin/time -f "%e" -o "$dir/time.txt" "$@"; cat "$dir/time.txt"; }
