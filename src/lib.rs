@@ -31,6 +31,7 @@ pub mod dns;
 pub mod forecast;
 mod grouping;
 pub mod input;
+pub mod interrupt;
 pub mod model;
 pub mod output;
 mod pipeline;
@@ -81,10 +82,11 @@ pub struct VerifyConfig {
     pub group_by: Option<String>,
     /// The store (cache, resume, suppression list); None: --no-store.
     pub store: Option<store::StoreOptions>,
-    /// Set (by a SIGINT/SIGTERM handler) to stop the run politely: no new rows or SMTP
-    /// sessions, what is decided is committed to the store, and the run ends with
+    /// Requested (by a SIGINT/SIGTERM handler) to stop the run within about a second: no
+    /// more input is read, lookups and sessions in flight are abandoned (sessions after a
+    /// short grace), what is decided is committed to the store, and the run ends with
     /// [`Error::Interrupted`].
-    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub interrupt: Option<std::sync::Arc<interrupt::Interrupt>>,
     /// At level dns, a store holding at most this many domains is read whole when the run
     /// starts (one scan); a larger one is looked up domain by domain. Tests set 0 to cover the
     /// lookups one by one.

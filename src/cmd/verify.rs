@@ -11,6 +11,7 @@ use clap::ValueEnum;
 
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
+use prebounce::interrupt::Interrupt;
 use prebounce::smtp::probe::ProbeConfig;
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::store::StoreOptions;
@@ -235,7 +236,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             busy_timeout: args.store.store_wait,
         })
     };
-    let interrupt = interrupt_flag().map_err(Failure::other)?;
+    let interrupt = interrupt_on_signals().map_err(Failure::other)?;
     let config = VerifyConfig {
         input,
         input_options: InputOptions {
@@ -298,18 +299,46 @@ pub fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Ctrl-C and SIGTERM set the flag (the run stops politely and says how to resume); a second
-/// one while it stops ends the process at once.
-fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+/// How long a requested stop may take before the process quits regardless.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Ctrl-C and SIGTERM request a stop (the run ends within about a second, keeps what it
+/// decided in the store and says how to resume); a second one ends the process at once.
+fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, std::sync::Arc::clone(&flag))
-            .context("cannot install the signal handler")?;
-        signal_hook::flag::register(sig, std::sync::Arc::clone(&flag))
-            .context("cannot install the signal handler")?;
-    }
-    Ok(flag)
+    let interrupt = std::sync::Arc::new(Interrupt::default());
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install the signal handler")?;
+    let requested = std::sync::Arc::clone(&interrupt);
+    std::thread::Builder::new()
+        .name("prebounce-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if requested.is_requested() {
+                    let _ = writeln!(std::io::stderr(), "prebounce: stopped at once");
+                    std::process::exit(130);
+                }
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "prebounce: stopping (saving what is decided); press Ctrl-C again to quit at once"
+                );
+                requested.request();
+                // A safety net, not the plan: every stage stops within about a second, but
+                // a wait no stage controls (opening a FIFO nobody writes to) must not hold
+                // the process. The store keeps every committed transaction.
+                std::thread::spawn(|| {
+                    std::thread::sleep(STOP_DEADLINE);
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "prebounce: did not stop within {} s; quit at once (the store keeps what was committed)",
+                        STOP_DEADLINE.as_secs()
+                    );
+                    std::process::exit(130);
+                });
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(interrupt)
 }
 
 /// The probe's settings from the command line; None without --from (level smtp then refuses).

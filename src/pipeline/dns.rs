@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::dns::{DnsResolver, DomainEvidence};
+use crate::interrupt::{Interrupt, requested};
 use crate::verdict::{Evidence, Unreadable};
 use crate::{Error, Level, VerifyConfig};
 
@@ -58,6 +59,7 @@ pub(super) async fn dns_stage(
     resolver: Arc<DnsResolver>,
     mut input: mpsc::Receiver<Checked>,
     output: mpsc::Sender<Checked>,
+    interrupt: Option<&Interrupt>,
     failed: &Failed,
 ) -> StageResult {
     let mut pending: VecDeque<JoinHandle<Checked>> = VecDeque::new();
@@ -67,13 +69,17 @@ pub(super) async fn dns_stage(
         let room = pending.len() < DNS_CHUNKS_IN_FLIGHT;
         let mut arrived = None;
         let mut finished = None;
-        if let Some(front) = pending.front_mut() {
-            tokio::select! {
-                msg = input.recv(), if input_open && room => arrived = Some(msg),
-                done = front => finished = Some(done),
+        tokio::select! {
+            msg = input.recv(), if input_open && room => arrived = Some(msg),
+            done = async { pending.front_mut().expect("guarded").await }, if !pending.is_empty() => {
+                finished = Some(done)
             }
-        } else {
-            arrived = Some(input.recv().await);
+            // A stop request: the lookups in flight are abandoned (a silent resolver would
+            // hold the run for their whole timeout); their rows are not written.
+            () = requested(interrupt) => {
+                pending.iter().for_each(JoinHandle::abort);
+                break;
+            }
         }
         match arrived {
             Some(Some(checked)) => {

@@ -193,11 +193,7 @@ fn check_complete(
     written: &Written,
     saved: u64,
 ) -> Result<(), Error> {
-    if config
-        .interrupt
-        .as_ref()
-        .is_some_and(|f| f.load(Ordering::SeqCst))
-    {
+    if config.interrupt.as_ref().is_some_and(|i| i.is_requested()) {
         return Err(Error::Interrupted {
             store: config.store.as_ref().map(|o| o.path.display().to_string()),
             saved,
@@ -288,7 +284,9 @@ impl Wiring<'_> {
                 let (resolved_tx, resolved_rx) = mpsc::channel(CHANNEL_DEPTH);
                 let resolver = Arc::clone(&dns.resolver);
                 stages.spawn("dns", move || {
-                    let stage = dns::dns_stage(resolver, rows, resolved_tx, &self.failed);
+                    let interrupt = self.config.interrupt.as_deref();
+                    let stage =
+                        dns::dns_stage(resolver, rows, resolved_tx, interrupt, &self.failed);
                     dns.runtime.block_on(stage)
                 });
                 rows = resolved_rx;

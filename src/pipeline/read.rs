@@ -1,11 +1,18 @@
 //! Read stage: the input in chunks of rows, in order.
+//!
+//! The reading itself happens on a thread of its own that the run does not wait for: a read
+//! from a pipe, a terminal or a FIFO cannot be cancelled, and a stop request must not wait
+//! for the writer at the other end (or for `/dev/zero` to end). The stage passes its chunks
+//! on and stops at a request, a failure elsewhere, or the end of the input.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 
+use crate::Error;
 use crate::input::{Chunk, InputReader};
+use crate::interrupt::Interrupt;
 
 use super::{Failed, StageResult, StageStats};
 
@@ -13,31 +20,65 @@ use super::{Failed, StageResult, StageStats};
 /// chunks in flight stay a few MB.
 const CHUNK_ROWS: usize = 8192;
 
-/// Reads until the input ends, Ctrl-C, or a failure anywhere in the run; the rows read.
+/// How often the stage looks at the stop request while the input is silent.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Reads until the input ends, a stop request, or a failure anywhere in the run; the rows
+/// read.
 pub(super) fn read_stage(
-    mut reader: InputReader,
+    reader: InputReader,
     output: Sender<Chunk>,
-    interrupt: Option<Arc<AtomicBool>>,
+    interrupt: Option<Arc<Interrupt>>,
     failed: &Failed,
 ) -> StageResult {
+    let chunks = spawn_reader(reader)?;
+    let stopping = || interrupt.as_ref().is_some_and(|i| i.is_requested()) || failed.raised();
     let mut rows = 0;
-    // Ctrl-C: read no further; what is in flight finishes.
-    while !interrupt
-        .as_ref()
-        .is_some_and(|f| f.load(Ordering::Relaxed))
-        && !failed.raised()
-    {
-        let mut chunk = match reader.next_chunk(CHUNK_ROWS) {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) => return Err(failed.raise(e.into())),
+    while !stopping() {
+        let chunk = match chunks.recv_timeout(POLL) {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return Err(failed.raise(e.into())),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(failed.raise(Error::Internal("the input reader stopped".into())));
+            }
         };
+        if stopping() {
+            break;
+        }
         rows += chunk.len() as u64;
-        chunk.input_end = reader.bytes_consumed();
         // A closed channel means a later stage failed; it reports why.
         if output.send(chunk).is_err() {
             break;
         }
     }
     Ok(StageStats { rows, cached: 0 })
+}
+
+type ReadResult = Result<Option<Chunk>, crate::input::InputError>;
+
+/// The reading thread: one chunk ahead of the stage. It ends at the input's end, its first
+/// error, or when the stage no longer listens; a read that never returns keeps it (and only
+/// it) until the process exits.
+fn spawn_reader(mut reader: InputReader) -> Result<crossbeam_channel::Receiver<ReadResult>, Error> {
+    let (tx, rx) = bounded::<ReadResult>(1);
+    std::thread::Builder::new()
+        .name("prebounce-read".into())
+        .spawn(move || {
+            loop {
+                let next = reader.next_chunk(CHUNK_ROWS).map(|chunk| {
+                    chunk.map(|mut chunk| {
+                        chunk.input_end = reader.bytes_consumed();
+                        chunk
+                    })
+                });
+                let last = !matches!(next, Ok(Some(_)));
+                if tx.send(next).is_err() || last {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the input thread: {e}")))?;
+    Ok(rx)
 }

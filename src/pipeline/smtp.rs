@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -16,6 +16,7 @@ use tokio::task::{Id, JoinSet};
 
 use crate::clock::Clock;
 use crate::dns::DomainEvidence;
+use crate::interrupt::{Interrupt, SESSION_GRACE, requested};
 use crate::output::summary::thousands;
 use crate::smtp::probe::{
     CatchAll, DomainProbe, MxTarget, ProbeConfig, Prober, SmtpEvidence, SmtpOutcome, targets_of,
@@ -48,16 +49,14 @@ pub(super) fn prober(config: &VerifyConfig) -> Result<Option<Arc<Prober>>, Error
 #[derive(Clone)]
 pub(super) struct SmtpCommit {
     pub(super) store: Option<crossbeam_channel::Sender<Write>>,
-    pub(super) interrupt: Option<Arc<AtomicBool>>,
+    pub(super) interrupt: Option<Arc<Interrupt>>,
     /// The run's clock, for the verdicts' timestamps.
     pub(super) clock: Clock,
 }
 
 impl SmtpCommit {
     fn interrupted(&self) -> bool {
-        self.interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
+        self.interrupt.as_ref().is_some_and(|i| i.is_requested())
     }
 }
 
@@ -77,7 +76,11 @@ pub(super) async fn smtp_stage(
     let mut stats = StageStats::default();
     let mut rows = 0;
     loop {
-        let next = input.recv().await;
+        let next = tokio::select! {
+            next = input.recv() => next,
+            // Stopped: the rows gathered are not probed (nothing of theirs is decided).
+            () = requested(commit.interrupt.as_deref()) => return Ok(stats),
+        };
         let end = next.is_none();
         if let Some(checked) = next {
             rows += checked.rows.len();
@@ -262,8 +265,26 @@ async fn gather_results(
 ) -> HashMap<String, ProbedDomain> {
     let mut results = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut grace_ends = None;
     loop {
+        let grace = async {
+            match grace_ends {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // A stop request: no new session starts; the sessions in flight get a moment to
+            // end cleanly (their verdicts committed), then they are abandoned, so a tarpit
+            // or a silent server cannot hold the run.
+            () = requested(commit.interrupt.as_deref()), if grace_ends.is_none() => {
+                prober.stop();
+                grace_ends = Some(tokio::time::Instant::now() + SESSION_GRACE);
+            }
+            () = grace => {
+                tasks.abort_all();
+                return results;
+            }
             joined = tasks.join_next_with_id() => match joined {
                 Some(Ok((id, evidence))) => {
                     if let Some((domain, index, _)) = probing.remove(&id) {
@@ -288,9 +309,6 @@ async fn gather_results(
                 None => return results,
             },
             _ = tick.tick() => {
-                if commit.interrupted() && !prober.is_stopped() {
-                    prober.stop();
-                }
                 let s = prober.stats();
                 bar.set_message(format!(
                     "smtp: {}/{} addresses · {} sessions · {} RCPT · {} deferred",
