@@ -20,7 +20,7 @@ enum PlainScan {
     NeedsFullScan,
 }
 
-pub use crate::model::row::{KEPT_PREFIX_BYTES, MAX_RECORD_BYTES};
+pub use crate::model::row::{KEPT_PREFIX_BYTES, MAX_HEADER_BYTES, MAX_RECORD_BYTES};
 
 const READ_SIZE: usize = 256 * 1024;
 
@@ -109,6 +109,11 @@ impl<R: Read> RecordSplitter<R> {
 
     pub fn set_delimiter(&mut self, delimiter: u8) {
         self.delimiter = delimiter;
+    }
+
+    /// The limit for the records from the next one on: the header is read under a larger one.
+    pub fn set_limit(&mut self, max_record: usize) {
+        self.max_record = max_record.max(16);
     }
 
     /// Input bytes read past so far, for progress.
