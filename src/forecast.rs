@@ -172,9 +172,8 @@ impl Priors {
         }
         for (k, p) in file.flags {
             if !Flags::ALL.iter().any(|(_, n)| *n == k) {
-                return Err(format!(
-                    "unknown flag {k:?} (known: role, disposable, free, duplicate, smtputf8)"
-                ));
+                let known: Vec<&str> = Flags::ALL.iter().map(|(_, n)| *n).collect();
+                return Err(format!("unknown flag {k:?} (known: {})", known.join(", ")));
             }
             check("flag", &k, p)?;
             self.flags.insert(k, p);

@@ -27,8 +27,8 @@ pub const EMPTY_KEY: u64 = 0;
 pub const UNREADABLE_KEY: u64 = 1;
 
 /// The group key of row `r`: a 64-bit hash of its group cell (trimmed of blanks), or
-/// [`EMPTY_KEY`] / [`UNREADABLE_KEY`]. A row that could not be read (wrong field count, an
-/// unclosed quote, too long) has no trustworthy group cell.
+/// [`EMPTY_KEY`] / [`UNREADABLE_KEY`]. A row that could not be read (an unclosed quote, too
+/// long) has no trustworthy group cell; a ragged row's cells are taken as they stand.
 ///
 /// It runs on the check stage's threads, while the row's bytes are in cache, so the format
 /// stage's sequential pass only looks a `u64` up in a map of at most [`MAX_GROUPS`] entries.

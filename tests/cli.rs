@@ -133,29 +133,183 @@ fn broken_rows_are_unreadable_but_kept_and_the_rest_survives() {
     ok(&o);
     let valid = list_rows(&out, "valid.csv");
     let emails: Vec<String> = valid.iter().map(|r| text(&r[0])).collect();
-    assert_eq!(emails, ["a@acme.com", "d@acme.com", "f@acme.com"]);
+    // Ragged rows are checked like any other (issue #14 item 8).
     assert_eq!(
-        valid[1][1], b"M\xfcller",
+        emails,
+        [
+            "a@acme.com",
+            "b@acme.com",
+            "c@acme.com",
+            "d@acme.com",
+            "f@acme.com"
+        ]
+    );
+    assert_eq!(
+        valid[3][1], b"M\xfcller",
         "non-UTF-8 bytes of other cells are kept as they were"
     );
     let reasons = column(&out, "invalid.csv", "prebounce_reason");
-    assert_eq!(reasons, ["unreadable-row"; 4]);
+    assert_eq!(reasons, ["unreadable-row"; 2]);
     let details = column(&out, "invalid.csv", "prebounce_detail");
-    assert!(details[0].contains("1 fields"), "{}", details[0]);
-    assert!(
-        details[1].contains("3 fields") && details[1].contains("extra"),
-        "{}",
-        details[1]
-    );
-    assert!(details[2].contains("UTF-8"), "{}", details[2]);
-    assert!(details[3].contains("quote"), "{}", details[3]);
-    // Short rows are padded so the appended columns stay aligned.
+    assert!(details[0].contains("UTF-8"), "{}", details[0]);
+    assert!(details[1].contains("quote"), "{}", details[1]);
     let invalid = list_rows(&out, "invalid.csv");
-    assert!(invalid.iter().all(|r| r.len() == 2 + APPENDED));
-    assert_eq!(invalid[0][0], b"b@acme.com");
-    // The line as it was, its stray quote included (issue #14 item 12).
-    assert_eq!(invalid[3][0], b"\"e@acme.com,never closed");
+    // The line as it was, its stray quote included (issue #14 item 12), as the row's one cell.
+    assert_eq!(invalid[1][0], b"\"e@acme.com,never closed");
+    assert_eq!(invalid[1].len(), 1 + APPENDED);
     assert_eq!(summary(&out)["rows"], 7);
+}
+
+/// Issue #14 item 8: a row wider or narrower than the header keeps its cells as they came, its
+/// address is checked, and it is flagged `ragged-row`; a shifted row's one address is used.
+#[test]
+fn ragged_rows_keep_their_cells_and_their_addresses() {
+    let input = "name,email,source\n\
+                 Ann,a@gmail.com,crm,extra1,extra2\n\
+                 Bob,b@gmail.com\n\
+                 Smith, John,j@gmail.com,crm\n\
+                 Two, Cells,x@gmail.com,y@gmail.com\n\
+                 Eve\n\
+                 Fay,f@gmail.com,crm\n";
+    let (_d, out, o) = verify_bytes(input.as_bytes(), &["--delimiter", ","]);
+    ok(&o);
+    let input_rows = read_records(&out.parent().unwrap().join("list.csv"), b',');
+    // Every row as wide as it came, its own cells byte for byte, then the appended columns.
+    let mut back: Vec<Vec<Vec<u8>>> = LISTS
+        .iter()
+        .flat_map(|l| list_rows(&out, l))
+        .map(|r| r[..r.len() - APPENDED].to_vec())
+        .collect();
+    back.sort();
+    let mut sent = input_rows[1..].to_vec();
+    sent.sort();
+    assert_eq!(back, sent);
+
+    assert_eq!(
+        column(&out, "valid.csv", "name"),
+        ["Ann", "Bob", "Smith", "Fay"]
+    );
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_normalized"),
+        ["a@gmail.com", "b@gmail.com", "j@gmail.com", "f@gmail.com"]
+    );
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_flags"),
+        [
+            "free;ragged-row",
+            "free;ragged-row",
+            "free;ragged-row",
+            "free"
+        ]
+    );
+    // A good address in a ragged row is not condemned.
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_bounce_p")[..3],
+        ["0.0800"; 3]
+    );
+    let details = column(&out, "valid.csv", "prebounce_detail");
+    assert!(
+        details[0].contains("5 cells") && details[0].contains("header has 3"),
+        "{}",
+        details[0]
+    );
+    assert!(details[1].contains("2 cells"), "{}", details[1]);
+    assert!(
+        details[2].contains("column 3"),
+        "shifted row: {}",
+        details[2]
+    );
+    assert!(!details[3].contains("cells"), "{}", details[3]);
+    let valid = list_rows(&out, "valid.csv");
+    assert_eq!(valid[0].len(), 5 + APPENDED);
+    assert_eq!(valid[1].len(), 2 + APPENDED);
+    assert_eq!(valid[0][3..5], [b"extra1".to_vec(), b"extra2".to_vec()]);
+
+    // Two candidate addresses: no guess; the email column's cell is checked as it is.
+    assert_eq!(column(&out, "invalid.csv", "name"), ["Two", "Eve"]);
+    assert_eq!(
+        column(&out, "invalid.csv", "prebounce_reason"),
+        ["syntax", "unreadable-row"]
+    );
+    assert_eq!(
+        column(&out, "invalid.csv", "prebounce_flags"),
+        ["ragged-row", "ragged-row"]
+    );
+    let s = summary(&out);
+    assert_eq!(s["flags"]["ragged-row"], 5);
+    assert_eq!(s["status"]["valid"], 4);
+    assert_eq!(s["rows"], 6);
+}
+
+/// Issue #14 item 11: a header over the 1 MiB row limit is read whole, not cut to its first
+/// 4 KiB (which turned every data row into an unreadable one).
+#[test]
+fn a_header_over_a_mebibyte_is_read_whole() {
+    let columns = 150_001;
+    let mut input = b"email".to_vec();
+    for i in 1..columns {
+        input.extend_from_slice(format!(",c{i}").as_bytes());
+    }
+    assert!(input.len() > 1 << 20);
+    input.push(b'\n');
+    input.extend_from_slice(b"ann@gmail.com");
+    input.extend(std::iter::repeat_n(b',', columns - 1));
+    input.push(b'\n');
+    let (_d, out, o) = verify_bytes(&input, &[]);
+    ok(&o);
+    let s = summary(&out);
+    assert_eq!(s["input"]["columns"], columns);
+    assert_eq!(s["status"]["valid"], 1);
+    assert_eq!(column(&out, "valid.csv", "prebounce_flags"), ["free"]);
+    let header = &read_records(&out.join("valid.csv"), b',')[0];
+    assert_eq!(header.len(), columns + APPENDED);
+    assert_eq!(header[columns - 1], b"c150000");
+}
+
+/// Issue #14 item 11: past the header limit the run stops with exit 2 and says why.
+#[test]
+fn a_header_past_the_header_limit_stops_with_exit_2() {
+    let mut input = b"email,".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 17 << 20));
+    input.extend_from_slice(b"\nann@gmail.com,y\n");
+    let (_d, out, o) = verify_bytes(&input, &[]);
+    assert_eq!(exit_code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("header") && err.contains("16 MiB") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!out.join("valid.csv").exists());
+}
+
+/// Issue #14 item 13: two columns of the name `--column` gives: the first is used, and the
+/// run says which, and which others have that name.
+#[test]
+fn duplicate_header_names_are_reported() {
+    let (_d, out, o) = verify_bytes(
+        b"email,name,Email\nold@,Ann,ann@gmail.com\n",
+        &["-c", "email"],
+    );
+    ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning") && err.contains("column 1") && err.contains("column 3"),
+        "{err}"
+    );
+    let s = summary(&out);
+    assert_eq!(s["input"]["email_column"], "email");
+    assert_eq!(s["input"]["email_column_number"], 1);
+    let warnings = s["input"]["warnings"].as_array().expect("input.warnings");
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].as_str().unwrap().contains("column 3"),
+        "{warnings:?}"
+    );
+    // No warning when the names are distinct.
+    let (_d, out, o) = verify_bytes(b"email,name\nann@gmail.com,Ann\n", &["-c", "email"]);
+    ok(&o);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert!(summary(&out)["input"].get("warnings").is_none());
 }
 
 #[test]

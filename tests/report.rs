@@ -169,7 +169,7 @@ fn duplicates_within_and_across_groups_and_special_groups() {
                  b@x.org,B\n\
                  b@X.org,\n\
                  c@x.org,  \n\
-                 d@x.org,B,extra\n\
+                 \"d@x.org,B\n\
                  bad@@x.org,A\n\
                  bad@@x.org,B\n";
     let (_d, out, o) = verify_bytes(input.as_bytes(), &["--group-by", "source"]);

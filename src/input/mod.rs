@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 pub use crate::model::RowProblem;
-use splitter::{Record, RecordKind, RecordSplitter};
+use splitter::{MAX_HEADER_BYTES, MAX_RECORD_BYTES, Record, RecordKind, RecordSplitter};
 
 /// Where the list comes from.
 #[derive(Debug, Clone)]
@@ -55,6 +55,11 @@ pub enum InputError {
     ColumnOutOfRange { number: usize, width: usize },
     #[error("--group-by {wanted:?}: {problem}; check --group-by")]
     GroupByColumn { wanted: String, problem: String },
+    #[error(
+        "the header row is longer than {} MiB (at least {bytes} bytes), more than prebounce reads; remove the columns you do not need, or pass --no-header if the first row is data",
+        MAX_HEADER_BYTES >> 20
+    )]
+    HeaderTooLong { bytes: u64 },
 }
 
 /// The detected (or given) shape of the list.
@@ -65,8 +70,12 @@ pub struct Dialect {
     /// Header cells as they were (or column_1…column_N for a headerless list).
     pub header: Vec<Vec<u8>>,
     pub email_column: usize,
-    /// Fields a row must have; rows with another count are unreadable.
+    /// The header's cells (the first row's for a headerless list). A row with another count
+    /// is ragged: kept as it came, its address still checked.
     pub width: usize,
+    /// What the user should know about how the list was read (a column name given to several
+    /// columns): printed on stderr and kept in summary.json.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -290,7 +299,8 @@ struct FieldParser<'a> {
     core: &'a mut csv_core::Reader,
     scratch: &'a mut Vec<usize>,
     delimiter: u8,
-    /// Fields a row must have (0 while the first row is being read).
+    /// The header's cells (0 while the first row is being read): a multi-line record of another
+    /// width is two stray quotes pairing up.
     width: usize,
 }
 
@@ -407,7 +417,18 @@ impl InputReader {
         };
 
         let mut first = Chunk::default();
+        // A header is read whole (up to its own, larger limit): cut, it would misread the width
+        // of every row after it. With --no-header the first row is data and has a data row's limit.
+        if !opts.no_header {
+            input.splitter.set_limit(MAX_HEADER_BYTES);
+        }
         input.read_into(&mut first, 1)?;
+        input.splitter.set_limit(MAX_RECORD_BYTES);
+        if let (false, Some(RowProblem::TooLong { bytes })) =
+            (opts.no_header, first.rows.first().and_then(|r| r.problem))
+        {
+            return Err(InputError::HeaderTooLong { bytes });
+        }
         if first.is_empty() {
             let dialect = Dialect {
                 delimiter,
@@ -415,6 +436,7 @@ impl InputReader {
                 header: Vec::new(),
                 email_column: 0,
                 width: 0,
+                warnings: Vec::new(),
             };
             return Ok((input, dialect));
         }
@@ -437,14 +459,17 @@ impl InputReader {
         };
         let already = sample.len();
         input.read_into(&mut sample, SAMPLE_ROWS.saturating_sub(already))?;
-        // The first row set the width before it was known whether it is data: mark it now.
-        input.mark_field_counts(&mut sample);
 
         let names: Vec<String> = header
             .iter()
             .map(|h| String::from_utf8_lossy(h).into_owned())
             .collect();
         let email_column = choose_column(opts, has_header, &names, &sample)?;
+        let warnings = has_header
+            .then(|| same_name_warning("the email column", &names, email_column))
+            .flatten()
+            .into_iter()
+            .collect();
         input.pending = Some(sample);
         let dialect = Dialect {
             delimiter,
@@ -452,19 +477,9 @@ impl InputReader {
             header,
             email_column,
             width: input.width,
+            warnings,
         };
         Ok((input, dialect))
-    }
-
-    fn mark_field_counts(&self, chunk: &mut Chunk) {
-        for slot in &mut chunk.rows {
-            if slot.problem.is_none() && slot.field_count != self.width {
-                slot.problem = Some(RowProblem::FieldCount {
-                    found: slot.field_count,
-                    expected: self.width,
-                });
-            }
-        }
     }
 
     /// Append up to `max_rows` records to `chunk`.
@@ -499,7 +514,6 @@ impl InputReader {
             input_end: 0,
         };
         self.read_into(&mut chunk, max_rows)?;
-        self.mark_field_counts(&mut chunk);
         Ok((!chunk.is_empty()).then_some(chunk))
     }
 
@@ -531,6 +545,31 @@ pub fn find_column(wanted: &str, has_header: bool, names: &[String]) -> Result<u
     }
 }
 
+/// When other columns share the name of the column used as `role` (as `--column` and
+/// `--group-by` find it, ignoring case and surrounding space), a warning naming the one used and
+/// the others: the first match wins, silently, which may not be the column the user meant.
+pub fn same_name_warning(role: &str, names: &[String], used: usize) -> Option<String> {
+    let name = names.get(used)?.trim();
+    let same: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i].trim().eq_ignore_ascii_case(name))
+        .collect();
+    if same.len() < 2 {
+        return None;
+    }
+    let others: Vec<String> = same
+        .iter()
+        .filter(|&&i| i != used)
+        .map(|i| format!("column {}", i + 1))
+        .collect();
+    Some(format!(
+        "{role} is column {} ({name:?}); {} {} the same name and {} not used",
+        used + 1,
+        others.join(", "),
+        if others.len() == 1 { "has" } else { "have" },
+        if others.len() == 1 { "is" } else { "are" },
+    ))
+}
+
 fn choose_column(
     opts: &InputOptions,
     has_header: bool,
@@ -545,8 +584,9 @@ fn choose_column(
     if width == 1 {
         return Ok(0);
     }
+    // Detection looks at rows of the header's width only: a ragged row's cells may be shifted.
     let rows: Vec<Vec<String>> = (0..sample.len())
-        .filter(|&r| sample.rows[r].problem.is_none())
+        .filter(|&r| sample.rows[r].problem.is_none() && sample.rows[r].field_count == width)
         .map(|r| sample.lossy_fields(r))
         .collect();
     if has_header {
@@ -675,17 +715,79 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0].1, None);
-        assert_eq!(
-            rows[1].1,
-            Some(RowProblem::FieldCount {
-                found: 1,
-                expected: 2
-            })
-        );
+        // A short row is no problem of the input: its cells are kept as they came (#14 item 8).
+        assert_eq!(rows[1], (vec!["b@x.com".into()], None));
         assert_eq!(rows[2].1, Some(RowProblem::UnterminatedQuote));
         // Issue #14 item 12: the line as it was, its stray quote included.
         assert_eq!(rows[2].0, vec!["\"c@x.com,C"]);
         assert_eq!(rows[3], (vec!["d@x.com".into(), "D".into()], None));
+    }
+
+    /// Issue #14 item 8: wide and short rows keep every cell, with no problem attached.
+    #[test]
+    fn ragged_rows_keep_their_cells() {
+        let (d, rows) = open_bytes(
+            b"email,source,name\na@gmail.com,crm,x,extra1,extra2\nb@gmail.com\n",
+            InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(d.width, 3);
+        assert_eq!(
+            rows[0],
+            (
+                vec![
+                    "a@gmail.com".into(),
+                    "crm".into(),
+                    "x".into(),
+                    "extra1".into(),
+                    "extra2".into()
+                ],
+                None
+            )
+        );
+        assert_eq!(rows[1], (vec!["b@gmail.com".into()], None));
+    }
+
+    /// Issue #14 item 11: a header over the data rows' 1 MiB limit is read whole.
+    #[test]
+    fn a_wide_header_is_read_whole() {
+        let mut input = b"email".to_vec();
+        for i in 1..150_001 {
+            input.extend_from_slice(format!(",c{i}").as_bytes());
+        }
+        assert!(input.len() > MAX_RECORD_BYTES);
+        input.extend_from_slice(b"\nann@x.com\n");
+        let (d, rows) = open_bytes(&input, InputOptions::default()).unwrap();
+        assert!(d.has_header);
+        assert_eq!(d.width, 150_001);
+        assert_eq!(d.header[150_000], b"c150000");
+        assert_eq!(rows, vec![(vec!["ann@x.com".to_owned()], None)]);
+    }
+
+    /// Issue #14 item 13: the column used among several of one name is named, and the others.
+    #[test]
+    fn duplicate_column_names_are_warned_about() {
+        let opts = InputOptions {
+            column: Some("email".into()),
+            ..Default::default()
+        };
+        let (d, _) = open_bytes(b"email,name,Email\nold@,Ann,ann@x.com\n", opts).unwrap();
+        assert_eq!(d.email_column, 0);
+        assert_eq!(
+            d.warnings,
+            [
+                "the email column is column 1 (\"email\"); column 3 has the same name and is not used"
+            ]
+        );
+        let names: Vec<String> = ["a", " A ", "b", "a"].map(String::from).to_vec();
+        let w = same_name_warning("--group-by", &names, 1).unwrap();
+        assert!(
+            w.contains("column 2") && w.contains("column 1, column 4 have"),
+            "{w}"
+        );
+        assert_eq!(same_name_warning("x", &names, 2), None);
+        let (d, _) = open_bytes(b"email,name\nann@x.com,Ann\n", InputOptions::default()).unwrap();
+        assert!(d.warnings.is_empty());
     }
 
     #[test]

@@ -17,5 +17,5 @@ pub mod time;
 pub use level::Level;
 pub use reason::{Action, Reason};
 pub use routable::is_routable;
-pub use row::RowProblem;
+pub use row::{Ragged, RowProblem};
 pub use status::Status;

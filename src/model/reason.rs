@@ -64,7 +64,8 @@ pub enum Reason {
     Syntax,
     /// Well-formed address at a reserved or special-use domain (RFC 2606/6761).
     ReservedDomain,
-    /// The CSV row itself could not be read (field count, unclosed quote, too long, not UTF-8).
+    /// No address could be read from the CSV row (no email cell, unclosed quote, too long, not
+    /// UTF-8).
     UnreadableRow,
     /// The domain has a mail server that resolves (the mailbox itself is not checked).
     DomainAcceptsMail,
@@ -290,7 +291,7 @@ impl Reason {
                 "The domain is reserved for examples and tests (example.com, .test, .invalid…) and never receives mail."
             }
             Reason::UnreadableRow => {
-                "The row of the file could not be read: wrong number of cells, an unclosed quote, or not UTF-8."
+                "No address could be read from the row of the file: too few cells to reach the email column, an unclosed quote, too long, or not UTF-8."
             }
             Reason::DomainAcceptsMail => {
                 "The domain has a working mail server. The mailbox itself was not checked."

@@ -739,6 +739,11 @@ fn flags_section(h: &mut String, s: &Summary) {
             "repeats of an earlier row's address: mailed once",
         ),
         (
+            "ragged-row",
+            flag("ragged-row"),
+            "rows with more or fewer cells than the header (an unquoted comma in a name, say): kept as they came, their address checked; look at them in the lists",
+        ),
+        (
             "typo-suggestions",
             s.suggestions,
             "domains that look like a typo of a big provider (gmial.com → gmail.com): see prebounce_suggestion",
@@ -750,7 +755,11 @@ fn flags_section(h: &mut String, s: &Summary) {
 <table><tbody>
 "#,
     );
-    for (name, n, meaning) in rows {
+    // A ragged row is a fault of the export, rare and worth a row only when there is one.
+    for (name, n, meaning) in rows
+        .into_iter()
+        .filter(|&(name, n, _)| name != "ragged-row" || n > 0)
+    {
         let _ = writeln!(
             h,
             r#"<tr data-flag="{name}" data-count="{n}"><td><code>{name}</code></td><td class="n">{nt}</td><td class="n">{sh}</td><td>{meaning}</td></tr>"#,
@@ -875,7 +884,9 @@ mod tests {
                 delimiter: ",".into(),
                 has_header: true,
                 email_column: "e\"mail".into(),
+                email_column_number: 2,
                 columns: 3,
+                warnings: Vec::new(),
             },
             dns: None,
             smtp: None,

@@ -51,7 +51,13 @@ pub struct InputShape {
     pub delimiter: String,
     pub has_header: bool,
     pub email_column: String,
+    /// 1-based: the name alone is ambiguous when several columns share it.
+    pub email_column_number: usize,
     pub columns: usize,
+    /// What the user should know about how the list was read (several columns of the name
+    /// used), as printed on stderr.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

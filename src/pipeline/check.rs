@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use crate::grouping::group_key;
 use crate::input::{Chunk, Dialect};
+use crate::model::Ragged;
 use crate::syntax::{self, Address, SyntaxOptions};
 use crate::verdict::{Evidence, Unreadable};
 
@@ -49,19 +50,68 @@ fn malformed_identity_hash(text: &str) -> u64 {
     syntax::identity_hash_of(&format!("\u{0}{}", text.to_lowercase()))
 }
 
-fn gather_evidence(chunk: &Chunk, r: usize, dialect: &Dialect, opts: SyntaxOptions) -> Evidence {
+/// The row's evidence, and how its shape differs from the header's.
+fn gather_evidence(
+    chunk: &Chunk,
+    r: usize,
+    dialect: &Dialect,
+    opts: SyntaxOptions,
+) -> (Evidence, Option<Ragged>) {
     if let Some(problem) = chunk.rows[r].problem {
-        return Evidence::Unreadable(Unreadable::Row(problem));
+        return (Evidence::Unreadable(Unreadable::Row(problem)), None);
     }
-    let Some(cell) = chunk.field(r, dialect.email_column) else {
-        return Evidence::Unreadable(Unreadable::MissingEmailCell);
-    };
-    match std::str::from_utf8(cell) {
+    let found = chunk.fields(r).len();
+    let mut ragged = (found != dialect.width).then_some(Ragged {
+        found,
+        expected: dialect.width,
+        shifted_to: None,
+    });
+    let check = |cell: &[u8]| match std::str::from_utf8(cell) {
         Ok(text) => Evidence::Syntax(syntax::check(text, opts)),
         Err(e) => Evidence::Unreadable(Unreadable::NotUtf8 {
             valid_up_to: e.valid_up_to(),
         }),
+    };
+    let Some(cell) = chunk.field(r, dialect.email_column) else {
+        return (Evidence::Unreadable(Unreadable::MissingEmailCell), ragged);
+    };
+    let evidence = check(cell);
+    if let Some(shape) = &mut ragged
+        && found > dialect.width
+        && !matches!(evidence, Evidence::Syntax(Ok(_)))
+        && let Some((column, moved)) = shifted_address(chunk, r, dialect.email_column, &check)
+    {
+        // An unquoted delimiter in a cell before the address pushed it right: the one cell
+        // that holds an address is the address, and the detail says so.
+        shape.shifted_to = Some(column);
+        return (moved, ragged);
     }
+    (evidence, ragged)
+}
+
+/// The only cell of the row, besides the email column's, that holds a well-formed address;
+/// None when there is none or more than one (then there is nothing to go on).
+fn shifted_address(
+    chunk: &Chunk,
+    r: usize,
+    email_column: usize,
+    check: &impl Fn(&[u8]) -> Evidence,
+) -> Option<(usize, Evidence)> {
+    let mut found = None;
+    for (column, cell) in chunk.fields(r).enumerate() {
+        // Cheap filter first: most cells of a row hold no '@'.
+        if column == email_column || memchr::memchr(b'@', cell).is_none() {
+            continue;
+        }
+        let evidence = check(cell);
+        if matches!(evidence, Evidence::Syntax(Ok(_))) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((column, evidence));
+        }
+    }
+    found
 }
 
 /// One chunk, in parallel; returns the rows answered from the store too.
@@ -71,14 +121,17 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
         .into_par_iter()
         .with_min_len(256)
         .map(|r| {
-            let mut evidence = gather_evidence(&chunk, r, dialect, cx.syntax);
+            let (mut evidence, ragged) = gather_evidence(&chunk, r, dialect, cx.syntax);
+            let address_column = ragged
+                .and_then(|s| s.shifted_to)
+                .unwrap_or(dialect.email_column);
             let sendable = !matches!(
                 evidence,
                 Evidence::Unreadable(_) | Evidence::Syntax(Err(syntax::SyntaxError::Empty))
             );
             let dedup_hash = match &evidence {
                 Evidence::Syntax(Err(_)) if sendable => chunk
-                    .field(r, dialect.email_column)
+                    .field(r, address_column)
                     .and_then(|c| std::str::from_utf8(c).ok())
                     .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
                 _ => evidence.address().map(Address::identity_hash),
@@ -95,6 +148,7 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
                 group: 0,
                 cross_group: false,
                 previous: None,
+                ragged,
             }
         })
         .collect();

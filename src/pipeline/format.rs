@@ -314,8 +314,8 @@ fn finish_chunk(checked: &mut Checked, cx: &FormatContext, dedup: &mut Dedup) ->
         .collect()
 }
 
-/// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed (padded
-/// when short, extras moved into the detail) followed by the prebounce columns.
+/// Decide and format rows `first..first+rows.len()` of `chunk`: original cells as parsed, as
+/// many as the row has, followed by the prebounce columns.
 fn serialize_batch(
     chunk: &Chunk,
     first: usize,
@@ -372,7 +372,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         let mut v = verdict::decide(&row.evidence, self.cx.policy);
         let outcome = Outcome::of(row, v.reason, &self.cx.priors);
         self.count(chunk, r, row, &v, &outcome);
-        self.fill_detail_and_address(chunk, r, row, &v);
+        self.fill_detail_and_address(row, &v);
         let p_text = self.p_text(outcome.p);
         self.note_change(row, &v);
         self.write_row(chunk, r, row, &v, outcome.flags, p_text);
@@ -390,7 +390,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         match &row.evidence {
             Evidence::Syntax(Err(e)) if !matches!(e, syntax::SyntaxError::Empty) => {
                 let malformed = chunk
-                    .field(r, self.cx.dialect.email_column)
+                    .field(r, row.address_column(self.cx.dialect.email_column))
                     .and_then(|c| std::str::from_utf8(c).ok())
                     .and_then(malformed_domain);
                 if let Some(d) = malformed {
@@ -412,23 +412,15 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         }
     }
 
-    /// The detail cell (with any cells beyond the header's width) and the normalised address.
-    fn fill_detail_and_address(&mut self, chunk: &Chunk, r: usize, row: &RowCheck, v: &Verdict) {
-        let width = self.cx.dialect.width;
+    /// The detail cell (with how a ragged row's shape differs) and the normalised address.
+    fn fill_detail_and_address(&mut self, row: &RowCheck, v: &Verdict) {
         self.detail.clear();
         self.detail.push_str(&v.detail);
-        if chunk.fields(r).len() > width {
-            // Keep the extra cells' bytes in the detail rather than shifting the columns.
-            let extra: Vec<String> = chunk
-                .fields(r)
-                .skip(width)
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect();
-            let _ = write!(
-                self.detail,
-                "; cells beyond column {width}: {}",
-                extra.join(" | ")
-            );
+        if let Some(ragged) = &row.ragged {
+            if !self.detail.is_empty() {
+                self.detail.push_str("; ");
+            }
+            let _ = write!(self.detail, "{ragged}");
         }
         self.normalized.clear();
         if let Some(a) = row.evidence.address() {
@@ -484,7 +476,9 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         changes.push(b'\n');
     }
 
-    /// The row in its list: the original cells, then the prebounce columns.
+    /// The row in its list: the original cells, all of them and no more (a ragged row stays
+    /// ragged: padding or cutting it would change the user's data), then the prebounce columns,
+    /// which are therefore always a row's last cells.
     fn write_row(
         &mut self,
         chunk: &Chunk,
@@ -494,17 +488,15 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         flags: Flags,
         p_text: usize,
     ) {
-        let (width, delim) = (self.cx.dialect.width, self.cx.dialect.delimiter);
+        let delim = self.cx.dialect.delimiter;
         let format = &self.cx.row_format;
         let enc = &format.encoder;
-        let found = chunk.fields(r).len();
         let out = &mut self.out.lists[v.status.index()];
         match chunk.raw(r) {
-            // A quote-free row of the right width is already its own CSV encoding.
-            Some(raw) if found == width => out.extend_from_slice(raw),
-            _ => {
-                let padding = std::iter::repeat_n(&b""[..], width.saturating_sub(found));
-                for (k, cell) in chunk.fields(r).take(width).chain(padding).enumerate() {
+            // A quote-free row is already its own CSV encoding.
+            Some(raw) => out.extend_from_slice(raw),
+            None => {
+                for (k, cell) in chunk.fields(r).enumerate() {
                     if k > 0 {
                         out.push(delim);
                     }

@@ -27,6 +27,7 @@ mod summary;
 mod tally;
 mod write;
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, Scope, ScopedJoinHandle};
@@ -37,6 +38,7 @@ use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
 use crate::input::{Chunk, InputReader};
+use crate::model::Ragged;
 use crate::output::summary::Summary;
 use crate::output::{ListWriters, prepare_out_dir};
 use crate::smtp::probe::Prober;
@@ -68,6 +70,19 @@ struct RowCheck {
     cross_group: bool,
     /// The address's previous verdict, when the store has one to compare with (changes.csv).
     previous: Option<Box<Previous>>,
+    /// The row has more or fewer cells than the header (`ragged-row`), and where its address
+    /// was taken from when its cells were shifted.
+    ragged: Option<Ragged>,
+}
+
+impl RowCheck {
+    /// The column the row's address was read from: the email column, unless the row's cells
+    /// were shifted.
+    fn address_column(&self, email_column: usize) -> usize {
+        self.ragged
+            .and_then(|r| r.shifted_to)
+            .unwrap_or(email_column)
+    }
 }
 
 /// Checked rows of one chunk.
@@ -107,8 +122,25 @@ impl Failed {
 pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started = Instant::now();
     let started_at = crate::model::time::rfc3339_utc(std::time::SystemTime::now());
-    let (reader, dialect) = InputReader::open(&config.input, &config.input_options)?;
+    let (reader, mut dialect) = InputReader::open(&config.input, &config.input_options)?;
     let group_column = format::group_column(config.group_by.as_ref(), &dialect)?;
+    if let (Some(column), true) = (group_column, dialect.has_header) {
+        let names: Vec<String> = dialect
+            .header
+            .iter()
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .collect();
+        dialect.warnings.extend(crate::input::same_name_warning(
+            "the --group-by column",
+            &names,
+            column,
+        ));
+    }
+    // Now, not with the summary: a run may take hours, and the user may have meant the other
+    // column. A closed stderr must not fail the run.
+    for warning in &dialect.warnings {
+        let _ = writeln!(std::io::stderr(), "prebounce: warning: {warning}");
+    }
     // Set up before any output exists, so a bad sender, a damaged or locked store (and, before
     // the lists, a bad DNS configuration) fails cleanly.
     let prober = smtp::prober(config)?;

@@ -102,7 +102,9 @@ fn input_shape(config: &VerifyConfig, dialect: &Dialect) -> InputShape {
         },
         has_header: dialect.has_header,
         email_column: header_name(dialect, dialect.email_column),
+        email_column_number: dialect.email_column + 1,
         columns: dialect.width,
+        warnings: dialect.warnings.clone(),
     }
 }
 

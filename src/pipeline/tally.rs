@@ -31,6 +31,9 @@ impl Outcome {
         if row.duplicate {
             flags.insert(Flags::DUPLICATE);
         }
+        if row.ragged.is_some() {
+            flags.insert(Flags::RAGGED_ROW);
+        }
         Outcome {
             reason,
             flags,

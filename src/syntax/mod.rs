@@ -42,18 +42,21 @@ impl Flags {
     pub const FREE: Flags = Flags(4);
     pub const DUPLICATE: Flags = Flags(8);
     pub const SMTPUTF8: Flags = Flags(16);
+    /// The row has more or fewer cells than the header: a row's flag, not its address's.
+    pub const RAGGED_ROW: Flags = Flags(32);
 
     /// Every flag with its stable name, in output order.
-    pub const ALL: [(Flags, &'static str); 5] = [
+    pub const ALL: [(Flags, &'static str); 6] = [
         (Flags::ROLE, "role"),
         (Flags::DISPOSABLE, "disposable"),
         (Flags::FREE, "free"),
         (Flags::DUPLICATE, "duplicate"),
         (Flags::SMTPUTF8, "smtputf8"),
+        (Flags::RAGGED_ROW, "ragged-row"),
     ];
 
     /// Largest value of [`Flags::bits`].
-    pub const MAX_BITS: u8 = 31;
+    pub const MAX_BITS: u8 = 63;
 
     pub fn bits(self) -> u8 {
         self.0

@@ -100,14 +100,27 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Column `name` of each data row of `list`.
+/// Column `name` of each data row of `list`. A `prebounce_*` column is found as a reader of the
+/// lists must find it: counted from the row's end, since a ragged row keeps its own width and
+/// its appended cells are its last [`APPENDED`].
 pub fn column(out: &Path, list: &str, name: &str) -> Vec<String> {
     let rows = read_records(&out.join(list), b',');
     let idx = rows[0]
         .iter()
         .position(|h| h == name.as_bytes())
         .unwrap_or_else(|| panic!("no column {name} in {list}"));
-    rows[1..].iter().map(|r| text(&r[idx])).collect()
+    let from_end = rows[0].len() - idx;
+    let appended = name.starts_with("prebounce_") && from_end <= APPENDED;
+    rows[1..]
+        .iter()
+        .map(|r| {
+            text(if appended {
+                &r[r.len() - from_end]
+            } else {
+                &r[idx]
+            })
+        })
+        .collect()
 }
 
 pub fn summary(out: &Path) -> serde_json::Value {
