@@ -408,7 +408,11 @@ impl DomainPlan {
                     last: SmtpOutcome::Replied(closing_reply.clone()),
                     deferral: false,
                 },
-                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded) => after_session_ended(
+                // Voided answers (replies out of step) go round again like unanswered ones:
+                // the session's end says why.
+                RcptOutcome::NotProbed(
+                    NotProbedWhy::SessionEnded | NotProbedWhy::ProtocolError,
+                ) => after_session_ended(
                     ran.interrupted.as_ref(),
                     ran.end.as_ref(),
                     &ran.server,

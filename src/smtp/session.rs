@@ -115,6 +115,10 @@ pub enum SessionError {
     TooLong,
     #[error("the server sent data the session did not expect: {0}")]
     Unexpected(String),
+    /// A reply that cannot answer the command it would be taken for: none was owed, its code
+    /// is impossible for that command, or it names another recipient.
+    #[error("replies out of step with the commands: {0}")]
+    OutOfStep(String),
 }
 
 /// What the caller should do next.
@@ -141,6 +145,10 @@ pub enum NotProbedWhy {
     ServerClosing,
     /// The session ended for another reason (see [`Session::end`]).
     SessionEnded,
+    /// The session's replies fell out of step with its commands, or the server broke the
+    /// protocol: every answer of the session was voided, since any of them may belong to
+    /// another command. Ask again in a new session.
+    ProtocolError,
 }
 
 /// What happened to one recipient.
@@ -238,8 +246,8 @@ enum State {
         answered: usize,
     },
     Rset,
-    /// QUIT sent; its reply is the check that every earlier reply answered the command we
-    /// took it for.
+    /// QUIT sent; its 221 is the check that every earlier reply answered the command we
+    /// took it for (a reply too many or too few shifts the last RCPT's answer onto QUIT).
     Quit,
     Done,
 }
@@ -270,6 +278,17 @@ pub struct Session {
     rejections: usize,
     /// Complete replies read so far: the driver's per-reply deadline restarts on each.
     replies: usize,
+    /// Replies owed: commands handed to the caller (on the wire) and not answered yet; the
+    /// greeting is owed from the start. A reply when none is owed answers nothing we said.
+    owed: usize,
+    /// Commands in `out`, not on the wire yet.
+    queued: usize,
+    /// Recipients answered in the pipelined group still in flight. Their answers count once
+    /// the group's last reply is in: a group cut short (421, lost connection) may have lost
+    /// a reply, and then every answer after it belongs to the next command.
+    unconfirmed: Vec<usize>,
+    /// Each recipient as `<address>`, lowercased, to spot a reply naming another one.
+    named: Vec<String>,
     inbuf: Vec<u8>,
     lines: Vec<String>,
     out: Vec<u8>,
@@ -302,8 +321,13 @@ impl Session {
                 }
             }
         }
+        let named = recipients
+            .iter()
+            .map(|r| format!("<{}>", r.to_lowercase()))
+            .collect();
         Ok(Session {
             config,
+            named,
             recipients,
             outcomes,
             queue,
@@ -315,6 +339,9 @@ impl Session {
             rcpt_sent: 0,
             rejections: 0,
             replies: 0,
+            owed: 1,
+            queued: 0,
+            unconfirmed: Vec::new(),
             inbuf: Vec::new(),
             lines: Vec::new(),
             out: Vec::new(),
@@ -338,15 +365,32 @@ impl Session {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let end = match &e {
-                    SessionError::Command(c) => SessionEnd::UnsafeCommand(c.clone()),
-                    other => SessionEnd::ProtocolError(other.to_string()),
-                };
+            Err(SessionError::Command(c)) => {
                 self.out.clear();
-                self.finish(end, NotProbedWhy::SessionEnded);
+                self.queued = 0;
+                self.finish(
+                    SessionEnd::UnsafeCommand(c.clone()),
+                    NotProbedWhy::SessionEnded,
+                );
+                Err(SessionError::Command(c))
+            }
+            Err(e) => {
+                self.void(e.to_string());
                 Err(e)
             }
+        }
+    }
+
+    /// The connection ended (closed, broken or timed out) before [`Action::Finished`]. The
+    /// answers of a pipelined group still in flight are dropped: one of its replies may be
+    /// the one that never came, so the others may answer the command before theirs. Answers
+    /// of complete groups stand, and so does everything when only QUIT's reply is missing.
+    pub fn connection_lost(&mut self) {
+        if matches!(self.state, State::Done | State::Quit) {
+            return;
+        }
+        for i in std::mem::take(&mut self.unconfirmed) {
+            self.outcomes[i] = None;
         }
     }
 
@@ -368,6 +412,8 @@ impl Session {
 
     pub fn next_action(&mut self) -> Action {
         if !self.out.is_empty() {
+            // Handed to the caller: from now on these commands are on the wire.
+            self.owed += std::mem::take(&mut self.queued);
             return Action::Write(std::mem::take(&mut self.out));
         }
         match self.state {
@@ -427,13 +473,13 @@ impl Session {
             if line.is_empty() {
                 continue;
             }
-            // Fix: a reply that arrives with the previous one, while the command it would
-            // answer is still unsent in `out`, answers nothing we said. It used to be taken as
-            // that command's reply, shifting every later reply onto the wrong command (a stray
-            // "250" after EHLO passed for MAIL's reply, MAIL's for the first RCPT's …).
-            if !self.out.is_empty() {
-                return Err(SessionError::Unexpected(format!(
-                    "reply {line:?} before the command it would answer was sent"
+            // A reply when none is owed (it came with the previous one, before the next
+            // command was written) answers nothing we said. Taken for the next command's, it
+            // would shift every later reply onto the wrong command (a stray "250" after EHLO
+            // passing for MAIL's reply, an early "550" after MAIL's for the first RCPT's …).
+            if self.owed == 0 {
+                return Err(SessionError::OutOfStep(format!(
+                    "{line:?} arrived when no reply was owed"
                 )));
             }
             let last = !(line.len() >= 4 && line.as_bytes()[3] == b'-');
@@ -445,6 +491,10 @@ impl Session {
                 let lines = std::mem::take(&mut self.lines);
                 let reply = Reply::parse(&lines.join("\n"))?;
                 self.replies += 1;
+                self.owed -= 1;
+                if let Some(why) = self.out_of_step(&reply) {
+                    return Err(SessionError::OutOfStep(why));
+                }
                 self.on_reply(reply, &lines)?;
                 if self.state == State::Done {
                     self.inbuf.clear();
@@ -473,6 +523,9 @@ impl Session {
         let code = reply.code;
         if code == 421 && self.state != State::Greeting {
             // The server is going away: nothing more will be answered, and QUIT is pointless.
+            for i in std::mem::take(&mut self.unconfirmed) {
+                self.outcomes[i] = None;
+            }
             self.finish(
                 SessionEnd::ServerClosing(reply),
                 NotProbedWhy::ServerClosing,
@@ -539,27 +592,89 @@ impl Session {
                 SessionEnd::ProtocolError(format!("RSET refused: {reply}")),
                 NotProbedWhy::SessionEnded,
             )?,
-            State::Quit if code == 221 => {}
-            State::Quit => {
-                // A reply too many earlier (a stray or broken line) shifted every later one
-                // onto the next command, so the last RCPT's answer arrived here. None of this
-                // session's answers can be trusted: the recipients go to a new session.
-                for o in &mut self.outcomes {
-                    if matches!(o, Some(RcptOutcome::Probed(_))) {
-                        *o = Some(RcptOutcome::NotProbed(NotProbedWhy::SessionEnded));
-                    }
-                }
-                self.end = Some(SessionEnd::ProtocolError(format!(
-                    "replies out of step: QUIT was answered with {reply}"
-                )));
-            }
+            // `out_of_step` let only a 221 through.
+            State::Quit => {}
             State::AwaitingTls | State::Done => {
-                return Err(SessionError::Unexpected(format!(
+                return Err(SessionError::OutOfStep(format!(
                     "unsolicited reply {reply}"
                 )));
             }
         }
         Ok(())
+    }
+
+    /// Why `reply` cannot answer the command it would be taken for, if it cannot: its code is
+    /// impossible for that command (220 and 221 answer only the greeting, STARTTLS and QUIT;
+    /// 3xx only DATA and AUTH, never sent), or it names a recipient of this session other
+    /// than the one asked about (MTAs name the address in RCPT refusals; a shifted refusal
+    /// names its own).
+    fn out_of_step(&self, reply: &Reply) -> Option<String> {
+        let code = reply.code;
+        // 2xx other than 220/221, 4xx or 5xx.
+        let ordinary = code / 100 != 3 && code != 220 && code != 221;
+        let (command, fits) = match &self.state {
+            State::Greeting => ("the greeting", code == 220 || code >= 400),
+            State::StartTls => ("STARTTLS", code == 220 || code >= 400),
+            State::Quit => ("QUIT", code == 221),
+            State::Ehlo => ("EHLO", ordinary),
+            State::Helo => ("HELO", ordinary),
+            State::Rset => ("RSET", ordinary),
+            State::Mail { .. } => ("MAIL FROM", ordinary && self.names_other(reply, None)),
+            State::Drain { .. } => ("RCPT", ordinary),
+            State::Rcpt {
+                batch, answered, ..
+            } => (
+                "RCPT",
+                ordinary && self.names_other(reply, Some(batch[*answered])),
+            ),
+            State::AwaitingTls | State::Done => ("no command", false),
+        };
+        (!fits).then(|| format!("{command} was answered with {reply}"))
+    }
+
+    /// True unless the reply names, as `<address>`, a recipient of this session other than
+    /// `own` without naming `own` (or names any recipient when `own` is None: MAIL's reply).
+    /// The sender is not counted: MAIL's reply may name it, and it may be a recipient too.
+    fn names_other(&self, reply: &Reply, own: Option<usize>) -> bool {
+        if !reply.text.contains('<') {
+            return true;
+        }
+        let text = reply.text.to_lowercase();
+        let sender = format!("<{}>", self.config.mail_from.to_lowercase());
+        if own.is_some_and(|i| text.contains(&self.named[i])) {
+            return true;
+        }
+        !self.named.iter().enumerate().any(|(j, name)| {
+            Some(j) != own
+                && own.is_none_or(|i| *name != self.named[i])
+                && *name != sender
+                && text.contains(name.as_str())
+        })
+    }
+
+    /// Every answer of the session is void: any of them may belong to another command. The
+    /// recipients are left to a new session; QUIT is still sent when the connection can take
+    /// it (not between STARTTLS and the handshake), though its answer can rescue nothing.
+    fn void(&mut self, why: String) {
+        for o in &mut self.outcomes {
+            if !matches!(o, Some(RcptOutcome::Unsendable(_))) {
+                *o = Some(RcptOutcome::NotProbed(NotProbedWhy::ProtocolError));
+            }
+        }
+        let quit_on_wire = self.state == State::Quit && self.queued == 0;
+        let usable = self.state != State::AwaitingTls;
+        // Commands not yet written never will be.
+        self.out.clear();
+        self.queued = 0;
+        if usable && !quit_on_wire {
+            self.out.extend_from_slice(b"QUIT\r\n");
+            self.queued = 1;
+        }
+        self.unconfirmed.clear();
+        self.inbuf.clear();
+        self.lines.clear();
+        self.state = State::Done;
+        self.end = Some(SessionEnd::ProtocolError(why));
     }
 
     /// After a successful EHLO or HELO: STARTTLS or the first transaction.
@@ -685,6 +800,11 @@ impl Session {
             self.rejections += 1;
         }
         self.outcomes[batch[answered]] = Some(RcptOutcome::Probed(reply));
+        if self.owed > 0 {
+            self.unconfirmed.push(batch[answered]);
+        } else {
+            self.unconfirmed.clear();
+        }
         answered += 1;
         let capped = self.rejections >= self.config.max_rejections;
         if answered < sent {
@@ -746,6 +866,7 @@ impl Session {
         }
         let utf8 = self.utf8_txn && matches!(verb, Verb::Mail | Verb::Rcpt);
         check_arg(Field::Command, &line, utf8)?;
+        self.queued += 1;
         self.out.extend_from_slice(line.as_bytes());
         self.out.extend_from_slice(b"\r\n");
         Ok(())
@@ -883,9 +1004,11 @@ mod tests {
         s.feed(b"250 2.1.0 Ok\r\n").unwrap();
         assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
         // … and the RCPT's real answer arrives where the 221 should.
-        s.feed(b"550 5.1.1 <a@x.example>: User unknown\r\n")
-            .unwrap();
-        assert_eq!(s.next_action(), Action::Finished);
+        assert!(
+            s.feed(b"550 5.1.1 <a@x.example>: User unknown\r\n")
+                .is_err()
+        );
+        assert_eq!(s.next_action(), Action::Finished, "QUIT is not sent twice");
         assert!(
             matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step")),
             "{:?}",
@@ -893,7 +1016,7 @@ mod tests {
         );
         assert_eq!(
             outcome(&s, 0),
-            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded),
+            RcptOutcome::NotProbed(NotProbedWhy::ProtocolError),
             "no answer of an out-of-step session is kept"
         );
     }
@@ -1074,11 +1197,13 @@ mod tests {
 
     #[test]
     fn server_closing_421_mid_batch() {
+        // Without pipelining each answer is complete before the next RCPT: a's stands.
         let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
         step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 mx\r\n");
         step(&mut s, "250 ok\r\n");
-        let (w, a) = step(&mut s, "250 ok\r\n421 4.7.0 too many errors\r\n");
+        step(&mut s, "250 ok\r\n");
+        let (w, a) = step(&mut s, "421 4.7.0 too many errors\r\n");
         assert_eq!((w, a), (vec![], Action::Finished));
         let Some(SessionEnd::ServerClosing(r)) = s.end() else {
             panic!("{:?}", s.end())
@@ -1086,6 +1211,21 @@ mod tests {
         assert_eq!(r.code, 421);
         assert_eq!(code(&s, 0), 250);
         for i in [1, 2] {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing)
+            );
+        }
+        // Pipelined, the group is cut short: had a reply of it been lost, a's "answer" would
+        // be MAIL's, so it is asked again with the rest.
+        let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 ok\r\n");
+        let (w, a) = step(&mut s, "250 ok\r\n421 4.7.0 too many errors\r\n");
+        assert_eq!((w, a), (vec![], Action::Finished));
+        assert!(matches!(s.end(), Some(SessionEnd::ServerClosing(_))));
+        for i in [0, 1, 2] {
             assert_eq!(
                 outcome(&s, i),
                 RcptOutcome::NotProbed(NotProbedWhy::ServerClosing)
@@ -1145,20 +1285,26 @@ mod tests {
         );
     }
 
+    /// The commands not yet written are dropped and QUIT goes instead; then nothing more.
+    fn quits_and_finishes(s: &mut Session) {
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        assert_eq!(s.next_action(), Action::Finished);
+    }
+
     #[test]
     fn a_reply_before_its_command_was_sent_is_refused() {
         let mut s = session(cfg(), &["a@x.example"]);
         assert!(s.feed(b"220 mx\r\n250 mx\r\n").is_err());
-        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
-        assert_eq!(s.next_action(), Action::Finished);
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step")));
+        quits_and_finishes(&mut s);
         let mut s = session(cfg(), &["a@x.example"]);
         step(&mut s, "220 mx\r\n");
         // A stray "250" after the EHLO reply would pass for the reply to MAIL FROM.
         assert!(s.feed(b"250 mx\r\n250 ok\r\n").is_err());
-        assert_eq!(s.next_action(), Action::Finished);
+        quits_and_finishes(&mut s);
         assert_eq!(
             outcome(&s, 0),
-            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+            RcptOutcome::NotProbed(NotProbedWhy::ProtocolError)
         );
     }
 
@@ -1332,7 +1478,7 @@ mod tests {
             s.feed(b"hello there\r\n"),
             Err(SessionError::Reply(_))
         ));
-        assert_eq!(s.next_action(), Action::Finished);
+        quits_and_finishes(&mut s);
         let mut s = session(cfg(), &["a@x.example"]);
         assert_eq!(
             s.feed(&vec![b'2'; MAX_LINE + 1]),
