@@ -1486,4 +1486,533 @@ mod tests {
         );
         assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
     }
+
+    // ----------------------------------------------------------------------------------
+    // Issue #14: replies out of step with the commands
+    // ----------------------------------------------------------------------------------
+
+    fn voided(s: &Session) -> bool {
+        matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step"))
+            && s.results().iter().all(|r| {
+                matches!(
+                    r.outcome,
+                    RcptOutcome::NotProbed(NotProbedWhy::ProtocolError)
+                )
+            })
+    }
+
+    /// The issue's first server: a `550 5.1.1` right behind MAIL's `250`, before any RCPT.
+    #[test]
+    fn an_early_refusal_after_mail_is_nobody_s_answer() {
+        let rcpts = ["a@x.example", "b@x.example"];
+        // In the same read as MAIL's reply: no reply is owed, the RCPT is never written.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        assert!(
+            s.feed(b"250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n")
+                .is_err()
+        );
+        quits_and_finishes(&mut s);
+        assert!(voided(&s), "{:?}", s.results());
+        // In a read of its own it passes for a@'s answer, and every later reply is one
+        // command late: QUIT is answered with b@'s reply.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 2.1.0 Ok\r\n");
+        step(&mut s, "550 5.1.1 Mailbox unavailable\r\n");
+        s.feed(b"250 2.1.5 Ok\r\n").unwrap();
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        assert!(s.feed(b"550 5.1.1 Mailbox unavailable\r\n").is_err());
+        assert_eq!(s.next_action(), Action::Finished, "QUIT was sent already");
+        assert!(voided(&s), "{:?}", s.results());
+        // Pipelined, the group's count is met one reply early; the last one is left over.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        assert!(
+            s.feed(b"250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n")
+                .is_err()
+        );
+        quits_and_finishes(&mut s);
+        assert!(voided(&s), "{:?}", s.results());
+    }
+
+    /// The issue's second server: a stale reply again after each RCPT reply.
+    #[test]
+    fn a_stale_reply_after_each_rcpt_reply_voids_the_session() {
+        let rcpts = ["a@x.example", "b@x.example"];
+        for split in [false, true] {
+            let mut s = session(cfg(), &rcpts);
+            step(&mut s, "220 mx\r\n");
+            step(&mut s, "250 mx\r\n");
+            step(&mut s, "250 2.1.0 Ok\r\n");
+            let err = if split {
+                // The stale reply comes after RCPT b was written: b takes it, QUIT b's.
+                step(&mut s, "250 2.1.5 Ok\r\n");
+                s.feed(b"250 2.1.5 Ok\r\n").unwrap();
+                assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+                s.feed(b"550 5.1.1 <b@x.example>: User unknown\r\n")
+            } else {
+                s.feed(b"250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n")
+            };
+            assert!(err.is_err(), "split {split}");
+            assert!(voided(&s), "split {split}: {:?}", s.results());
+        }
+    }
+
+    #[test]
+    fn a_code_impossible_for_its_command_voids_the_session() {
+        let rcpts = ["a@x.example"];
+        // (replies before the faulty one, the faulty one)
+        let cases: [(&[&str], &str); 6] = [
+            (&["220 mx\r\n"], "220 mx again\r\n"),
+            (&["220 mx\r\n"], "221 bye\r\n"),
+            (&["220 mx\r\n", "250 mx\r\n"], "354 go ahead\r\n"),
+            (&["220 mx\r\n", "250 mx\r\n", "250 ok\r\n"], "221 bye\r\n"),
+            (&["220 mx\r\n", "250 mx\r\n", "250 ok\r\n"], "220 mx\r\n"),
+            // QUIT answered by anything but 221, a 421 included.
+            (
+                &["220 mx\r\n", "250 mx\r\n", "250 ok\r\n", "250 ok\r\n"],
+                "421 closing\r\n",
+            ),
+        ];
+        for (before, faulty) in cases {
+            let mut s = session(cfg(), &rcpts);
+            for r in before {
+                s.feed(r.as_bytes()).unwrap();
+                while let Action::Write(_) = s.next_action() {}
+            }
+            assert!(s.feed(faulty.as_bytes()).is_err(), "{faulty:?}");
+            assert!(voided(&s), "{faulty:?}: {:?}", s.end());
+        }
+        // The greeting may refuse, RCPT may say 251/252: those are in step.
+        let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "251 will forward\r\n");
+        step(&mut s, "252 cannot verify\r\n");
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!((code(&s, 0), code(&s, 1)), (251, 252));
+    }
+
+    #[test]
+    fn a_reply_naming_another_recipient_voids_the_session() {
+        let rcpts = ["a@x.example", "b@x.example"];
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        // a@'s reply went missing: b@'s refusal arrives where a@'s should.
+        let err = s.feed(b"250 ok\r\n550 5.1.1 <B@x.example>: Recipient address rejected\r\n");
+        assert!(err.is_err());
+        assert!(voided(&s), "{:?}", s.results());
+        // MAIL's reply naming a recipient is an RCPT reply.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        assert!(s.feed(b"550 5.1.1 <a@x.example>: unknown\r\n").is_err());
+        assert!(voided(&s));
+        // Its own address, or the sender's, is in step.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 2.1.0 <check@probe.example>... Sender ok\r\n");
+        step(&mut s, "550 5.1.1 <a@x.example>: User unknown\r\n");
+        step(&mut s, "250 2.1.5 <b@x.example>... Recipient ok\r\n");
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!((code(&s, 0), code(&s, 1)), (550, 250));
+    }
+
+    #[test]
+    fn a_lost_connection_drops_only_the_answers_of_a_group_cut_short() {
+        let rcpts = ["a@x.example", "b@x.example", "c@x.example"];
+        // Pipelined: a@ and b@ answered, c@'s reply never comes. Had MAIL's reply been the
+        // lost one, a@'s answer would be MAIL's and b@'s a@'s.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 ok\r\n250 ok\r\n550 5.1.1 no\r\n");
+        s.connection_lost();
+        for i in 0..3 {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+            );
+        }
+        // One RCPT at a time: each answer was complete before the next command.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "550 5.1.1 no\r\n");
+        s.connection_lost();
+        assert_eq!((code(&s, 0), code(&s, 1)), (250, 550));
+        assert_eq!(
+            outcome(&s, 2),
+            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+        );
+        // Only QUIT's reply missing: every answer was counted in step.
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        s.feed(b"250 ok\r\n550 5.1.1 no\r\n").unwrap();
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        s.connection_lost();
+        assert_eq!(code(&s, 0), 550);
+    }
+
+    #[test]
+    fn no_quit_between_starttls_and_the_handshake() {
+        let config = Config {
+            tls: TlsPolicy::Require,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        assert!(s.feed(b"220 go ahead\r\n250 injected\r\n").is_err());
+        assert_eq!(s.next_action(), Action::Finished);
+    }
+
+    /// Property: a server out of step (a reply inserted, dropped, duplicated, delayed past the
+    /// next, a stale copy after each RCPT reply, or the connection cut), its bytes split or
+    /// merged across reads at random, never yields an RCPT answer the in-step dialogue would
+    /// not have given that recipient: either the answers match or the session is void.
+    ///
+    /// One fault per dialogue: a lost reply and a stray one together restore the count, and
+    /// two "250 Ok"s swapped are the same bytes, which no client can tell from an in-step
+    /// dialogue. The refusals name their address (as Postfix's do); a swap of those is caught.
+    mod out_of_step {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Fate {
+            Accept,
+            Reject,
+            Defer,
+        }
+
+        /// An MTA that answers each command line it reads, in order.
+        #[derive(Clone)]
+        struct Script {
+            pipelining: bool,
+            rcpts: Vec<(String, Fate)>,
+        }
+
+        impl Script {
+            fn reply(&self, line: &str) -> String {
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with("EHLO") {
+                    return if self.pipelining {
+                        "250-mx.x.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n".into()
+                    } else {
+                        "250 mx.x.example\r\n".into()
+                    };
+                }
+                if upper.starts_with("HELO") {
+                    return "250 mx.x.example\r\n".into();
+                }
+                if upper.starts_with("MAIL") {
+                    return "250 2.1.0 Ok\r\n".into();
+                }
+                if upper.starts_with("RSET") {
+                    return "250 2.0.0 Ok\r\n".into();
+                }
+                if upper.starts_with("QUIT") {
+                    return "221 2.0.0 Bye\r\n".into();
+                }
+                let address = line
+                    .strip_prefix("RCPT TO:<")
+                    .and_then(|l| l.strip_suffix('>'))
+                    .expect("only RCPT is left");
+                let fate = self.rcpts.iter().find(|(a, _)| a == address).unwrap().1;
+                match fate {
+                    Fate::Accept => "250 2.1.5 Ok\r\n".into(),
+                    Fate::Reject => format!(
+                        "550-5.1.1 <{address}>: Recipient address rejected:\r\n550 5.1.1 User unknown\r\n"
+                    ),
+                    Fate::Defer => {
+                        format!("450 4.2.0 <{address}>: Recipient address rejected: Greylisted\r\n")
+                    }
+                }
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Fault {
+            None,
+            /// This reply right before the script's reply number `at` (the greeting is 0).
+            Insert {
+                at: usize,
+                reply: String,
+            },
+            Drop {
+                at: usize,
+            },
+            Duplicate {
+                at: usize,
+            },
+            /// Reply `at` comes after reply `at + 1`.
+            Delay {
+                at: usize,
+            },
+            /// Every RCPT reply comes twice.
+            StaleAfterEachRcpt,
+            /// The connection ends before reply `at`.
+            Cut {
+                at: usize,
+            },
+        }
+
+        /// How much one read takes from what the server has sent.
+        #[derive(Debug, Clone, Copy)]
+        enum Read {
+            Bytes(usize),
+            Replies(usize),
+        }
+
+        /// The scripted MTA with its fault: what it has sent and not yet been read, reply by
+        /// reply (a read may end inside one).
+        struct Server<'a> {
+            script: &'a Script,
+            fault: &'a Fault,
+            produced: usize,
+            sent: VecDeque<Vec<u8>>,
+            held: Option<String>,
+            cut: bool,
+            line: Vec<u8>,
+        }
+
+        impl Server<'_> {
+            fn answer(&mut self, reply: String, rcpt: bool) {
+                let k = self.produced;
+                self.produced += 1;
+                match self.fault {
+                    Fault::Cut { at } if *at == k => self.cut = true,
+                    Fault::Insert { at, reply: x } if *at == k => {
+                        self.send(x.clone());
+                        self.send(reply);
+                    }
+                    Fault::Drop { at } if *at == k => {}
+                    Fault::Duplicate { at } if *at == k => {
+                        self.send(reply.clone());
+                        self.send(reply);
+                    }
+                    Fault::StaleAfterEachRcpt if rcpt => {
+                        self.send(reply.clone());
+                        self.send(reply);
+                    }
+                    Fault::Delay { at } if *at == k => self.held = Some(reply),
+                    Fault::Delay { at } if *at + 1 == k => {
+                        self.send(reply);
+                        if let Some(held) = self.held.take() {
+                            self.send(held);
+                        }
+                    }
+                    _ => self.send(reply),
+                }
+            }
+
+            fn send(&mut self, reply: String) {
+                if !self.cut {
+                    self.sent.push_back(reply.into_bytes());
+                }
+            }
+
+            fn receive(&mut self, bytes: &[u8]) {
+                for &b in bytes {
+                    self.line.push(b);
+                    if b == b'\n' {
+                        let line = String::from_utf8(std::mem::take(&mut self.line)).unwrap();
+                        let line = line.trim_end();
+                        let rcpt = line.starts_with("RCPT");
+                        let reply = self.script.reply(line);
+                        self.answer(reply, rcpt);
+                    }
+                }
+            }
+
+            fn read(&mut self, read: Read) -> Vec<u8> {
+                let mut chunk = Vec::new();
+                match read {
+                    Read::Bytes(n) => {
+                        while chunk.len() < n {
+                            let Some(front) = self.sent.front_mut() else {
+                                break;
+                            };
+                            let want = n - chunk.len();
+                            if front.len() <= want {
+                                chunk.extend(self.sent.pop_front().unwrap());
+                            } else {
+                                chunk.extend(front.drain(..want));
+                            }
+                        }
+                    }
+                    Read::Replies(n) => {
+                        for reply in self.sent.drain(..n.min(self.sent.len())) {
+                            chunk.extend(reply);
+                        }
+                    }
+                }
+                chunk
+            }
+        }
+
+        /// One dialogue, driven as the prober does: write all there is, then read.
+        fn dialogue(
+            config: &Config,
+            script: &Script,
+            fault: &Fault,
+            reads: &[Read],
+        ) -> (Vec<RcptOutcome>, Option<SessionEnd>) {
+            let rcpts = script.rcpts.iter().map(|(a, _)| a.clone()).collect();
+            let mut s = Session::new(config.clone(), rcpts).unwrap();
+            let mut server = Server {
+                script,
+                fault,
+                produced: 0,
+                sent: VecDeque::new(),
+                held: None,
+                cut: false,
+                line: Vec::new(),
+            };
+            server.answer("220 mx.x.example ESMTP\r\n".into(), false);
+            for n in 0.. {
+                assert!(n < 10_000, "the dialogue ends");
+                loop {
+                    match s.next_action() {
+                        Action::Write(bytes) => {
+                            let text = String::from_utf8(bytes.clone()).unwrap();
+                            assert!(!text.to_ascii_uppercase().contains("DATA"), "{text}");
+                            server.receive(&bytes);
+                        }
+                        Action::ReadMore => break,
+                        Action::Finished => {
+                            let outcomes = s.results().into_iter().map(|r| r.outcome).collect();
+                            return (outcomes, s.end().cloned());
+                        }
+                        Action::StartTls => panic!("TLS is off"),
+                    }
+                }
+                if server.sent.is_empty() {
+                    // Closed, or silent until the deadline.
+                    s.connection_lost();
+                    let outcomes = s.results().into_iter().map(|r| r.outcome).collect();
+                    return (outcomes, s.end().cloned());
+                }
+                let chunk = server.read(reads[n % reads.len()]);
+                let _ = s.feed(&chunk);
+            }
+            unreachable!()
+        }
+
+        fn fate() -> impl Strategy<Value = Fate> {
+            prop_oneof![Just(Fate::Accept), Just(Fate::Reject), Just(Fate::Defer)]
+        }
+
+        fn fault(rcpts: usize) -> impl Strategy<Value = Fault> {
+            let at = 0usize..24;
+            let stray = prop_oneof![
+                Just("250 2.1.5 Ok\r\n".to_string()),
+                Just("550 5.1.1 Mailbox unavailable\r\n".to_string()),
+                Just("450 4.7.1 Try again later\r\n".to_string()),
+                Just("221 2.0.0 Bye\r\n".to_string()),
+                Just("220 mx.x.example ESMTP\r\n".to_string()),
+                Just("354 go ahead\r\n".to_string()),
+                Just("421 4.7.0 closing\r\n".to_string()),
+                (0..rcpts).prop_map(|i| format!("550 5.1.1 <r{i}@x.example>: User unknown\r\n")),
+            ];
+            prop_oneof![
+                1 => Just(Fault::None),
+                3 => (at.clone(), stray).prop_map(|(at, reply)| Fault::Insert { at, reply }),
+                3 => at.clone().prop_map(|at| Fault::Drop { at }),
+                2 => at.clone().prop_map(|at| Fault::Duplicate { at }),
+                2 => at.clone().prop_map(|at| Fault::Delay { at }),
+                1 => Just(Fault::StaleAfterEachRcpt),
+                1 => at.prop_map(|at| Fault::Cut { at }),
+            ]
+        }
+
+        fn read() -> impl Strategy<Value = Read> {
+            prop_oneof![
+                (1usize..40).prop_map(Read::Bytes),
+                (1usize..4).prop_map(Read::Replies),
+            ]
+        }
+
+        fn case() -> impl Strategy<Value = (Config, Script, Fault, Vec<Read>)> {
+            (vec(fate(), 1..=5), any::<bool>(), 1usize..=4, 1usize..=4).prop_flat_map(
+                |(fates, pipelining, batch_size, max_rejections)| {
+                    let n = fates.len();
+                    let config = Config {
+                        batch_size,
+                        max_rejections,
+                        ..cfg()
+                    };
+                    let script = Script {
+                        pipelining,
+                        rcpts: fates
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, f)| (format!("r{i}@x.example"), f))
+                            .collect(),
+                    };
+                    (Just(config), Just(script), fault(n), vec(read(), 1..8))
+                },
+            )
+        }
+
+        impl fmt::Debug for Script {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "pipelining {} {:?}", self.pipelining, self.rcpts)
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn no_fault_yields_an_answer_the_in_step_dialogue_would_not(
+                (config, script, fault, reads) in case()
+            ) {
+                let (in_step, in_step_end) =
+                    dialogue(&config, &script, &Fault::None, &[Read::Replies(1)]);
+                prop_assert!(
+                    matches!(in_step_end, Some(SessionEnd::Completed | SessionEnd::TooManyRejections)),
+                    "{:?}", in_step_end
+                );
+                let (got, end) = dialogue(&config, &script, &fault, &reads);
+                if matches!(fault, Fault::None) {
+                    // Only the reads differ: the same dialogue.
+                    prop_assert_eq!(&got, &in_step);
+                    prop_assert_eq!(&end, &in_step_end);
+                }
+                // What an answer says about the mailbox: its class and decoded reason (MAIL's
+                // "250 2.1.0 Ok" taken for an RCPT's "250 2.1.5 Ok" says the same).
+                let meaning = |r: &Reply| (r.code / 100, super::super::super::reply::classify(r).reason);
+                for (i, (got, want)) in got.iter().zip(&in_step).enumerate() {
+                    if let RcptOutcome::Probed(reply) = got {
+                        prop_assert_eq!(
+                            Some(meaning(reply)),
+                            match want {
+                                RcptOutcome::Probed(r) => Some(meaning(r)),
+                                _ => None,
+                            },
+                            "recipient {} got {} (end {:?})", i, reply, end
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
