@@ -509,45 +509,68 @@ async fn stray_replies_are_not_taken_as_answers() {
 // 8, 9: sessions cut short
 // ------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn drop_mid_reply_keeps_the_answers_and_retries_the_rest() {
-    let known = strings(&["a@d.test", "c@d.test"]);
-    let server = Server::start(move |_| {
-        let known = known.clone();
-        Behavior::new(Arc::new(move |r: &Rcpt| {
-            // First connection: the canary and a@ are answered, b@'s reply is cut short.
-            if r.conn == 0 && r.nth_in_conn == 2 {
-                Answer::CutAndClose("550 5.1.1 <b@d.te".into())
-            } else {
-                Answer::Say(verdict(&known, &r.address))
-            }
-        }))
+/// Server capabilities with or without PIPELINING.
+fn caps(pipelining: bool) -> Ehlo {
+    Ehlo::Caps(if pipelining {
+        vec!["PIPELINING", "SIZE 10240000"]
+    } else {
+        vec!["SIZE 10240000"]
     })
-    .await;
-    let prober = Prober::new(config(server.port())).unwrap();
-    let got = probe(
-        &prober,
-        &mx(LOCALHOST),
-        &["a@d.test", "b@d.test", "c@d.test"],
-    )
-    .await;
-    let codes: Vec<u16> = got.results.iter().map(code).collect();
-    assert_eq!(codes, [250, 550, 250]);
-    assert_eq!(got.catch_all, CatchAll::No);
+}
 
-    let logs = server.logs().await;
-    assert_eq!(logs.len(), 2);
-    let first = rcpts(&logs[0]);
-    assert!(is_canary(&first[0]));
-    assert_eq!(
-        rcpts(&logs[1]),
-        strings(&["b@d.test", "c@d.test"]),
-        "only the unanswered ones again"
-    );
-    assert_orderly(&logs[1]);
-    let stats = prober.stats();
-    assert_eq!(stats.sessions, 2);
-    assert_eq!(stats.rcpt_commands, all_rcpts(&logs).len() as u64);
+/// What a session cut short keeps: without pipelining every answer was complete before the
+/// next RCPT and stands; pipelined, the answers of the group in flight are asked again (had a
+/// reply of the group been lost, each later one would be its predecessor's).
+#[tokio::test]
+async fn drop_mid_reply_keeps_the_complete_answers_and_retries_the_rest() {
+    for pipelining in [false, true] {
+        let known = strings(&["a@d.test", "c@d.test"]);
+        let server = Server::start(move |_| {
+            let known = known.clone();
+            Behavior {
+                ehlo: caps(pipelining),
+                ..Behavior::new(Arc::new(move |r: &Rcpt| {
+                    // First connection: the canary and a@ are answered, b@'s reply is cut short.
+                    if r.conn == 0 && r.nth_in_conn == 2 {
+                        Answer::CutAndClose("550 5.1.1 <b@d.te".into())
+                    } else {
+                        Answer::Say(verdict(&known, &r.address))
+                    }
+                }))
+            }
+        })
+        .await;
+        let prober = Prober::new(config(server.port())).unwrap();
+        let got = probe(
+            &prober,
+            &mx(LOCALHOST),
+            &["a@d.test", "b@d.test", "c@d.test"],
+        )
+        .await;
+        let codes: Vec<u16> = got.results.iter().map(code).collect();
+        assert_eq!(codes, [250, 550, 250], "pipelining {pipelining}");
+        assert_eq!(got.catch_all, CatchAll::No);
+
+        let logs = server.logs().await;
+        assert_eq!(logs.len(), 2);
+        let first = rcpts(&logs[0]);
+        assert!(is_canary(&first[0]));
+        let again = rcpts(&logs[1]);
+        if pipelining {
+            assert!(is_canary(&again[0]), "{again:?}");
+            assert_eq!(again[1..], strings(&["a@d.test", "b@d.test", "c@d.test"]));
+        } else {
+            assert_eq!(
+                again,
+                strings(&["b@d.test", "c@d.test"]),
+                "only the unanswered ones again"
+            );
+        }
+        assert_orderly(&logs[1]);
+        let stats = prober.stats();
+        assert_eq!(stats.sessions, 2);
+        assert_eq!(stats.rcpt_commands, all_rcpts(&logs).len() as u64);
+    }
 }
 
 #[tokio::test]
@@ -577,40 +600,55 @@ async fn greeting_421_then_normal() {
 
 #[tokio::test]
 async fn server_closing_421_mid_rcpt() {
-    let known = strings(&["a@d.test", "c@d.test"]);
-    let server = Server::start(move |_| {
-        let known = known.clone();
-        Behavior::new(Arc::new(move |r: &Rcpt| {
-            if r.conn == 0 && r.nth_in_conn == 2 {
-                Answer::SayAndClose("421 4.7.0 mx.d.test Error: too many errors".into())
-            } else {
-                Answer::Say(verdict(&known, &r.address))
+    for pipelining in [false, true] {
+        let known = strings(&["a@d.test", "c@d.test"]);
+        let server = Server::start(move |_| {
+            let known = known.clone();
+            Behavior {
+                ehlo: caps(pipelining),
+                ..Behavior::new(Arc::new(move |r: &Rcpt| {
+                    if r.conn == 0 && r.nth_in_conn == 2 {
+                        Answer::SayAndClose("421 4.7.0 mx.d.test Error: too many errors".into())
+                    } else {
+                        Answer::Say(verdict(&known, &r.address))
+                    }
+                }))
             }
-        }))
-    })
-    .await;
-    let prober = Prober::new(config(server.port())).unwrap();
-    let got = probe(
-        &prober,
-        &mx(LOCALHOST),
-        &["a@d.test", "b@d.test", "c@d.test", "d@d.test"],
-    )
-    .await;
-    let codes: Vec<u16> = got.results.iter().map(code).collect();
-    assert_eq!(codes, [250, 550, 250, 550]);
-    assert_eq!(got.catch_all, CatchAll::No);
-    let logs = server.logs().await;
-    assert_eq!(logs.len(), 2);
-    assert!(
-        !commands(&logs[0]).contains(&"QUIT".to_string()),
-        "no QUIT after 421"
-    );
-    assert_eq!(
-        rcpts(&logs[1]),
-        strings(&["b@d.test", "c@d.test", "d@d.test"]),
-        "the answered ones are kept"
-    );
-    assert_orderly(&logs[1]);
+        })
+        .await;
+        let prober = Prober::new(config(server.port())).unwrap();
+        let got = probe(
+            &prober,
+            &mx(LOCALHOST),
+            &["a@d.test", "b@d.test", "c@d.test", "d@d.test"],
+        )
+        .await;
+        let codes: Vec<u16> = got.results.iter().map(code).collect();
+        assert_eq!(codes, [250, 550, 250, 550], "pipelining {pipelining}");
+        assert_eq!(got.catch_all, CatchAll::No);
+        let logs = server.logs().await;
+        assert_eq!(logs.len(), 2);
+        assert!(
+            !commands(&logs[0]).contains(&"QUIT".to_string()),
+            "no QUIT after 421"
+        );
+        let again = rcpts(&logs[1]);
+        if pipelining {
+            // The 421 cut the pipelined group short: its answers are asked again.
+            assert!(is_canary(&again[0]), "{again:?}");
+            assert_eq!(
+                again[1..],
+                strings(&["a@d.test", "b@d.test", "c@d.test", "d@d.test"])
+            );
+        } else {
+            assert_eq!(
+                again,
+                strings(&["b@d.test", "c@d.test", "d@d.test"]),
+                "the answered ones are kept"
+            );
+        }
+        assert_orderly(&logs[1]);
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1143,4 +1181,128 @@ async fn server_closing_every_session_is_given_up() {
     assert_eq!(stats.hosts_given_up, 1);
     assert_eq!(stats.sessions, 3);
     assert_eq!(stats.rcpt_commands, all_rcpts(&logs).len() as u64);
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue #14: replies out of step with the commands
+// ------------------------------------------------------------------------------------------
+
+/// How a server falls out of step with the commands it is sent.
+#[derive(Clone, Copy, Debug)]
+enum OutOfStep {
+    /// A `550 5.1.1` right behind MAIL's `250`, before any RCPT was sent.
+    EarlyRefusal,
+    /// One extra, stale reply behind every RCPT reply (the opposite answer, so that a shifted
+    /// reply would turn an existing mailbox invalid and a missing one valid).
+    StaleAfterEachRcpt,
+}
+
+fn out_of_step_server(fault: OutOfStep, pipelining: bool, trickle: bool) -> Behavior {
+    let known = strings(&["a@d.test"]);
+    let rcpt: scripted_smtp::RcptFn = match fault {
+        OutOfStep::EarlyRefusal => mailboxes(&["a@d.test"]),
+        OutOfStep::StaleAfterEachRcpt => Arc::new(move |r: &Rcpt| {
+            let real = verdict(&known, &r.address);
+            let stale = if real.starts_with('2') {
+                "550 5.1.1 Mailbox unavailable"
+            } else {
+                "250 2.1.5 Ok"
+            };
+            // `reply` ends the text with CRLF: two replies in one write.
+            Answer::Say(format!("{real}\r\n{stale}"))
+        }),
+    };
+    Behavior {
+        ehlo: caps(pipelining),
+        mail: match fault {
+            OutOfStep::EarlyRefusal => "250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable",
+            OutOfStep::StaleAfterEachRcpt => "250 2.1.0 Ok",
+        },
+        // Byte by byte, a stray reply arrives after the next command was written (it is taken
+        // for that command's reply); in one write it arrives with the reply before it.
+        trickle: trickle.then(|| Duration::from_micros(200)),
+        ..Behavior::new(rcpt)
+    }
+}
+
+/// Every session with such a server is voided: no row rests on a misattributed answer, and
+/// after the retries every row is unknown `protocol-error`. Each session still ends with QUIT.
+#[tokio::test]
+async fn out_of_step_replies_void_the_session() {
+    for fault in [OutOfStep::EarlyRefusal, OutOfStep::StaleAfterEachRcpt] {
+        for pipelining in [true, false] {
+            for trickle in [false, true] {
+                let case = format!("{fault:?}, pipelining {pipelining}, trickle {trickle}");
+                let server =
+                    Server::start(move |_| out_of_step_server(fault, pipelining, trickle)).await;
+                let cfg = ProbeConfig {
+                    command_timeout: Duration::from_secs(3),
+                    banner_timeout: Duration::from_secs(3),
+                    ..config(server.port())
+                };
+                let retries = cfg.retries as usize;
+                let prober = Prober::new(cfg).unwrap();
+                let got = probe(&prober, &mx(LOCALHOST), &["a@d.test", "b@d.test"]).await;
+                for (a, e) in ["a@d.test", "b@d.test"].iter().zip(&got.results) {
+                    let (reason, detail) = decide_mailbox(e);
+                    assert_eq!(reason, Reason::ProtocolError, "{case}: {a}: {detail}");
+                    assert!(
+                        matches!(&e.outcome, SmtpOutcome::ProtocolError(why) if why.contains("out of step")),
+                        "{case}: {a}: {:?}",
+                        e.outcome
+                    );
+                }
+                let logs = server.logs().await;
+                assert_eq!(
+                    logs.len(),
+                    1 + retries,
+                    "{case}: asked again, then given up"
+                );
+                for log in &logs {
+                    let lines = commands(log);
+                    assert!(lines[0].starts_with("EHLO"), "{case}: {lines:?}");
+                    if !trickle {
+                        // (Trickled, the rest of a reply may still be on its way when the
+                        // client closes, and the reset can beat QUIT to the server's log.)
+                        assert_eq!(
+                            lines.last().map(String::as_str),
+                            Some("QUIT"),
+                            "{case}: {lines:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The same addresses at a server that stays in step: the right verdicts, one session.
+#[tokio::test]
+async fn an_in_step_server_still_gets_its_verdicts() {
+    for pipelining in [true, false] {
+        for trickle in [false, true] {
+            let server = Server::start(move |_| Behavior {
+                ehlo: caps(pipelining),
+                trickle: trickle.then(|| Duration::from_micros(200)),
+                ..Behavior::new(mailboxes(&["a@d.test"]))
+            })
+            .await;
+            let cfg = ProbeConfig {
+                command_timeout: Duration::from_secs(3),
+                banner_timeout: Duration::from_secs(3),
+                ..config(server.port())
+            };
+            let prober = Prober::new(cfg).unwrap();
+            let got = probe(&prober, &mx(LOCALHOST), &["a@d.test", "b@d.test"]).await;
+            let reasons: Vec<Reason> = got.results.iter().map(|e| decide_mailbox(e).0).collect();
+            assert_eq!(
+                reasons,
+                [Reason::MailboxAccepted, Reason::MailboxNotFound],
+                "pipelining {pipelining}, trickle {trickle}"
+            );
+            let logs = server.logs().await;
+            assert_eq!(logs.len(), 1);
+            assert_orderly(&logs[0]);
+        }
+    }
 }

@@ -188,3 +188,62 @@ impl fmt::Display for Reply {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever a server sends, the parser returns a reply or an error.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..300)) {
+            if let Ok(reply) = Reply::parse(&String::from_utf8_lossy(&bytes)) {
+                prop_assert!((200..600).contains(&reply.code));
+                let _ = reply.to_string();
+            }
+        }
+
+        /// Text shaped like replies (codes, separators, enhanced codes, odd line ends) reaches
+        /// the paths that plain random bytes rarely do.
+        #[test]
+        fn reply_shaped_text_never_panics(
+            text in "([0-9]{1,4}[- :\t\u{e9}x]?#?([0-9]\\.[0-9]{1,4}\\.[0-9]{1,4}[,:;]?)? ?[ -~\u{e9}]{0,12}(\r\n|\n|\r)?){0,5}"
+        ) {
+            let _ = Reply::parse(&text);
+        }
+
+        /// A well-formed reply, single- or multi-line, with or without an enhanced code (on
+        /// every line or the first only), parses to its parts; its display parses back to it.
+        #[test]
+        fn a_well_formed_reply_round_trips(
+            code in 200u16..600,
+            enhanced in proptest::option::of((prop_oneof![Just(2u8), Just(4), Just(5)], 0u16..1000, 0u16..1000)),
+            every_line in any::<bool>(),
+            lines in vec("[a-zA-Z<][a-zA-Z0-9.<>@]{0,10}( [a-zA-Z][a-zA-Z0-9.,]{0,10}){0,3}", 1..4),
+            line_end in prop_oneof![Just("\r\n"), Just("\n")],
+        ) {
+            let enhanced = enhanced.map(|(c, s, d)| EnhancedCode::new(c, s, d));
+            let mut wire = String::new();
+            for (i, line) in lines.iter().enumerate() {
+                let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                wire.push_str(&format!("{code}{sep}"));
+                if let Some(e) = enhanced.filter(|_| i == 0 || every_line) {
+                    wire.push_str(&format!("{e} "));
+                }
+                wire.push_str(line);
+                wire.push_str(line_end);
+            }
+            let reply = Reply::parse(&wire).unwrap();
+            prop_assert_eq!(&reply, &Reply { code, enhanced, text: lines.join(" ") });
+            prop_assert_eq!(Reply::parse(&reply.to_string()).unwrap(), reply);
+        }
+    }
+}

@@ -408,7 +408,11 @@ impl DomainPlan {
                     last: SmtpOutcome::Replied(closing_reply.clone()),
                     deferral: false,
                 },
-                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded) => after_session_ended(
+                // Voided answers (replies out of step) go round again like unanswered ones:
+                // the session's end says why.
+                RcptOutcome::NotProbed(
+                    NotProbedWhy::SessionEnded | NotProbedWhy::ProtocolError,
+                ) => after_session_ended(
                     ran.interrupted.as_ref(),
                     ran.end.as_ref(),
                     &ran.server,
@@ -1002,6 +1006,33 @@ mod tests {
             report(&mut plan, id, ran(A, vec![probed("250 ok")], None), now);
             assert_eq!(plan.next_step(now), Step::Done);
         }
+    }
+
+    #[test]
+    fn voided_answers_are_asked_again_then_end_a_protocol_error() {
+        let now = Instant::now();
+        let mut plan = plan_known_at_a(2, config(5, 1, 1));
+        let why = "replies out of step with the commands: QUIT was answered with 550";
+        let voided = || RcptOutcome::NotProbed(NotProbedWhy::ProtocolError);
+        // The first session and the one retry: both voided.
+        for _ in 0..2 {
+            let request = open(&mut plan, now).remove(0);
+            assert_eq!(request.recipients.len(), 2, "both asked again at once");
+            let end = Some(SessionEnd::ProtocolError(why.into()));
+            // Not a deferral: the mailboxes said nothing that counts.
+            assert_eq!(
+                report(
+                    &mut plan,
+                    request.id,
+                    ran(A, vec![voided(), voided()], end),
+                    now
+                ),
+                0
+            );
+        }
+        assert_eq!(plan.next_step(now), Step::Done);
+        let last = SmtpOutcome::ProtocolError(format!("mx [{A}]: {why}"));
+        assert_eq!(outcomes(plan), [last.clone(), last]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unrea
 pub use super::plan::{DomainProbe, MxTarget, targets_of};
 use super::reply::{Reply, classify};
 use super::session::{
-    Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, SessionError, TlsPolicy,
+    Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, TlsPolicy,
 };
 use crate::model::Reason;
 pub use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
@@ -797,13 +797,9 @@ impl Prober {
                             });
                         }
                     };
-                    if let Err(e) = session.feed(&buf[..n]) {
-                        // The session recorded the end; anything else it says is moot.
-                        if !matches!(e, SessionError::Command(_)) {
-                            conn.shutdown().await;
-                        }
-                        break Stop::Finished;
-                    }
+                    // On an error the session has recorded its end and voided what it must;
+                    // it may still say QUIT (politeness) before it says Finished.
+                    let _ = session.feed(&buf[..n]);
                     if session.replies_received() != replies {
                         replies = session.replies_received();
                         deadline = Instant::now() + cfg.command_timeout;
@@ -836,6 +832,9 @@ impl Prober {
                 }
             }
         };
+        if !matches!(stop, Stop::Finished) {
+            session.connection_lost();
+        }
         // A session that had finished its work before the server hung up is still finished.
         let stop = match (&stop, session.end()) {
             (Stop::Dropped(_) | Stop::Timeout(_), Some(_)) => Stop::Finished,

@@ -1878,3 +1878,35 @@ mod tests {
         assert!(!mentions_policy_code("version 5.7.12345 or 15.7.1"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Any code, any enhanced code (even one of another class) and any text decode to
+        /// something: the decoder never panics on what a server makes up.
+        #[test]
+        fn any_reply_decodes(
+            code in 200u16..600,
+            enhanced in proptest::option::of((prop_oneof![Just(2u8), Just(4), Just(5)], 0u16..1000, 0u16..1000)),
+            text in "[ -~\u{e9}\u{2028}]{0,80}",
+        ) {
+            let reply = Reply {
+                code,
+                enhanced: enhanced.map(|(c, s, d)| EnhancedCode::new(c, s, d)),
+                text,
+            };
+            let _ = classify(&reply);
+            let _ = ExplainedReply::new(&reply);
+            let _ = explain(&reply.to_string());
+        }
+    }
+}

@@ -115,6 +115,10 @@ pub enum SessionError {
     TooLong,
     #[error("the server sent data the session did not expect: {0}")]
     Unexpected(String),
+    /// A reply that cannot answer the command it would be taken for: none was owed, its code
+    /// is impossible for that command, or it names another recipient.
+    #[error("replies out of step with the commands: {0}")]
+    OutOfStep(String),
 }
 
 /// What the caller should do next.
@@ -141,6 +145,10 @@ pub enum NotProbedWhy {
     ServerClosing,
     /// The session ended for another reason (see [`Session::end`]).
     SessionEnded,
+    /// The session's replies fell out of step with its commands, or the server broke the
+    /// protocol: every answer of the session was voided, since any of them may belong to
+    /// another command. Ask again in a new session.
+    ProtocolError,
 }
 
 /// What happened to one recipient.
@@ -238,8 +246,8 @@ enum State {
         answered: usize,
     },
     Rset,
-    /// QUIT sent; its reply is the check that every earlier reply answered the command we
-    /// took it for.
+    /// QUIT sent; its 221 is the check that every earlier reply answered the command we
+    /// took it for (a reply too many or too few shifts the last RCPT's answer onto QUIT).
     Quit,
     Done,
 }
@@ -270,6 +278,17 @@ pub struct Session {
     rejections: usize,
     /// Complete replies read so far: the driver's per-reply deadline restarts on each.
     replies: usize,
+    /// Replies owed: commands handed to the caller (on the wire) and not answered yet; the
+    /// greeting is owed from the start. A reply when none is owed answers nothing we said.
+    owed: usize,
+    /// Commands in `out`, not on the wire yet.
+    queued: usize,
+    /// Recipients answered in the pipelined group still in flight. Their answers count once
+    /// the group's last reply is in: a group cut short (421, lost connection) may have lost
+    /// a reply, and then every answer after it belongs to the next command.
+    unconfirmed: Vec<usize>,
+    /// Each recipient as `<address>`, lowercased, to spot a reply naming another one.
+    named: Vec<String>,
     inbuf: Vec<u8>,
     lines: Vec<String>,
     out: Vec<u8>,
@@ -302,8 +321,13 @@ impl Session {
                 }
             }
         }
+        let named = recipients
+            .iter()
+            .map(|r| format!("<{}>", r.to_lowercase()))
+            .collect();
         Ok(Session {
             config,
+            named,
             recipients,
             outcomes,
             queue,
@@ -315,6 +339,9 @@ impl Session {
             rcpt_sent: 0,
             rejections: 0,
             replies: 0,
+            owed: 1,
+            queued: 0,
+            unconfirmed: Vec::new(),
             inbuf: Vec::new(),
             lines: Vec::new(),
             out: Vec::new(),
@@ -338,15 +365,32 @@ impl Session {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let end = match &e {
-                    SessionError::Command(c) => SessionEnd::UnsafeCommand(c.clone()),
-                    other => SessionEnd::ProtocolError(other.to_string()),
-                };
+            Err(SessionError::Command(c)) => {
                 self.out.clear();
-                self.finish(end, NotProbedWhy::SessionEnded);
+                self.queued = 0;
+                self.finish(
+                    SessionEnd::UnsafeCommand(c.clone()),
+                    NotProbedWhy::SessionEnded,
+                );
+                Err(SessionError::Command(c))
+            }
+            Err(e) => {
+                self.void(e.to_string());
                 Err(e)
             }
+        }
+    }
+
+    /// The connection ended (closed, broken or timed out) before [`Action::Finished`]. The
+    /// answers of a pipelined group still in flight are dropped: one of its replies may be
+    /// the one that never came, so the others may answer the command before theirs. Answers
+    /// of complete groups stand, and so does everything when only QUIT's reply is missing.
+    pub fn connection_lost(&mut self) {
+        if matches!(self.state, State::Done | State::Quit) {
+            return;
+        }
+        for i in std::mem::take(&mut self.unconfirmed) {
+            self.outcomes[i] = None;
         }
     }
 
@@ -368,6 +412,8 @@ impl Session {
 
     pub fn next_action(&mut self) -> Action {
         if !self.out.is_empty() {
+            // Handed to the caller: from now on these commands are on the wire.
+            self.owed += std::mem::take(&mut self.queued);
             return Action::Write(std::mem::take(&mut self.out));
         }
         match self.state {
@@ -427,13 +473,13 @@ impl Session {
             if line.is_empty() {
                 continue;
             }
-            // Fix: a reply that arrives with the previous one, while the command it would
-            // answer is still unsent in `out`, answers nothing we said. It used to be taken as
-            // that command's reply, shifting every later reply onto the wrong command (a stray
-            // "250" after EHLO passed for MAIL's reply, MAIL's for the first RCPT's …).
-            if !self.out.is_empty() {
-                return Err(SessionError::Unexpected(format!(
-                    "reply {line:?} before the command it would answer was sent"
+            // A reply when none is owed (it came with the previous one, before the next
+            // command was written) answers nothing we said. Taken for the next command's, it
+            // would shift every later reply onto the wrong command (a stray "250" after EHLO
+            // passing for MAIL's reply, an early "550" after MAIL's for the first RCPT's …).
+            if self.owed == 0 {
+                return Err(SessionError::OutOfStep(format!(
+                    "{line:?} arrived when no reply was owed"
                 )));
             }
             let last = !(line.len() >= 4 && line.as_bytes()[3] == b'-');
@@ -445,6 +491,10 @@ impl Session {
                 let lines = std::mem::take(&mut self.lines);
                 let reply = Reply::parse(&lines.join("\n"))?;
                 self.replies += 1;
+                self.owed -= 1;
+                if let Some(why) = self.out_of_step(&reply) {
+                    return Err(SessionError::OutOfStep(why));
+                }
                 self.on_reply(reply, &lines)?;
                 if self.state == State::Done {
                     self.inbuf.clear();
@@ -473,6 +523,9 @@ impl Session {
         let code = reply.code;
         if code == 421 && self.state != State::Greeting {
             // The server is going away: nothing more will be answered, and QUIT is pointless.
+            for i in std::mem::take(&mut self.unconfirmed) {
+                self.outcomes[i] = None;
+            }
             self.finish(
                 SessionEnd::ServerClosing(reply),
                 NotProbedWhy::ServerClosing,
@@ -539,27 +592,89 @@ impl Session {
                 SessionEnd::ProtocolError(format!("RSET refused: {reply}")),
                 NotProbedWhy::SessionEnded,
             )?,
-            State::Quit if code == 221 => {}
-            State::Quit => {
-                // A reply too many earlier (a stray or broken line) shifted every later one
-                // onto the next command, so the last RCPT's answer arrived here. None of this
-                // session's answers can be trusted: the recipients go to a new session.
-                for o in &mut self.outcomes {
-                    if matches!(o, Some(RcptOutcome::Probed(_))) {
-                        *o = Some(RcptOutcome::NotProbed(NotProbedWhy::SessionEnded));
-                    }
-                }
-                self.end = Some(SessionEnd::ProtocolError(format!(
-                    "replies out of step: QUIT was answered with {reply}"
-                )));
-            }
+            // `out_of_step` let only a 221 through.
+            State::Quit => {}
             State::AwaitingTls | State::Done => {
-                return Err(SessionError::Unexpected(format!(
+                return Err(SessionError::OutOfStep(format!(
                     "unsolicited reply {reply}"
                 )));
             }
         }
         Ok(())
+    }
+
+    /// Why `reply` cannot answer the command it would be taken for, if it cannot: its code is
+    /// impossible for that command (220 and 221 answer only the greeting, STARTTLS and QUIT;
+    /// 3xx only DATA and AUTH, never sent), or it names a recipient of this session other
+    /// than the one asked about (MTAs name the address in RCPT refusals; a shifted refusal
+    /// names its own).
+    fn out_of_step(&self, reply: &Reply) -> Option<String> {
+        let code = reply.code;
+        // 2xx other than 220/221, 4xx or 5xx.
+        let ordinary = code / 100 != 3 && code != 220 && code != 221;
+        let (command, fits) = match &self.state {
+            State::Greeting => ("the greeting", code == 220 || code >= 400),
+            State::StartTls => ("STARTTLS", code == 220 || code >= 400),
+            State::Quit => ("QUIT", code == 221),
+            State::Ehlo => ("EHLO", ordinary),
+            State::Helo => ("HELO", ordinary),
+            State::Rset => ("RSET", ordinary),
+            State::Mail { .. } => ("MAIL FROM", ordinary && self.names_other(reply, None)),
+            State::Drain { .. } => ("RCPT", ordinary),
+            State::Rcpt {
+                batch, answered, ..
+            } => (
+                "RCPT",
+                ordinary && self.names_other(reply, Some(batch[*answered])),
+            ),
+            State::AwaitingTls | State::Done => ("no command", false),
+        };
+        (!fits).then(|| format!("{command} was answered with {reply}"))
+    }
+
+    /// True unless the reply names, as `<address>`, a recipient of this session other than
+    /// `own` without naming `own` (or names any recipient when `own` is None: MAIL's reply).
+    /// The sender is not counted: MAIL's reply may name it, and it may be a recipient too.
+    fn names_other(&self, reply: &Reply, own: Option<usize>) -> bool {
+        if !reply.text.contains('<') {
+            return true;
+        }
+        let text = reply.text.to_lowercase();
+        let sender = format!("<{}>", self.config.mail_from.to_lowercase());
+        if own.is_some_and(|i| text.contains(&self.named[i])) {
+            return true;
+        }
+        !self.named.iter().enumerate().any(|(j, name)| {
+            Some(j) != own
+                && own.is_none_or(|i| *name != self.named[i])
+                && *name != sender
+                && text.contains(name.as_str())
+        })
+    }
+
+    /// Every answer of the session is void: any of them may belong to another command. The
+    /// recipients are left to a new session; QUIT is still sent when the connection can take
+    /// it (not between STARTTLS and the handshake), though its answer can rescue nothing.
+    fn void(&mut self, why: String) {
+        for o in &mut self.outcomes {
+            if !matches!(o, Some(RcptOutcome::Unsendable(_))) {
+                *o = Some(RcptOutcome::NotProbed(NotProbedWhy::ProtocolError));
+            }
+        }
+        let quit_on_wire = self.state == State::Quit && self.queued == 0;
+        let usable = self.state != State::AwaitingTls;
+        // Commands not yet written never will be.
+        self.out.clear();
+        self.queued = 0;
+        if usable && !quit_on_wire {
+            self.out.extend_from_slice(b"QUIT\r\n");
+            self.queued = 1;
+        }
+        self.unconfirmed.clear();
+        self.inbuf.clear();
+        self.lines.clear();
+        self.state = State::Done;
+        self.end = Some(SessionEnd::ProtocolError(why));
     }
 
     /// After a successful EHLO or HELO: STARTTLS or the first transaction.
@@ -685,6 +800,11 @@ impl Session {
             self.rejections += 1;
         }
         self.outcomes[batch[answered]] = Some(RcptOutcome::Probed(reply));
+        if self.owed > 0 {
+            self.unconfirmed.push(batch[answered]);
+        } else {
+            self.unconfirmed.clear();
+        }
         answered += 1;
         let capped = self.rejections >= self.config.max_rejections;
         if answered < sent {
@@ -746,6 +866,7 @@ impl Session {
         }
         let utf8 = self.utf8_txn && matches!(verb, Verb::Mail | Verb::Rcpt);
         check_arg(Field::Command, &line, utf8)?;
+        self.queued += 1;
         self.out.extend_from_slice(line.as_bytes());
         self.out.extend_from_slice(b"\r\n");
         Ok(())
@@ -883,9 +1004,11 @@ mod tests {
         s.feed(b"250 2.1.0 Ok\r\n").unwrap();
         assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
         // … and the RCPT's real answer arrives where the 221 should.
-        s.feed(b"550 5.1.1 <a@x.example>: User unknown\r\n")
-            .unwrap();
-        assert_eq!(s.next_action(), Action::Finished);
+        assert!(
+            s.feed(b"550 5.1.1 <a@x.example>: User unknown\r\n")
+                .is_err()
+        );
+        assert_eq!(s.next_action(), Action::Finished, "QUIT is not sent twice");
         assert!(
             matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step")),
             "{:?}",
@@ -893,7 +1016,7 @@ mod tests {
         );
         assert_eq!(
             outcome(&s, 0),
-            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded),
+            RcptOutcome::NotProbed(NotProbedWhy::ProtocolError),
             "no answer of an out-of-step session is kept"
         );
     }
@@ -1074,11 +1197,13 @@ mod tests {
 
     #[test]
     fn server_closing_421_mid_batch() {
+        // Without pipelining each answer is complete before the next RCPT: a's stands.
         let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
         step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 mx\r\n");
         step(&mut s, "250 ok\r\n");
-        let (w, a) = step(&mut s, "250 ok\r\n421 4.7.0 too many errors\r\n");
+        step(&mut s, "250 ok\r\n");
+        let (w, a) = step(&mut s, "421 4.7.0 too many errors\r\n");
         assert_eq!((w, a), (vec![], Action::Finished));
         let Some(SessionEnd::ServerClosing(r)) = s.end() else {
             panic!("{:?}", s.end())
@@ -1086,6 +1211,21 @@ mod tests {
         assert_eq!(r.code, 421);
         assert_eq!(code(&s, 0), 250);
         for i in [1, 2] {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::ServerClosing)
+            );
+        }
+        // Pipelined, the group is cut short: had a reply of it been lost, a's "answer" would
+        // be MAIL's, so it is asked again with the rest.
+        let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 ok\r\n");
+        let (w, a) = step(&mut s, "250 ok\r\n421 4.7.0 too many errors\r\n");
+        assert_eq!((w, a), (vec![], Action::Finished));
+        assert!(matches!(s.end(), Some(SessionEnd::ServerClosing(_))));
+        for i in [0, 1, 2] {
             assert_eq!(
                 outcome(&s, i),
                 RcptOutcome::NotProbed(NotProbedWhy::ServerClosing)
@@ -1145,20 +1285,26 @@ mod tests {
         );
     }
 
+    /// The commands not yet written are dropped and QUIT goes instead; then nothing more.
+    fn quits_and_finishes(s: &mut Session) {
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        assert_eq!(s.next_action(), Action::Finished);
+    }
+
     #[test]
     fn a_reply_before_its_command_was_sent_is_refused() {
         let mut s = session(cfg(), &["a@x.example"]);
         assert!(s.feed(b"220 mx\r\n250 mx\r\n").is_err());
-        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
-        assert_eq!(s.next_action(), Action::Finished);
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step")));
+        quits_and_finishes(&mut s);
         let mut s = session(cfg(), &["a@x.example"]);
         step(&mut s, "220 mx\r\n");
         // A stray "250" after the EHLO reply would pass for the reply to MAIL FROM.
         assert!(s.feed(b"250 mx\r\n250 ok\r\n").is_err());
-        assert_eq!(s.next_action(), Action::Finished);
+        quits_and_finishes(&mut s);
         assert_eq!(
             outcome(&s, 0),
-            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+            RcptOutcome::NotProbed(NotProbedWhy::ProtocolError)
         );
     }
 
@@ -1332,12 +1478,541 @@ mod tests {
             s.feed(b"hello there\r\n"),
             Err(SessionError::Reply(_))
         ));
-        assert_eq!(s.next_action(), Action::Finished);
+        quits_and_finishes(&mut s);
         let mut s = session(cfg(), &["a@x.example"]);
         assert_eq!(
             s.feed(&vec![b'2'; MAX_LINE + 1]),
             Err(SessionError::TooLong)
         );
         assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Issue #14: replies out of step with the commands
+    // ----------------------------------------------------------------------------------
+
+    fn voided(s: &Session) -> bool {
+        matches!(s.end(), Some(SessionEnd::ProtocolError(e)) if e.contains("out of step"))
+            && s.results().iter().all(|r| {
+                matches!(
+                    r.outcome,
+                    RcptOutcome::NotProbed(NotProbedWhy::ProtocolError)
+                )
+            })
+    }
+
+    /// The issue's first server: a `550 5.1.1` right behind MAIL's `250`, before any RCPT.
+    #[test]
+    fn an_early_refusal_after_mail_is_nobody_s_answer() {
+        let rcpts = ["a@x.example", "b@x.example"];
+        // In the same read as MAIL's reply: no reply is owed, the RCPT is never written.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        assert!(
+            s.feed(b"250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n")
+                .is_err()
+        );
+        quits_and_finishes(&mut s);
+        assert!(voided(&s), "{:?}", s.results());
+        // In a read of its own it passes for a@'s answer, and every later reply is one
+        // command late: QUIT is answered with b@'s reply.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 2.1.0 Ok\r\n");
+        step(&mut s, "550 5.1.1 Mailbox unavailable\r\n");
+        s.feed(b"250 2.1.5 Ok\r\n").unwrap();
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        assert!(s.feed(b"550 5.1.1 Mailbox unavailable\r\n").is_err());
+        assert_eq!(s.next_action(), Action::Finished, "QUIT was sent already");
+        assert!(voided(&s), "{:?}", s.results());
+        // Pipelined, the group's count is met one reply early; the last one is left over.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        assert!(
+            s.feed(b"250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n")
+                .is_err()
+        );
+        quits_and_finishes(&mut s);
+        assert!(voided(&s), "{:?}", s.results());
+    }
+
+    /// The issue's second server: a stale reply again after each RCPT reply.
+    #[test]
+    fn a_stale_reply_after_each_rcpt_reply_voids_the_session() {
+        let rcpts = ["a@x.example", "b@x.example"];
+        for split in [false, true] {
+            let mut s = session(cfg(), &rcpts);
+            step(&mut s, "220 mx\r\n");
+            step(&mut s, "250 mx\r\n");
+            step(&mut s, "250 2.1.0 Ok\r\n");
+            let err = if split {
+                // The stale reply comes after RCPT b was written: b takes it, QUIT b's.
+                step(&mut s, "250 2.1.5 Ok\r\n");
+                s.feed(b"250 2.1.5 Ok\r\n").unwrap();
+                assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+                s.feed(b"550 5.1.1 <b@x.example>: User unknown\r\n")
+            } else {
+                s.feed(b"250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n")
+            };
+            assert!(err.is_err(), "split {split}");
+            assert!(voided(&s), "split {split}: {:?}", s.results());
+        }
+    }
+
+    #[test]
+    fn a_code_impossible_for_its_command_voids_the_session() {
+        let rcpts = ["a@x.example"];
+        // (replies before the faulty one, the faulty one)
+        let cases: [(&[&str], &str); 6] = [
+            (&["220 mx\r\n"], "220 mx again\r\n"),
+            (&["220 mx\r\n"], "221 bye\r\n"),
+            (&["220 mx\r\n", "250 mx\r\n"], "354 go ahead\r\n"),
+            (&["220 mx\r\n", "250 mx\r\n", "250 ok\r\n"], "221 bye\r\n"),
+            (&["220 mx\r\n", "250 mx\r\n", "250 ok\r\n"], "220 mx\r\n"),
+            // QUIT answered by anything but 221, a 421 included.
+            (
+                &["220 mx\r\n", "250 mx\r\n", "250 ok\r\n", "250 ok\r\n"],
+                "421 closing\r\n",
+            ),
+        ];
+        for (before, faulty) in cases {
+            let mut s = session(cfg(), &rcpts);
+            for r in before {
+                s.feed(r.as_bytes()).unwrap();
+                while let Action::Write(_) = s.next_action() {}
+            }
+            assert!(s.feed(faulty.as_bytes()).is_err(), "{faulty:?}");
+            assert!(voided(&s), "{faulty:?}: {:?}", s.end());
+        }
+        // The greeting may refuse, RCPT may say 251/252: those are in step.
+        let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "251 will forward\r\n");
+        step(&mut s, "252 cannot verify\r\n");
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!((code(&s, 0), code(&s, 1)), (251, 252));
+    }
+
+    #[test]
+    fn a_reply_naming_another_recipient_voids_the_session() {
+        let rcpts = ["a@x.example", "b@x.example"];
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        // a@'s reply went missing: b@'s refusal arrives where a@'s should.
+        let err = s.feed(b"250 ok\r\n550 5.1.1 <B@x.example>: Recipient address rejected\r\n");
+        assert!(err.is_err());
+        assert!(voided(&s), "{:?}", s.results());
+        // MAIL's reply naming a recipient is an RCPT reply.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        assert!(s.feed(b"550 5.1.1 <a@x.example>: unknown\r\n").is_err());
+        assert!(voided(&s));
+        // Its own address, or the sender's, is in step.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 2.1.0 <check@probe.example>... Sender ok\r\n");
+        step(&mut s, "550 5.1.1 <a@x.example>: User unknown\r\n");
+        step(&mut s, "250 2.1.5 <b@x.example>... Recipient ok\r\n");
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!((code(&s, 0), code(&s, 1)), (550, 250));
+    }
+
+    #[test]
+    fn a_lost_connection_drops_only_the_answers_of_a_group_cut_short() {
+        let rcpts = ["a@x.example", "b@x.example", "c@x.example"];
+        // Pipelined: a@ and b@ answered, c@'s reply never comes. Had MAIL's reply been the
+        // lost one, a@'s answer would be MAIL's and b@'s a@'s.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        step(&mut s, "250 ok\r\n250 ok\r\n550 5.1.1 no\r\n");
+        s.connection_lost();
+        for i in 0..3 {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+            );
+        }
+        // One RCPT at a time: each answer was complete before the next command.
+        let mut s = session(cfg(), &rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250 mx\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "250 ok\r\n");
+        step(&mut s, "550 5.1.1 no\r\n");
+        s.connection_lost();
+        assert_eq!((code(&s, 0), code(&s, 1)), (250, 550));
+        assert_eq!(
+            outcome(&s, 2),
+            RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
+        );
+        // Only QUIT's reply missing: every answer was counted in step.
+        let mut s = session(cfg(), &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        s.feed(b"250 ok\r\n550 5.1.1 no\r\n").unwrap();
+        assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
+        s.connection_lost();
+        assert_eq!(code(&s, 0), 550);
+    }
+
+    #[test]
+    fn no_quit_between_starttls_and_the_handshake() {
+        let config = Config {
+            tls: TlsPolicy::Require,
+            ..cfg()
+        };
+        let mut s = session(config, &["a@x.example"]);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        assert!(s.feed(b"220 go ahead\r\n250 injected\r\n").is_err());
+        assert_eq!(s.next_action(), Action::Finished);
+    }
+
+    /// Property: a server out of step (a reply inserted, dropped, duplicated, delayed past the
+    /// next, a stale copy after each RCPT reply, or the connection cut), its bytes split or
+    /// merged across reads at random, never yields an RCPT answer the in-step dialogue would
+    /// not have given that recipient: either the answers match or the session is void.
+    ///
+    /// One fault per dialogue: a lost reply and a stray one together restore the count, and
+    /// two "250 Ok"s swapped are the same bytes, which no client can tell from an in-step
+    /// dialogue. The refusals name their address (as Postfix's do); a swap of those is caught.
+    mod out_of_step {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Fate {
+            Accept,
+            Reject,
+            Defer,
+        }
+
+        /// An MTA that answers each command line it reads, in order.
+        #[derive(Clone)]
+        struct Script {
+            pipelining: bool,
+            rcpts: Vec<(String, Fate)>,
+        }
+
+        impl Script {
+            fn reply(&self, line: &str) -> String {
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with("EHLO") {
+                    return if self.pipelining {
+                        "250-mx.x.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n".into()
+                    } else {
+                        "250 mx.x.example\r\n".into()
+                    };
+                }
+                if upper.starts_with("HELO") {
+                    return "250 mx.x.example\r\n".into();
+                }
+                if upper.starts_with("MAIL") {
+                    return "250 2.1.0 Ok\r\n".into();
+                }
+                if upper.starts_with("RSET") {
+                    return "250 2.0.0 Ok\r\n".into();
+                }
+                if upper.starts_with("QUIT") {
+                    return "221 2.0.0 Bye\r\n".into();
+                }
+                let address = line
+                    .strip_prefix("RCPT TO:<")
+                    .and_then(|l| l.strip_suffix('>'))
+                    .expect("only RCPT is left");
+                let fate = self.rcpts.iter().find(|(a, _)| a == address).unwrap().1;
+                match fate {
+                    Fate::Accept => "250 2.1.5 Ok\r\n".into(),
+                    Fate::Reject => format!(
+                        "550-5.1.1 <{address}>: Recipient address rejected:\r\n550 5.1.1 User unknown\r\n"
+                    ),
+                    Fate::Defer => {
+                        format!("450 4.2.0 <{address}>: Recipient address rejected: Greylisted\r\n")
+                    }
+                }
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Fault {
+            None,
+            /// This reply right before the script's reply number `at` (the greeting is 0).
+            Insert {
+                at: usize,
+                reply: String,
+            },
+            Drop {
+                at: usize,
+            },
+            Duplicate {
+                at: usize,
+            },
+            /// Reply `at` comes after reply `at + 1`.
+            Delay {
+                at: usize,
+            },
+            /// Every RCPT reply comes twice.
+            StaleAfterEachRcpt,
+            /// The connection ends before reply `at`.
+            Cut {
+                at: usize,
+            },
+        }
+
+        /// How much one read takes from what the server has sent.
+        #[derive(Debug, Clone, Copy)]
+        enum Read {
+            Bytes(usize),
+            Replies(usize),
+        }
+
+        /// The scripted MTA with its fault: what it has sent and not yet been read, reply by
+        /// reply (a read may end inside one).
+        struct Server<'a> {
+            script: &'a Script,
+            fault: &'a Fault,
+            produced: usize,
+            sent: VecDeque<Vec<u8>>,
+            held: Option<String>,
+            cut: bool,
+            line: Vec<u8>,
+        }
+
+        impl Server<'_> {
+            fn answer(&mut self, reply: String, rcpt: bool) {
+                let k = self.produced;
+                self.produced += 1;
+                match self.fault {
+                    Fault::Cut { at } if *at == k => self.cut = true,
+                    Fault::Insert { at, reply: x } if *at == k => {
+                        self.send(x.clone());
+                        self.send(reply);
+                    }
+                    Fault::Drop { at } if *at == k => {}
+                    Fault::Duplicate { at } if *at == k => {
+                        self.send(reply.clone());
+                        self.send(reply);
+                    }
+                    Fault::StaleAfterEachRcpt if rcpt => {
+                        self.send(reply.clone());
+                        self.send(reply);
+                    }
+                    Fault::Delay { at } if *at == k => self.held = Some(reply),
+                    Fault::Delay { at } if *at + 1 == k => {
+                        self.send(reply);
+                        if let Some(held) = self.held.take() {
+                            self.send(held);
+                        }
+                    }
+                    _ => self.send(reply),
+                }
+            }
+
+            fn send(&mut self, reply: String) {
+                if !self.cut {
+                    self.sent.push_back(reply.into_bytes());
+                }
+            }
+
+            fn receive(&mut self, bytes: &[u8]) {
+                for &b in bytes {
+                    self.line.push(b);
+                    if b == b'\n' {
+                        let line = String::from_utf8(std::mem::take(&mut self.line)).unwrap();
+                        let line = line.trim_end();
+                        let rcpt = line.starts_with("RCPT");
+                        let reply = self.script.reply(line);
+                        self.answer(reply, rcpt);
+                    }
+                }
+            }
+
+            fn read(&mut self, read: Read) -> Vec<u8> {
+                let mut chunk = Vec::new();
+                match read {
+                    Read::Bytes(n) => {
+                        while chunk.len() < n {
+                            let Some(front) = self.sent.front_mut() else {
+                                break;
+                            };
+                            let want = n - chunk.len();
+                            if front.len() <= want {
+                                chunk.extend(self.sent.pop_front().unwrap());
+                            } else {
+                                chunk.extend(front.drain(..want));
+                            }
+                        }
+                    }
+                    Read::Replies(n) => {
+                        for reply in self.sent.drain(..n.min(self.sent.len())) {
+                            chunk.extend(reply);
+                        }
+                    }
+                }
+                chunk
+            }
+        }
+
+        /// One dialogue, driven as the prober does: write all there is, then read.
+        fn dialogue(
+            config: &Config,
+            script: &Script,
+            fault: &Fault,
+            reads: &[Read],
+        ) -> (Vec<RcptOutcome>, Option<SessionEnd>) {
+            let rcpts = script.rcpts.iter().map(|(a, _)| a.clone()).collect();
+            let mut s = Session::new(config.clone(), rcpts).unwrap();
+            let mut server = Server {
+                script,
+                fault,
+                produced: 0,
+                sent: VecDeque::new(),
+                held: None,
+                cut: false,
+                line: Vec::new(),
+            };
+            server.answer("220 mx.x.example ESMTP\r\n".into(), false);
+            for n in 0.. {
+                assert!(n < 10_000, "the dialogue ends");
+                loop {
+                    match s.next_action() {
+                        Action::Write(bytes) => {
+                            let text = String::from_utf8(bytes.clone()).unwrap();
+                            assert!(!text.to_ascii_uppercase().contains("DATA"), "{text}");
+                            server.receive(&bytes);
+                        }
+                        Action::ReadMore => break,
+                        Action::Finished => {
+                            let outcomes = s.results().into_iter().map(|r| r.outcome).collect();
+                            return (outcomes, s.end().cloned());
+                        }
+                        Action::StartTls => panic!("TLS is off"),
+                    }
+                }
+                if server.sent.is_empty() {
+                    // Closed, or silent until the deadline.
+                    s.connection_lost();
+                    let outcomes = s.results().into_iter().map(|r| r.outcome).collect();
+                    return (outcomes, s.end().cloned());
+                }
+                let chunk = server.read(reads[n % reads.len()]);
+                let _ = s.feed(&chunk);
+            }
+            unreachable!()
+        }
+
+        fn fate() -> impl Strategy<Value = Fate> {
+            prop_oneof![Just(Fate::Accept), Just(Fate::Reject), Just(Fate::Defer)]
+        }
+
+        fn fault(rcpts: usize) -> impl Strategy<Value = Fault> {
+            let at = 0usize..24;
+            let stray = prop_oneof![
+                Just("250 2.1.5 Ok\r\n".to_string()),
+                Just("550 5.1.1 Mailbox unavailable\r\n".to_string()),
+                Just("450 4.7.1 Try again later\r\n".to_string()),
+                Just("221 2.0.0 Bye\r\n".to_string()),
+                Just("220 mx.x.example ESMTP\r\n".to_string()),
+                Just("354 go ahead\r\n".to_string()),
+                Just("421 4.7.0 closing\r\n".to_string()),
+                (0..rcpts).prop_map(|i| format!("550 5.1.1 <r{i}@x.example>: User unknown\r\n")),
+            ];
+            prop_oneof![
+                1 => Just(Fault::None),
+                3 => (at.clone(), stray).prop_map(|(at, reply)| Fault::Insert { at, reply }),
+                3 => at.clone().prop_map(|at| Fault::Drop { at }),
+                2 => at.clone().prop_map(|at| Fault::Duplicate { at }),
+                2 => at.clone().prop_map(|at| Fault::Delay { at }),
+                1 => Just(Fault::StaleAfterEachRcpt),
+                1 => at.prop_map(|at| Fault::Cut { at }),
+            ]
+        }
+
+        fn read() -> impl Strategy<Value = Read> {
+            prop_oneof![
+                (1usize..40).prop_map(Read::Bytes),
+                (1usize..4).prop_map(Read::Replies),
+            ]
+        }
+
+        fn case() -> impl Strategy<Value = (Config, Script, Fault, Vec<Read>)> {
+            (vec(fate(), 1..=5), any::<bool>(), 1usize..=4, 1usize..=4).prop_flat_map(
+                |(fates, pipelining, batch_size, max_rejections)| {
+                    let n = fates.len();
+                    let config = Config {
+                        batch_size,
+                        max_rejections,
+                        ..cfg()
+                    };
+                    let script = Script {
+                        pipelining,
+                        rcpts: fates
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, f)| (format!("r{i}@x.example"), f))
+                            .collect(),
+                    };
+                    (Just(config), Just(script), fault(n), vec(read(), 1..8))
+                },
+            )
+        }
+
+        impl fmt::Debug for Script {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "pipelining {} {:?}", self.pipelining, self.rcpts)
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn no_fault_yields_an_answer_the_in_step_dialogue_would_not(
+                (config, script, fault, reads) in case()
+            ) {
+                let (in_step, in_step_end) =
+                    dialogue(&config, &script, &Fault::None, &[Read::Replies(1)]);
+                prop_assert!(
+                    matches!(in_step_end, Some(SessionEnd::Completed | SessionEnd::TooManyRejections)),
+                    "{:?}", in_step_end
+                );
+                let (got, end) = dialogue(&config, &script, &fault, &reads);
+                if matches!(fault, Fault::None) {
+                    // Only the reads differ: the same dialogue.
+                    prop_assert_eq!(&got, &in_step);
+                    prop_assert_eq!(&end, &in_step_end);
+                }
+                // What an answer says about the mailbox: its class and decoded reason (MAIL's
+                // "250 2.1.0 Ok" taken for an RCPT's "250 2.1.5 Ok" says the same).
+                let meaning = |r: &Reply| (r.code / 100, super::super::super::reply::classify(r).reason);
+                for (i, (got, want)) in got.iter().zip(&in_step).enumerate() {
+                    if let RcptOutcome::Probed(reply) = got {
+                        prop_assert_eq!(
+                            Some(meaning(reply)),
+                            match want {
+                                RcptOutcome::Probed(r) => Some(meaning(r)),
+                                _ => None,
+                            },
+                            "recipient {} got {} (end {:?})", i, reply, end
+                        );
+                    }
+                }
+            }
+        }
     }
 }
