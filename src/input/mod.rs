@@ -366,6 +366,9 @@ pub struct InputReader {
     width: usize,
     /// Rows read during detection, handed out first.
     pending: Option<Chunk>,
+    /// Bytes and fields of the last full chunk: the next one is allocated to fit, not to a
+    /// guess sized for wide rows (a few dozen chunks are in flight at once).
+    last_full: Option<(usize, usize)>,
     /// Size of the input when known, for progress.
     pub total_bytes: Option<u64>,
 }
@@ -413,6 +416,7 @@ impl InputReader {
             scratch: Vec::new(),
             width: 0,
             pending: None,
+            last_full: None,
             total_bytes,
         };
 
@@ -507,13 +511,21 @@ impl InputReader {
         {
             return Ok(Some(p));
         }
+        let (data, fields) = self
+            .last_full
+            .map_or((max_rows * 64, max_rows * 6), |(d, f)| {
+                (d + d / 8, f + f / 8)
+            });
         let mut chunk = Chunk {
-            data: Vec::with_capacity(max_rows * 64),
-            bounds: Vec::with_capacity(max_rows * 6),
+            data: Vec::with_capacity(data),
+            bounds: Vec::with_capacity(fields),
             rows: Vec::with_capacity(max_rows),
             input_end: 0,
         };
         self.read_into(&mut chunk, max_rows)?;
+        if chunk.len() == max_rows {
+            self.last_full = Some((chunk.data.len(), chunk.bounds.len()));
+        }
         Ok((!chunk.is_empty()).then_some(chunk))
     }
 

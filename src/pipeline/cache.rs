@@ -220,9 +220,11 @@ impl StoredDomainMemo {
     }
 }
 
-/// Bounds [`StoredDomainMemo::by_analysis`]: the check threads renew their analyses now and
-/// then.
-const MAX_ANALYSES_REMEMBERED: usize = 1 << 20;
+/// Bounds [`StoredDomainMemo::by_analysis`] and [`StoredDomainMemo::domains`], so the memo's
+/// memory does not grow with the list's domains (each entry also keeps a domain analysis
+/// alive): past it they start over, and a domain seen again is read from the store again.
+/// Lists are mostly grouped or skewed by domain, so the entries in use stay.
+const MAX_DOMAINS_REMEMBERED: usize = 1 << 16;
 
 /// Store stage: looks up chunks until the input ends or a later stage stops; the rows passed
 /// and those answered here. A store that fails stops the run with its error.
@@ -317,11 +319,14 @@ fn domain_state<'a>(
         (None, None) => {
             let stored = store.lookup_domain(name)?;
             let state = DomainState::of(stored, policy, memo.run_started);
+            if memo.domains.len() >= MAX_DOMAINS_REMEMBERED {
+                memo.domains.clear();
+            }
             memo.domains.insert(name.to_owned(), state.clone());
             state
         }
     };
-    if memo.by_analysis.len() >= MAX_ANALYSES_REMEMBERED {
+    if memo.by_analysis.len() >= MAX_DOMAINS_REMEMBERED {
         memo.by_analysis.clear();
     }
     let entry = memo

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -18,6 +19,10 @@ use super::{Checked, Failed, StageResult, StageStats};
 /// Chunks whose domains are being resolved at once: enough look-ahead to keep the resolver busy
 /// across chunk boundaries, few enough to bound memory.
 const DNS_CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Lookups one chunk has started at once: with [`DNS_CHUNKS_IN_FLIGHT`] chunks, well above
+/// the resolver's default limit of queries in flight (512), so the limit stays the resolver's.
+const LOOKUPS_PER_CHUNK: usize = 256;
 
 /// The runtime and resolver the DNS and SMTP stages run on.
 pub(super) struct DnsStage {
@@ -116,12 +121,22 @@ async fn resolve_chunk(mut checked: Checked, resolver: Arc<DnsResolver>) -> Chec
         domains.sort_unstable();
         domains.dedup();
     }
-    let answers = futures::future::join_all(domains.iter().map(|d| resolver.domain(d))).await;
-    let by_domain: HashMap<String, Arc<DomainEvidence>> = domains
-        .into_iter()
-        .map(str::to_owned)
-        .zip(answers)
-        .collect(); // per-row mode: later answers for a domain replace earlier ones, as good
+    // A lookup's future is over a kilobyte, so a chunk's thousands of domains are not all
+    // started at once (that cost 185 MB at 16 chunks in flight); the resolver's own limit
+    // bounds the queries on the wire.
+    // (Owned names: a future borrowing the chunk's rows would not be 'static for spawn.)
+    let by_domain: HashMap<String, Arc<DomainEvidence>> =
+        futures::stream::iter(domains.into_iter().map(str::to_owned))
+            .map(|domain| {
+                let resolver = Arc::clone(&resolver);
+                async move {
+                    let answer = resolver.domain(&domain).await;
+                    (domain, answer)
+                }
+            })
+            .buffer_unordered(LOOKUPS_PER_CHUNK)
+            .collect()
+            .await; // per-row mode: any answer for a domain is as good as another
     for row in &mut checked.rows {
         if let Evidence::Syntax(Ok(_)) = &row.evidence {
             let Evidence::Syntax(Ok(address)) = std::mem::replace(

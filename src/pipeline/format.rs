@@ -163,9 +163,10 @@ impl RowFormat {
 /// Domain analyses by address, each holding its analysis (see [`DomainsSent`]).
 type AnalysesSent = HashMap<usize, Arc<DomainFacts>, ahash::RandomState>;
 
-/// Bounds one worker's [`AnalysesSent`]: past it, domains are sent again (harmless, the list
-/// writer keeps the first).
-const MAX_DOMAINS_SENT: usize = 1 << 20;
+/// Bounds one worker's [`AnalysesSent`] (each entry keeps a domain analysis alive, so memory
+/// would otherwise grow with the list's domains): past it, domains are sent again (harmless,
+/// the list writer keeps the first).
+const MAX_DOMAINS_SENT: usize = 1 << 16;
 
 /// Per run: the domain analyses whose dns-level verdict each worker of the run's pool sent to
 /// the store, by address (each entry holds its analysis, so the address cannot be reused for

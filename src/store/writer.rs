@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Store, StoreError};
 use crate::model::smtp::CatchAll;
 use crate::model::{Level, Reason};
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 /// One address's decided verdict.
 #[derive(Debug, Clone)]
@@ -94,6 +94,9 @@ pub enum Write {
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
 /// Verdicts merged into one transaction at most (bounds the time a commit holds the lock).
 const MAX_ROWS_PER_COMMIT: usize = 200_000;
+/// Messages (a chunk's verdicts, a domain's probe) queued for the writer at most: a store
+/// slower than the run holds the run back instead of letting the queue grow with the list.
+const QUEUED_WRITES: usize = 16;
 
 impl Write {
     fn rows(&self) -> usize {
@@ -128,7 +131,7 @@ impl StoreWriter {
         run_started: i64,
         suppress_invalid: bool,
     ) -> Result<StoreWriter, StoreError> {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = bounded(QUEUED_WRITES);
         let thread = std::thread::Builder::new()
             .name("prebounce-write-store".into())
             .spawn(move || write_loop(store, rx, run_started, suppress_invalid))

@@ -95,10 +95,10 @@ impl SqliteStore {
             .map_err(err)?;
         // A million-row list touches pages all over the address table: a 64 MB page cache and
         // a memory map keep lookups and inserts off the read/write system calls.
-        conn.pragma_update(None, "cache_size", -65_536)
+        conn.pragma_update(None, "cache_size", -16_384)
             .map_err(err)?;
         let _: i64 = conn
-            .query_row("PRAGMA mmap_size = 1073741824", [], |r| r.get(0))
+            .query_row("PRAGMA mmap_size = 0", [], |r| r.get(0))
             .map_err(err)?;
         match schema::migrate(&mut conn).map_err(err)? {
             schema::Migrated::Current => {}
