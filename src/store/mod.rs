@@ -93,6 +93,21 @@ pub enum StoreError {
         path.display()
     )]
     Link { path: PathBuf },
+    #[error(
+        "the store {} is a folder; pass a file in it with --store (e.g. --store {}), or --no-store",
+        path.display(), path.join("store.sqlite3").display()
+    )]
+    IsFolder { path: PathBuf },
+    #[error(
+        "{} is not a prebounce store (another program's database, left as it is); pass another --store or --no-store",
+        path.display()
+    )]
+    NotAStore { path: PathBuf },
+    #[error(
+        "the store {} is read-only here and this command writes to it; make it (and its folder) writable, or pass a writable --store or --no-store",
+        path.display()
+    )]
+    ReadOnly { path: PathBuf },
 }
 
 impl StoreError {
@@ -105,7 +120,10 @@ impl StoreError {
             | StoreError::Locked { .. }
             | StoreError::Newer { .. }
             | StoreError::Entry(_)
-            | StoreError::Link { .. } => 2,
+            | StoreError::Link { .. }
+            | StoreError::IsFolder { .. }
+            | StoreError::NotAStore { .. }
+            | StoreError::ReadOnly { .. } => 2,
         }
     }
 }
@@ -280,6 +298,18 @@ impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
     pub fn open(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
         sqlite::SqliteStore::open(path, access).map(Store::Sqlite)
+    }
+
+    /// Open for a command that only reads (`suppress list`, `suppress export`): as
+    /// [`Store::open`] when the store can be written, else read-only, as it is (not migrated),
+    /// so a store shared read-only still answers.
+    pub fn open_to_read(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
+        match sqlite::SqliteStore::open(path, access) {
+            Err(StoreError::ReadOnly { .. }) => {
+                sqlite::SqliteStore::open_read_only(path, access).map(Store::Sqlite)
+            }
+            other => other.map(Store::Sqlite),
+        }
     }
 
     pub fn path(&self) -> &Path {

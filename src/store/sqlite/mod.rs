@@ -33,6 +33,10 @@ fn store_error(path: &Path, waited: Duration, e: rusqlite::Error) -> StoreError 
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Locked { path, waited }
         }
+        // A write refused by the file system: the file, or its folder (where the WAL and its
+        // index are created), is not writable by this user.
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path },
+        Some(ErrorCode::CannotOpen) if !writable(&path) => StoreError::ReadOnly { path },
         _ => StoreError::Other {
             path,
             source: Box::new(e),
@@ -76,15 +80,21 @@ impl SqliteStore {
             })?;
         }
         let err = |e| store_error(path, access.busy_timeout, e);
-        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(StoreError::Link {
-                path: path.to_owned(),
-            });
-        }
+        refuse_non_files(path)?;
         // NOFOLLOW as well: a link planted between that look and the open is refused too.
         let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(access.busy_timeout).map_err(err)?;
+        // Before anything is written (the switch to WAL below rewrites the file's header):
+        // another program's database is left as it is.
+        recognise(&conn, path).map_err(err)??;
+        // SQLite opens a file it may not write read-only without a word: say so before the
+        // first write fails with a less helpful message.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+            return Err(StoreError::ReadOnly {
+                path: path.to_owned(),
+            });
+        }
         // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
         // syncs at checkpoints only: a committed verdict survives the process being killed,
         // which is what resume needs; a power cut may lose the last ones (verified again).
@@ -117,9 +127,123 @@ impl SqliteStore {
         })
     }
 
+    /// Open a store this user may not write, for reading only: as it is (not migrated; every
+    /// schema since version 1 has the suppression list), with no WAL switch.
+    pub fn open_read_only(path: &Path, access: StoreAccess) -> Result<SqliteStore, StoreError> {
+        let err = |e| store_error(path, access.busy_timeout, e);
+        refuse_non_files(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let opened = Connection::open_with_flags(path, flags)
+            .and_then(|conn| recognise(&conn, path).map(|r| (conn, r)));
+        let (conn, recognised) = match opened {
+            // A WAL store in a folder this user may not write, closed cleanly (no WAL index
+            // left): SQLite cannot share its index, so it reads the file as immutable. A writer
+            // of another user could change it meanwhile; a listing may then miss its last entries
+            // — a read-only user cannot take the lock that would prevent that anyway.
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+                ) =>
+            {
+                let uri = immutable_uri(path);
+                let conn = Connection::open_with_flags(&uri, flags).map_err(err)?;
+                let recognised = recognise(&conn, path).map_err(err)?;
+                (conn, recognised)
+            }
+            other => other.map_err(err)?,
+        };
+        recognised?;
+        conn.busy_timeout(access.busy_timeout).map_err(err)?;
+        let found: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            busy_timeout: access.busy_timeout,
+            clock: access.clock,
+        })
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
         store_error(&self.path, self.busy_timeout, e)
     }
+}
+
+/// A link or a folder given as the store, refused before SQLite opens it (its message for a
+/// folder is "unable to open database file").
+fn refuse_non_files(path: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Link {
+            path: path.to_owned(),
+        }),
+        Ok(m) if m.is_dir() => Err(StoreError::IsFolder {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether this process may write the store's file (if it exists) and its folder (where SQLite
+/// creates the WAL and its index). Asked of the kernel (access(2) with the effective ids):
+/// permission bits say nothing of root, capabilities or a read-only mount.
+fn writable(path: &Path) -> bool {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    let may_write = |p: &Path| accessat(CWD, p, Access::WRITE_OK, AtFlags::EACCESS).is_ok();
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    (!path.exists() || may_write(path)) && may_write(folder)
+}
+
+/// `file:` URI of `path`, read as immutable.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(*b as char),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Whether the opened file is a prebounce store (or empty: a new one): not another program's
+/// database. Outer error: the file cannot be read (damaged, locked); inner: it is not ours.
+/// A store of this or an older schema has its version and the tables every schema has; one
+/// with a higher version is left to the migration's "newer prebounce" message.
+fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<(), StoreError>> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let (objects, ours): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE type = 'table' AND name IN ('addresses', 'suppressions'))
+         FROM sqlite_schema",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let is_ours = match version {
+        0 => objects == 0,
+        v if v <= SCHEMA_VERSION => ours == 2,
+        _ => true,
+    };
+    Ok(if is_ours {
+        Ok(())
+    } else {
+        Err(StoreError::NotAStore {
+            path: path.to_owned(),
+        })
+    })
 }
 
 impl Backend for SqliteStore {
