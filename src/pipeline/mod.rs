@@ -128,7 +128,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let bar = write::progress_bar(config.progress, reader.total_bytes);
     let lookup = store.as_mut().and_then(|s| s.lookup.take());
     let store_tx = store.as_ref().and_then(RunStore::sender);
-    let run_started = store.as_ref().map(|s| s.run.started_at);
+    let run = store.as_ref().map(|s| s.run.id);
     let wiring = Wiring {
         config,
         pool: &pool,
@@ -142,7 +142,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             config,
             &dialect,
             group_column.is_some(),
-            run_started,
+            run,
             pool.current_num_threads(),
         ),
         dns: dns.as_ref(),

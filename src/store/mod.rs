@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
-pub use crate::model::stored::{Previous, Prior, StoredDomain, Suppression};
+pub use crate::model::stored::{DecidedUnder, Previous, Prior, StoredDomain, Suppression};
 pub use crate::model::time::date_of;
 
 use crate::syntax::{self, Address, SyntaxOptions};
@@ -212,6 +212,15 @@ pub struct RunStart {
     pub resumed: bool,
 }
 
+/// What a run stamps on each verdict it writes: its id ("this run's verdicts", for a resumed
+/// run and changes.csv) and the options the verdicts were decided under (their sender is
+/// written with the smtp-level ones only).
+#[derive(Debug, Clone)]
+pub struct RunStamp {
+    pub run: i64,
+    pub under: DecidedUnder,
+}
+
 /// What a store backend does for the stages; [`Store`] dispatches to the backend that
 /// [`Store::open`] opened. A backend connection is used by one thread; each stage that
 /// needs the store opens its own.
@@ -268,14 +277,14 @@ pub trait Backend: Send + Sized {
     /// The whole suppression list, by entry.
     fn suppressions(&self) -> Result<Vec<Suppression>, StoreError>;
 
-    /// Commit a batch of the writer's messages in one transaction (see [`StoreWriter`]);
-    /// returns the number of address verdicts written. A verdict written before `run_started`
-    /// becomes the previous one of the address it replaces; with `suppress_invalid`, addresses
-    /// invalid for a permanent reason join the suppression list.
+    /// Commit a batch of the writer's messages in one transaction (see [`StoreWriter`]), each
+    /// verdict stamped with `stamp`; returns the number of address verdicts written. A verdict
+    /// another run wrote becomes the previous one of the address it replaces; with
+    /// `suppress_invalid`, addresses invalid for a permanent reason join the suppression list.
     fn commit(
         &mut self,
         batch: &[Write],
-        run_started: i64,
+        stamp: &RunStamp,
         suppress_invalid: bool,
     ) -> Result<u64, StoreError>;
 }
@@ -397,10 +406,10 @@ impl Store {
     fn commit(
         &mut self,
         batch: &[Write],
-        run_started: i64,
+        stamp: &RunStamp,
         suppress_invalid: bool,
     ) -> Result<u64, StoreError> {
-        on_backend!(self, b => b.commit(batch, run_started, suppress_invalid))
+        on_backend!(self, b => b.commit(batch, stamp, suppress_invalid))
     }
 }
 

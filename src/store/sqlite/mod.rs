@@ -13,7 +13,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Backend, Previous, Prior, RunStart, StoreAccess, StoreError, StoredDomain, Suppression, Write,
+    Backend, DecidedUnder, Previous, Prior, RunStamp, RunStart, StoreAccess, StoreError,
+    StoredDomain, Suppression, Write,
 };
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
@@ -263,8 +264,10 @@ impl Backend for SqliteStore {
                      AND d.verified_at <= a.verified_at THEN d.detail ELSE a.detail END,
                    CASE WHEN a.level = 1 AND a.mx IS NULL AND d.reason = a.reason
                      AND d.verified_at <= a.verified_at THEN d.mx ELSE a.mx END,
-                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at
+                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at,
+                   a.options, a.sender, a.run
                  FROM addresses a LEFT JOIN domain_verdicts d ON d.domain = ?2
+                   AND d.options = a.options
                  WHERE a.key = ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -280,15 +283,24 @@ impl Backend for SqliteStore {
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
                 ))
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((reason, detail, mx, level, verified_at, ps, pr, pv)) = row else {
+        let Some((reason, detail, mx, level, verified_at, ps, pr, pv, options, sender, run)) = row
+        else {
             return Ok(None);
         };
-        // A reason or level this build does not know (a newer prebounce wrote it): a miss.
-        let (Some(reason), Some(level)) = (Reason::from_code(&reason), level_of(level)) else {
+        // A reason, level or option this build does not know (a newer prebounce wrote it): a
+        // miss.
+        let (Some(reason), Some(level), Some(under)) = (
+            Reason::from_code(&reason),
+            level_of(level),
+            DecidedUnder::from_codes(&options, sender),
+        ) else {
             return Ok(None);
         };
         let previous = match (
@@ -303,14 +315,9 @@ impl Backend for SqliteStore {
             }),
             _ => None,
         };
-        Ok(Some(Prior::new(
-            reason,
-            detail,
-            mx,
-            level,
-            verified_at,
-            previous,
-        )))
+        Ok(Some(
+            Prior::new(reason, detail, mx, level, verified_at, previous).decided(under, run),
+        ))
     }
 
     /// What the store knows of a domain (ASCII) at level dns: its verdict, which answers each of
@@ -319,13 +326,13 @@ impl Backend for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at
+                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at, d.options, d.run
                  FROM (SELECT ?1 AS domain) q
                  LEFT JOIN domain_verdicts d ON d.domain = q.domain
                  LEFT JOIN smtp_domains s ON s.domain = q.domain",
             )
             .map_err(|e| self.err(e))?;
-        let (reason, detail, mx, verified_at, smtp_at) = stmt
+        let (reason, detail, mx, verified_at, smtp_at, options, run) = stmt
             .query_row([domain], |r| {
                 Ok((
                     r.get::<_, Option<String>>(0)?,
@@ -333,11 +340,20 @@ impl Backend for SqliteStore {
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let verdict = match (reason, verified_at) {
-            (Some(reason), Some(at)) => domain_prior(&reason, detail.unwrap_or_default(), mx, at),
+            (Some(reason), Some(at)) => domain_prior(
+                &reason,
+                detail.unwrap_or_default(),
+                mx,
+                at,
+                &options.unwrap_or_default(),
+                run,
+            ),
             _ => None,
         };
         Ok(StoredDomain { verdict, smtp_at })
@@ -365,16 +381,21 @@ impl Backend for SqliteStore {
         let mut out: HashMap<String, StoredDomain> = HashMap::with_capacity(count as usize);
         let mut stmt = self
             .conn
-            .prepare("SELECT domain, reason, detail, mx, verified_at FROM domain_verdicts")
+            .prepare(
+                "SELECT domain, reason, detail, mx, verified_at, options, run FROM domain_verdicts",
+            )
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let reason: String = r.get(1).map_err(err)?;
+            let options: String = r.get(5).map_err(err)?;
             let prior = domain_prior(
                 &reason,
                 r.get(2).map_err(err)?,
                 r.get(3).map_err(err)?,
                 r.get(4).map_err(err)?,
+                &options,
+                r.get(6).map_err(err)?,
             );
             if prior.is_some() {
                 out.entry(r.get(0).map_err(err)?).or_default().verdict = prior;
@@ -556,10 +577,10 @@ impl Backend for SqliteStore {
     fn commit(
         &mut self,
         batch: &[Write],
-        run_started: i64,
+        stamp: &RunStamp,
         suppress_invalid: bool,
     ) -> Result<u64, StoreError> {
-        writer::commit(self, batch, run_started, suppress_invalid)
+        writer::commit(self, batch, stamp, suppress_invalid)
     }
 }
 
@@ -584,10 +605,19 @@ fn status_of(s: &str) -> Option<Status> {
     Status::ALL.into_iter().find(|x| x.as_str() == s)
 }
 
-/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason this build does not
-/// know: a newer prebounce wrote it).
-fn domain_prior(reason: &str, detail: String, mx: Option<String>, at: i64) -> Option<Prior> {
-    Reason::from_code(reason).map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None))
+/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason or options this build
+/// does not know: a newer prebounce wrote it).
+fn domain_prior(
+    reason: &str,
+    detail: String,
+    mx: Option<String>,
+    at: i64,
+    options: &str,
+    run: Option<i64>,
+) -> Option<Prior> {
+    let under = DecidedUnder::from_codes(options, None)?;
+    Reason::from_code(reason)
+        .map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None).decided(under, run))
 }
 
 #[cfg(test)]
