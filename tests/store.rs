@@ -924,3 +924,20 @@ fn a_read_only_store_is_read_and_a_write_is_refused_clearly() {
     assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
     std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Issue #14, item 4: `--fresh` in the same second as a previous run does not take that run's
+/// verdicts for its own (this run's verdicts are told by run, not by time stamp).
+#[test]
+fn fresh_in_the_same_second_as_a_previous_run_verifies_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let emails: Vec<String> = (0..6).map(|i| format!("u{i}@d{}.test", i % 3)).collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let t = now();
+    let first = verify_dns(&list, &store, &dir.path().join("a"), &[], Some(t));
+    assert_eq!(first["store"]["cached_rows"], 0);
+    // Another output folder: another command, so not a resumption of the first run.
+    let fresh = verify_dns(&list, &store, &dir.path().join("b"), &["--fresh"], Some(t));
+    assert_eq!(fresh["store"]["cached_rows"], 0, "{fresh}");
+    assert!(fresh["dns"]["queries"].as_u64().unwrap() >= 3, "{fresh}");
+}
