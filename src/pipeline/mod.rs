@@ -4,7 +4,7 @@
 //! read (chunks of rows) → check (syntax, rayon; also the suppression list and, at level dns,
 //! the domains' stored verdicts) → store (the other cached verdicts, and the previous ones for
 //! changes.csv: rows answered here or earlier skip the network) → dns (tokio, from --level dns) →
-//! smtp (tokio, --level smtp; commits each domain's verdicts to the store as its probe ends) →
+//! smtp (tokio, --level smtp; commits each round of sessions' verdicts to the store as it ends) →
 //! format (marks repeats in input order, decides verdicts and serialises rows, rayon) →
 //! write (the lists; the other new verdicts go to the store writer, see `store::writer`).
 //!

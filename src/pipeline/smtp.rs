@@ -1,6 +1,6 @@
 //! SMTP stage (tokio, --level smtp): rows gathered into windows, each window's distinct
 //! addresses probed (every domain at once, paced by the prober's per-host and global limits),
-//! each domain's verdicts committed to the store as its probe ends, the chunks passed on in
+//! each round of sessions' verdicts committed to the store as it ends, the chunks passed on in
 //! input order.
 
 use std::borrow::Cow;

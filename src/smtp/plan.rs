@@ -1312,6 +1312,36 @@ mod tests {
         assert_eq!(probe.results[0].server.as_deref(), Some("mx [192.0.2.1]"));
     }
 
+    /// Issue #14, item 4: what each session decided is handed out once, as it ends (what a
+    /// stop then would keep), so a big domain's verdicts are stored session by session.
+    #[test]
+    fn each_sessions_decisions_are_handed_out_once_as_it_ends() {
+        let now = Instant::now();
+        let mut plan = plan_known_at_a(3, config(2, 1, 2));
+        assert!(plan.take_decided().is_empty(), "nothing decided yet");
+        let id = open(&mut plan, now)[0].id;
+        report(
+            &mut plan,
+            id,
+            ran(A, vec![probed("250 ok"), probed("550 5.1.1 no")], None),
+            now,
+        );
+        let first = plan.take_decided();
+        assert_eq!(
+            first.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 1],
+            "the session's two answers"
+        );
+        assert!(matches!(&first[1].1.outcome, SmtpOutcome::Replied(r) if r.code == 550));
+        assert!(plan.take_decided().is_empty(), "handed out once");
+        let id = open(&mut plan, now)[0].id;
+        report(&mut plan, id, ran(A, vec![probed("250 ok")], None), now);
+        let second = plan.take_decided();
+        assert_eq!(second.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2]);
+        // The end still answers every mailbox.
+        assert_eq!(plan.finish(false).probe.decided, [true; 3]);
+    }
+
     /// Drives a plan to the end against a pretend server (one `SessionRan` per request);
     /// returns the sessions opened, when, and the deferrals counted.
     fn run(

@@ -1,7 +1,8 @@
 //! The store: an embedded database beside the stages, holding what earlier runs decided.
 //!
 //! - **Cache and resume.** Each decided verdict is committed as soon as it is known (the SMTP
-//!   stage per probed domain, the writer per chunk). A later run — or the same command started
+//!   stage per round of sessions, the writer per chunk), with the options it was decided under
+//!   and the run that decided it. A later run — or the same command started
 //!   again after a crash, Ctrl-C or SIGKILL — answers those addresses from here without any
 //!   network traffic, as long as the verdict is young enough (see [`CachePolicy`]). At level
 //!   dns a verdict is its domain's, so it is also stored per domain, and a later run answers

@@ -1,5 +1,5 @@
-//! The store's writer: one thread, fed over a channel by the SMTP stage (a domain's verdicts
-//! as soon as its probe ends) and by the list writer (each chunk's other verdicts). It commits
+//! The store's writer: one thread, fed over a channel by the SMTP stage (each round of
+//! sessions' verdicts as it ends) and by the list writer (each chunk's other verdicts). It commits
 //! whatever is queued in one transaction, so the commits are batched under load and prompt
 //! when results trickle in (the SMTP level): what is committed survives a kill.
 
