@@ -323,3 +323,48 @@ fn a_truncated_answer_without_tcp_is_unknown() {
         "{reasons:?}"
     );
 }
+
+/// Issue #14, item 3: a verdict stored under `--allow-private-mx` is not served to a run
+/// without it, nor the other way round: the lab's domains have private mail servers only, so
+/// each run's answer depends on the flag, whatever the shared store holds.
+#[test]
+fn a_stored_verdict_serves_only_runs_under_the_same_private_mx_policy() {
+    let _turn = lab_turn();
+    lab_up();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &["a@ok.lab.test".into(), "c@implicit.lab.test".into()],
+    );
+    let verify = |n: usize, flag: &[&str]| {
+        let out = dir.path().join(format!("out{n}"));
+        let mut args = vec![
+            "verify",
+            list.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(dns_args(flag));
+        let o = run(&args, b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let reasons: Vec<String> = results(&out).into_iter().map(|r| r.2).collect();
+        (reasons, summary(&out))
+    };
+    let private = ["--allow-private-mx"];
+    let (reasons, _) = verify(1, &private);
+    assert_eq!(reasons, ["domain-accepts-mail"; 2]);
+    // Without the flag: verified again, not served the flagged run's verdicts.
+    let (reasons, s) = verify(2, &[]);
+    assert_eq!(reasons, ["mx-unroutable"; 2], "{s}");
+    // With it again: the unflagged run's mx-unroutable (now the stored one) does not serve.
+    let (reasons, s) = verify(3, &private);
+    assert_eq!(reasons, ["domain-accepts-mail"; 2], "{s}");
+    // The same options as the previous run: served from the store, no lookups.
+    let (reasons, s) = verify(4, &private);
+    assert_eq!(reasons, ["domain-accepts-mail"; 2]);
+    assert_eq!(s["dns"]["queries"], 0, "{s}");
+}

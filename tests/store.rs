@@ -780,3 +780,164 @@ fn a_store_that_is_a_link_is_refused() {
     assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
+
+/// Issue #14, item 6: another program's database is never adopted as a store (nor changed);
+/// an empty file is one to initialise; an old prebounce store is still migrated (see
+/// `a_version_1_store_is_migrated_and_its_verdicts_used`).
+#[test]
+fn a_foreign_database_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("app.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+            .unwrap();
+    }
+    let before = std::fs::read(&foreign).unwrap();
+    let list = write_list(dir.path(), "list.csv", &["a@b.test".into()]);
+    let out = dir.path().join("out");
+    let o = run(
+        &[
+            "verify",
+            list.to_str().unwrap(),
+            "--store",
+            foreign.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("not a prebounce store"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+    assert!(!out.exists(), "no output for a run that could not start");
+    let o = suppress(&foreign, &["add", "x@y.test"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a prebounce store"));
+    assert_eq!(std::fs::read(&foreign).unwrap(), before, "left as it was");
+    let conn = rusqlite::Connection::open(&foreign).unwrap();
+    let v: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 0);
+
+    // A zero-length file (touched beforehand) becomes a store.
+    let empty = dir.path().join("empty.sqlite3");
+    std::fs::write(&empty, b"").unwrap();
+    let o = suppress(&empty, &["add", "x@y.test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = suppress(&empty, &["list"]);
+    assert!(text(&o.stdout).contains("x@y.test"));
+}
+
+/// Issue #14, item 6: a folder given as the store is refused in one line naming the fix.
+#[test]
+fn a_folder_as_the_store_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = suppress(dir.path(), &["list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("is a folder") && e.contains("--store"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+}
+
+/// `prebounce` unable to write `store` (and its folder), even as root: the capabilities that
+/// override file permissions are dropped for it (setpriv, util-linux).
+#[cfg(unix)]
+fn read_only_command(store: &Path) -> std::process::Command {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = store.parent().unwrap();
+    std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let writable = std::fs::OpenOptions::new().append(true).open(store).is_ok();
+    let mut cmd = if writable {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--bounding-set=-dac_override,-dac_read_search,-fowner",
+            env!("CARGO_BIN_EXE_prebounce"),
+        ]);
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prebounce"))
+    };
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache-read-only");
+    cmd.env("XDG_CACHE_HOME", cache);
+    cmd
+}
+
+/// Issue #14, item 6: a read-only store is read (the suppression list, a run's cache) but a
+/// command that must write says so in one line, naming the fix.
+#[cfg(unix)]
+#[test]
+fn a_read_only_store_is_read_and_a_write_is_refused_clearly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ro");
+    std::fs::create_dir(&folder).unwrap();
+    let store = folder.join("store.sqlite3");
+    let o = suppress(&store, &["add", "x@y.test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = write_list(dir.path(), "list.csv", &["a@b.test".into()]);
+    let out = dir.path().join("out");
+
+    let o = read_only_command(&store)
+        .args(["suppress", "--store", store.to_str().unwrap(), "list"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text(&o.stdout).contains("x@y.test"));
+
+    let o = read_only_command(&store)
+        .args([
+            "suppress",
+            "--store",
+            store.to_str().unwrap(),
+            "add",
+            "z@y.test",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("read-only"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+
+    let o = read_only_command(&store)
+        .args([
+            "verify",
+            list.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--level",
+            "syntax",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("read-only") && e.contains("--no-store"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Issue #14, item 4: `--fresh` in the same second as a previous run does not take that run's
+/// verdicts for its own (this run's verdicts are told by run, not by time stamp).
+#[test]
+fn fresh_in_the_same_second_as_a_previous_run_verifies_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite3");
+    let emails: Vec<String> = (0..6).map(|i| format!("u{i}@d{}.test", i % 3)).collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let t = now();
+    let first = verify_dns(&list, &store, &dir.path().join("a"), &[], Some(t));
+    assert_eq!(first["store"]["cached_rows"], 0);
+    // Another output folder: another command, so not a resumption of the first run.
+    let fresh = verify_dns(&list, &store, &dir.path().join("b"), &["--fresh"], Some(t));
+    assert_eq!(fresh["store"]["cached_rows"], 0, "{fresh}");
+    assert!(fresh["dns"]["queries"].as_u64().unwrap() >= 3, "{fresh}");
+}

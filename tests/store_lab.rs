@@ -374,3 +374,55 @@ fn a_killed_smtp_run_resumes_without_probing_twice() {
 fn ctrl_c_stops_politely_and_the_same_command_resumes() {
     stop_and_resume(Some("-INT"));
 }
+
+/// Issue #14, item 4: one big domain (1,000 addresses, 50 sessions) is committed session by
+/// session, not when its probe ends: a SIGKILL part-way keeps what the finished sessions
+/// decided, and the same command probes only the rest.
+#[test]
+fn a_killed_run_at_one_big_domain_keeps_each_finished_sessions_verdicts() {
+    let _serial = serial();
+    lab_up();
+    let maillog = lab_dir().join("postfix/maillog");
+    let dir = tempfile::tempdir().unwrap();
+    let emails: Vec<String> = (1..=1000)
+        .map(|i| format!("user{i:04}@ok.smtp.test"))
+        .collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let store = dir.path().join("store.sqlite3");
+    let out = dir.path().join("out");
+    let sender = fresh_sender("big");
+    let args = verify_args(&list, &store, &out, "smtp", &sender);
+
+    interrupt_after(&args, &store, 100, None);
+    let committed = stored_keys(&store);
+    assert!(
+        committed.len() >= 100 && committed.len() < emails.len(),
+        "{} committed",
+        committed.len()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = offset(&maillog);
+
+    let o = prebounce().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed = summary(&out);
+    assert_eq!(resumed["store"]["resumed"], true);
+    assert_eq!(resumed["store"]["cached_rows"], committed.len() as u64);
+
+    // After the cut: a RCPT for each address not committed, none for those committed (the
+    // domain's catch-all canary, not stored before the domain ends, is asked again).
+    let mut log = read_since(&maillog, cut);
+    let probed = resumed["smtp"]["rcpt_commands"].as_u64().unwrap() as usize;
+    for _ in 0..100 {
+        if rcpts_of(&log, &sender).len() >= probed {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        log = read_since(&maillog, cut);
+    }
+    let again = rcpts_of(&log, &sender);
+    let twice: Vec<&String> = again.iter().filter(|a| committed.contains(*a)).collect();
+    assert!(twice.is_empty(), "probed again: {} addresses", twice.len());
+    let listed: BTreeSet<&String> = again.iter().filter(|a| emails.contains(*a)).collect();
+    assert_eq!(listed.len(), emails.len() - committed.len());
+}

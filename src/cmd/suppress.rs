@@ -53,7 +53,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn apply(action: Action, store: &StoreArgs) -> anyhow::Result<()> {
-    let mut store = Store::open(&store.path()?, store.access())?;
+    let path = store.path()?;
+    // Listing only reads: a store this user may not write still answers.
+    let mut store = match action {
+        Action::Export | Action::List => Store::open_to_read(&path, store.access())?,
+        _ => Store::open(&path, store.access())?,
+    };
     let mut out = std::io::stdout().lock();
     match action {
         Action::Add { entries, reason } => {

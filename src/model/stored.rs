@@ -22,6 +22,59 @@ pub struct Prior {
     /// The detail of the rows answered from it (`…; verified <date> (cached)`): made once here,
     /// not once per row, because a domain's verdict answers all its rows.
     pub cached_detail: String,
+    /// The options it was decided under: it serves only a run under the same ones.
+    pub under: DecidedUnder,
+    /// The run that wrote it (None: a store from before runs were recorded with verdicts).
+    /// "This run's own verdict" is decided by it, not by time stamps: a run started in the
+    /// same second as another does not take the other's verdicts for its own.
+    pub run: Option<i64>,
+}
+
+/// The options beyond the level that can change a verdict, as stored with it.
+///
+/// `--allow-reserved-domains` is not one: it only decides whether a reserved domain's address
+/// is refused by the syntax check, which answers such a row before any stored verdict is
+/// looked up; for any other address it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DecidedUnder {
+    /// `--allow-private-mx`: a domain whose mail servers have private addresses only is
+    /// `mx-unroutable` without it, and takes mail (and is probed) with it.
+    pub allow_private_mx: bool,
+    /// Level smtp: who the probe said it was (`MAIL FROM` and HELO), which servers may answer
+    /// differently (a refused or greylisted sender). None for other levels, and for an smtp
+    /// verdict stored before it was recorded.
+    pub sender: Option<String>,
+}
+
+impl DecidedUnder {
+    /// The stored form of the options (the sender is stored apart): empty for the defaults,
+    /// which is what a store from before they were recorded holds.
+    pub fn options_code(&self) -> &'static str {
+        if self.allow_private_mx {
+            "allow-private-mx"
+        } else {
+            ""
+        }
+    }
+
+    /// The options of a stored code; None for a code this build does not know (a newer
+    /// prebounce wrote it: its verdict is a miss).
+    pub fn from_codes(options: &str, sender: Option<String>) -> Option<DecidedUnder> {
+        let allow_private_mx = match options {
+            "" => false,
+            "allow-private-mx" => true,
+            _ => return None,
+        };
+        Some(DecidedUnder {
+            allow_private_mx,
+            sender,
+        })
+    }
+
+    /// The sender identity as stored: `MAIL FROM` and HELO.
+    pub fn sender_of(mail_from: &str, helo: &str) -> String {
+        format!("from={mail_from} helo={helo}")
+    }
 }
 
 impl Prior {
@@ -47,7 +100,14 @@ impl Prior {
             verified_at,
             previous,
             cached_detail,
+            under: DecidedUnder::default(),
+            run: None,
         }
+    }
+
+    /// The same verdict, decided under `under` by the run `run`.
+    pub fn decided(self, under: DecidedUnder, run: Option<i64>) -> Prior {
+        Prior { under, run, ..self }
     }
 }
 

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::smtp::probe::Prober;
 use crate::store::{
-    CachePolicy, DomainState, RunStart, Store, StoreAccess, StoreError, StoreOptions, StoreWriter,
-    SuppressionSet, Write, answer_row,
+    CachePolicy, DecidedUnder, DomainState, RunStamp, RunStart, Store, StoreAccess, StoreError,
+    StoreOptions, StoreWriter, SuppressionSet, Write, answer_row,
 };
 use crate::syntax::{self, Address};
 use crate::verdict::Evidence;
@@ -86,13 +86,18 @@ impl RunStore {
         };
         let main = Store::open(&opts.path, access)?;
         let max_age = i64::try_from(opts.max_age.as_secs()).unwrap_or(i64::MAX);
-        // The same command, started again after an interruption, resumes its run.
+        let under = decided_under(config);
+        // The same command, started again after an interruption, resumes its run; the same
+        // list under other options is another run (its verdicts would not be this one's).
         let fingerprint = format!(
-            "verify|{}|{}|{}|fresh={}",
+            "verify|{}|{}|{}|fresh={}|private-mx={}|reserved-domains={}|sender={}",
             config.level.as_str(),
             config.input.describe(),
             config.out_dir.display(),
-            opts.fresh
+            opts.fresh,
+            config.policy.allow_private_mx,
+            config.syntax.allow_reserved_domains,
+            under.sender.as_deref().unwrap_or("")
         );
         let run = main.begin_run(&fingerprint, now.saturating_sub(max_age))?;
         if let Some(prober) = prober {
@@ -115,7 +120,8 @@ impl RunStore {
                     now,
                     max_age,
                     // --fresh: only what this run (or the interrupted run it resumes) decided.
-                    not_before: if opts.fresh { run.started_at } else { i64::MIN },
+                    fresh: opts.fresh.then_some(run.id),
+                    under: under.clone(),
                 },
             )),
         };
@@ -126,7 +132,7 @@ impl RunStore {
         let lookup = cache.map(|(store, policy)| StoreLookup {
             store,
             policy,
-            memo: StoredDomainMemo::new(preloaded.clone(), run.started_at),
+            memo: StoredDomainMemo::new(preloaded.clone(), run.id),
         });
         let early = EarlyAnswers {
             suppressions: main.suppression_set()?,
@@ -134,7 +140,7 @@ impl RunStore {
         };
         let writer = StoreWriter::spawn(
             Store::open(&opts.path, access)?,
-            run.started_at,
+            RunStamp { run: run.id, under },
             opts.suppress_invalid,
         )?;
         Ok(RunStore {
@@ -165,6 +171,20 @@ impl RunStore {
     }
 }
 
+/// The options this run decides its verdicts under: what it stores with them, and what a stored
+/// verdict must have been decided under to serve it.
+fn decided_under(config: &VerifyConfig) -> DecidedUnder {
+    DecidedUnder {
+        allow_private_mx: config.policy.allow_private_mx,
+        sender: match (&config.smtp, config.level) {
+            (Some(probe), Level::Smtp) => {
+                Some(DecidedUnder::sender_of(&probe.mail_from, &probe.helo))
+            }
+            _ => None,
+        },
+    }
+}
+
 /// Level dns over a store of at most `limit` domains: its domains read in one scan.
 fn preload(
     store: &Store,
@@ -177,7 +197,7 @@ fn preload(
     }
     let all = store.all_domains(limit)?.map(|all| {
         all.into_iter()
-            .map(|(name, stored)| (name, DomainState::of(stored, policy, run.started_at)))
+            .map(|(name, stored)| (name, DomainState::of(stored, policy, run.id)))
             .collect::<DomainStates>()
     });
     Ok(all.map(Arc::new))
@@ -202,19 +222,19 @@ struct StoredDomainMemo {
     /// one per domain): a row finds its domain's verdict without hashing the name. The entry
     /// holds the analysis, so its address cannot be reused for another domain.
     by_analysis: HashMap<usize, (Arc<crate::syntax::DomainFacts>, DomainState), ahash::RandomState>,
-    /// Verdicts written since then are this run's own (it resumes an interrupted run).
-    run_started: i64,
+    /// This run's id: the verdicts it wrote are its own (it resumes an interrupted run).
+    run: i64,
     /// Rows answered from the cache here.
     hits: u64,
 }
 
 impl StoredDomainMemo {
-    fn new(preloaded: Option<Arc<DomainStates>>, run_started: i64) -> Self {
+    fn new(preloaded: Option<Arc<DomainStates>>, run: i64) -> Self {
         StoredDomainMemo {
             preloaded,
             domains: HashMap::default(),
             by_analysis: HashMap::default(),
-            run_started,
+            run,
             hits: 0,
         }
     }
@@ -268,7 +288,7 @@ fn look_up_rows(
     policy: &CachePolicy,
 ) -> Result<(), StoreError> {
     let mut hits = 0;
-    let run_started = memo.run_started;
+    let run = memo.run;
     for row in &mut checked.rows {
         // Suppressed rows, and rows their domain's verdict answers alone, are answered already.
         let Evidence::Syntax(Ok(address)) = &row.evidence else {
@@ -282,7 +302,7 @@ fn look_up_rows(
             true => store.lookup(&address.dedup_key())?,
             false => None,
         };
-        let answer = answer_row(policy, domain, own, run_started);
+        let answer = answer_row(policy, domain, own, run);
         row.previous = answer.previous;
         let Some(prior) = answer.verdict else {
             continue;
@@ -318,7 +338,7 @@ fn domain_state<'a>(
         (None, Some(state)) => state.clone(),
         (None, None) => {
             let stored = store.lookup_domain(name)?;
-            let state = DomainState::of(stored, policy, memo.run_started);
+            let state = DomainState::of(stored, policy, memo.run);
             if memo.domains.len() >= MAX_DOMAINS_REMEMBERED {
                 memo.domains.clear();
             }

@@ -217,21 +217,21 @@ pub(super) struct FormatContext<'a> {
     grouping: bool,
     /// With a store at level dns or smtp: the level verdicts are stored at.
     store_level: Option<Level>,
-    /// With a store: when this run (or the interrupted run it resumes) started.
-    run_started: i64,
+    /// With a store: this run's id (or the interrupted run's it resumes).
+    run: Option<i64>,
     /// The run's clock, for the stored verdicts' timestamps.
     clock: Clock,
     domains_sent: DomainsSent,
 }
 
 impl<'a> FormatContext<'a> {
-    /// `run_started`: with a store, when the run (or the one it resumes) started. `workers`:
-    /// the threads of the run's pool.
+    /// `run`: with a store, the run's id (or the one's it resumes). `workers`: the threads of
+    /// the run's pool.
     pub(super) fn new(
         config: &VerifyConfig,
         dialect: &'a Dialect,
         grouping: bool,
-        run_started: Option<i64>,
+        run: Option<i64>,
         workers: usize,
     ) -> Self {
         FormatContext {
@@ -240,9 +240,8 @@ impl<'a> FormatContext<'a> {
             priors: PriorTable::new(&config.priors),
             policy: config.policy,
             grouping,
-            store_level: (run_started.is_some() && config.level >= Level::Dns)
-                .then_some(config.level),
-            run_started: run_started.unwrap_or(i64::MAX),
+            store_level: (run.is_some() && config.level >= Level::Dns).then_some(config.level),
+            run,
             clock: config.clock,
             domains_sent: DomainsSent::new(workers),
         }
@@ -576,7 +575,8 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             Evidence::Stored { prior, .. } => {
                 level == Level::Dns
                     && prior.level == Level::Dns
-                    && prior.verified_at >= self.cx.run_started
+                    && prior.run.is_some()
+                    && prior.run == self.cx.run
             }
             _ => false,
         }

@@ -4,7 +4,7 @@
 //! read (chunks of rows) → check (syntax, rayon; also the suppression list and, at level dns,
 //! the domains' stored verdicts) → store (the other cached verdicts, and the previous ones for
 //! changes.csv: rows answered here or earlier skip the network) → dns (tokio, from --level dns) →
-//! smtp (tokio, --level smtp; commits each domain's verdicts to the store as its probe ends) →
+//! smtp (tokio, --level smtp; commits each round of sessions' verdicts to the store as it ends) →
 //! format (marks repeats in input order, decides verdicts and serialises rows, rayon) →
 //! write (the lists; the other new verdicts go to the store writer, see `store::writer`).
 //!
@@ -160,7 +160,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let bar = write::progress_bar(config.progress, reader.total_bytes);
     let lookup = store.as_mut().and_then(|s| s.lookup.take());
     let store_tx = store.as_ref().and_then(RunStore::sender);
-    let run_started = store.as_ref().map(|s| s.run.started_at);
+    let run = store.as_ref().map(|s| s.run.id);
     let wiring = Wiring {
         config,
         pool: &pool,
@@ -174,7 +174,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
             config,
             &dialect,
             group_column.is_some(),
-            run_started,
+            run,
             pool.current_num_threads(),
         ),
         dns: dns.as_ref(),

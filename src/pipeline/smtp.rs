@@ -1,6 +1,6 @@
 //! SMTP stage (tokio, --level smtp): rows gathered into windows, each window's distinct
 //! addresses probed (every domain at once, paced by the prober's per-host and global limits),
-//! each domain's verdicts committed to the store as its probe ends, the chunks passed on in
+//! each round of sessions' verdicts committed to the store as it ends, the chunks passed on in
 //! input order.
 
 use std::borrow::Cow;
@@ -150,10 +150,37 @@ async fn probe_window(
             mailboxes.len(),
         );
         let task = tasks.spawn(async move {
-            let probe = prober.probe_domain(&domain, &work.targets, mailboxes).await;
-            // Committed now, not when the window ends: a killed run keeps this domain's work.
+            // Each round of sessions' verdicts committed as it ends, not when the domain's
+            // probe (or the window) does: a killed run keeps all but the sessions in flight,
+            // even at a domain of thousands of addresses.
+            let mut committed = vec![false; count];
+            let commit_round = |decided: Vec<(usize, SmtpEvidence)>| {
+                if let Some(store) = &store {
+                    let records = records_of(
+                        clock.now(),
+                        &work,
+                        decided.iter().map(|(i, e)| (*i, e)),
+                        policy,
+                    );
+                    for (i, _) in &decided {
+                        committed[*i] = true;
+                    }
+                    send_records(store, records);
+                }
+            };
+            let probe = prober
+                .probe_domain_reporting(&domain, &work.targets, mailboxes, commit_round)
+                .await;
             if let Some(store) = store {
-                commit_probe(&store, clock.now(), &domain, &work, &probe, policy);
+                commit_probe(
+                    &store,
+                    clock.now(),
+                    &domain,
+                    &work,
+                    &probe,
+                    &committed,
+                    policy,
+                );
             }
             probe.results.into_iter().map(Arc::new).collect::<Vec<_>>()
         });
@@ -203,23 +230,39 @@ fn work_of(window: &[Checked], policy: Policy) -> Vec<(String, DomainWork)> {
         .collect()
 }
 
-/// Sends a probed domain's decided verdicts, and its servers' catch-all findings, to the
-/// store writer.
+/// Sends a probed domain's decided verdicts not `committed` already (as their session ended),
+/// and its servers' catch-all findings, to the store writer.
 fn commit_probe(
     store: &crossbeam_channel::Sender<Write>,
     now: i64,
     domain: &str,
     work: &DomainWork,
     probe: &DomainProbe,
+    committed: &[bool],
     policy: Policy,
 ) {
-    let records = probe
+    let rest = probe
         .results
         .iter()
-        .zip(&work.addresses)
-        .zip(&probe.decided)
-        .filter(|(_, decided)| **decided)
-        .map(|((smtp, address), _)| {
+        .enumerate()
+        .filter(|(i, _)| probe.decided[*i] && !committed[*i]);
+    send_records(store, records_of(now, work, rest, policy));
+    let _ = store.send(Write::CatchAll {
+        domain: domain.to_owned(),
+        servers: probe.catch_all_by_server.clone(),
+    });
+}
+
+/// The verdicts of a domain's mailboxes (by index in `work`) from their SMTP evidence.
+fn records_of<'a>(
+    now: i64,
+    work: &DomainWork,
+    evidence: impl Iterator<Item = (usize, &'a SmtpEvidence)>,
+    policy: Policy,
+) -> Vec<Record> {
+    evidence
+        .map(|(i, smtp)| {
+            let address = &work.addresses[i];
             let v = verdict::decide(
                 &Evidence::Domain {
                     address: address.clone(),
@@ -242,16 +285,18 @@ fn commit_probe(
                 },
             }
         })
-        .collect();
+        .collect()
+}
+
+fn send_records(store: &crossbeam_channel::Sender<Write>, records: Vec<Record>) {
+    if records.is_empty() {
+        return;
+    }
     // A closed channel: the writer failed; finishing it reports why.
     let _ = store.send(Write::Verdicts {
         addresses: records,
         dns: Vec::new(),
         domains: Vec::new(),
-    });
-    let _ = store.send(Write::CatchAll {
-        domain: domain.to_owned(),
-        servers: probe.catch_all_by_server.clone(),
     });
 }
 

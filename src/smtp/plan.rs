@@ -224,6 +224,8 @@ pub struct DomainPlan {
     /// The batches of the last `Open`, by request id.
     in_flight: Vec<Vec<usize>>,
     canary_names: CanaryNames,
+    /// Per mailbox: handed out by [`DomainPlan::take_decided`] already.
+    handed_out: Vec<bool>,
 }
 
 impl DomainPlan {
@@ -262,6 +264,7 @@ impl DomainPlan {
             verdicts: known,
             in_flight: Vec::new(),
             canary_names,
+            handed_out: Vec::new(),
         };
         if plan.verdicts.is_empty() {
             // The canary leads the first session: its answer says what an "accepted" is worth.
@@ -501,41 +504,63 @@ impl DomainPlan {
         self.push_canary_first();
     }
 
+    /// Whether mailbox `i` has its answer. `stopped`: the plan will not go on (the run was
+    /// stopped, or the answer is handed out before the plan ends), so an acceptance whose
+    /// server's canary has not answered yet is not decided (an uninterrupted run would know
+    /// whether it proves anything).
+    fn is_decided(&self, i: usize, stopped: bool) -> bool {
+        let p = &self.pending[i];
+        match &p.done {
+            None => false,
+            Some(SmtpOutcome::Replied(r)) if stopped && r.code / 100 == 2 => {
+                p.ip.is_some_and(|ip| self.verdicts.contains_key(&ip))
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// Mailbox `i`'s evidence as it stands (taking its outcome, if `take`).
+    fn evidence(&mut self, i: usize, take: bool) -> SmtpEvidence {
+        let p = &mut self.pending[i];
+        let done = if take { p.done.take() } else { p.done.clone() };
+        SmtpEvidence {
+            // Each answer is worth what its own server's canary says.
+            catch_all: p
+                .ip
+                .and_then(|ip| self.verdicts.get(&ip).copied())
+                .unwrap_or(CatchAll::Undetermined),
+            outcome: done
+                .unwrap_or_else(|| SmtpOutcome::ProtocolError("no answer was recorded".into())),
+            server: p.server.clone(),
+            attempts: p.attempts,
+        }
+    }
+
+    /// The mailboxes decided since the last call (by index), with their evidence: what a
+    /// stop now would keep, so the caller can store each session's work as it ends instead
+    /// of the domain's when its plan ends (a big domain takes many sessions).
+    pub fn take_decided(&mut self) -> Vec<(usize, SmtpEvidence)> {
+        self.handed_out.resize(self.real, false);
+        let mut out = Vec::new();
+        for i in 0..self.real {
+            if !self.handed_out[i] && self.is_decided(i, true) {
+                self.handed_out[i] = true;
+                out.push((i, self.evidence(i, false)));
+            }
+        }
+        out
+    }
+
     /// The answers. `stopped`: the run was stopped, so unfinished recipients are undecided.
     pub fn finish(mut self, stopped: bool) -> Finished {
         let catch_all = domain_catch_all(&self.verdicts);
         let newly_catch_all = catch_all == CatchAll::Yes && !self.known_catch_all;
         self.pending.truncate(self.real);
+        let decided: Vec<bool> = (0..self.real)
+            .map(|i| self.is_decided(i, stopped))
+            .collect();
+        let results = (0..self.real).map(|i| self.evidence(i, true)).collect();
         let verdicts = &self.verdicts;
-        let decided: Vec<bool> = self
-            .pending
-            .iter()
-            .map(|p| match &p.done {
-                None => false,
-                // Stopped: an acceptance whose server's canary has not answered yet is not
-                // decided either (an uninterrupted run would know whether it proves anything).
-                Some(SmtpOutcome::Replied(r)) if stopped && r.code / 100 == 2 => {
-                    p.ip.is_some_and(|ip| verdicts.contains_key(&ip))
-                }
-                Some(_) => true,
-            })
-            .collect();
-        let results = self
-            .pending
-            .into_iter()
-            .map(|p| SmtpEvidence {
-                // Each answer is worth what its own server's canary says.
-                catch_all: p
-                    .ip
-                    .and_then(|ip| verdicts.get(&ip).copied())
-                    .unwrap_or(CatchAll::Undetermined),
-                outcome: p
-                    .done
-                    .unwrap_or_else(|| SmtpOutcome::ProtocolError("no answer was recorded".into())),
-                server: p.server,
-                attempts: p.attempts,
-            })
-            .collect();
         Finished {
             probe: DomainProbe {
                 catch_all,
@@ -1316,6 +1341,36 @@ mod tests {
             SmtpOutcome::ProtocolError("no answer was recorded".into())
         );
         assert_eq!(probe.results[0].server.as_deref(), Some("mx [192.0.2.1]"));
+    }
+
+    /// Issue #14, item 4: what each session decided is handed out once, as it ends (what a
+    /// stop then would keep), so a big domain's verdicts are stored session by session.
+    #[test]
+    fn each_sessions_decisions_are_handed_out_once_as_it_ends() {
+        let now = Instant::now();
+        let mut plan = plan_known_at_a(3, config(2, 1, 2));
+        assert!(plan.take_decided().is_empty(), "nothing decided yet");
+        let id = open(&mut plan, now)[0].id;
+        report(
+            &mut plan,
+            id,
+            ran(A, vec![probed("250 ok"), probed("550 5.1.1 no")], None),
+            now,
+        );
+        let first = plan.take_decided();
+        assert_eq!(
+            first.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 1],
+            "the session's two answers"
+        );
+        assert!(matches!(&first[1].1.outcome, SmtpOutcome::Replied(r) if r.code == 550));
+        assert!(plan.take_decided().is_empty(), "handed out once");
+        let id = open(&mut plan, now)[0].id;
+        report(&mut plan, id, ran(A, vec![probed("250 ok")], None), now);
+        let second = plan.take_decided();
+        assert_eq!(second.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2]);
+        // The end still answers every mailbox.
+        assert_eq!(plan.finish(false).probe.decided, [true; 3]);
     }
 
     /// Drives a plan to the end against a pretend server (one `SessionRan` per request);

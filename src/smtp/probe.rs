@@ -480,6 +480,20 @@ impl Prober {
         targets: &[MxTarget],
         mailboxes: Vec<String>,
     ) -> DomainProbe {
+        self.probe_domain_reporting(domain, targets, mailboxes, |_| {})
+            .await
+    }
+
+    /// As [`Prober::probe_domain`], and after each round of sessions hands `decided` the
+    /// mailboxes it decided (index, evidence), so they can be stored at once: a domain of
+    /// thousands of addresses takes many sessions, and a crash should cost only those running.
+    pub async fn probe_domain_reporting(
+        &self,
+        domain: &str,
+        targets: &[MxTarget],
+        mailboxes: Vec<String>,
+        mut decided: impl FnMut(Vec<(usize, SmtpEvidence)>) + Send,
+    ) -> DomainProbe {
         bump(&self.counters.domains, 1);
         bump(&self.counters.to_decide, mailboxes.len() as u64);
         // A domain met again (in a later window of a long list) keeps its catch-all verdicts:
@@ -511,6 +525,10 @@ impl Prober {
             .await;
             for (request, contact) in requests.iter().zip(contacts) {
                 self.report(&mut plan, request.id, contact);
+            }
+            let newly = plan.take_decided();
+            if !newly.is_empty() {
+                decided(newly);
             }
         }
 

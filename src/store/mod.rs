@@ -1,7 +1,8 @@
 //! The store: an embedded database beside the stages, holding what earlier runs decided.
 //!
 //! - **Cache and resume.** Each decided verdict is committed as soon as it is known (the SMTP
-//!   stage per probed domain, the writer per chunk). A later run — or the same command started
+//!   stage per round of sessions, the writer per chunk), with the options it was decided under
+//!   and the run that decided it. A later run — or the same command started
 //!   again after a crash, Ctrl-C or SIGKILL — answers those addresses from here without any
 //!   network traffic, as long as the verdict is young enough (see [`CachePolicy`]). At level
 //!   dns a verdict is its domain's, so it is also stored per domain, and a later run answers
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
-pub use crate::model::stored::{Previous, Prior, StoredDomain, Suppression};
+pub use crate::model::stored::{DecidedUnder, Previous, Prior, StoredDomain, Suppression};
 pub use crate::model::time::date_of;
 
 use crate::syntax::{self, Address, SyntaxOptions};
@@ -93,6 +94,21 @@ pub enum StoreError {
         path.display()
     )]
     Link { path: PathBuf },
+    #[error(
+        "the store {} is a folder; pass a file in it with --store (e.g. --store {}), or --no-store",
+        path.display(), path.join("store.sqlite3").display()
+    )]
+    IsFolder { path: PathBuf },
+    #[error(
+        "{} is not a prebounce store (another program's database, left as it is); pass another --store or --no-store",
+        path.display()
+    )]
+    NotAStore { path: PathBuf },
+    #[error(
+        "the store {} is read-only here and this command writes to it; make it (and its folder) writable, or pass a writable --store or --no-store",
+        path.display()
+    )]
+    ReadOnly { path: PathBuf },
 }
 
 impl StoreError {
@@ -105,7 +121,10 @@ impl StoreError {
             | StoreError::Locked { .. }
             | StoreError::Newer { .. }
             | StoreError::Entry(_)
-            | StoreError::Link { .. } => 2,
+            | StoreError::Link { .. }
+            | StoreError::IsFolder { .. }
+            | StoreError::NotAStore { .. }
+            | StoreError::ReadOnly { .. } => 2,
         }
     }
 }
@@ -194,6 +213,15 @@ pub struct RunStart {
     pub resumed: bool,
 }
 
+/// What a run stamps on each verdict it writes: its id ("this run's verdicts", for a resumed
+/// run and changes.csv) and the options the verdicts were decided under (their sender is
+/// written with the smtp-level ones only).
+#[derive(Debug, Clone)]
+pub struct RunStamp {
+    pub run: i64,
+    pub under: DecidedUnder,
+}
+
 /// What a store backend does for the stages; [`Store`] dispatches to the backend that
 /// [`Store::open`] opened. A backend connection is used by one thread; each stage that
 /// needs the store opens its own.
@@ -250,14 +278,14 @@ pub trait Backend: Send + Sized {
     /// The whole suppression list, by entry.
     fn suppressions(&self) -> Result<Vec<Suppression>, StoreError>;
 
-    /// Commit a batch of the writer's messages in one transaction (see [`StoreWriter`]);
-    /// returns the number of address verdicts written. A verdict written before `run_started`
-    /// becomes the previous one of the address it replaces; with `suppress_invalid`, addresses
-    /// invalid for a permanent reason join the suppression list.
+    /// Commit a batch of the writer's messages in one transaction (see [`StoreWriter`]), each
+    /// verdict stamped with `stamp`; returns the number of address verdicts written. A verdict
+    /// another run wrote becomes the previous one of the address it replaces; with
+    /// `suppress_invalid`, addresses invalid for a permanent reason join the suppression list.
     fn commit(
         &mut self,
         batch: &[Write],
-        run_started: i64,
+        stamp: &RunStamp,
         suppress_invalid: bool,
     ) -> Result<u64, StoreError>;
 }
@@ -280,6 +308,18 @@ impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
     pub fn open(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
         sqlite::SqliteStore::open(path, access).map(Store::Sqlite)
+    }
+
+    /// Open for a command that only reads (`suppress list`, `suppress export`): as
+    /// [`Store::open`] when the store can be written, else read-only, as it is (not migrated),
+    /// so a store shared read-only still answers.
+    pub fn open_to_read(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
+        match sqlite::SqliteStore::open(path, access) {
+            Err(StoreError::ReadOnly { .. }) => {
+                sqlite::SqliteStore::open_read_only(path, access).map(Store::Sqlite)
+            }
+            other => other.map(Store::Sqlite),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -367,10 +407,10 @@ impl Store {
     fn commit(
         &mut self,
         batch: &[Write],
-        run_started: i64,
+        stamp: &RunStamp,
         suppress_invalid: bool,
     ) -> Result<u64, StoreError> {
-        on_backend!(self, b => b.commit(batch, run_started, suppress_invalid))
+        on_backend!(self, b => b.commit(batch, stamp, suppress_invalid))
     }
 }
 

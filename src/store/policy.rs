@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::stored::{Previous, Prior, StoredDomain};
+use crate::model::stored::{DecidedUnder, Previous, Prior, StoredDomain};
 use crate::model::{Level, Status};
 
 /// Unknown verdicts (timeouts, greylisting, unreachable servers…) are reused for at most this
@@ -16,18 +16,22 @@ pub const UNKNOWN_MAX_AGE: Duration = Duration::from_secs(3600);
 pub const DOMAIN_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 
 /// Which stored verdicts a run may reuse.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CachePolicy {
     pub level: Level,
     pub now: i64,
     pub max_age: i64,
-    /// Verdicts before this are ignored (--fresh: the run's start).
-    pub not_before: i64,
+    /// --fresh: only the verdicts of this run (or of the interrupted run it resumes), by its
+    /// id. By id and not by time: a run of the same second wrote the others.
+    pub fresh: Option<i64>,
+    /// The options this run decides under (and at level smtp, its sender).
+    pub under: DecidedUnder,
 }
 
 impl CachePolicy {
     /// An smtp-level verdict serves a dns-level run; a dns-level one does not serve an smtp run.
     /// A dns-level verdict is a domain's (its MX result), which has the shorter domain age.
+    /// Only a verdict decided under this run's options serves it (see [`Self::same_options`]).
     pub fn serves(&self, p: &Prior) -> bool {
         let mut max_age = self.max_age;
         if p.level == Level::Dns {
@@ -36,13 +40,29 @@ impl CachePolicy {
         if p.reason.status() == Status::Unknown {
             max_age = max_age.min(UNKNOWN_MAX_AGE.as_secs() as i64);
         }
-        p.level >= self.level && self.within(p.verified_at, max_age)
+        p.level >= self.level
+            && self.fresh.is_none_or(|run| p.run == Some(run))
+            && self.within(p.verified_at, max_age)
+            && self.same_options(&p.under)
     }
 
-    /// Whether something verified at `verified_at` counts for this run (not before --fresh's
-    /// start) and is at most `max_age` old.
+    /// Whether something verified at `verified_at` is at most `max_age` old.
     pub fn within(&self, verified_at: i64, max_age: i64) -> bool {
-        verified_at >= self.not_before && self.now - verified_at <= max_age
+        self.now - verified_at <= max_age
+    }
+
+    /// Whether a verdict decided under `under` is the one this run would decide: the same
+    /// options (the rule is equality: which verdicts an option could not have changed is not
+    /// provable from what is stored), and at level smtp the same sender. A run that sends
+    /// nothing (level dns) does not care who sent; an smtp verdict stored before senders were
+    /// recorded is presumed this run's sender's, as its options are presumed the defaults —
+    /// else upgrading would throw away every stored probe, the one thing costly to redo.
+    pub fn same_options(&self, under: &DecidedUnder) -> bool {
+        under.allow_private_mx == self.under.allow_private_mx
+            && match (&self.under.sender, &under.sender) {
+                (Some(ours), Some(theirs)) => ours == theirs,
+                _ => true,
+            }
     }
 }
 
@@ -69,16 +89,13 @@ impl DomainState {
         answers_alone: false,
     };
 
-    /// `run_started`: verdicts written since then are this (resumed) run's own.
-    pub fn of(stored: StoredDomain, policy: &CachePolicy, run_started: i64) -> Self {
+    /// `run`: this run's id; the verdicts it wrote are this (resumed) run's own.
+    pub fn of(stored: StoredDomain, policy: &CachePolicy, run: i64) -> Self {
         let serving = stored.verdict.as_ref().is_some_and(|p| policy.serves(p));
         let smtp = stored
             .smtp_at
             .is_some_and(|at| policy.within(at, policy.max_age));
-        let earlier = stored
-            .verdict
-            .as_ref()
-            .is_some_and(|p| p.verified_at < run_started);
+        let earlier = stored.verdict.as_ref().is_some_and(|p| p.run != Some(run));
         DomainState {
             verdict: stored.verdict.map(Arc::new),
             serving,
@@ -102,8 +119,8 @@ impl DomainState {
 
 /// The verdict a row compares with (changes.csv) when it is verified in this run, given its
 /// stored one: that one, or if this (resumed) run wrote it already, the one that it replaced.
-pub fn replaced(own: &Prior, run_started: i64) -> Option<Box<Previous>> {
-    if own.verified_at >= run_started {
+pub fn replaced(own: &Prior, run: i64) -> Option<Box<Previous>> {
+    if own.run == Some(run) {
         own.previous.clone().map(Box::new)
     } else {
         Some(Box::new(Previous {
@@ -125,14 +142,14 @@ pub struct RowAnswer {
 
 /// Whether a stored verdict answers a row, given what the store knows of its domain and its
 /// address's own verdict (`own`: read only when [`DomainState::needs_own_verdict`]).
-/// `run_started`: verdicts written since then are this (resumed) run's own.
+/// `run`: this run's id; the verdicts it wrote are this (resumed) run's own.
 pub fn answer_row(
     policy: &CachePolicy,
     domain: &DomainState,
     own: Option<Prior>,
-    run_started: i64,
+    run: i64,
 ) -> RowAnswer {
-    let this_run = |p: &Prior| p.verified_at >= run_started;
+    let this_run = |p: &Prior| p.run == Some(run);
     let stored = domain.verdict.as_deref();
     let serving = domain.verdict.as_ref().filter(|_| domain.serving);
     let own_answers = own.as_ref().is_some_and(|own| {
@@ -159,7 +176,7 @@ pub fn answer_row(
             verdict: Some(Arc::new(own)),
         },
         own => {
-            let previous = own.as_ref().and_then(|own| replaced(own, run_started));
+            let previous = own.as_ref().and_then(|own| replaced(own, run));
             match serving {
                 // This (resumed) run verified the domain: its addresses are verified again.
                 Some(p) if this_run(p) => RowAnswer {
@@ -186,9 +203,20 @@ mod tests {
 
     const HOUR: i64 = 3600;
     const DAY: i64 = 86_400;
+    /// This run's id, and an earlier run's.
+    const RUN: i64 = 7;
+    const EARLIER: i64 = 3;
 
+    /// A verdict an earlier run decided under the default options.
     fn prior(reason: Reason, level: Level, verified_at: i64) -> Prior {
         Prior::new(reason, String::new(), None, level, verified_at, None)
+            .decided(DecidedUnder::default(), Some(EARLIER))
+    }
+
+    /// The same verdict, written by this (resumed) run.
+    fn ours(p: Prior) -> Prior {
+        let under = p.under.clone();
+        p.decided(under, Some(RUN))
     }
 
     fn dns_policy(now: i64, max_age: i64) -> CachePolicy {
@@ -196,7 +224,8 @@ mod tests {
             level: Level::Dns,
             now,
             max_age,
-            not_before: i64::MIN,
+            fresh: None,
+            under: DecidedUnder::default(),
         }
     }
 
@@ -206,7 +235,8 @@ mod tests {
             level: Level::Dns,
             now: 100_000,
             max_age: 50_000,
-            not_before: 0,
+            fresh: None,
+            under: DecidedUnder::default(),
         };
         assert!(p.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 90_000)));
         assert!(p.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 60_000)));
@@ -215,7 +245,7 @@ mod tests {
         let month = CachePolicy {
             now: 40 * DAY,
             max_age: 30 * DAY,
-            ..p
+            ..p.clone()
         };
         assert!(month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 34 * DAY)));
         assert!(!month.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 32 * DAY)));
@@ -225,14 +255,16 @@ mod tests {
         assert!(!p.serves(&prior(Reason::DnsTimeout, Level::Dns, 90_000)));
         let smtp = CachePolicy {
             level: Level::Smtp,
-            ..p
+            ..p.clone()
         };
         assert!(!smtp.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 99_000)));
+        // --fresh: only this run's verdicts, even one of the same second from another run.
         let fresh = CachePolicy {
-            not_before: 95_000,
-            ..p
+            fresh: Some(RUN),
+            ..p.clone()
         };
-        assert!(!fresh.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 90_000)));
+        assert!(!fresh.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 99_000)));
+        assert!(fresh.serves(&ours(prior(Reason::DomainAcceptsMail, Level::Dns, 99_000))));
     }
 
     #[test]
@@ -266,7 +298,7 @@ mod tests {
         let now = dns_policy(at, DAY);
         let smtp_run = CachePolicy {
             level: Level::Smtp,
-            ..now
+            ..now.clone()
         };
         let by_dns = prior(Reason::DomainAcceptsMail, Level::Dns, at);
         let by_smtp = prior(Reason::MailboxAccepted, Level::Smtp, at);
@@ -283,23 +315,27 @@ mod tests {
         let p = dns_policy(10 * DAY, 30 * DAY);
         let run_started = 10 * DAY - 60;
         let verdict = || Some(prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY));
-        let alone = DomainState::of(stored(verdict(), None), &p, run_started);
+        let alone = DomainState::of(stored(verdict(), None), &p, RUN);
         assert!(alone.serving && alone.lone_answer().is_some());
         assert!(!alone.needs_own_verdict());
         // One of its addresses was probed recently: the addresses' own rows say more.
-        let probed = DomainState::of(stored(verdict(), Some(9 * DAY)), &p, run_started);
+        let probed = DomainState::of(stored(verdict(), Some(9 * DAY)), &p, RUN);
         assert!(probed.serving && probed.lone_answer().is_none());
         // An smtp verdict older than --max-age does not stop the domain's from answering.
         let short = dns_policy(10 * DAY, 5 * DAY);
-        let long_ago = DomainState::of(stored(verdict(), Some(4 * DAY)), &short, run_started);
+        let long_ago = DomainState::of(stored(verdict(), Some(4 * DAY)), &short, RUN);
         assert!(long_ago.lone_answer().is_some());
         // This (resumed) run wrote it: the addresses' own rows keep their history.
-        let own = Some(prior(Reason::DomainAcceptsMail, Level::Dns, run_started));
-        let resumed = DomainState::of(stored(own, None), &p, run_started);
+        let own = Some(ours(prior(
+            Reason::DomainAcceptsMail,
+            Level::Dns,
+            run_started,
+        )));
+        let resumed = DomainState::of(stored(own, None), &p, RUN);
         assert!(resumed.serving && resumed.lone_answer().is_none());
         // Too old to serve.
         let old = Some(prior(Reason::DomainAcceptsMail, Level::Dns, DAY));
-        let stale = DomainState::of(stored(old, None), &p, run_started);
+        let stale = DomainState::of(stored(old, None), &p, RUN);
         assert!(!stale.serving && stale.lone_answer().is_none());
         assert!(DomainState::NOTHING.needs_own_verdict());
     }
@@ -307,14 +343,13 @@ mod tests {
     #[test]
     fn an_smtp_verdict_wins_over_its_domains() {
         let p = dns_policy(10 * DAY, 30 * DAY);
-        let run_started = 10 * DAY - 60;
         let domain = stored(
             Some(prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY)),
             Some(8 * DAY),
         );
-        let domain = DomainState::of(domain, &p, run_started);
+        let domain = DomainState::of(domain, &p, RUN);
         let own = prior(Reason::MailboxNotFound, Level::Smtp, 8 * DAY);
-        let answer = answer_row(&p, &domain, Some(own), run_started);
+        let answer = answer_row(&p, &domain, Some(own), RUN);
         let verdict = answer.verdict.expect("the smtp verdict answers");
         assert_eq!(verdict.reason, Reason::MailboxNotFound);
         // Reused as it was: nothing changed.
@@ -324,14 +359,13 @@ mod tests {
     #[test]
     fn a_shared_domain_verdict_answers_over_the_addresses_own_dns_row() {
         let p = dns_policy(10 * DAY, 30 * DAY);
-        let run_started = 10 * DAY - 60;
         let domain = stored(
             Some(prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY)),
             None,
         );
-        let domain = DomainState::of(domain, &p, run_started);
+        let domain = DomainState::of(domain, &p, RUN);
         let own = prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY);
-        let answer = answer_row(&p, &domain, Some(own), run_started);
+        let answer = answer_row(&p, &domain, Some(own), RUN);
         assert!(Arc::ptr_eq(
             &answer.verdict.unwrap(),
             domain.verdict.as_ref().unwrap()
@@ -342,12 +376,11 @@ mod tests {
     #[test]
     fn a_later_domain_verdict_overrides_an_older_address_row() {
         let p = dns_policy(10 * DAY, 30 * DAY);
-        let run_started = 10 * DAY - 60;
         // The domain's verdict is too old to serve (over a week), the address's is older still.
         let domain = stored(Some(prior(Reason::NoMailServer, Level::Dns, 2 * DAY)), None);
-        let domain = DomainState::of(domain, &p, run_started);
+        let domain = DomainState::of(domain, &p, RUN);
         let own = prior(Reason::DomainAcceptsMail, Level::Dns, DAY);
-        let answer = answer_row(&p, &domain, Some(own), run_started);
+        let answer = answer_row(&p, &domain, Some(own), RUN);
         assert!(answer.verdict.is_none());
         // Verified again in this run: compared with what it said.
         let previous = answer.previous.expect("compared for changes.csv");
@@ -358,11 +391,7 @@ mod tests {
         // From a store before domain verdicts: the address's own row answers.
         let none = DomainState::default();
         let own = prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY);
-        assert!(
-            answer_row(&p, &none, Some(own), run_started)
-                .verdict
-                .is_some()
-        );
+        assert!(answer_row(&p, &none, Some(own), RUN).verdict.is_some());
     }
 
     #[test]
@@ -377,16 +406,16 @@ mod tests {
         // The interrupted run stored the domain's verdict: its addresses are verified again,
         // and compare with what their rows held before this run.
         let domain = stored(
-            Some(prior(
+            Some(ours(prior(
                 Reason::DomainAcceptsMail,
                 Level::Dns,
                 run_started + 10,
-            )),
+            ))),
             None,
         );
-        let domain = DomainState::of(domain, &p, run_started);
+        let domain = DomainState::of(domain, &p, RUN);
         let old_row = prior(Reason::NoMailServer, Level::Dns, 2 * DAY);
-        let answer = answer_row(&p, &domain, Some(old_row), run_started);
+        let answer = answer_row(&p, &domain, Some(old_row), RUN);
         assert_eq!(answer.verdict.unwrap().reason, Reason::DomainAcceptsMail);
         assert_eq!(answer.previous.unwrap().reason, Reason::NoMailServer);
         // An address the interrupted run verified before storing its domain's verdict: the
@@ -398,17 +427,18 @@ mod tests {
             Level::Dns,
             run_started + 5,
             Some(earlier.clone()),
-        );
+        )
+        .decided(DecidedUnder::default(), Some(RUN));
         let domain_later = stored(
-            Some(prior(
+            Some(ours(prior(
                 Reason::DomainAcceptsMail,
                 Level::Dns,
                 run_started + 10,
-            )),
+            ))),
             None,
         );
-        let domain_later = DomainState::of(domain_later, &p, run_started);
-        let answer = answer_row(&p, &domain_later, Some(before.clone()), run_started);
+        let domain_later = DomainState::of(domain_later, &p, RUN);
+        let answer = answer_row(&p, &domain_later, Some(before.clone()), RUN);
         assert!(Arc::ptr_eq(
             &answer.verdict.unwrap(),
             domain_later.verdict.as_ref().unwrap()
@@ -416,7 +446,7 @@ mod tests {
         assert_eq!(answer.previous.as_deref(), Some(&earlier));
         // No domain verdict yet: the address's own verdict of this run answers, with the
         // verdict it replaced for changes.csv.
-        let answer = answer_row(&p, DomainState::NOTHING, Some(before), run_started);
+        let answer = answer_row(&p, DomainState::NOTHING, Some(before), RUN);
         assert_eq!(answer.verdict.unwrap().verified_at, run_started + 5);
         assert_eq!(answer.previous.as_deref(), Some(&earlier));
     }
@@ -430,7 +460,7 @@ mod tests {
             verified_at: 10,
         };
         let stored_before = prior(Reason::NoMailServer, Level::Dns, 500);
-        let previous = replaced(&stored_before, run_started).unwrap();
+        let previous = replaced(&stored_before, RUN).unwrap();
         assert_eq!(
             (previous.status, previous.reason, previous.verified_at),
             (Reason::NoMailServer.status(), Reason::NoMailServer, 500)
@@ -442,16 +472,99 @@ mod tests {
             Level::Dns,
             run_started,
             Some(earlier.clone()),
-        );
+        )
+        .decided(DecidedUnder::default(), Some(RUN));
+        assert_eq!(replaced(&written_now, RUN).as_deref(), Some(&earlier));
+        let first_ever = ours(prior(Reason::NoMailServer, Level::Dns, run_started));
+        // Written in the very second this run started, by another run: not this run's.
+        let same_second = prior(Reason::NoMailServer, Level::Dns, run_started);
         assert_eq!(
-            replaced(&written_now, run_started).as_deref(),
-            Some(&earlier)
+            replaced(&same_second, RUN).map(|p| p.verified_at),
+            Some(run_started)
         );
-        let first_ever = prior(Reason::NoMailServer, Level::Dns, run_started);
-        assert!(replaced(&first_ever, run_started).is_none());
+        assert!(replaced(&first_ever, RUN).is_none());
         // No stored verdict and no serving domain: nothing answers, nothing to compare.
         let p = dns_policy(2_000, DAY);
-        let answer = answer_row(&p, DomainState::NOTHING, None, run_started);
+        let answer = answer_row(&p, DomainState::NOTHING, None, RUN);
         assert!(answer.verdict.is_none() && answer.previous.is_none());
+    }
+
+    /// Issue #14, item 3: a verdict serves only a run under the options it was decided under.
+    #[test]
+    fn a_verdict_serves_only_under_the_options_that_decided_it() {
+        let default = dns_policy(10 * DAY, 30 * DAY);
+        let private = CachePolicy {
+            under: DecidedUnder {
+                allow_private_mx: true,
+                sender: None,
+            },
+            ..default.clone()
+        };
+        let under = |allow_private_mx| DecidedUnder {
+            allow_private_mx,
+            sender: None,
+        };
+        // Decided with --allow-private-mx: a lab's private MX takes mail…
+        let accepts = prior(Reason::DomainAcceptsMail, Level::Dns, 9 * DAY)
+            .decided(under(true), Some(EARLIER));
+        assert!(private.serves(&accepts));
+        // …which a run without the flag must find mx-unroutable itself.
+        assert!(!default.serves(&accepts));
+        // And the other way round.
+        let unroutable = prior(Reason::MxUnroutable, Level::Dns, 9 * DAY);
+        assert!(default.serves(&unroutable));
+        assert!(!private.serves(&unroutable));
+        // A domain's verdict decided under other options does not answer its addresses.
+        let state = DomainState::of(stored(Some(accepts), None), &default, RUN);
+        assert!(!state.serving && state.lone_answer().is_none());
+        let answer = answer_row(&default, &state, None, RUN);
+        assert!(answer.verdict.is_none());
+    }
+
+    /// Issue #14, item 3: at level smtp the sender is part of the policy.
+    #[test]
+    fn an_smtp_verdict_serves_only_the_sender_that_probed() {
+        let smtp_run = |sender: &str| CachePolicy {
+            level: Level::Smtp,
+            under: DecidedUnder {
+                allow_private_mx: false,
+                sender: Some(sender.into()),
+            },
+            ..dns_policy(10 * DAY, 30 * DAY)
+        };
+        let probed_by = |sender: Option<&str>| {
+            prior(Reason::MailboxNotFound, Level::Smtp, 9 * DAY).decided(
+                DecidedUnder {
+                    allow_private_mx: false,
+                    sender: sender.map(str::to_owned),
+                },
+                Some(EARLIER),
+            )
+        };
+        let a = DecidedUnder::sender_of("a@lab.test", "lab.test");
+        let b = DecidedUnder::sender_of("b@other.test", "other.test");
+        assert!(smtp_run(&a).serves(&probed_by(Some(&a))));
+        assert!(!smtp_run(&b).serves(&probed_by(Some(&a))));
+        // A dns-level run sends nothing: any sender's smtp verdict says more than its own.
+        assert!(dns_policy(10 * DAY, 30 * DAY).serves(&probed_by(Some(&a))));
+        // Stored before senders were recorded: presumed the run's.
+        assert!(smtp_run(&b).serves(&probed_by(None)));
+    }
+
+    #[test]
+    fn options_are_stored_as_codes_and_an_unknown_code_is_a_miss() {
+        for allow_private_mx in [false, true] {
+            let u = DecidedUnder {
+                allow_private_mx,
+                sender: None,
+            };
+            assert_eq!(DecidedUnder::from_codes(u.options_code(), None), Some(u));
+        }
+        // What a store from before the options were recorded holds: the defaults.
+        assert_eq!(
+            DecidedUnder::from_codes("", None),
+            Some(DecidedUnder::default())
+        );
+        assert_eq!(DecidedUnder::from_codes("allow-everything", None), None);
     }
 }

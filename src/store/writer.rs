@@ -1,12 +1,12 @@
-//! The store's writer: one thread, fed over a channel by the SMTP stage (a domain's verdicts
-//! as soon as its probe ends) and by the list writer (each chunk's other verdicts). It commits
+//! The store's writer: one thread, fed over a channel by the SMTP stage (each round of
+//! sessions' verdicts as it ends) and by the list writer (each chunk's other verdicts). It commits
 //! whatever is queued in one transaction, so the commits are batched under load and prompt
 //! when results trickle in (the SMTP level): what is committed survives a kill.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Store, StoreError};
+use super::{RunStamp, Store, StoreError};
 use crate::model::smtp::CatchAll;
 use crate::model::{Level, Reason};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -125,16 +125,17 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// `run_started`: verdicts written before it are the "previous" ones for changes.csv.
+    /// `stamp`: the run and options every verdict is written with; those another run wrote
+    /// are the "previous" ones for changes.csv.
     pub fn spawn(
         store: Store,
-        run_started: i64,
+        stamp: RunStamp,
         suppress_invalid: bool,
     ) -> Result<StoreWriter, StoreError> {
         let (tx, rx) = bounded(QUEUED_WRITES);
         let thread = std::thread::Builder::new()
             .name("prebounce-write-store".into())
-            .spawn(move || write_loop(store, rx, run_started, suppress_invalid))
+            .spawn(move || write_loop(store, rx, stamp, suppress_invalid))
             .map_err(|e| StoreError::Entry(format!("cannot start the store thread: {e}")))?;
         Ok(StoreWriter { tx, thread })
     }
@@ -155,7 +156,7 @@ impl StoreWriter {
 fn write_loop(
     mut store: Store,
     rx: Receiver<Write>,
-    run_started: i64,
+    stamp: RunStamp,
     suppress_invalid: bool,
 ) -> Result<u64, StoreError> {
     let mut written = 0;
@@ -180,7 +181,7 @@ fn write_loop(
         if failed.is_some() {
             continue;
         }
-        match store.commit(&batch, run_started, suppress_invalid) {
+        match store.commit(&batch, &stamp, suppress_invalid) {
             Ok(n) => written += n,
             Err(e) => failed = Some(e),
         }

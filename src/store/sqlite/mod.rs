@@ -13,7 +13,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Backend, Previous, Prior, RunStart, StoreAccess, StoreError, StoredDomain, Suppression, Write,
+    Backend, DecidedUnder, Previous, Prior, RunStamp, RunStart, StoreAccess, StoreError,
+    StoredDomain, Suppression, Write,
 };
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
@@ -33,6 +34,10 @@ fn store_error(path: &Path, waited: Duration, e: rusqlite::Error) -> StoreError 
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Locked { path, waited }
         }
+        // A write refused by the file system: the file, or its folder (where the WAL and its
+        // index are created), is not writable by this user.
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path },
+        Some(ErrorCode::CannotOpen) if !writable(&path) => StoreError::ReadOnly { path },
         _ => StoreError::Other {
             path,
             source: Box::new(e),
@@ -76,15 +81,21 @@ impl SqliteStore {
             })?;
         }
         let err = |e| store_error(path, access.busy_timeout, e);
-        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(StoreError::Link {
-                path: path.to_owned(),
-            });
-        }
+        refuse_non_files(path)?;
         // NOFOLLOW as well: a link planted between that look and the open is refused too.
         let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(access.busy_timeout).map_err(err)?;
+        // Before anything is written (the switch to WAL below rewrites the file's header):
+        // another program's database is left as it is.
+        recognise(&conn, path).map_err(err)??;
+        // SQLite opens a file it may not write read-only without a word: say so before the
+        // first write fails with a less helpful message.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+            return Err(StoreError::ReadOnly {
+                path: path.to_owned(),
+            });
+        }
         // WAL: readers (the lookup stage, a second run) never wait for the writer. NORMAL
         // syncs at checkpoints only: a committed verdict survives the process being killed,
         // which is what resume needs; a power cut may lose the last ones (verified again).
@@ -117,9 +128,123 @@ impl SqliteStore {
         })
     }
 
+    /// Open a store this user may not write, for reading only: as it is (not migrated; every
+    /// schema since version 1 has the suppression list), with no WAL switch.
+    pub fn open_read_only(path: &Path, access: StoreAccess) -> Result<SqliteStore, StoreError> {
+        let err = |e| store_error(path, access.busy_timeout, e);
+        refuse_non_files(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let opened = Connection::open_with_flags(path, flags)
+            .and_then(|conn| recognise(&conn, path).map(|r| (conn, r)));
+        let (conn, recognised) = match opened {
+            // A WAL store in a folder this user may not write, closed cleanly (no WAL index
+            // left): SQLite cannot share its index, so it reads the file as immutable. A writer
+            // of another user could change it meanwhile; a listing may then miss its last entries
+            // — a read-only user cannot take the lock that would prevent that anyway.
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+                ) =>
+            {
+                let uri = immutable_uri(path);
+                let conn = Connection::open_with_flags(&uri, flags).map_err(err)?;
+                let recognised = recognise(&conn, path).map_err(err)?;
+                (conn, recognised)
+            }
+            other => other.map_err(err)?,
+        };
+        recognised?;
+        conn.busy_timeout(access.busy_timeout).map_err(err)?;
+        let found: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            busy_timeout: access.busy_timeout,
+            clock: access.clock,
+        })
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
         store_error(&self.path, self.busy_timeout, e)
     }
+}
+
+/// A link or a folder given as the store, refused before SQLite opens it (its message for a
+/// folder is "unable to open database file").
+fn refuse_non_files(path: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Link {
+            path: path.to_owned(),
+        }),
+        Ok(m) if m.is_dir() => Err(StoreError::IsFolder {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether this process may write the store's file (if it exists) and its folder (where SQLite
+/// creates the WAL and its index). Asked of the kernel (access(2) with the effective ids):
+/// permission bits say nothing of root, capabilities or a read-only mount.
+fn writable(path: &Path) -> bool {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    let may_write = |p: &Path| accessat(CWD, p, Access::WRITE_OK, AtFlags::EACCESS).is_ok();
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    (!path.exists() || may_write(path)) && may_write(folder)
+}
+
+/// `file:` URI of `path`, read as immutable.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(*b as char),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Whether the opened file is a prebounce store (or empty: a new one): not another program's
+/// database. Outer error: the file cannot be read (damaged, locked); inner: it is not ours.
+/// A store of this or an older schema has its version and the tables every schema has; one
+/// with a higher version is left to the migration's "newer prebounce" message.
+fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<(), StoreError>> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let (objects, ours): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE type = 'table' AND name IN ('addresses', 'suppressions'))
+         FROM sqlite_schema",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let is_ours = match version {
+        0 => objects == 0,
+        v if v <= SCHEMA_VERSION => ours == 2,
+        _ => true,
+    };
+    Ok(if is_ours {
+        Ok(())
+    } else {
+        Err(StoreError::NotAStore {
+            path: path.to_owned(),
+        })
+    })
 }
 
 impl Backend for SqliteStore {
@@ -139,8 +264,10 @@ impl Backend for SqliteStore {
                      AND d.verified_at <= a.verified_at THEN d.detail ELSE a.detail END,
                    CASE WHEN a.level = 1 AND a.mx IS NULL AND d.reason = a.reason
                      AND d.verified_at <= a.verified_at THEN d.mx ELSE a.mx END,
-                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at
+                   a.level, a.verified_at, a.prev_status, a.prev_reason, a.prev_verified_at,
+                   a.options, a.sender, a.run
                  FROM addresses a LEFT JOIN domain_verdicts d ON d.domain = ?2
+                   AND d.options = a.options
                  WHERE a.key = ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -156,15 +283,24 @@ impl Backend for SqliteStore {
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
                 ))
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((reason, detail, mx, level, verified_at, ps, pr, pv)) = row else {
+        let Some((reason, detail, mx, level, verified_at, ps, pr, pv, options, sender, run)) = row
+        else {
             return Ok(None);
         };
-        // A reason or level this build does not know (a newer prebounce wrote it): a miss.
-        let (Some(reason), Some(level)) = (Reason::from_code(&reason), level_of(level)) else {
+        // A reason, level or option this build does not know (a newer prebounce wrote it): a
+        // miss.
+        let (Some(reason), Some(level), Some(under)) = (
+            Reason::from_code(&reason),
+            level_of(level),
+            DecidedUnder::from_codes(&options, sender),
+        ) else {
             return Ok(None);
         };
         let previous = match (
@@ -179,14 +315,9 @@ impl Backend for SqliteStore {
             }),
             _ => None,
         };
-        Ok(Some(Prior::new(
-            reason,
-            detail,
-            mx,
-            level,
-            verified_at,
-            previous,
-        )))
+        Ok(Some(
+            Prior::new(reason, detail, mx, level, verified_at, previous).decided(under, run),
+        ))
     }
 
     /// What the store knows of a domain (ASCII) at level dns: its verdict, which answers each of
@@ -195,13 +326,13 @@ impl Backend for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at
+                "SELECT d.reason, d.detail, d.mx, d.verified_at, s.verified_at, d.options, d.run
                  FROM (SELECT ?1 AS domain) q
                  LEFT JOIN domain_verdicts d ON d.domain = q.domain
                  LEFT JOIN smtp_domains s ON s.domain = q.domain",
             )
             .map_err(|e| self.err(e))?;
-        let (reason, detail, mx, verified_at, smtp_at) = stmt
+        let (reason, detail, mx, verified_at, smtp_at, options, run) = stmt
             .query_row([domain], |r| {
                 Ok((
                     r.get::<_, Option<String>>(0)?,
@@ -209,11 +340,20 @@ impl Backend for SqliteStore {
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let verdict = match (reason, verified_at) {
-            (Some(reason), Some(at)) => domain_prior(&reason, detail.unwrap_or_default(), mx, at),
+            (Some(reason), Some(at)) => domain_prior(
+                &reason,
+                detail.unwrap_or_default(),
+                mx,
+                at,
+                &options.unwrap_or_default(),
+                run,
+            ),
             _ => None,
         };
         Ok(StoredDomain { verdict, smtp_at })
@@ -241,16 +381,21 @@ impl Backend for SqliteStore {
         let mut out: HashMap<String, StoredDomain> = HashMap::with_capacity(count as usize);
         let mut stmt = self
             .conn
-            .prepare("SELECT domain, reason, detail, mx, verified_at FROM domain_verdicts")
+            .prepare(
+                "SELECT domain, reason, detail, mx, verified_at, options, run FROM domain_verdicts",
+            )
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let reason: String = r.get(1).map_err(err)?;
+            let options: String = r.get(5).map_err(err)?;
             let prior = domain_prior(
                 &reason,
                 r.get(2).map_err(err)?,
                 r.get(3).map_err(err)?,
                 r.get(4).map_err(err)?,
+                &options,
+                r.get(6).map_err(err)?,
             );
             if prior.is_some() {
                 out.entry(r.get(0).map_err(err)?).or_default().verdict = prior;
@@ -432,10 +577,10 @@ impl Backend for SqliteStore {
     fn commit(
         &mut self,
         batch: &[Write],
-        run_started: i64,
+        stamp: &RunStamp,
         suppress_invalid: bool,
     ) -> Result<u64, StoreError> {
-        writer::commit(self, batch, run_started, suppress_invalid)
+        writer::commit(self, batch, stamp, suppress_invalid)
     }
 }
 
@@ -460,10 +605,19 @@ fn status_of(s: &str) -> Option<Status> {
     Status::ALL.into_iter().find(|x| x.as_str() == s)
 }
 
-/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason this build does not
-/// know: a newer prebounce wrote it).
-fn domain_prior(reason: &str, detail: String, mx: Option<String>, at: i64) -> Option<Prior> {
-    Reason::from_code(reason).map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None))
+/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason or options this build
+/// does not know: a newer prebounce wrote it).
+fn domain_prior(
+    reason: &str,
+    detail: String,
+    mx: Option<String>,
+    at: i64,
+    options: &str,
+    run: Option<i64>,
+) -> Option<Prior> {
+    let under = DecidedUnder::from_codes(options, None)?;
+    Reason::from_code(reason)
+        .map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None).decided(under, run))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema this build writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Append; never edit a shipped one.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -67,6 +67,15 @@ const MIGRATIONS: [&str; VERSION as usize] = [
     INSERT INTO smtp_domains (domain, verified_at)
         SELECT substr(key, length(rtrim(key, replace(key, '@', ''))) + 1), max(verified_at)
         FROM addresses WHERE level = 2 GROUP BY 1;",
+    // 4: the options each verdict was decided under (a verdict serves only a run under the
+    // same ones: store::policy), and the run that wrote it ("this run's verdict" by its id, not
+    // by a time stamp that a run of the same second shares). Rows from before hold the
+    // defaults, no sender and no run: decided under the default options, by an earlier run.
+    "ALTER TABLE addresses ADD COLUMN options TEXT NOT NULL DEFAULT '';
+    ALTER TABLE addresses ADD COLUMN sender TEXT;    -- level smtp: MAIL FROM and HELO
+    ALTER TABLE addresses ADD COLUMN run INTEGER;
+    ALTER TABLE domain_verdicts ADD COLUMN options TEXT NOT NULL DEFAULT '';
+    ALTER TABLE domain_verdicts ADD COLUMN run INTEGER;",
 ];
 
 /// What migrating found.

@@ -8,7 +8,7 @@ use super::{SqliteStore, store_error};
 use crate::model::smtp::CatchAll;
 use crate::model::{Level, Reason};
 use crate::store::writer::permanent;
-use crate::store::{StoreError, Write};
+use crate::store::{RunStamp, StoreError, Write};
 
 /// Address rows in one multi-row upsert.
 const ROWS_PER_STATEMENT: usize = 32;
@@ -35,14 +35,19 @@ impl Shape {
 
 /// The upsert of `rows` addresses. The verdict it replaces becomes the previous one, unless
 /// that one was written by this same run (a resumed run, an address met in two windows): then
-/// the one before it stays the previous one. The last parameter is when the run started.
+/// the one before it stays the previous one. The parameters after the rows' are the run's
+/// stamp, the same for every row: its id, its options and (full rows) its sender, stored with
+/// the smtp-level verdicts only.
 fn upsert_sql(rows: usize, shape: Shape) -> String {
+    let run = rows * shape.params() + 1;
+    let (options, sender) = (run + 1, run + 2);
     let values: Vec<String> = (0..rows)
         .map(|i| {
             let p = |k: usize| format!("?{}", i * shape.params() + k);
             match shape {
                 Shape::Full => format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, ?{options}, \
+                     CASE WHEN {} = {} THEN ?{sender} END, ?{run})",
                     p(1),
                     p(2),
                     p(3),
@@ -51,10 +56,12 @@ fn upsert_sql(rows: usize, shape: Shape) -> String {
                     p(6),
                     p(7),
                     p(8),
-                    p(9)
+                    p(9),
+                    p(5),
+                    level_index(Level::Smtp),
                 ),
                 Shape::Dns => format!(
-                    "({}, {}, {}, '', {}, {}, NULL, NULL, NULL)",
+                    "({}, {}, {}, '', {}, {}, NULL, NULL, NULL, ?{options}, NULL, ?{run})",
                     p(1),
                     p(2),
                     p(3),
@@ -64,17 +71,18 @@ fn upsert_sql(rows: usize, shape: Shape) -> String {
             }
         })
         .collect();
-    let started = rows * shape.params() + 1;
     format!(
-        "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx, reply_code, reply_text)
+        "INSERT INTO addresses (key, status, reason, detail, level, verified_at, mx, reply_code,
+           reply_text, options, sender, run)
          VALUES {}
          ON CONFLICT(key) DO UPDATE SET
-           prev_status = CASE WHEN verified_at < ?{started} THEN status ELSE prev_status END,
-           prev_reason = CASE WHEN verified_at < ?{started} THEN reason ELSE prev_reason END,
-           prev_verified_at = CASE WHEN verified_at < ?{started} THEN verified_at ELSE prev_verified_at END,
+           prev_status = CASE WHEN run IS NOT ?{run} THEN status ELSE prev_status END,
+           prev_reason = CASE WHEN run IS NOT ?{run} THEN reason ELSE prev_reason END,
+           prev_verified_at = CASE WHEN run IS NOT ?{run} THEN verified_at ELSE prev_verified_at END,
            status = excluded.status, reason = excluded.reason, detail = excluded.detail,
            level = excluded.level, verified_at = excluded.verified_at, mx = excluded.mx,
-           reply_code = excluded.reply_code, reply_text = excluded.reply_text",
+           reply_code = excluded.reply_code, reply_text = excluded.reply_text,
+           options = excluded.options, sender = excluded.sender, run = excluded.run",
         values.join(", ")
     )
 }
@@ -94,7 +102,7 @@ fn bind_upsert(
     stmt: &mut rusqlite::CachedStatement<'_>,
     shape: Shape,
     rows: &[Row],
-    run_started: i64,
+    stamp: &RunStamp,
 ) -> rusqlite::Result<()> {
     for (i, r) in rows.iter().enumerate() {
         let at = i * shape.params();
@@ -113,7 +121,13 @@ fn bind_upsert(
             Shape::Dns => stmt.raw_bind_parameter(at + 4, r.verified_at)?,
         }
     }
-    stmt.raw_bind_parameter(rows.len() * shape.params() + 1, run_started)
+    let run = rows.len() * shape.params() + 1;
+    stmt.raw_bind_parameter(run, stamp.run)?;
+    stmt.raw_bind_parameter(run + 1, stamp.under.options_code())?;
+    match shape {
+        Shape::Full => stmt.raw_bind_parameter(run + 2, stamp.under.sender.as_deref()),
+        Shape::Dns => Ok(()),
+    }
 }
 
 /// Write `rows` of one shape: many a statement, as SQLite's cost is mostly per statement and a
@@ -122,20 +136,20 @@ fn upsert_rows(
     tx: &rusqlite::Transaction,
     shape: Shape,
     rows: &[Row],
-    run_started: i64,
+    stamp: &RunStamp,
 ) -> rusqlite::Result<()> {
     let mut groups = rows.chunks_exact(ROWS_PER_STATEMENT);
     if groups.len() > 0 {
         let mut many = tx.prepare_cached(&upsert_sql(ROWS_PER_STATEMENT, shape))?;
         for group in &mut groups {
-            bind_upsert(&mut many, shape, group, run_started)?;
+            bind_upsert(&mut many, shape, group, stamp)?;
             many.raw_execute()?;
         }
     }
     if !groups.remainder().is_empty() {
         let mut one = tx.prepare_cached(&upsert_sql(1, shape))?;
         for r in groups.remainder() {
-            bind_upsert(&mut one, shape, std::slice::from_ref(r), run_started)?;
+            bind_upsert(&mut one, shape, std::slice::from_ref(r), stamp)?;
             one.raw_execute()?;
         }
     }
@@ -177,7 +191,7 @@ fn rows_of(batch: &[Write]) -> (Vec<Row<'_>>, Vec<Row<'_>>) {
 pub(super) fn commit(
     store: &mut SqliteStore,
     batch: &[Write],
-    run_started: i64,
+    stamp: &RunStamp,
     suppress_invalid: bool,
 ) -> Result<u64, StoreError> {
     let (path, waited) = (store.path.clone(), store.busy_timeout);
@@ -197,10 +211,11 @@ pub(super) fn commit(
             .map_err(err)?;
         let mut upsert_domain = tx
             .prepare_cached(
-                "INSERT INTO domain_verdicts (domain, reason, detail, mx, verified_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO domain_verdicts (domain, reason, detail, mx, verified_at, options, run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(domain) DO UPDATE SET reason = excluded.reason,
-                   detail = excluded.detail, mx = excluded.mx, verified_at = excluded.verified_at
+                   detail = excluded.detail, mx = excluded.mx, verified_at = excluded.verified_at,
+                   options = excluded.options, run = excluded.run
                  WHERE excluded.verified_at >= domain_verdicts.verified_at",
             )
             .map_err(err)?;
@@ -238,8 +253,8 @@ pub(super) fn commit(
                     .map_err(err)?;
             }
         }
-        upsert_rows(&tx, Shape::Full, &rows, run_started).map_err(err)?;
-        upsert_rows(&tx, Shape::Dns, &dns_rows, run_started).map_err(err)?;
+        upsert_rows(&tx, Shape::Full, &rows, stamp).map_err(err)?;
+        upsert_rows(&tx, Shape::Dns, &dns_rows, stamp).map_err(err)?;
         written += (rows.len() + dns_rows.len()) as u64;
         for msg in batch {
             match msg {
@@ -251,7 +266,9 @@ pub(super) fn commit(
                                 d.reason.as_str(),
                                 d.detail,
                                 d.mx,
-                                d.verified_at
+                                d.verified_at,
+                                stamp.under.options_code(),
+                                stamp.run
                             ])
                             .map_err(err)?;
                     }
@@ -278,7 +295,14 @@ pub(super) fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Backend, DnsVerdicts, Record};
+    use crate::store::{Backend, DecidedUnder, DnsVerdicts, Record};
+
+    fn stamp(run: i64) -> RunStamp {
+        RunStamp {
+            run,
+            under: DecidedUnder::default(),
+        }
+    }
 
     fn record(key: &str, reason: Reason, level: Level, verified_at: i64) -> Record {
         Record {
@@ -307,7 +331,7 @@ mod tests {
                 dns: Vec::new(),
                 domains: Vec::new(),
             }],
-            5,
+            &stamp(1),
             false,
         )
         .unwrap();
@@ -332,7 +356,7 @@ mod tests {
                     ..record("d.test", Reason::DomainAcceptsMail, Level::Dns, 100)
                 }],
             }],
-            50,
+            &stamp(2),
             false,
         )
         .unwrap();
