@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn groups_by_value_with_empty_and_unreadable_buckets() {
         let chunk = chunk_of(
-            "email,source\na@x.com,acme\nb@x.com, acme \nc@x.com,\nd@x.com,<b>\ne@x.com,acme,extra\nf@x.com,bulk\n",
+            "email,source\na@x.com,acme\nb@x.com, acme \nc@x.com,\nd@x.com,<b>\ne@x.com,acme,extra\nf@x.com,bulk\n\"g@x.com,bulk\n",
         );
         let mut g = GroupIndex::new(1);
         let ids: Vec<u32> = (0..chunk.len())
@@ -249,11 +249,21 @@ mod tests {
         let names: Vec<String> = ids.iter().map(|&id| g.name(id).1).collect();
         assert_eq!(
             names,
-            ["acme", "acme", "(empty)", "<b>", "(unreadable)", "bulk"]
+            [
+                "acme",
+                "acme",
+                "(empty)",
+                "<b>",
+                "acme",
+                "bulk",
+                "(unreadable)"
+            ]
         );
         assert_eq!(ids[0], ids[1]);
+        // A ragged row is read as it stands; a row with an unclosed quote is unreadable.
+        assert_eq!(ids[4], ids[0]);
         assert_eq!(g.name(ids[2]).0, GroupKind::Empty);
-        assert_eq!(g.name(ids[4]).0, GroupKind::Unreadable);
+        assert_eq!(g.name(ids[6]).0, GroupKind::Unreadable);
         assert_eq!(g.distinct_values(), 3);
         assert!(!g.capped());
     }
