@@ -314,7 +314,10 @@ impl<R: Read> RecordSplitter<R> {
         match self.first_break {
             // Keep the opening line; everything after it is read again as fresh records.
             Some(brk) => {
-                let next = if self.buf[brk] == b'\r' && self.buf.get(brk + 1) == Some(&b'\n') {
+                // Only up to `filled`: the buffer beyond it holds stale bytes of earlier reads.
+                let next = if self.buf[brk] == b'\r'
+                    && self.buf[..self.filled].get(brk + 1) == Some(&b'\n')
+                {
                     brk + 2
                 } else {
                     brk + 1
