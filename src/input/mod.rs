@@ -506,43 +506,21 @@ impl InputReader {
 
     /// The next batch of at most `max_rows` rows (None at end of input).
     pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>, InputError> {
-        self.next_chunk_in(None, max_rows)
-    }
-
-    /// As [`next_chunk`](Self::next_chunk), filling `spent` (a chunk the run is done with)
-    /// when given: a run keeps reusing the same few dozen buffers instead of allocating and
-    /// freeing a megabyte a chunk, which fragments the heap.
-    pub fn next_chunk_in(
-        &mut self,
-        spent: Option<Chunk>,
-        max_rows: usize,
-    ) -> Result<Option<Chunk>, InputError> {
         if let Some(p) = self.pending.take()
             && !p.is_empty()
         {
             return Ok(Some(p));
         }
-        let mut chunk = match spent {
-            Some(mut chunk) => {
-                chunk.data.clear();
-                chunk.bounds.clear();
-                chunk.rows.clear();
-                chunk.input_end = 0;
-                chunk
-            }
-            None => {
-                let (data, fields) = self
-                    .last_full
-                    .map_or((max_rows * 64, max_rows * 6), |(d, f)| {
-                        (d + d / 8, f + f / 8)
-                    });
-                Chunk {
-                    data: Vec::with_capacity(data),
-                    bounds: Vec::with_capacity(fields),
-                    rows: Vec::with_capacity(max_rows),
-                    input_end: 0,
-                }
-            }
+        let (data, fields) = self
+            .last_full
+            .map_or((max_rows * 64, max_rows * 6), |(d, f)| {
+                (d + d / 8, f + f / 8)
+            });
+        let mut chunk = Chunk {
+            data: Vec::with_capacity(data),
+            bounds: Vec::with_capacity(fields),
+            rows: Vec::with_capacity(max_rows),
+            input_end: 0,
         };
         self.read_into(&mut chunk, max_rows)?;
         if chunk.len() == max_rows {

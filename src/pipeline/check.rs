@@ -12,7 +12,7 @@ use crate::syntax::{self, Address, SyntaxOptions};
 use crate::verdict::{Evidence, Unreadable};
 
 use super::cache::EarlyAnswers;
-use super::{Checked, Recycle, RowCheck, StageResult, StageStats};
+use super::{Checked, RowCheck, StageResult, StageStats};
 
 /// What the check stage needs besides the chunks, the same for the whole run.
 pub(super) struct CheckContext<'a> {
@@ -31,12 +31,10 @@ pub(super) fn check_stage(
     output: mpsc::Sender<Checked>,
     cx: &CheckContext,
     pool: &rayon::ThreadPool,
-    recycle: &Recycle,
 ) -> StageResult {
     let mut stats = StageStats::default();
     for chunk in input {
-        let rows = recycle.spent_rows();
-        let (checked, hits) = pool.install(|| check_chunk(chunk, rows, cx));
+        let (checked, hits) = pool.install(|| check_chunk(chunk, cx));
         stats.rows += checked.rows.len() as u64;
         stats.cached += hits;
         if output.blocking_send(checked).is_err() {
@@ -117,41 +115,43 @@ fn shifted_address(
 }
 
 /// One chunk, in parallel; returns the rows answered from the store too.
-fn check_chunk(chunk: Chunk, mut rows: Vec<RowCheck>, cx: &CheckContext) -> (Checked, u64) {
+fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
     let dialect = cx.dialect;
-    rows.clear();
-    let checks = (0..chunk.len()).into_par_iter().with_min_len(256).map(|r| {
-        let (mut evidence, ragged) = gather_evidence(&chunk, r, dialect, cx.syntax);
-        let address_column = ragged
-            .and_then(|s| s.shifted_to)
-            .unwrap_or(dialect.email_column);
-        let sendable = !matches!(
-            evidence,
-            Evidence::Unreadable(_) | Evidence::Syntax(Err(syntax::SyntaxError::Empty))
-        );
-        let dedup_hash = match &evidence {
-            Evidence::Syntax(Err(_)) if sendable => chunk
-                .field(r, address_column)
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
-            _ => evidence.address().map(Address::identity_hash),
-        };
-        if let Some(early) = cx.early {
-            evidence = early.answer(evidence);
-        }
-        RowCheck {
-            evidence,
-            sendable,
-            dedup_hash,
-            duplicate: false,
-            group_key: cx.group_column.map_or(0, |c| group_key(&chunk, r, c)),
-            group: 0,
-            cross_group: false,
-            previous: None,
-            ragged,
-        }
-    });
-    rows.par_extend(checks);
+    let rows: Vec<RowCheck> = (0..chunk.len())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|r| {
+            let (mut evidence, ragged) = gather_evidence(&chunk, r, dialect, cx.syntax);
+            let address_column = ragged
+                .and_then(|s| s.shifted_to)
+                .unwrap_or(dialect.email_column);
+            let sendable = !matches!(
+                evidence,
+                Evidence::Unreadable(_) | Evidence::Syntax(Err(syntax::SyntaxError::Empty))
+            );
+            let dedup_hash = match &evidence {
+                Evidence::Syntax(Err(_)) if sendable => chunk
+                    .field(r, address_column)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
+                _ => evidence.address().map(Address::identity_hash),
+            };
+            if let Some(early) = cx.early {
+                evidence = early.answer(evidence);
+            }
+            RowCheck {
+                evidence,
+                sendable,
+                dedup_hash,
+                duplicate: false,
+                group_key: cx.group_column.map_or(0, |c| group_key(&chunk, r, c)),
+                group: 0,
+                cross_group: false,
+                previous: None,
+                ragged,
+            }
+        })
+        .collect();
     let hits = match cx.early {
         Some(_) => rows
             .iter()

@@ -91,43 +91,6 @@ struct Checked {
     rows: Vec<RowCheck>,
 }
 
-/// Buffers the write stage is done with, handed back for reuse: the reading thread refills
-/// spent chunks and the check stage spent row vectors. Without it every chunk allocates and
-/// frees a few megabytes, and the allocator's heap fragments (about 90 MB more peak memory
-/// over a million rows). At most [`RECYCLED`] wait; the rest are freed.
-struct Recycle {
-    chunks: (Sender<Chunk>, crossbeam_channel::Receiver<Chunk>),
-    rows: (
-        Sender<Vec<RowCheck>>,
-        crossbeam_channel::Receiver<Vec<RowCheck>>,
-    ),
-}
-
-/// Spent buffers of each kind kept for reuse.
-const RECYCLED: usize = 2 * CHANNEL_DEPTH;
-
-impl Recycle {
-    fn new() -> Self {
-        Recycle {
-            chunks: bounded(RECYCLED),
-            rows: bounded(RECYCLED),
-        }
-    }
-
-    /// The write stage is done with `checked`. The rows are dropped here, on the write
-    /// stage's thread, as before.
-    fn give_back(&self, checked: Checked) {
-        let Checked { chunk, mut rows } = checked;
-        rows.clear();
-        let _ = self.rows.0.try_send(rows);
-        let _ = self.chunks.0.try_send(chunk);
-    }
-
-    fn spent_rows(&self) -> Vec<RowCheck> {
-        self.rows.1.try_recv().unwrap_or_default()
-    }
-}
-
 /// What a stage reports when it ends well.
 #[derive(Debug, Default, Clone, Copy)]
 struct StageStats {
@@ -331,19 +294,16 @@ impl Wiring<'_> {
         dedup: &mut Dedup,
         lists: &mut ListWriters,
     ) -> Result<(StageTotals, Written), Error> {
-        let recycle = Recycle::new();
         thread::scope(|scope| {
             let mut stages = Stages::new(scope, &self.failed);
             let (chunk_tx, chunk_rx) = bounded(CHANNEL_DEPTH);
             let interrupt = self.config.interrupt.clone();
-            let recycle = &recycle;
-            let spent = recycle.chunks.1.clone();
             stages.spawn("read", move || {
-                read::read_stage(reader, chunk_tx, interrupt, spent, &self.failed)
+                read::read_stage(reader, chunk_tx, interrupt, &self.failed)
             });
             let (checked_tx, mut rows) = mpsc::channel(CHANNEL_DEPTH);
             stages.spawn("check", move || {
-                check::check_stage(chunk_rx, checked_tx, &self.check, self.pool, recycle)
+                check::check_stage(chunk_rx, checked_tx, &self.check, self.pool)
             });
             if let Some(lookup) = lookup {
                 let (looked_tx, looked_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -371,7 +331,6 @@ impl Wiring<'_> {
                 format::format_stage(rows, done_tx, &self.format, dedup, self.pool)
             });
             let targets = WriteTargets {
-                recycle,
                 store: store_tx.as_ref(),
                 bar: self.bar,
                 resolver: self.dns.map(|d| &*d.resolver),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 
 use crate::Error;
 use crate::input::{Chunk, InputReader};
@@ -29,10 +29,9 @@ pub(super) fn read_stage(
     reader: InputReader,
     output: Sender<Chunk>,
     interrupt: Option<Arc<Interrupt>>,
-    spent: Receiver<Chunk>,
     failed: &Failed,
 ) -> StageResult {
-    let chunks = spawn_reader(reader, spent)?;
+    let chunks = spawn_reader(reader)?;
     let stopping = || interrupt.as_ref().is_some_and(|i| i.is_requested()) || failed.raised();
     let mut rows = 0;
     while !stopping() {
@@ -62,23 +61,18 @@ type ReadResult = Result<Option<Chunk>, crate::input::InputError>;
 /// The reading thread: one chunk ahead of the stage. It ends at the input's end, its first
 /// error, or when the stage no longer listens; a read that never returns keeps it (and only
 /// it) until the process exits.
-fn spawn_reader(
-    mut reader: InputReader,
-    spent: Receiver<Chunk>,
-) -> Result<Receiver<ReadResult>, Error> {
+fn spawn_reader(mut reader: InputReader) -> Result<crossbeam_channel::Receiver<ReadResult>, Error> {
     let (tx, rx) = bounded::<ReadResult>(1);
     std::thread::Builder::new()
         .name("prebounce-read".into())
         .spawn(move || {
             loop {
-                let next = reader
-                    .next_chunk_in(spent.try_recv().ok(), CHUNK_ROWS)
-                    .map(|chunk| {
-                        chunk.map(|mut chunk| {
-                            chunk.input_end = reader.bytes_consumed();
-                            chunk
-                        })
-                    });
+                let next = reader.next_chunk(CHUNK_ROWS).map(|chunk| {
+                    chunk.map(|mut chunk| {
+                        chunk.input_end = reader.bytes_consumed();
+                        chunk
+                    })
+                });
                 let last = !matches!(next, Ok(Some(_)));
                 if tx.send(next).is_err() || last {
                     return;

@@ -20,7 +20,7 @@ use crate::{Error, Level, ProgressMode};
 
 use super::format::Serialized;
 use super::tally::{Tally, merge_extras};
-use super::{Checked, Failed, Recycle};
+use super::{Checked, Failed};
 
 /// What the write stage gathered over the run.
 #[derive(Default)]
@@ -39,7 +39,6 @@ pub(super) struct Written {
 
 /// Where the write stage sends what it learnt besides the lists.
 pub(super) struct WriteTargets<'a> {
-    pub(super) recycle: &'a Recycle,
     pub(super) store: Option<&'a Sender<Write>>,
     pub(super) bar: &'a ProgressBar,
     /// For the progress message.
@@ -81,7 +80,6 @@ pub(super) fn write_stage(
         to.bar.set_position(spent.chunk.input_end);
         to.bar
             .set_message(progress_message(&written.tally, to.resolver));
-        to.recycle.give_back(spent);
     }
     Ok(written)
 }

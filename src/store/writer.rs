@@ -93,7 +93,7 @@ pub enum Write {
 /// How long the writer gathers verdicts into one transaction.
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
 /// Verdicts merged into one transaction at most (bounds the time a commit holds the lock).
-const MAX_ROWS_PER_COMMIT: usize = 200_000;
+const MAX_ROWS_PER_COMMIT: usize = 50_000;
 /// Messages (a chunk's verdicts, a domain's probe) queued for the writer at most: a store
 /// slower than the run holds the run back instead of letting the queue grow with the list.
 const QUEUED_WRITES: usize = 16;
