@@ -311,7 +311,32 @@ impl ListWriters {
             .map_err(io_err(self.files[i].temp_path()))
     }
 
-    /// Write a whole extra file (changes.csv), renamed into place with the others on `commit`.
+    /// Opens changes.csv beside the lists, written as the run goes ([`write_changes`]) rather
+    /// than gathered in memory: a revalidation can change millions of rows.
+    ///
+    /// [`write_changes`]: Self::write_changes
+    pub fn open_changes(&mut self, header: &[u8]) -> Result<(), OutputError> {
+        if self.writers.len() > Status::ALL.len() {
+            return Ok(());
+        }
+        let (pending, file) = PendingFile::create(&self.dir, CHANGES_FILE)?;
+        let mut w = BufWriter::with_capacity(64 * 1024, file);
+        w.write_all(header).map_err(io_err(pending.temp_path()))?;
+        self.files.push(pending);
+        self.writers.push(w);
+        Ok(())
+    }
+
+    /// Append changes.csv rows (after [`open_changes`](Self::open_changes); ignored without).
+    pub fn write_changes(&mut self, rows: &[u8]) -> Result<(), OutputError> {
+        let i = Status::ALL.len();
+        match self.writers.get_mut(i) {
+            Some(w) => w.write_all(rows).map_err(io_err(self.files[i].temp_path())),
+            None => Ok(()),
+        }
+    }
+
+    /// Write a whole extra file, renamed into place with the others on `commit`.
     pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
         let (pending, mut file) = PendingFile::create(&self.dir, name)?;
         file.write_all(bytes).map_err(io_err(pending.temp_path()))?;

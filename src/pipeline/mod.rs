@@ -187,10 +187,9 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     bar.finish_and_clear();
     // Every sender is gone with the stages: what they sent is committed now.
     let saved = store.as_mut().map_or(Ok(0), RunStore::finish_writer);
-    let (totals, mut written) = streamed?;
+    let (totals, written) = streamed?;
     let saved = saved?;
     check_complete(config, &totals, &written, saved)?;
-    let changes_csv = std::mem::take(&mut written.changes_csv);
     let facts = summary::RunFacts {
         config,
         dialect: &dialect,
@@ -205,7 +204,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         saved,
     };
     let summary = summary::summarize(facts, written);
-    publish(&summary, lists, store.as_ref(), &changes_csv)?;
+    publish(&summary, lists, store.as_ref())?;
     Ok(summary)
 }
 
@@ -242,20 +241,12 @@ fn check_complete(
     Ok(())
 }
 
-/// The run's outputs, once every stage ended well: changes.csv (with a store), report.html
-/// and summary.json, the lists made visible; then the run is finished in the store (only a
-/// run whose lists are written is; the same command otherwise resumes it).
-fn publish(
-    summary: &Summary,
-    mut lists: ListWriters,
-    store: Option<&RunStore>,
-    changes_csv: &[u8],
-) -> Result<(), Error> {
+/// The run's outputs, once every stage ended well: report.html and summary.json, the lists
+/// (and changes.csv) made visible; then the run is finished in the store (only a run whose
+/// lists are written is; the same command otherwise resumes it).
+fn publish(summary: &Summary, lists: ListWriters, store: Option<&RunStore>) -> Result<(), Error> {
     let json = serde_json::to_vec_pretty(summary).map_err(|e| Error::Internal(e.to_string()))?;
     let report = crate::output::report::render(summary);
-    if store.is_some() {
-        lists.add_file(crate::output::CHANGES_FILE, changes_csv)?;
-    }
     lists.commit(report.as_bytes(), &json)?;
     if let Some(store) = store {
         store.finish_run()?;

@@ -22,6 +22,10 @@ use super::format::Serialized;
 use super::tally::{Tally, merge_extras};
 use super::{Checked, Failed};
 
+/// changes.csv's header (the file is comma-separated whatever the lists' delimiter).
+const CHANGES_HEADER: &[u8] =
+    b"address,previous_status,previous_reason,previous_verified_at,status,reason\n";
+
 /// What the write stage gathered over the run.
 #[derive(Default)]
 pub(super) struct Written {
@@ -29,8 +33,6 @@ pub(super) struct Written {
     /// With --group-by: one tally per group id.
     pub(super) group_tallies: Vec<Tally>,
     pub(super) domains: DomainTally,
-    /// changes.csv, header included (written with a store only).
-    pub(super) changes_csv: Vec<u8>,
     /// `previous→new` status → rows, for summary.json.
     pub(super) transitions: BTreeMap<String, u64>,
     /// The domains whose dns-level verdict went to the store writer this run.
@@ -52,11 +54,12 @@ pub(super) fn write_stage(
     to: &WriteTargets,
     failed: &Failed,
 ) -> Result<Written, Error> {
-    let mut written = Written {
-        changes_csv:
-            b"address,previous_status,previous_reason,previous_verified_at,status,reason\n".to_vec(),
-        ..Written::default()
-    };
+    let mut written = Written::default();
+    if to.store.is_some() {
+        lists
+            .open_changes(CHANGES_HEADER)
+            .map_err(|e| failed.raise(e.into()))?;
+    }
     for (mut batches, spent) in input {
         let mut new = NewVerdicts::default();
         for batch in &mut batches {
@@ -65,6 +68,9 @@ pub(super) fn write_stage(
                     .write(status, &batch.lists[status.index()])
                     .map_err(|e| failed.raise(e.into()))?;
             }
+            lists
+                .write_changes(&batch.changes)
+                .map_err(|e| failed.raise(e.into()))?;
             written.absorb(batch, &mut new);
         }
         if let (Some(tx), false) = (to.store, new.is_empty()) {
@@ -122,7 +128,6 @@ impl Written {
         if !batch.dns_records.is_empty() {
             new.dns_records.push(std::mem::take(&mut batch.dns_records));
         }
-        self.changes_csv.extend_from_slice(&batch.changes);
         for (from, to) in &batch.transitions {
             *self.transitions.entry(format!("{from}→{to}")).or_default() += 1;
         }
