@@ -105,7 +105,7 @@ impl fmt::Display for Flags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
     /// The local part as the user wrote it (case kept: some servers are case-sensitive).
-    pub local: String,
+    pub local: compact_str::CompactString,
     /// Shared by every address at the domain: analysed once per domain.
     pub domain: Arc<DomainFacts>,
     pub flags: Flags,
@@ -140,7 +140,7 @@ impl Address {
     /// Identity for duplicate detection: local parts are compared case-insensitively, because
     /// practically every mail system treats them so and a list holding both is a duplicate.
     pub fn dedup_key(&self) -> String {
-        let mut key = self.local.to_lowercase();
+        let mut key = self.local.as_str().to_lowercase();
         key.push('@');
         key.push_str(self.domain_ascii());
         key
@@ -276,7 +276,7 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
         flags.insert(Flags::ROLE);
     }
     Ok(Address {
-        local: local.to_owned(),
+        local: compact_str::CompactString::new(local),
         domain: facts,
         flags,
     })
