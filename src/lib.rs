@@ -26,6 +26,7 @@
 //! - `model`: the shared vocabulary — statuses, the reason table, levels, evidence (pure; imports
 //!   no other module).
 
+pub mod bounce;
 pub mod clock;
 pub mod dns;
 pub mod forecast;
