@@ -53,11 +53,28 @@ pub fn fields(text: &str) -> Vec<Field> {
 pub fn parse(text: &str) -> Report {
     let mut report = Report::default();
     let mut current: Option<Vec<Field>> = None;
+    // Per-recipient fields written before their recipient's first field (Amazon's and
+    // Facebook's reports put Action and Status first): held for the next recipient.
+    let mut pending: Vec<Field> = Vec::new();
     for (name, value) in fields(text) {
-        let opens = match name.as_str() {
-            "original-recipient" => current
+        let per_recipient = PER_RECIPIENT.contains(&name.as_str());
+        if per_recipient
+            && current
                 .as_ref()
-                .is_none_or(|c| c.iter().any(|(n, _)| n.ends_with("-recipient"))),
+                .is_none_or(|c| c.iter().any(|(n, _)| *n == name) && !c.iter().any(|(n, _)| n == "final-recipient"))
+        {
+            if pending.len() < 64 {
+                pending.push((name, value));
+            }
+            continue;
+        }
+        let opens = match name.as_str() {
+            // Most reports put Original- before Final-Recipient, some after it: only a
+            // second Original-, or one after the Final-Recipient's other fields, opens a new one.
+            "original-recipient" => current.as_ref().is_none_or(|c| {
+                c.iter().any(|(n, _)| n == "original-recipient")
+                    || c.last().is_some_and(|(n, _)| n != "final-recipient")
+            }),
             "final-recipient" => current
                 .as_ref()
                 .is_none_or(|c| c.iter().any(|(n, _)| n == "final-recipient")),
@@ -67,7 +84,7 @@ pub fn parse(text: &str) -> Report {
             if let Some(done) = current.take() {
                 report.recipients.push(done);
             }
-            current = Some(Vec::new());
+            current = Some(std::mem::take(&mut pending));
         }
         if report.recipients.len() >= super::MAX_RECORDS {
             break;
@@ -77,11 +94,27 @@ pub fn parse(text: &str) -> Report {
             None => report.per_message.push((name, value)),
         }
     }
-    if let Some(done) = current {
+    if let Some(mut done) = current {
+        for (name, value) in pending {
+            if !done.iter().any(|(n, _)| *n == name) {
+                done.push((name, value));
+            }
+        }
         report.recipients.push(done);
     }
     report
 }
+
+/// The fields RFC 3464 §2.3 defines for a recipient (besides the recipient fields).
+const PER_RECIPIENT: &[&str] = &[
+    "action",
+    "status",
+    "remote-mta",
+    "diagnostic-code",
+    "last-attempt-date",
+    "final-log-id",
+    "will-retry-until",
+];
 
 /// The value of the first field called `name` (lower case).
 pub fn get<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {

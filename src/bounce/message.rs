@@ -37,7 +37,15 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
     if message.headers().is_empty() {
         return Decoded::Unparseable;
     }
-    let parts = walk(&message);
+    let mut parts = walk(&message);
+    if parts.original_recipients.is_empty() {
+        // The original pasted into the text after a marker: read its header fields.
+        let region_len = text::report_region(&parts.body).len();
+        let quoted = parts.body[region_len..].to_owned();
+        for (name, value) in dsn::fields(&quoted).into_iter().take(200) {
+            add_original_field(&name, &value, &mut parts);
+        }
+    }
     let message_id = message.message_id().map(str::to_owned);
     let date = message.header_raw("Date").map(|d| d.trim().to_owned());
     let sender_side = sender_addresses(&message, &parts);
@@ -55,6 +63,15 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
             return Decoded::Records(records);
         }
     }
+    // An ESP notification mailed as JSON (SES through SNS e-mail subscriptions).
+    if parts.body.trim_start().starts_with('{')
+        && let Decoded::Records(mut records) = super::esp::decode_json(parts.body.trim().as_bytes())
+    {
+        for r in &mut records {
+            r.message_id = r.message_id.take().or_else(|| message_id.clone());
+        }
+        return Decoded::Records(records);
+    }
     if let Some(report) = &parts.feedback_report {
         return Decoded::Records(from_arf(report, &parts, &message_id, &date));
     }
@@ -65,11 +82,16 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
         if let Some(listed) = message.header_raw("X-Failed-Recipients") {
             let listed: Vec<String> = text::addresses(listed).into_iter().map(|(_, a)| a).collect();
             if !listed.is_empty() {
+                // Where the text spells an address differently, pair the two lists by order.
+                let same_count = listed.len() == found.len();
                 found = listed
                     .iter()
-                    .map(|a| text::Failure {
+                    .enumerate()
+                    .map(|(i, a)| text::Failure {
                         recipient: a.clone(),
-                        diagnostic: text::diagnostic_for(region, a).unwrap_or_default(),
+                        diagnostic: text::diagnostic_for(region, a)
+                            .or_else(|| same_count.then(|| found[i].diagnostic.clone()))
+                            .unwrap_or_default(),
                     })
                     .collect();
             }
@@ -211,7 +233,7 @@ fn add_original_field(name: &str, value: &str, parts: &mut Parts) {
 /// The sender's side of the exchange: whom the bounce went to, who sent the original.
 fn sender_addresses(message: &Message<'_>, parts: &Parts) -> Vec<String> {
     let mut out: Vec<String> = parts.original_senders.clone();
-    for header in ["To", "Delivered-To", "X-Original-To", "Envelope-To", "Return-Path", "From", "Reply-To"] {
+    for header in ["To", "Delivered-To", "Envelope-To", "Return-Path", "From", "Reply-To"] {
         if let Some(raw) = message.header_raw(header) {
             out.extend(text::addresses(raw).into_iter().map(|(_, a)| a));
         }

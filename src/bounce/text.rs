@@ -119,7 +119,9 @@ fn is_system(address: &str) -> bool {
 fn in_id_context(s: &str, at: usize) -> bool {
     let line_start = s[..at].rfind('\n').map_or(0, |p| p + 1);
     let before = s[line_start..at].to_ascii_lowercase();
-    ["message-id", "message id", "msgid", "in-reply-to", "references", "envelope-id", "queue id", "x-"]
+    // Also the original's own header lines quoted in the report (Exchange's "Your message
+    // To: … Subject: …" block), which name the sender or the whole To list, not the failure.
+    ["message-id", "message id", "msgid", "in-reply-to", "references", "envelope-id", "queue id", "x-", "to:", "cc:", "from:", "sender:", "reply-to:", "return-path:"]
         .iter()
         .any(|w| before.trim_start().starts_with(w) || before.contains(&format!("{w}:")))
 }
@@ -145,10 +147,14 @@ pub fn failures(region: &str, exclude: &[String]) -> Vec<Failure> {
     let mut out = Vec::with_capacity(found.len());
     for (i, (at, address)) in found.iter().enumerate() {
         let end = found.get(i + 1).map_or(region.len(), |(next, _)| *next);
-        let text = &region[at + address.len()..end];
+        let mut diagnostic = clean(&region[at + address.len()..end]);
+        if diagnostic.len() < 3 {
+            // Nothing after it (`Unknown user: a@b` ends the report): its own line says why.
+            diagnostic = clean(&line_around(region, *at).replace(address.as_str(), " "));
+        }
         out.push(Failure {
             recipient: address.clone(),
-            diagnostic: super::truncate(clean(text), super::MAX_DIAGNOSTIC),
+            diagnostic: super::truncate(diagnostic, super::MAX_DIAGNOSTIC),
         });
     }
     out
@@ -166,6 +172,12 @@ pub fn diagnostic_for(region: &str, recipient: &str) -> Option<String> {
         .map_or(rest.len(), |(p, _)| p);
     let text = clean(&rest[..next]);
     (!text.is_empty()).then(|| super::truncate(text, super::MAX_DIAGNOSTIC))
+}
+
+fn line_around(s: &str, at: usize) -> &str {
+    let start = s[..at].rfind('\n').map_or(0, |p| p + 1);
+    let end = s[at..].find('\n').map_or(s.len(), |p| at + p);
+    &s[start..end]
 }
 
 /// Squash whitespace and drop the punctuation an address leaves behind (`>:`, `...`).
