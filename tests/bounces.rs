@@ -14,7 +14,10 @@
 //! - block (the receiver refused the sender or the message, not the address): blocked,
 //!   securityerror, spamdetected, policyviolation, rejected, requireptr, authfailure,
 //!   badreputation, virusdetected, contenterror, notcompliantrfc, norelaying, failedstarttls,
-//!   syntaxerror, mesgtoobig, filtered;
+//!   syntaxerror, mesgtoobig;
+//! - not compared: filtered, which sisimai gives both to content filters (a block) and to
+//!   `550 User unknown` answered after DATA (hard); its rows are still counted as found and
+//!   in the hard/not-hard figure, where sisimai says not hard.
 //! - complaint: feedback; auto-reply: vacation; delivered: delivered.
 
 use std::collections::BTreeMap;
@@ -37,8 +40,9 @@ fn expected_kind(reason: &str, hard: bool) -> Option<Kind> {
         }
         "blocked" | "securityerror" | "spamdetected" | "policyviolation" | "rejected"
         | "requireptr" | "authfailure" | "badreputation" | "virusdetected" | "contenterror"
-        | "notcompliantrfc" | "norelaying" | "failedstarttls" | "syntaxerror" | "mesgtoobig"
-        | "filtered" => Kind::Block,
+        | "notcompliantrfc" | "norelaying" | "failedstarttls" | "syntaxerror" | "mesgtoobig" => {
+            Kind::Block
+        }
         "feedback" => Kind::Complaint,
         "vacation" => Kind::AutoReply,
         "delivered" => Kind::Delivered,
@@ -115,7 +119,10 @@ fn the_corpus_agrees_with_its_labels() {
             continue;
         };
         found += 1;
-        if !l.status.is_empty() {
+        // sisimai writes X.0.9xx for a status it made up from its reason: not a code any
+        // report holds, so not compared.
+        let made_up = l.status.split('.').nth(2).is_some_and(|d| d.len() == 3 && d.starts_with('9'));
+        if !l.status.is_empty() && !made_up {
             with_status += 1;
             let ours = r.status.map(|s| s.to_string()).unwrap_or_default();
             if ours == l.status {

@@ -92,7 +92,17 @@ pub fn classify(
         .and_then(|f| f.enhanced)
         .or(status)
         .or_else(|| find_enhanced(diagnostic));
-    let report_status = status.or(enhanced);
+    // The status a record reports: the receiving server's own enhanced code where the
+    // diagnostic holds one of the report's class (what `explain` reads), else the report's.
+    let quoted = found
+        .as_ref()
+        .and_then(|f| f.enhanced)
+        .or_else(|| find_enhanced(diagnostic));
+    let report_status = match (status, quoted) {
+        (Some(s), Some(q)) if q.class == s.class => Some(q),
+        (Some(s), _) => Some(s),
+        (None, q) => q,
+    };
     if matches!(
         action,
         Action::Delivered | Action::Relayed | Action::Expanded
@@ -211,7 +221,7 @@ fn find_reply(s: &str) -> Option<Found> {
 
 /// The first enhanced status code anywhere in the text (qmail's `(#5.1.1)`, a bare `5.7.1`).
 fn find_enhanced(s: &str) -> Option<EnhancedCode> {
-    s.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '#' | '[' | ']' | ',' | ';' | '<' | '>' | '"' | '\''))
+    s.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '#' | '[' | ']' | ',' | ';' | ':' | '<' | '>' | '"' | '\''))
         .map(|t| t.trim_end_matches([':', '.']))
         .find_map(|t| EnhancedCode::parse(t).filter(|e| e.class != 2 || e.subject != 0))
 }

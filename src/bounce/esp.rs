@@ -31,6 +31,21 @@ pub fn decode_json(bytes: &[u8]) -> Decoded {
     }
 }
 
+/// Decode the first JSON value of the data and ignore what follows it (SNS e-mail
+/// notifications append an unsubscribe footer).
+pub fn decode_json_prefix(bytes: &[u8]) -> Decoded {
+    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
+    match stream.next() {
+        Some(Ok(value)) => {
+            let mut out = Vec::new();
+            let mut recognised = false;
+            events(&value, 0, &mut out, &mut recognised);
+            if recognised { Decoded::Records(out) } else { Decoded::NotABounce }
+        }
+        _ => Decoded::Unparseable,
+    }
+}
+
 /// serde_json bounds its own nesting (128), so this depth is only ours: envelopes and lists.
 fn events(v: &Value, depth: usize, out: &mut Vec<Record>, recognised: &mut bool) {
     if depth > 4 || out.len() >= MAX_RECORDS {

@@ -65,7 +65,7 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
     }
     // An ESP notification mailed as JSON (SES through SNS e-mail subscriptions).
     if parts.body.trim_start().starts_with('{')
-        && let Decoded::Records(mut records) = super::esp::decode_json(parts.body.trim().as_bytes())
+        && let Decoded::Records(mut records) = super::esp::decode_json_prefix(parts.body.trim().as_bytes())
     {
         for r in &mut records {
             r.message_id = r.message_id.take().or_else(|| message_id.clone());
@@ -78,6 +78,11 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
     if looks_like_bounce(&message, &parts) {
         let region = text::report_region(&parts.body);
         let mut found = text::failures(region, &sender_side);
+        if found.is_empty() {
+            // Anonymised or forwarded reports sometimes fail the very address the bounce went
+            // to: when nothing else is named, the sender's side is not excluded.
+            found = text::failures(region, &parts.original_senders);
+        }
         // Exim names its failed recipients in a header: trust it over the text's order.
         if let Some(listed) = message.header_raw("X-Failed-Recipients") {
             let listed: Vec<String> = text::addresses(listed).into_iter().map(|(_, a)| a).collect();
