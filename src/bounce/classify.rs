@@ -38,7 +38,9 @@ pub enum Action {
 
 impl Action {
     pub fn parse(s: &str) -> Option<Action> {
-        let s = s.trim().trim_end_matches(|c: char| !c.is_ascii_alphabetic());
+        let s = s
+            .trim()
+            .trim_end_matches(|c: char| !c.is_ascii_alphabetic());
         let word = s.split_whitespace().next()?.to_ascii_lowercase();
         Some(match word.as_str() {
             "failed" | "failure" => Action::Failed,
@@ -133,6 +135,22 @@ pub fn classify(
         // 450 was our stand-in: nothing said greylisting.
         reason = Reason::Deferred;
     }
+    // A refusal of MAIL FROM came before any recipient was named: it is about the sender,
+    // whatever its text says ("553 5.1.0 … unknown" is the sender's address).
+    if matches!(reason.status(), crate::model::Status::Invalid) || reason == Reason::Unrecognized {
+        let lower = diagnostic.to_ascii_lowercase();
+        if [
+            "after mail from",
+            "in reply to mail from",
+            "our mail from",
+            "mail from command",
+        ]
+        .iter()
+        .any(|p| lower.contains(p))
+        {
+            reason = Reason::ProberBlocked;
+        }
+    }
     let mut kind = kind_of(reason);
     if action == Action::Delayed {
         // A delay is not a verdict, whatever code the last attempt drew.
@@ -192,8 +210,15 @@ fn find_reply(s: &str) -> Option<Found> {
         let is_code = matches!(b[i], b'2' | b'4' | b'5')
             && b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
-            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'.' | b'-' | b'#' | b'/' | b'=' | b':' | b'_')))
-            && b.get(i + 3).is_none_or(|&c| matches!(c, b' ' | b'-' | b':' | b'\t' | b'\r' | b'\n' | b'\'' | b'"' | b')' | b']' | b','));
+            && (i == 0
+                || !(b[i - 1].is_ascii_alphanumeric()
+                    || matches!(b[i - 1], b'.' | b'-' | b'#' | b'/' | b'=' | b':' | b'_')))
+            && b.get(i + 3).is_none_or(|&c| {
+                matches!(
+                    c,
+                    b' ' | b'-' | b':' | b'\t' | b'\r' | b'\n' | b'\'' | b'"' | b')' | b']' | b','
+                )
+            });
         if is_code {
             // Digits only: safe to slice.
             let code: u16 = s[i..i + 3].parse().ok()?;
@@ -205,7 +230,8 @@ fn find_reply(s: &str) -> Option<Found> {
                 .iter()
                 .position(|c| c.is_ascii_whitespace())
                 .map_or(b.len(), |p| j + p);
-            let token = s[j..end].trim_matches(|c: char| matches!(c, ',' | ':' | ';' | '#' | '(' | ')' | '<' | '>'));
+            let token = s[j..end]
+                .trim_matches(|c: char| matches!(c, ',' | ':' | ';' | '#' | '(' | ')' | '<' | '>'));
             let enhanced = EnhancedCode::parse(token);
             let text_at = if enhanced.is_some() { end } else { i + 3 };
             return Some(Found {
@@ -221,9 +247,15 @@ fn find_reply(s: &str) -> Option<Found> {
 
 /// The first enhanced status code anywhere in the text (qmail's `(#5.1.1)`, a bare `5.7.1`).
 fn find_enhanced(s: &str) -> Option<EnhancedCode> {
-    s.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '#' | '[' | ']' | ',' | ';' | ':' | '<' | '>' | '"' | '\''))
-        .map(|t| t.trim_end_matches([':', '.']))
-        .find_map(|t| EnhancedCode::parse(t).filter(|e| e.class != 2 || e.subject != 0))
+    s.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '(' | ')' | '#' | '[' | ']' | ',' | ';' | ':' | '<' | '>' | '"' | '\''
+            )
+    })
+    .map(|t| t.trim_end_matches([':', '.']))
+    .find_map(|t| EnhancedCode::parse(t).filter(|e| e.class != 2 || e.subject != 0))
 }
 
 #[cfg(test)]
@@ -238,7 +270,11 @@ mod tests {
     #[test]
     fn bounce_kinds_follow_the_reply_decoder() {
         assert_eq!(
-            kind(Action::Failed, "5.1.1", "smtp; 550 5.1.1 <a@b.example>: Recipient address rejected: User unknown"),
+            kind(
+                Action::Failed,
+                "5.1.1",
+                "smtp; 550 5.1.1 <a@b.example>: Recipient address rejected: User unknown"
+            ),
             (Kind::Hard, Reason::MailboxNotFound)
         );
         assert_eq!(
@@ -251,11 +287,22 @@ mod tests {
             Kind::Block
         );
         assert_eq!(
-            kind(Action::Failed, "5.1.2", "X-Postfix; Host or domain name not found").0,
+            kind(
+                Action::Failed,
+                "5.1.2",
+                "X-Postfix; Host or domain name not found"
+            )
+            .0,
             Kind::Hard
         );
-        assert_eq!(kind(Action::Delayed, "4.4.1", "connection timed out").0, Kind::Soft);
-        assert_eq!(kind(Action::Delivered, "2.0.0", "250 ok").0, Kind::Delivered);
+        assert_eq!(
+            kind(Action::Delayed, "4.4.1", "connection timed out").0,
+            Kind::Soft
+        );
+        assert_eq!(
+            kind(Action::Delivered, "2.0.0", "250 ok").0,
+            Kind::Delivered
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Report {
 pub fn fields(text: &str) -> Vec<Field> {
     let mut out: Vec<Field> = Vec::new();
     let mut last_was_field = false;
+    // CRLF is one line end, not an LF after an empty CR line.
+    let text = text.replace("\r\n", "\n");
     for line in text.split(['\n', '\r']) {
         if line.trim().is_empty() {
             last_was_field = false;
@@ -59,9 +61,9 @@ pub fn parse(text: &str) -> Report {
     for (name, value) in fields(text) {
         let per_recipient = PER_RECIPIENT.contains(&name.as_str());
         if per_recipient
-            && current
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|(n, _)| *n == name) && !c.iter().any(|(n, _)| n == "final-recipient"))
+            && current.as_ref().is_none_or(|c| {
+                c.iter().any(|(n, _)| *n == name) && !c.iter().any(|(n, _)| n == "final-recipient")
+            })
         {
             if pending.len() < 64 {
                 pending.push((name, value));
@@ -132,7 +134,11 @@ pub fn address(value: &str) -> Option<String> {
         Some((_, rest)) => rest,
         None => value,
     };
-    let v = v.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let v = v
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
     (!v.is_empty() && v.contains('@')).then(|| v.to_owned())
 }
 
@@ -155,12 +161,18 @@ mod tests {
              Action: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1\n  user unknown\n\
              Original-Recipient: rfc822;b@x.example\nFinal-Recipient: rfc822; b@x.example\nAction: delayed\n",
         );
-        assert_eq!(get(&r.per_message, "reporting-mta"), Some("dns; mx.example.org"));
+        assert_eq!(
+            get(&r.per_message, "reporting-mta"),
+            Some("dns; mx.example.org")
+        );
         assert_eq!(r.recipients.len(), 2);
         assert_eq!(
             get(&r.recipients[0], "diagnostic-code"),
             Some("smtp; 550 5.1.1 user unknown")
         );
-        assert_eq!(address(get(&r.recipients[1], "final-recipient").unwrap()).as_deref(), Some("b@x.example"));
+        assert_eq!(
+            address(get(&r.recipients[1], "final-recipient").unwrap()).as_deref(),
+            Some("b@x.example")
+        );
     }
 }

@@ -40,7 +40,11 @@ pub fn decode_json_prefix(bytes: &[u8]) -> Decoded {
             let mut out = Vec::new();
             let mut recognised = false;
             events(&value, 0, &mut out, &mut recognised);
-            if recognised { Decoded::Records(out) } else { Decoded::NotABounce }
+            if recognised {
+                Decoded::Records(out)
+            } else {
+                Decoded::NotABounce
+            }
         }
         _ => Decoded::Unparseable,
     }
@@ -150,7 +154,13 @@ fn push(e: Event<'_>, out: &mut Vec<Record>) {
     });
 }
 
-fn complaint(recipient: &str, date: Option<String>, id: Option<String>, feedback: Option<String>, out: &mut Vec<Record>) {
+fn complaint(
+    recipient: &str,
+    date: Option<String>,
+    id: Option<String>,
+    feedback: Option<String>,
+    out: &mut Vec<Record>,
+) {
     if !recipient.contains('@') || out.len() >= MAX_RECORDS {
         return;
     }
@@ -171,19 +181,28 @@ fn complaint(recipient: &str, date: Option<String>, id: Option<String>, feedback
 }
 
 fn ses(v: &Value, out: &mut Vec<Record>) {
-    let kind = s(v, "notificationType").or_else(|| s(v, "eventType")).unwrap_or("");
+    let kind = s(v, "notificationType")
+        .or_else(|| s(v, "eventType"))
+        .unwrap_or("");
     let mail_id = v.get("mail").and_then(|m| owned(s(m, "messageId")));
     match kind.to_ascii_lowercase().as_str() {
         "bounce" => {
             let Some(b) = v.get("bounce") else { return };
             let permanent = s(b, "bounceType").is_some_and(|t| t.eq_ignore_ascii_case("permanent"));
             let sub = s(b, "bounceSubType").unwrap_or("").to_ascii_lowercase();
-            for r in b.get("bouncedRecipients").and_then(Value::as_array).into_iter().flatten() {
-                let action = s(r, "action").and_then(Action::parse).unwrap_or(if permanent {
-                    Action::Failed
-                } else {
-                    Action::Delayed
-                });
+            for r in b
+                .get("bouncedRecipients")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let action = s(r, "action")
+                    .and_then(Action::parse)
+                    .unwrap_or(if permanent {
+                        Action::Failed
+                    } else {
+                        Action::Delayed
+                    });
                 push(
                     Event {
                         recipient: s(r, "emailAddress").unwrap_or(""),
@@ -203,7 +222,12 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
         }
         "complaint" => {
             let Some(c) = v.get("complaint") else { return };
-            for r in c.get("complainedRecipients").and_then(Value::as_array).into_iter().flatten() {
+            for r in c
+                .get("complainedRecipients")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 complaint(
                     s(r, "emailAddress").unwrap_or(""),
                     when(c.get("timestamp")),
@@ -215,7 +239,12 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
         }
         "delivery" => {
             let Some(d) = v.get("delivery") else { return };
-            for r in d.get("recipients").and_then(Value::as_array).into_iter().flatten() {
+            for r in d
+                .get("recipients")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 push(
                     Event {
                         recipient: r.as_str().unwrap_or(""),
@@ -252,7 +281,10 @@ fn sendgrid(v: &Value, out: &mut Vec<Record>) {
     let status = s(v, "status");
     // Older exports put the bare reply code (`550`) in `status`.
     let code = status.filter(|s| s.len() == 3).and_then(|s| s.parse().ok());
-    let diagnostic = s(v, "reason").or_else(|| s(v, "response")).unwrap_or("").to_owned();
+    let diagnostic = s(v, "reason")
+        .or_else(|| s(v, "response"))
+        .unwrap_or("")
+        .to_owned();
     push(
         Event {
             recipient: email,
@@ -294,7 +326,10 @@ fn mailgun(v: &Value, out: &mut Vec<Record>) {
     let status = v.get("delivery-status");
     let code = status
         .and_then(|d| d.get("code"))
-        .and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|c| {
+            c.as_u64()
+                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+        })
         .and_then(|c| u16::try_from(c).ok());
     let diagnostic = status
         .and_then(|d| s(d, "message").or_else(|| s(d, "description")))
@@ -331,11 +366,17 @@ fn postmark(v: &Value, out: &mut Vec<Record>) {
     }
     let action = match (record_type.as_str(), kind.as_str()) {
         ("delivery", _) => Action::Delivered,
-        (_, "transient" | "softbounce" | "dnserror" | "autoresponder" | "challengeverification") => Action::Delayed,
+        (
+            _,
+            "transient" | "softbounce" | "dnserror" | "autoresponder" | "challengeverification",
+        ) => Action::Delayed,
         ("bounce", _) => Action::Failed,
         _ => return,
     };
-    let details = s(v, "Details").or_else(|| s(v, "Description")).unwrap_or("").to_owned();
+    let details = s(v, "Details")
+        .or_else(|| s(v, "Description"))
+        .unwrap_or("")
+        .to_owned();
     push(
         Event {
             recipient,

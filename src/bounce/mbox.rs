@@ -13,7 +13,10 @@ pub fn is_mbox(bytes: &[u8]) -> bool {
 }
 
 fn first_line(b: &[u8]) -> &[u8] {
-    let end = b.iter().position(|&c| c == b'\n' || c == b'\r').unwrap_or(b.len());
+    let end = b
+        .iter()
+        .position(|&c| c == b'\n' || c == b'\r')
+        .unwrap_or(b.len());
     &b[..end]
 }
 
@@ -107,7 +110,10 @@ mod tests {
         let mbox = b"From a@x Mon Jan  1 00:00:00 2024\r\nSubject: one\r\n\r\n>From here\r\n>>From there\r\n\r\nFrom b@y Mon Jan  1 00:00:01 2024\r\nSubject: two\r\n\r\nbody\r\n";
         let m = split_mbox(mbox);
         assert_eq!(m.len(), 2);
-        assert_eq!(&*m[0], &b"Subject: one\r\n\r\nFrom here\r\n>From there\r\n\r\n"[..]);
+        assert_eq!(
+            &*m[0],
+            &b"Subject: one\r\n\r\nFrom here\r\n>From there\r\n\r\n"[..]
+        );
         assert_eq!(&*m[1], &b"Subject: two\r\n\r\nbody\r\n"[..]);
         assert!(is_mbox(mbox));
         assert_eq!(split_mbox(b"Subject: x\n\nFrom the start\n").len(), 1);

@@ -31,6 +31,8 @@ struct Parts {
 /// Decode one message. Never panics; reads at most [`MAX_MESSAGE_BYTES`].
 pub fn decode_message(bytes: &[u8]) -> Decoded {
     let bytes = &bytes[..bytes.len().min(MAX_MESSAGE_BYTES)];
+    let normalized = lone_cr_to_lf(bytes);
+    let bytes: &[u8] = normalized.as_deref().unwrap_or(bytes);
     let Some(message) = MessageParser::default().parse(bytes) else {
         return Decoded::Unparseable;
     };
@@ -65,7 +67,7 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
     }
     // An ESP notification mailed as JSON (SES through SNS e-mail subscriptions).
     if parts.body.trim_start().starts_with('{')
-        && let Decoded::Records(mut records) = super::esp::decode_json_prefix(parts.body.trim().as_bytes())
+        && let Decoded::Records(mut records) = json_in_text(parts.body.trim())
     {
         for r in &mut records {
             r.message_id = r.message_id.take().or_else(|| message_id.clone());
@@ -75,7 +77,10 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
     if let Some(report) = &parts.feedback_report {
         return Decoded::Records(from_arf(report, &parts, &message_id, &date));
     }
-    if looks_like_bounce(&message, &parts) {
+    // An auto-reply often quotes the message or says "unable to deliver" in its prose; unless
+    // a mail system sent it, its Auto-Submitted header decides.
+    let auto_reply = is_auto_reply(&message) && !sent_by_mail_system(&message);
+    if !auto_reply && looks_like_bounce(&message, &parts) {
         let region = text::report_region(&parts.body);
         let mut found = text::failures(region, &sender_side);
         if found.is_empty() {
@@ -85,7 +90,10 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
         }
         // Exim names its failed recipients in a header: trust it over the text's order.
         if let Some(listed) = message.header_raw("X-Failed-Recipients") {
-            let listed: Vec<String> = text::addresses(listed).into_iter().map(|(_, a)| a).collect();
+            let listed: Vec<String> = text::addresses(listed)
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect();
             if !listed.is_empty() {
                 // Where the text spells an address differently, pair the two lists by order.
                 let same_count = listed.len() == found.len();
@@ -94,7 +102,7 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
                     .enumerate()
                     .map(|(i, a)| text::Failure {
                         recipient: a.clone(),
-                        diagnostic: text::diagnostic_for(region, a)
+                        diagnostic: text::diagnostic_for(region, a, &sender_side)
                             .or_else(|| same_count.then(|| found[i].diagnostic.clone()))
                             .unwrap_or_default(),
                     })
@@ -121,7 +129,11 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
                     .into_iter()
                     .take(MAX_RECORDS)
                     .map(|f| {
-                        let action = if delayed { Action::Delayed } else { Action::Failed };
+                        let action = if delayed {
+                            Action::Delayed
+                        } else {
+                            Action::Failed
+                        };
                         record(f.recipient, action, None, f.diagnostic, &message_id, &date)
                     })
                     .collect(),
@@ -129,21 +141,59 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
         }
         return Decoded::NotABounce;
     }
-    if is_auto_reply(&message) {
+    if auto_reply || is_auto_reply(&message) {
         let from = message
             .from()
             .and_then(|a| a.first())
             .and_then(|a| a.address())
             .map(str::to_owned);
         if let Some(recipient) = from {
-            let mut r = record(recipient, Action::Delivered, None, String::new(), &message_id, &date);
+            let mut r = record(
+                recipient,
+                Action::Delivered,
+                None,
+                String::new(),
+                &message_id,
+                &date,
+            );
             r.kind = Kind::AutoReply;
             r.reason = None;
-            r.diagnostic = message.subject().map(|s| super::truncate(s.to_owned(), MAX_DIAGNOSTIC));
+            r.diagnostic = message
+                .subject()
+                .map(|s| super::truncate(s.to_owned(), MAX_DIAGNOSTIC));
             return Decoded::Records(vec![r]);
         }
     }
     Decoded::NotABounce
+}
+
+/// Old Mac files end lines with a lone CR, which the MIME parser does not take for a line end:
+/// such data is copied with LF in their place (None: no lone CR, nothing to copy).
+fn lone_cr_to_lf(bytes: &[u8]) -> Option<Vec<u8>> {
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    let first = memchr::memchr_iter(b'\r', bytes).find(|&i| lone(i))?;
+    let mut out = bytes.to_vec();
+    for i in memchr::memchr_iter(b'\r', &bytes[first..]).map(|i| i + first) {
+        if lone(i) {
+            out[i] = b'\n';
+        }
+    }
+    Some(out)
+}
+
+/// The JSON of a notification mailed as text; mailers fold its long line (a line break and a
+/// space inside a string), which is undone when the text does not parse as it is.
+fn json_in_text(body: &str) -> Decoded {
+    match super::esp::decode_json_prefix(body.as_bytes()) {
+        Decoded::Unparseable => {
+            let unfolded = body
+                .replace("\r\n ", " ")
+                .replace("\n ", " ")
+                .replace("\r ", " ");
+            super::esp::decode_json_prefix(unfolded.as_bytes())
+        }
+        decoded => decoded,
+    }
 }
 
 /// Collect the report parts, the text and the original's addresses from the top message's
@@ -162,7 +212,10 @@ fn walk(message: &Message<'_>) -> Parts {
             .unwrap_or_else(|| ("text".into(), "plain".into()));
         match (&part.body, ctype.as_str(), subtype.as_str()) {
             (PartType::Message(original), _, _) => {
-                collect_original(original.headers().iter().map(|h| (h.name(), h.value())), &mut parts);
+                collect_original(
+                    original.headers().iter().map(|h| (h.name(), h.value())),
+                    &mut parts,
+                );
                 // An ARF report's original, or a DSN's: its To is a fallback recipient.
                 if parts.original_recipients.is_empty()
                     && let Some(to) = original.to()
@@ -175,7 +228,9 @@ fn walk(message: &Message<'_>) -> Parts {
             (_, "message" | "text", "delivery-status" | "global-delivery-status") => {
                 parts.delivery_status.push(lossy(part.contents()));
             }
-            (_, "message", "feedback-report") => parts.feedback_report = Some(lossy(part.contents())),
+            (_, "message", "feedback-report") => {
+                parts.feedback_report = Some(lossy(part.contents()))
+            }
             (_, "text" | "message", "rfc822-headers" | "rfc822" | "global-headers") => {
                 // Not parsed as a message (encoded, or headers only): read its header fields.
                 let t = lossy(part.contents());
@@ -185,7 +240,10 @@ fn walk(message: &Message<'_>) -> Parts {
             }
             (PartType::Text(t), _, _) => push_text(&mut parts.body, t),
             (PartType::Html(h), _, _) => {
-                push_text(&mut parts.body, &mail_parser::decoders::html::html_to_text(h));
+                push_text(
+                    &mut parts.body,
+                    &mail_parser::decoders::html::html_to_text(h),
+                );
             }
             _ => {}
         }
@@ -210,10 +268,14 @@ fn collect_original<'a>(
 ) {
     for (name, value) in headers {
         let addresses: Vec<String> = match value {
-            mail_parser::HeaderValue::Address(a) => {
-                a.iter().filter_map(|a| a.address()).map(str::to_owned).collect()
+            mail_parser::HeaderValue::Address(a) => a
+                .iter()
+                .filter_map(|a| a.address())
+                .map(str::to_owned)
+                .collect(),
+            mail_parser::HeaderValue::Text(t) => {
+                text::addresses(t).into_iter().map(|(_, a)| a).collect()
             }
-            mail_parser::HeaderValue::Text(t) => text::addresses(t).into_iter().map(|(_, a)| a).collect(),
             _ => Vec::new(),
         };
         for a in addresses {
@@ -238,7 +300,14 @@ fn add_original_field(name: &str, value: &str, parts: &mut Parts) {
 /// The sender's side of the exchange: whom the bounce went to, who sent the original.
 fn sender_addresses(message: &Message<'_>, parts: &Parts) -> Vec<String> {
     let mut out: Vec<String> = parts.original_senders.clone();
-    for header in ["To", "Delivered-To", "Envelope-To", "Return-Path", "From", "Reply-To"] {
+    for header in [
+        "To",
+        "Delivered-To",
+        "Envelope-To",
+        "Return-Path",
+        "From",
+        "Reply-To",
+    ] {
         if let Some(raw) = message.header_raw(header) {
             out.extend(text::addresses(raw).into_iter().map(|(_, a)| a));
         }
@@ -258,7 +327,12 @@ fn find_field_line(body: &str, name: &str) -> Option<usize> {
     None
 }
 
-fn from_dsn(status: &str, parts: &Parts, message_id: &Option<String>, date: &Option<String>) -> Vec<Record> {
+fn from_dsn(
+    status: &str,
+    parts: &Parts,
+    message_id: &Option<String>,
+    date: &Option<String>,
+) -> Vec<Record> {
     let report = dsn::parse(status);
     let reporting = dsn::get(&report.per_message, "reporting-mta").map(dsn::mta);
     let arrival = dsn::get(&report.per_message, "arrival-date").map(str::to_owned);
@@ -280,7 +354,7 @@ fn from_dsn(status: &str, parts: &Parts, message_id: &Option<String>, date: &Opt
         let diagnostic = dsn::get(fields, "diagnostic-code")
             .map(super::squash)
             .filter(|d| d.len() > "smtp;".len())
-            .or_else(|| text::diagnostic_for(region, &recipient))
+            .or_else(|| text::diagnostic_for(region, &recipient, &parts.original_senders))
             .unwrap_or_default();
         let c = classify(action, status, None, &diagnostic);
         out.push(Record {
@@ -291,7 +365,8 @@ fn from_dsn(status: &str, parts: &Parts, message_id: &Option<String>, date: &Opt
                 .or_else(|| date.clone()),
             status: c.status,
             reply_code: c.reply_code,
-            diagnostic: (!diagnostic.is_empty()).then(|| super::truncate(diagnostic, MAX_DIAGNOSTIC)),
+            diagnostic: (!diagnostic.is_empty())
+                .then(|| super::truncate(diagnostic, MAX_DIAGNOSTIC)),
             reporting_mta: reporting.clone(),
             remote_mta: dsn::get(fields, "remote-mta").map(dsn::mta),
             message_id: message_id.clone(),
@@ -304,7 +379,12 @@ fn from_dsn(status: &str, parts: &Parts, message_id: &Option<String>, date: &Opt
     out
 }
 
-fn from_arf(report: &str, parts: &Parts, message_id: &Option<String>, date: &Option<String>) -> Vec<Record> {
+fn from_arf(
+    report: &str,
+    parts: &Parts,
+    message_id: &Option<String>,
+    date: &Option<String>,
+) -> Vec<Record> {
     let fields = dsn::fields(report);
     let mut recipients: Vec<String> = fields
         .iter()
@@ -364,7 +444,15 @@ fn record(
     }
 }
 
-const BOUNCE_SENDERS: &[&str] = &["mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mmdf", "smtp", "bounce"];
+const BOUNCE_SENDERS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "mail-daemon",
+    "maildaemon",
+    "mmdf",
+    "smtp",
+    "bounce",
+];
 
 const BOUNCE_SUBJECTS: &[&str] = &[
     "undeliver",
@@ -427,14 +515,34 @@ const BOUNCE_TEXT: &[&str] = &[
     "delivery status notification",
 ];
 
+/// The headers say a mail system wrote the message: a failure list, a daemon sender, a
+/// bounce subject.
+fn sent_by_mail_system(message: &Message<'_>) -> bool {
+    let from = message
+        .header_raw("From")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let subject = message.subject().unwrap_or("").to_ascii_lowercase();
+    message.header_raw("X-Failed-Recipients").is_some()
+        || BOUNCE_SENDERS.iter().any(|s| from.contains(s))
+        || BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s))
+}
+
 fn looks_like_bounce(message: &Message<'_>, parts: &Parts) -> bool {
     if message.header_raw("X-Failed-Recipients").is_some() {
         return true;
     }
-    let from = message.header_raw("From").unwrap_or("").to_ascii_lowercase();
-    let return_path = message.header_raw("Return-Path").unwrap_or("").to_ascii_lowercase();
+    let from = message
+        .header_raw("From")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let return_path = message
+        .header_raw("Return-Path")
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if BOUNCE_SENDERS.iter().any(|s| from.contains(s))
-        || return_path.trim().trim_matches(['<', '>', ' ']).is_empty() && message.header_raw("Return-Path").is_some()
+        || return_path.trim().trim_matches(['<', '>', ' ']).is_empty()
+            && message.header_raw("Return-Path").is_some()
         || from.contains("delivery subsystem")
     {
         return true;
@@ -471,7 +579,11 @@ fn is_delay_notice(message: &Message<'_>, region: &str) -> bool {
 
 /// RFC 3834 `Auto-Submitted: auto-replied`, the older vacation headers, or a vacation subject.
 fn is_auto_reply(message: &Message<'_>) -> bool {
-    let header = |name: &str| message.header_raw(name).map(|v| v.trim().to_ascii_lowercase());
+    let header = |name: &str| {
+        message
+            .header_raw(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
     if header("Auto-Submitted").is_some_and(|v| v.starts_with("auto-replied"))
         || header("X-Autoreply").is_some()
         || header("X-Autorespond").is_some()
@@ -481,7 +593,17 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
         return true;
     }
     let subject = message.subject().unwrap_or("").to_ascii_lowercase();
-    ["auto:", "automatic reply", "auto reply", "autoreply", "auto-reply", "out of office", "out of the office", "vacation", "away from"]
-        .iter()
-        .any(|s| subject.starts_with(s) || subject.contains(&format!(" {s}")))
+    [
+        "auto:",
+        "automatic reply",
+        "auto reply",
+        "autoreply",
+        "auto-reply",
+        "out of office",
+        "out of the office",
+        "vacation",
+        "away from",
+    ]
+    .iter()
+    .any(|s| subject.starts_with(s) || subject.contains(&format!(" {s}")))
 }

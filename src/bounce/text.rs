@@ -35,7 +35,12 @@ const ORIGINAL_MARKERS: &[&str] = &[
 ];
 
 /// Header lines that open a quoted original when they appear at the start of a line.
-const ORIGINAL_HEADERS: &[&str] = &["return-path:", "received:", "dkim-signature:", "x-original-to:"];
+const ORIGINAL_HEADERS: &[&str] = &[
+    "return-path:",
+    "received:",
+    "dkim-signature:",
+    "x-original-to:",
+];
 
 /// Local parts of mail systems' own addresses, never a failed recipient.
 const SYSTEM_LOCALS: &[&str] = &[
@@ -99,7 +104,10 @@ pub fn addresses(s: &str) -> Vec<(usize, String)> {
         if l.is_empty() || !d.contains('.') || d.starts_with('.') || l.len() > 64 || d.len() > 255 {
             continue;
         }
-        if d.rsplit('.').next().is_none_or(|tld| tld.len() < 2 || tld.bytes().all(|c| c.is_ascii_digit())) {
+        if d.rsplit('.')
+            .next()
+            .is_none_or(|tld| tld.len() < 2 || tld.bytes().all(|c| c.is_ascii_digit()))
+        {
             continue;
         }
         out.push((at - l.len(), format!("{l}@{d}")));
@@ -121,9 +129,24 @@ fn in_id_context(s: &str, at: usize) -> bool {
     let before = s[line_start..at].to_ascii_lowercase();
     // Also the original's own header lines quoted in the report (Exchange's "Your message
     // To: … Subject: …" block), which name the sender or the whole To list, not the failure.
-    ["message-id", "message id", "msgid", "in-reply-to", "references", "envelope-id", "queue id", "x-", "to:", "cc:", "from:", "sender:", "reply-to:", "return-path:"]
-        .iter()
-        .any(|w| before.trim_start().starts_with(w) || before.contains(&format!("{w}:")))
+    [
+        "message-id",
+        "message id",
+        "msgid",
+        "in-reply-to",
+        "references",
+        "envelope-id",
+        "queue id",
+        "x-",
+        "to:",
+        "cc:",
+        "from:",
+        "sender:",
+        "reply-to:",
+        "return-path:",
+    ]
+    .iter()
+    .any(|w| before.trim_start().starts_with(w) || before.contains(&format!("{w}:")))
 }
 
 /// The failed recipients of a free-text report, in order of first mention, each with the text
@@ -162,13 +185,19 @@ pub fn failures(region: &str, exclude: &[String]) -> Vec<Failure> {
 
 /// The text that concerns `recipient` in a report's text (for a DSN whose recipient has no
 /// Diagnostic-Code): from its first mention to the next address or a blank-line paragraph end.
-pub fn diagnostic_for(region: &str, recipient: &str) -> Option<String> {
+pub fn diagnostic_for(region: &str, recipient: &str, exclude: &[String]) -> Option<String> {
     let lower = region.to_ascii_lowercase();
     let at = lower.find(&recipient.to_ascii_lowercase())?;
     let rest = &region[at + recipient.len()..];
+    // The sender's address inside the diagnostic (`after MAIL FROM:<sender>: 550 …`) does not
+    // end it; another recipient does.
     let next = addresses(rest)
         .into_iter()
-        .find(|(_, a)| !a.eq_ignore_ascii_case(recipient))
+        .find(|(_, a)| {
+            !a.eq_ignore_ascii_case(recipient)
+                && !is_system(a)
+                && !exclude.iter().any(|e| e.eq_ignore_ascii_case(a))
+        })
         .map_or(rest.len(), |(p, _)| p);
     let text = clean(&rest[..next]);
     (!text.is_empty()).then(|| super::truncate(text, super::MAX_DIAGNOSTIC))
@@ -183,8 +212,10 @@ fn line_around(s: &str, at: usize) -> &str {
 /// Squash whitespace and drop the punctuation an address leaves behind (`>:`, `...`).
 fn clean(text: &str) -> String {
     let t = super::squash(text);
-    t.trim_start_matches(|c: char| matches!(c, '>' | ':' | '.' | ',' | ')' | ']' | '"' | '\'' | ' '))
-        .to_owned()
+    t.trim_start_matches(|c: char| {
+        matches!(c, '>' | ':' | '.' | ',' | ')' | ']' | '"' | '\'' | ' ')
+    })
+    .to_owned()
 }
 
 #[cfg(test)]
