@@ -510,3 +510,77 @@ proptest! {
         }
     }
 }
+
+fn prebounce(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_prebounce"))
+        .args(args)
+        .output()
+        .expect("prebounce runs")
+}
+
+#[test]
+fn import_dry_run_prints_records_then_a_summary() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let inner = dir.path().join("bounces");
+    std::fs::create_dir(&inner).expect("a folder");
+    std::fs::copy(data().join("mbox/mbox-1"), inner.join("mbox-1")).expect("a copy");
+    std::fs::copy(data().join("eml/arf-01.eml"), inner.join("arf-01.eml")).expect("a copy");
+    std::fs::write(inner.join("notes.txt"), "Subject: lunch\n\nat noon?\n").expect("a file");
+    // A link out of the folder is not followed.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(data().join("eml"), inner.join("elsewhere")).expect("a link");
+    let out = prebounce(&[
+        "bounces".as_ref(),
+        "import".as_ref(),
+        inner.as_os_str(),
+        "--dry-run".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let (summary, records) = lines.split_last().expect("a summary line");
+    let summary = &summary["summary"];
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["kind"], "complaint");
+    let mbox = &records[1];
+    assert!(mbox["file"].as_str().expect("a file").ends_with("mbox-1#1"));
+    assert_eq!(mbox["recipient"], "kijitora@libsisimai.org");
+    assert_eq!(
+        (
+            &mbox["status"],
+            &mbox["reply_code"],
+            &mbox["kind"],
+            &mbox["reason"]
+        ),
+        (
+            &serde_json::json!("5.1.1"),
+            &serde_json::json!(550),
+            &serde_json::json!("hard"),
+            &serde_json::json!("mailbox-not-found")
+        )
+    );
+    assert_eq!(summary["records"], 2);
+    assert_eq!(summary["not_a_bounce"]["count"], 1);
+    #[cfg(unix)]
+    assert_eq!(summary["skipped_links"]["count"], 1);
+}
+
+#[test]
+fn import_without_dry_run_refuses_and_writes_nothing() {
+    let out = prebounce(&[
+        "bounces".as_ref(),
+        "import".as_ref(),
+        data().join("mbox/mbox-1").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+}
