@@ -23,6 +23,7 @@ mod dsn;
 mod esp;
 mod mbox;
 mod message;
+mod soft;
 mod text;
 
 use serde::Serialize;
@@ -31,6 +32,9 @@ pub use classify::{Action, classify};
 pub use esp::decode_json;
 pub use mbox::{is_mbox, split_mbox};
 pub use message::decode_message;
+pub use soft::{
+    Crossing, Event, SoftRule, content_hash, counts_toward_soft_limit, event_time, soft_crossing,
+};
 
 use crate::model::Reason;
 use crate::model::reply::EnhancedCode;
