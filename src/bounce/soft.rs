@@ -7,7 +7,7 @@
 //! say nothing about the mailbox, so they never count: suppressing on them would drop live
 //! subscribers for the receiver's trouble.
 
-use super::{Kind, Record};
+use super::{Action, Kind, Record};
 use crate::model::Reason;
 
 /// The event's time in unix seconds from the date a report or an ESP wrote: an RFC 5322 date
@@ -38,8 +38,10 @@ pub fn event_time(date: &str) -> Option<i64> {
 /// Whether a record counts toward the soft limit: a soft bounce about the mailbox itself. A
 /// full mailbox by its reason; otherwise a mailbox-status code (X.2.x: disabled for now, over
 /// quota) on a soft bounce whose reason is not throttling, greylisting or the receiver's fault.
+/// A delay never counts: the same message is still being retried and ends in a delivery or a
+/// failure of its own, which would count it twice.
 pub fn counts_toward_soft_limit(r: &Record) -> bool {
-    if r.kind != Kind::Soft {
+    if r.kind != Kind::Soft || r.action == Action::Delayed {
         return false;
     }
     match r.reason {
@@ -134,7 +136,6 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bounce::Action;
     use crate::model::reply::EnhancedCode;
 
     const DAY: i64 = 86_400;
@@ -223,6 +224,9 @@ mod tests {
                             _ => false,
                         };
                     assert_eq!(counts, expected, "{kind:?} {reason:?} {status}");
+                    let mut delayed = record(kind, reason, status);
+                    delayed.action = Action::Delayed;
+                    assert!(!counts_toward_soft_limit(&delayed), "delayed {reason:?}");
                 }
             }
         }
