@@ -573,14 +573,427 @@ fn import_dry_run_prints_records_then_a_summary() {
     assert_eq!(summary["skipped_links"]["count"], 1);
 }
 
+/// A delivery status notification as a Postfix-like MTA writes it. `id` None: no Message-ID
+/// (the import keys it on a hash of its bytes).
+fn dsn(
+    id: Option<&str>,
+    recipient: &str,
+    date: &str,
+    action: &str,
+    status: &str,
+    diag: &str,
+) -> String {
+    let id = id.map_or(String::new(), |id| {
+        format!("Message-ID: <{id}@mx.example.net>\n")
+    });
+    format!(
+        "From: MAILER-DAEMON@mx.example.net\n\
+         To: sender@example.com\n\
+         Subject: Delivery Status Notification\n\
+         Date: {date}\n\
+         {id}\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\
+         \n\
+         --B\n\
+         Content-Type: text/plain\n\
+         \n\
+         The mail system reports on your message.\n\
+         \n\
+         --B\n\
+         Content-Type: message/delivery-status\n\
+         \n\
+         Reporting-MTA: dns; mx.example.net\n\
+         \n\
+         Final-Recipient: rfc822; {recipient}\n\
+         Action: {action}\n\
+         Status: {status}\n\
+         Diagnostic-Code: smtp; {diag}\n\
+         Last-Attempt-Date: {date}\n\
+         \n\
+         --B--\n"
+    )
+}
+
+fn mailbox_full(id: &str, recipient: &str, date: &str) -> String {
+    dsn(
+        Some(id),
+        recipient,
+        date,
+        "failed",
+        "5.2.2",
+        "552 5.2.2 <user>: mailbox full, over quota",
+    )
+}
+
+fn delivered(id: &str, recipient: &str, date: &str) -> String {
+    dsn(
+        Some(id),
+        recipient,
+        date,
+        "delivered",
+        "2.0.0",
+        "250 2.0.0 Ok: queued",
+    )
+}
+
+/// `prebounce bounces import PATHS --store STORE --json`: the summary object.
+fn import(store: &Path, paths: &[&Path]) -> serde_json::Value {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["bounces".as_ref(), "import".as_ref()];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    args.extend(["--store".as_ref(), store.as_os_str(), "--json".as_ref()]);
+    let out = prebounce(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let mut lines = text.lines();
+    let summary: serde_json::Value =
+        serde_json::from_str(lines.next().expect("a summary line")).expect("JSON");
+    assert!(lines.next().is_none(), "the summary alone: {text}");
+    summary["summary"].clone()
+}
+
+/// The suppression list as `suppress export` prints it (entry,reason,added_at).
+fn suppressed(store: &Path) -> String {
+    let out = prebounce(&[
+        "suppress".as_ref(),
+        "export".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("a file");
+    path
+}
+
 #[test]
-fn import_without_dry_run_refuses_and_writes_nothing() {
+fn a_hard_bounce_suppresses_with_its_evidence() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
+    // The corpus: the first message of mbox-1 is a 5.1.1 for kijitora@libsisimai.org; a
+    // hand-written 5.1.2 (the domain is gone) without a Message-ID.
+    let gone = write(
+        dir.path(),
+        "gone.eml",
+        &dsn(
+            None,
+            "ann@gone.example",
+            "2 Mar 2026 10:00:00 +0000",
+            "failed",
+            "5.1.2",
+            "550 5.1.2 Host or domain name not found",
+        ),
+    );
+    let summary = import(&store, &[&data().join("mbox/mbox-1"), &gone]);
+    assert_eq!(summary["dry_run"], false);
+    assert!(
+        summary["suppressions_added"]["hard"]
+            .as_u64()
+            .expect("a count")
+            >= 2
+    );
+    let list = suppressed(&store);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("kijitora@libsisimai.org,"))
+        .unwrap_or_else(|| panic!("suppressed: {list}"));
+    assert!(
+        line.contains("hard bounce mailbox-not-found 5.1.1 550"),
+        "{line}"
+    );
+    assert!(line.contains("mbox-1#1"), "{line}");
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("ann@gone.example,"))
+        .unwrap_or_else(|| panic!("suppressed: {list}"));
+    assert!(line.contains("on 2026-03-02"), "{line}");
+    // `suppress list` shows it too.
+    let out = prebounce(&[
+        "suppress".as_ref(),
+        "list".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ann@gone.example  hard bounce"));
+}
+
+#[test]
+fn a_block_never_suppresses() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
+    let blocked = write(
+        dir.path(),
+        "blocked.eml",
+        &dsn(
+            Some("b1"),
+            "bob@example.org",
+            "2 Mar 2026 10:00:00 +0000",
+            "failed",
+            "5.7.1",
+            "554 5.7.1 Service unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org",
+        ),
+    );
+    // And a corpus block: Amazon SES's 5.7.1.
+    let summary = import(
+        &store,
+        &[&blocked, &data().join("eml/lhost-amazonses-15.eml")],
+    );
+    assert_eq!(summary["by_kind"]["block"], 2, "{summary}");
+    assert_eq!(summary["suppressions_added"]["total"], 0, "{summary}");
+    assert_eq!(summary["blocks_by_domain"]["example.org"], 1, "{summary}");
+    assert_eq!(suppressed(&store), "entry,reason,added_at\n");
+}
+
+#[test]
+fn three_mailbox_soft_bounces_within_the_window_suppress() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
+    let first = write(
+        dir.path(),
+        "1.eml",
+        &mailbox_full("s1", "carol@example.net", "1 Mar 2026 08:00:00 +0000"),
+    );
+    let second = write(
+        dir.path(),
+        "2.eml",
+        &mailbox_full("s2", "carol@example.net", "12 Mar 2026 08:00:00 +0000"),
+    );
+    // Two: counted, not suppressed.
+    let summary = import(&store, &[&first, &second]);
+    assert_eq!(summary["suppressions_added"]["total"], 0, "{summary}");
+    assert_eq!(summary["soft_below_limit"], 1, "{summary}");
+    // A third in a later import, 29 days after the first: the count is the store's history.
+    let third = write(
+        dir.path(),
+        "3.eml",
+        &mailbox_full("s3", "carol@example.net", "30 Mar 2026 08:00:00 +0000"),
+    );
+    let summary = import(&store, &[&third]);
+    assert_eq!(summary["soft_limit_crossed"], 1, "{summary}");
+    let list = suppressed(&store);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("carol@example.net,"))
+        .unwrap_or_else(|| panic!("suppressed: {list}"));
+    assert!(line.contains("soft bounces mailbox-full"), "{line}");
+    assert!(line.contains("from 2026-03-01 to 2026-03-30"), "{line}");
+}
+
+#[test]
+fn spread_soft_bounces_and_a_delivery_between_do_not_suppress() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
+    let mut files = Vec::new();
+    // Three over 90 days.
+    for (i, date) in ["1 Jan 2026", "15 Feb 2026", "1 Apr 2026"]
+        .iter()
+        .enumerate()
+    {
+        files.push(write(
+            dir.path(),
+            &format!("spread-{i}.eml"),
+            &mailbox_full(
+                &format!("sp{i}"),
+                "dave@example.net",
+                &format!("{date} 09:00:00 +0000"),
+            ),
+        ));
+    }
+    // Three within ten days, a delivery after the first.
+    for (i, date) in ["1 Mar 2026", "5 Mar 2026", "10 Mar 2026"]
+        .iter()
+        .enumerate()
+    {
+        files.push(write(
+            dir.path(),
+            &format!("reset-{i}.eml"),
+            &mailbox_full(
+                &format!("rs{i}"),
+                "erin@example.net",
+                &format!("{date} 09:00:00 +0000"),
+            ),
+        ));
+    }
+    files.push(write(
+        dir.path(),
+        "delivered.eml",
+        &delivered("dl", "erin@example.net", "3 Mar 2026 09:00:00 +0000"),
+    ));
+    // Greylisting and throttling never count, however many.
+    for i in 0..4 {
+        files.push(write(
+            dir.path(),
+            &format!("grey-{i}.eml"),
+            &dsn(
+                Some(&format!("gr{i}")),
+                "fay@example.net",
+                &format!("{} Mar 2026 09:00:00 +0000", i + 1),
+                "failed",
+                "4.7.1",
+                "450 4.7.1 Greylisted, see http://postgrey.schweikert.ch/help/example.net.html",
+            ),
+        ));
+    }
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let summary = import(&store, &paths);
+    assert_eq!(summary["by_kind"]["delivered"], 1, "{summary}");
+    assert_eq!(summary["suppressions_added"]["total"], 0, "{summary}");
+    assert_eq!(suppressed(&store), "entry,reason,added_at\n");
+}
+
+/// Every row of the store's bounces table, as text.
+fn bounce_rows(store: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(store).expect("the store");
+    let mut stmt = conn
+        .prepare("SELECT * FROM bounces ORDER BY source_key, recipient")
+        .expect("a bounces table");
+    let columns = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..columns)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i)
+                    .map(|v| format!("{v:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join("|"))
+    })
+    .expect("rows")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+#[test]
+fn a_second_import_of_the_same_files_changes_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).expect("a folder");
+    for f in [
+        "mbox/mbox-1",
+        "eml/arf-01.eml",
+        "esp-docs/sendgrid-events.json",
+        "esp-json/json-amazonses-01.json",
+    ] {
+        let name = Path::new(f).file_name().expect("a name");
+        std::fs::copy(data().join(f), inputs.join(name)).expect("a copy");
+    }
+    for i in 0..3 {
+        write(
+            &inputs,
+            &format!("full-{i}.eml"),
+            &mailbox_full(
+                &format!("f{i}"),
+                "gil@example.net",
+                &format!("{} Mar 2026 09:00:00 +0000", i + 1),
+            ),
+        );
+    }
+    write(
+        &inputs,
+        "no-id.eml",
+        &dsn(
+            None,
+            "hal@example.net",
+            "2 Mar 2026 10:00:00 +0000",
+            "failed",
+            "5.1.1",
+            "550 5.1.1 User unknown",
+        ),
+    );
+    write(
+        &inputs,
+        "undated.eml",
+        &dsn(
+            Some("u1"),
+            "ivy@example.net",
+            "",
+            "failed",
+            "5.1.1",
+            "550 5.1.1 User unknown",
+        ),
+    );
+    let first = import(&store, &[&inputs]);
+    assert!(
+        first["new_records"].as_u64().expect("a count") > 5,
+        "{first}"
+    );
+    assert!(
+        first["suppressions_added"]["total"]
+            .as_u64()
+            .expect("a count")
+            >= 4,
+        "{first}"
+    );
+    assert_eq!(first["suppressions_added"]["soft"], 1, "{first}");
+    assert!(first["undated"].as_u64().expect("a count") >= 1, "{first}");
+    let (rows, list) = (bounce_rows(&store), suppressed(&store));
+    let second = import(&store, &[&inputs]);
+    assert_eq!(second["new_records"], 0, "{second}");
+    assert_eq!(second["records"], first["records"], "{second}");
+    assert_eq!(second["suppressions_added"]["total"], 0, "{second}");
+    assert_eq!(bounce_rows(&store), rows);
+    assert_eq!(suppressed(&store), list);
+}
+
+#[test]
+fn dry_run_writes_nothing_and_a_foreign_database_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
     let out = prebounce(&[
         "bounces".as_ref(),
         "import".as_ref(),
         data().join("mbox/mbox-1").as_os_str(),
+        "--dry-run".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!store.exists(), "a dry run created the store");
+    // Another program's database: exit 2, left as it is.
+    let foreign = dir.path().join("other.sqlite3");
+    rusqlite::Connection::open(&foreign)
+        .expect("a database")
+        .execute_batch("CREATE TABLE notes (body TEXT);")
+        .expect("a table");
+    let before = std::fs::read(&foreign).expect("the file");
+    let out = prebounce(&[
+        "bounces".as_ref(),
+        "import".as_ref(),
+        data().join("mbox/mbox-1").as_os_str(),
+        "--store".as_ref(),
+        foreign.as_os_str(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a prebounce store"));
+    assert_eq!(std::fs::read(&foreign).expect("the file"), before);
+    // Files that are no bounces do not stop an import: exit 0, counted.
+    let junk = write(dir.path(), "junk.eml", "not a message at all");
+    let summary = import(&store, &[&junk, &data().join("mbox/mbox-1")]);
+    assert_eq!(
+        summary["unparseable"]["count"].as_u64().expect("a count")
+            + summary["not_a_bounce"]["count"].as_u64().expect("a count"),
+        1,
+        "{summary}"
+    );
 }

@@ -300,9 +300,11 @@ mod tests {
                     for days in [0, 1, 7, 30] {
                         let events: Vec<i64> = (0..n).map(|i| i * gap).collect();
                         let crossed = soft_crossing(&softs(&events), rule(limit, days)).is_some();
-                        let expected =
-                            n as usize >= limit && (limit as i64 - 1) * gap <= days;
-                        assert_eq!(crossed, expected, "limit {limit} n {n} gap {gap} days {days}");
+                        let expected = n as usize >= limit && (limit as i64 - 1) * gap <= days;
+                        assert_eq!(
+                            crossed, expected,
+                            "limit {limit} n {n} gap {gap} days {days}"
+                        );
                     }
                 }
             }

@@ -223,10 +223,9 @@ fn read_all<E>(
                 .iter()
                 .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
                 .collect(),
-            Container::Message => vec![(
-                bounce::content_hash(&bytes),
-                bounce::decode_message(&bytes),
-            )],
+            Container::Message => {
+                vec![(bounce::content_hash(&bytes), bounce::decode_message(&bytes))]
+            }
         };
         for (i, (hash, decoded)) in messages.into_iter().enumerate() {
             summary.messages += 1;
@@ -366,7 +365,10 @@ fn import(
         if r.kind == Kind::Block
             && let Some((_, domain)) = row.recipient.rsplit_once('@')
         {
-            *changes.blocks_by_domain.entry(domain.to_owned()).or_default() += 1;
+            *changes
+                .blocks_by_domain
+                .entry(domain.to_owned())
+                .or_default() += 1;
         }
         if let Some(key) = key {
             let cause = match r.kind {
@@ -393,11 +395,7 @@ fn import(
     // The suppressions: listed entries (the address or its whole domain) are left alone, so a
     // second import of the same files, or an address someone listed with a reason of their
     // own, changes nothing.
-    let listed: HashSet<String> = store
-        .suppressions()?
-        .into_iter()
-        .map(|s| s.entry)
-        .collect();
+    let listed: HashSet<String> = store.suppressions()?.into_iter().map(|s| s.entry).collect();
     let is_listed = |key: &str| {
         listed.contains(key)
             || key
@@ -470,7 +468,7 @@ fn import(
     let _ = writeln!(err, "prebounce: {}", summary.read_line());
     let _ = writeln!(
         err,
-        "prebounce: {} new records in {} ({} already there); suppressions added: {added} \
+        "prebounce: {} new records in {} ({} already stored or repeated); suppressions added: {added} \
          (hard {}, complaint {}, soft limit crossed {}); already suppressed {}; \
          under the soft limit {}",
         c.new_records,
@@ -488,7 +486,7 @@ fn import(
             err,
             "prebounce: {blocks} blocks (the receiver refused the sender, not the address: \
              nothing suppressed); {}",
-            Reason::PolicyRejected.action().advice()
+            Reason::ProberBlocked.action().advice()
         );
     }
     if c.undated > 0 {
