@@ -763,4 +763,55 @@ mod tests {
             (Reason::DomainAcceptsMail, 5)
         );
     }
+
+    fn bounce(key: &str, recipient: &str, at: i64, kind: Kind) -> StoredBounce {
+        StoredBounce {
+            source_key: key.into(),
+            recipient: recipient.into(),
+            event_at: at,
+            dated: true,
+            kind,
+            reason: None,
+            counts_soft: kind == Kind::Soft,
+            status: None,
+            reply_code: None,
+            diagnostic: None,
+            source: "f.eml".into(),
+            message_id: None,
+        }
+    }
+
+    #[test]
+    fn bounces_are_stored_once_and_listed_entries_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            SqliteStore::open(&dir.path().join("s.sqlite3"), StoreAccess::default()).unwrap();
+        let rows = [
+            bounce("mid:2", "a@b.test", 20, Kind::Soft),
+            bounce("mid:1", "a@b.test", 10, Kind::Delivered),
+            bounce("mid:1", "c@b.test", 10, Kind::Hard),
+        ];
+        assert_eq!(store.add_bounces(&rows).unwrap(), 3);
+        assert_eq!(store.add_bounces(&rows).unwrap(), 0);
+        let history = store.bounces_of("a@b.test").unwrap();
+        assert_eq!(history, [rows[1].clone(), rows[0].clone()]);
+        // An entry listed by hand keeps its reason.
+        store
+            .suppress(&[("a@b.test".into(), "by hand".into())])
+            .unwrap();
+        let added = store
+            .suppress_new(&[
+                ("a@b.test".into(), "soft bounces".into()),
+                ("c@b.test".into(), "hard bounce".into()),
+            ])
+            .unwrap();
+        assert_eq!(added, 1);
+        let reasons: Vec<String> = store
+            .suppressions()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.reason)
+            .collect();
+        assert_eq!(reasons, ["by hand", "hard bounce"]);
+    }
 }
