@@ -19,6 +19,8 @@
 //!   verdict answers.
 //! - `output`: the four lists, summary.json, report.html, the terminal table.
 //! - `grouping`: the bounded tallies behind `--group-by`.
+//! - `bounce`: bounce messages, mboxes and ESP event JSON → one record per recipient, classified
+//!   by the reply decoder of `smtp::reply` (pure).
 //! - `verdict`: evidence → status, reason, detail — the one place a reason is decided (pure).
 //! - `forecast`: priors, bounce probabilities, bands, intervals (pure).
 //! - `syntax`: address rules, IDNA, flags, typo suggestions (pure).
@@ -26,6 +28,7 @@
 //! - `model`: the shared vocabulary — statuses, the reason table, levels, evidence (pure; imports
 //!   no other module).
 
+pub mod bounce;
 pub mod clock;
 pub mod dns;
 pub mod forecast;

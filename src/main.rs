@@ -28,6 +28,9 @@ enum Command {
     /// The suppression list: addresses and domains that must never be mailed. `verify` puts
     /// them in invalid.csv with reason `suppressed`, without checking them.
     Suppress(cmd::suppress::Args),
+    /// Bounce feedback: read the bounces a send produced (DSNs, MTA bounce texts, ARF
+    /// complaints, auto-replies, mboxes, ESP event JSON) and say what each means.
+    Bounces(cmd::bounces::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(*args),
         Command::Explain(args) => cmd::explain::run(&args),
         Command::Suppress(args) => cmd::suppress::run(args),
+        Command::Bounces(args) => cmd::bounces::run(args),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

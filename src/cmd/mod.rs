@@ -4,6 +4,7 @@
 //! rest. The codes of the library's errors come from `prebounce::Error::exit_code` and
 //! `StoreError::exit_code`, so each is decided in one place.
 
+pub mod bounces;
 pub mod explain;
 pub mod suppress;
 pub mod verify;

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bounce::Kind;
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
 pub use crate::model::stored::{DecidedUnder, Previous, Prior, StoredDomain, Suppression};
@@ -127,6 +128,30 @@ impl StoreError {
             | StoreError::ReadOnly { .. } => 2,
         }
     }
+}
+
+/// One imported bounce record as the store keeps it (table `bounces`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBounce {
+    /// With `recipient`, what makes a record the same one on a second import: `mid:` and the
+    /// Message-ID, `hash:` and a hash of a message without one, `event:` and an ESP event id.
+    pub source_key: String,
+    /// The address key (as on the suppression list), or the recipient as written when it is
+    /// not a usable address.
+    pub recipient: String,
+    /// Unix seconds: the report's own date, else the time of the import (`dated` false).
+    pub event_at: i64,
+    pub dated: bool,
+    pub kind: Kind,
+    pub reason: Option<String>,
+    /// A soft bounce about the mailbox: counts toward the soft rule.
+    pub counts_soft: bool,
+    pub status: Option<String>,
+    pub reply_code: Option<u16>,
+    pub diagnostic: Option<String>,
+    /// The file, with `#N` for the N-th message of an mbox.
+    pub source: String,
+    pub message_id: Option<String>,
 }
 
 /// The store settings of a `verify` run.
@@ -272,6 +297,18 @@ pub trait Backend: Send + Sized {
     /// Add (or update the reason of) suppression entries; returns how many were new.
     fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError>;
 
+    /// Add the suppression entries not listed yet, leaving listed ones as they are (an import
+    /// must not overwrite a reason someone gave by hand, and a second import must change
+    /// nothing); returns how many were added.
+    fn suppress_new(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError>;
+
+    /// Store bounce records in one transaction; a record whose key and recipient are stored
+    /// already is left as it is. Returns how many were new.
+    fn add_bounces(&mut self, rows: &[StoredBounce]) -> Result<usize, StoreError>;
+
+    /// Every stored record of a recipient (an address key), oldest first.
+    fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError>;
+
     /// Remove a suppression entry; whether it was there.
     fn unsuppress(&self, entry: &str) -> Result<bool, StoreError>;
 
@@ -381,6 +418,21 @@ impl Store {
     /// See [`Backend::suppress`].
     pub fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
         on_backend!(self, b => b.suppress(entries))
+    }
+
+    /// See [`Backend::suppress_new`].
+    pub fn suppress_new(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
+        on_backend!(self, b => b.suppress_new(entries))
+    }
+
+    /// See [`Backend::add_bounces`].
+    pub fn add_bounces(&mut self, rows: &[StoredBounce]) -> Result<usize, StoreError> {
+        on_backend!(self, b => b.add_bounces(rows))
+    }
+
+    /// See [`Backend::bounces_of`].
+    pub fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError> {
+        on_backend!(self, b => b.bounces_of(recipient))
     }
 
     /// See [`Backend::unsuppress`].

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema this build writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Append; never edit a shipped one.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -76,6 +76,28 @@ const MIGRATIONS: [&str; VERSION as usize] = [
     ALTER TABLE addresses ADD COLUMN run INTEGER;
     ALTER TABLE domain_verdicts ADD COLUMN options TEXT NOT NULL DEFAULT '';
     ALTER TABLE domain_verdicts ADD COLUMN run INTEGER;",
+    // 5: the bounces imported (`prebounce bounces import`), one row per recipient of a report
+    // or event. The key makes a second import of the same input change nothing: the message's
+    // Message-ID (a hash of its bytes when it has none) or the ESP's event id, with the
+    // recipient. Kept whole, not just counted: the soft rule slides over their dates, and a
+    // suppression's evidence is one of them.
+    "CREATE TABLE bounces (
+        source_key  TEXT NOT NULL,     -- 'mid:<Message-ID>' | 'hash:<hex>' | 'event:<id>:<action>'
+        recipient   TEXT NOT NULL,     -- the address key (as suppressions), else as written
+        event_at    INTEGER NOT NULL,  -- unix seconds: the report's date, else the import's
+        dated       INTEGER NOT NULL,  -- 1: event_at is the report's own date
+        kind        TEXT NOT NULL,     -- hard | soft | block | complaint | auto-reply | delivered
+        reason      TEXT,              -- a reason code, for SMTP answers
+        counts_soft INTEGER NOT NULL,  -- 1: a soft bounce about the mailbox (the soft rule)
+        status      TEXT,              -- RFC 3463 enhanced code
+        reply_code  INTEGER,
+        diagnostic  TEXT,
+        source      TEXT NOT NULL,     -- the file, with #N for the N-th message of an mbox
+        message_id  TEXT,
+        imported_at INTEGER NOT NULL,
+        PRIMARY KEY (source_key, recipient)
+    ) WITHOUT ROWID;
+    CREATE INDEX bounces_by_recipient ON bounces (recipient, event_at);",
 ];
 
 /// What migrating found.
