@@ -77,12 +77,21 @@ pub struct DnsStats {
     pub errors: u64,
 }
 
-type Shared<T> = Arc<OnceCell<T>>;
+/// One name's lookup: in flight, shared by every caller that asks meanwhile, then its answer
+/// alone. Keeping only the answer matters at a few hundred thousand domains: the single-flight
+/// cell (with its semaphore) is over a hundred bytes a name.
+#[derive(Clone)]
+enum Slot<T> {
+    Resolving(Arc<OnceCell<T>>),
+    Known(T),
+}
+
+type Slots<T> = Mutex<HashMap<String, Slot<T>>>;
 
 pub struct DnsResolver {
     resolver: TokioResolver,
-    domains: Mutex<HashMap<String, Shared<Arc<DomainEvidence>>>>,
-    hosts: Mutex<HashMap<String, Shared<Addresses>>>,
+    domains: Slots<Arc<DomainEvidence>>,
+    hosts: Slots<Addresses>,
     limit: Semaphore,
     share_lookups: bool,
     private_usable: bool,
@@ -160,13 +169,20 @@ impl DnsResolver {
     /// share a single lookup; later calls get the cached answer, negative ones included.
     pub async fn domain(&self, domain: &str) -> Arc<DomainEvidence> {
         if !self.share_lookups {
-            shared(&self.domains, domain); // still counted as a unique domain
+            // Still counted as a unique domain.
+            let _ = slot(&self.domains, domain);
             return Arc::new(self.lookup_domain(domain).await);
         }
-        let cell = shared(&self.domains, domain);
-        cell.get_or_init(|| async { Arc::new(self.lookup_domain(domain).await) })
+        let cell = match slot(&self.domains, domain) {
+            Slot::Known(evidence) => return evidence,
+            Slot::Resolving(cell) => cell,
+        };
+        let evidence = cell
+            .get_or_init(|| async { Arc::new(self.lookup_domain(domain).await) })
             .await
-            .clone()
+            .clone();
+        settle(&self.domains, domain, &evidence);
+        evidence
     }
 
     async fn lookup_domain(&self, domain: &str) -> DomainEvidence {
@@ -228,8 +244,13 @@ impl DnsResolver {
         if !self.share_lookups {
             return self.addresses(name).await;
         }
-        let cell = shared(&self.hosts, name);
-        cell.get_or_init(|| self.addresses(name)).await.clone()
+        let cell = match slot(&self.hosts, name) {
+            Slot::Known(addresses) => return addresses,
+            Slot::Resolving(cell) => cell,
+        };
+        let addresses = cell.get_or_init(|| self.addresses(name)).await.clone();
+        settle(&self.hosts, name, &addresses);
+        addresses
     }
 
     /// A of `name`, and AAAA only when A gave no usable (routable, or any with
@@ -288,9 +309,23 @@ impl DnsResolver {
     }
 }
 
-fn shared<T>(map: &Mutex<HashMap<String, Shared<T>>>, key: &str) -> Shared<T> {
+/// `key`'s slot, a new lookup's if it has none.
+fn slot<T: Clone>(map: &Slots<T>, key: &str) -> Slot<T> {
     let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    map.entry(key.to_owned()).or_default().clone()
+    if let Some(slot) = map.get(key) {
+        return slot.clone();
+    }
+    let slot = Slot::Resolving(Arc::new(OnceCell::new()));
+    map.insert(key.to_owned(), slot.clone());
+    slot
+}
+
+/// The lookup of `key` is done: later callers get `answer` without the in-flight cell.
+fn settle<T: Clone>(map: &Slots<T>, key: &str, answer: &T) {
+    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(slot @ Slot::Resolving(_)) = map.get_mut(key) {
+        *slot = Slot::Known(answer.clone());
+    }
 }
 
 fn failure(e: &NetError) -> Failure {
