@@ -9,10 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
-/// How long sessions in flight may take to end cleanly (their verdicts committed, QUIT
-/// sent) after a stop is requested, before they are abandoned.
-pub const SESSION_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
-
 #[derive(Debug)]
 pub struct Interrupt {
     requested: AtomicBool,

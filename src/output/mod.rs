@@ -316,9 +316,6 @@ impl ListWriters {
     ///
     /// [`write_changes`]: Self::write_changes
     pub fn open_changes(&mut self, header: &[u8]) -> Result<(), OutputError> {
-        if self.writers.len() > Status::ALL.len() {
-            return Ok(());
-        }
         let (pending, file) = PendingFile::create(&self.dir, CHANGES_FILE)?;
         let mut w = BufWriter::with_capacity(64 * 1024, file);
         w.write_all(header).map_err(io_err(pending.temp_path()))?;

@@ -16,7 +16,7 @@ use tokio::task::{Id, JoinSet};
 
 use crate::clock::Clock;
 use crate::dns::DomainEvidence;
-use crate::interrupt::{Interrupt, SESSION_GRACE, requested};
+use crate::interrupt::{Interrupt, requested};
 use crate::output::summary::thousands;
 use crate::smtp::probe::{
     CatchAll, DomainProbe, MxTarget, ProbeConfig, Prober, SmtpEvidence, SmtpOutcome, targets_of,
@@ -44,6 +44,10 @@ pub(super) fn prober(config: &VerifyConfig) -> Result<Option<Arc<Prober>>, Error
         _ => Ok(None),
     }
 }
+
+/// How long sessions in flight may take to end cleanly (their verdicts committed, QUIT sent)
+/// after a stop is requested, before they are abandoned.
+const SESSION_GRACE: Duration = Duration::from_millis(1000);
 
 /// Where the SMTP stage commits each domain's verdicts, and what stops it.
 #[derive(Clone)]
