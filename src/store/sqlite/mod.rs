@@ -113,21 +113,11 @@ impl SqliteStore {
         let _: i64 = conn
             .query_row("PRAGMA mmap_size = 0", [], |r| r.get(0))
             .map_err(err)?;
-        match schema::migrate(&mut conn).map_err(err)? {
-            schema::Migrated::Current => {}
-            schema::Migrated::Newer(found) => {
-                return Err(StoreError::Newer {
-                    path: path.to_owned(),
-                    found,
-                });
-            }
-        }
-        Ok(SqliteStore {
-            conn,
-            path: path.to_owned(),
-            busy_timeout: access.busy_timeout,
-            clock: access.clock,
-        })
+        let found = match schema::migrate(&mut conn).map_err(err)? {
+            schema::Migrated::Current => SCHEMA_VERSION,
+            schema::Migrated::Newer(found) => found,
+        };
+        SqliteStore::unless_newer(conn, path, access, found)
     }
 
     /// Open a store this user may not write, for reading only: as it is (not migrated; every
@@ -164,6 +154,17 @@ impl SqliteStore {
         let found: u32 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
+        SqliteStore::unless_newer(conn, path, access, found)
+    }
+
+    /// The opened store, unless its schema (`found`) is newer than this build's: both opens
+    /// end here.
+    fn unless_newer(
+        conn: Connection,
+        path: &Path,
+        access: StoreAccess,
+        found: u32,
+    ) -> Result<SqliteStore, StoreError> {
         if found > SCHEMA_VERSION {
             return Err(StoreError::Newer {
                 path: path.to_owned(),
