@@ -149,11 +149,8 @@ impl SqliteStore {
             }
             other => other.map_err(err)?,
         };
-        recognised?;
+        let found = recognised?;
         conn.busy_timeout(access.busy_timeout).map_err(err)?;
-        let found: u32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)?;
         SqliteStore::unless_newer(conn, path, access, found)
     }
 
@@ -225,10 +222,10 @@ fn immutable_uri(path: &Path) -> String {
 }
 
 /// Whether the opened file is a prebounce store (or empty: a new one): not another program's
-/// database. Outer error: the file cannot be read (damaged, locked); inner: it is not ours.
-/// A store of this or an older schema has its version and the tables every schema has; one
-/// with a higher version is left to the migration's "newer prebounce" message.
-fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<(), StoreError>> {
+/// database, and its schema version (0: empty). Outer error: the file cannot be read (damaged,
+/// locked); inner: it is not ours. A store of this or an older schema has its version and the
+/// tables every schema has; one with a higher version is left to the "newer prebounce" message.
+fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<u32, StoreError>> {
     let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let (objects, ours): (i64, i64) = conn.query_row(
         "SELECT count(*), count(*) FILTER (WHERE type = 'table' AND name IN ('addresses', 'suppressions'))
@@ -242,7 +239,7 @@ fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<(), Stor
         _ => true,
     };
     Ok(if is_ours {
-        Ok(())
+        Ok(version)
     } else {
         Err(StoreError::NotAStore {
             path: path.to_owned(),
