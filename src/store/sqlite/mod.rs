@@ -549,8 +549,7 @@ impl Backend for SqliteStore {
 
     fn suppress_new(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let (path, wait) = (self.path.clone(), self.busy_timeout);
-        let err = |e| store_error(&path, wait, e);
+        let err = |e| store_error(&self.path, self.busy_timeout, e);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -573,8 +572,7 @@ impl Backend for SqliteStore {
 
     fn add_bounces(&mut self, rows: &[StoredBounce]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let (path, wait) = (self.path.clone(), self.busy_timeout);
-        let err = |e| store_error(&path, wait, e);
+        let err = |e| store_error(&self.path, self.busy_timeout, e);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
