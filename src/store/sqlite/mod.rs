@@ -176,6 +176,22 @@ impl SqliteStore {
         })
     }
 
+    /// `write` in one immediate transaction (the write lock taken at once, so a busy store
+    /// waits here rather than failing mid-way), committed if it succeeds.
+    fn write_all(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<usize>,
+    ) -> Result<usize, StoreError> {
+        let err = |e| store_error(&self.path, self.busy_timeout, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let n = write(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
         store_error(&self.path, self.busy_timeout, e)
     }
@@ -515,18 +531,12 @@ impl Backend for SqliteStore {
     /// Add (or update the reason of) suppression entries; returns how many were new.
     fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
-                )
-                .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+        self.write_all(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
+            )?;
+            let mut added = 0;
             for (entry, reason) in entries {
                 let existed: bool = tx
                     .query_row(
@@ -534,82 +544,60 @@ impl Backend for SqliteStore {
                         [entry],
                         |_| Ok(()),
                     )
-                    .optional()
-                    .map_err(|e| store_error(&self.path, self.busy_timeout, e))?
+                    .optional()?
                     .is_some();
-                stmt.execute(params![entry, reason, at])
-                    .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+                stmt.execute(params![entry, reason, at])?;
                 added += usize::from(!existed);
             }
-        }
-        tx.commit()
-            .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
-        Ok(added)
+            Ok(added)
+        })
     }
 
     fn suppress_new(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let err = |e| store_error(&self.path, self.busy_timeout, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(entry) DO NOTHING",
-                )
-                .map_err(err)?;
+        self.write_all(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(entry) DO NOTHING",
+            )?;
+            let mut added = 0;
             for (entry, reason) in entries {
-                added += stmt.execute(params![entry, reason, at]).map_err(err)?;
+                added += stmt.execute(params![entry, reason, at])?;
             }
-        }
-        tx.commit().map_err(err)?;
-        Ok(added)
+            Ok(added)
+        })
     }
 
     fn add_bounces(&mut self, rows: &[StoredBounce]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let err = |e| store_error(&self.path, self.busy_timeout, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO bounces (source_key, recipient, event_at, dated, kind, reason,
-                         counts_soft, status, reply_code, diagnostic, source, message_id,
-                         imported_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                     ON CONFLICT(source_key, recipient) DO NOTHING",
-                )
-                .map_err(err)?;
+        self.write_all(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO bounces (source_key, recipient, event_at, dated, kind, reason,
+                     counts_soft, status, reply_code, diagnostic, source, message_id,
+                     imported_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(source_key, recipient) DO NOTHING",
+            )?;
+            let mut added = 0;
             for b in rows {
-                added += stmt
-                    .execute(params![
-                        b.source_key,
-                        b.recipient,
-                        b.event_at,
-                        b.dated,
-                        b.kind.as_str(),
-                        b.reason,
-                        b.counts_soft,
-                        b.status,
-                        b.reply_code,
-                        b.diagnostic,
-                        b.source,
-                        b.message_id,
-                        at
-                    ])
-                    .map_err(err)?;
+                added += stmt.execute(params![
+                    b.source_key,
+                    b.recipient,
+                    b.event_at,
+                    b.dated,
+                    b.kind.as_str(),
+                    b.reason,
+                    b.counts_soft,
+                    b.status,
+                    b.reply_code,
+                    b.diagnostic,
+                    b.source,
+                    b.message_id,
+                    at
+                ])?;
             }
-        }
-        tx.commit().map_err(err)?;
-        Ok(added)
+            Ok(added)
+        })
     }
 
     fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError> {
