@@ -518,28 +518,35 @@ fn caps(pipelining: bool) -> Ehlo {
     })
 }
 
+/// A server that knows a@ and c@d.test and answers the third RCPT of its first connection
+/// (after the canary and a@) with `fault`; every other RCPT by `verdict`.
+async fn third_rcpt_fails(pipelining: bool, fault: Answer) -> Server {
+    let known = strings(&["a@d.test", "c@d.test"]);
+    Server::start(move |_| {
+        let (known, fault) = (known.clone(), fault.clone());
+        Behavior {
+            ehlo: caps(pipelining),
+            ..Behavior::new(Arc::new(move |r: &Rcpt| {
+                if r.conn == 0 && r.nth_in_conn == 2 {
+                    fault.clone()
+                } else {
+                    Answer::Say(verdict(&known, &r.address))
+                }
+            }))
+        }
+    })
+    .await
+}
+
 /// What a session cut short keeps: without pipelining every answer was complete before the
 /// next RCPT and stands; pipelined, the answers of the group in flight are asked again (had a
 /// reply of the group been lost, each later one would be its predecessor's).
 #[tokio::test]
 async fn drop_mid_reply_keeps_the_complete_answers_and_retries_the_rest() {
     for pipelining in [false, true] {
-        let known = strings(&["a@d.test", "c@d.test"]);
-        let server = Server::start(move |_| {
-            let known = known.clone();
-            Behavior {
-                ehlo: caps(pipelining),
-                ..Behavior::new(Arc::new(move |r: &Rcpt| {
-                    // First connection: the canary and a@ are answered, b@'s reply is cut short.
-                    if r.conn == 0 && r.nth_in_conn == 2 {
-                        Answer::CutAndClose("550 5.1.1 <b@d.te".into())
-                    } else {
-                        Answer::Say(verdict(&known, &r.address))
-                    }
-                }))
-            }
-        })
-        .await;
+        // First connection: the canary and a@ are answered, b@'s reply is cut short.
+        let server =
+            third_rcpt_fails(pipelining, Answer::CutAndClose("550 5.1.1 <b@d.te".into())).await;
         let prober = Prober::new(config(server.port())).unwrap();
         let got = probe(
             &prober,
@@ -601,20 +608,10 @@ async fn greeting_421_then_normal() {
 #[tokio::test]
 async fn server_closing_421_mid_rcpt() {
     for pipelining in [false, true] {
-        let known = strings(&["a@d.test", "c@d.test"]);
-        let server = Server::start(move |_| {
-            let known = known.clone();
-            Behavior {
-                ehlo: caps(pipelining),
-                ..Behavior::new(Arc::new(move |r: &Rcpt| {
-                    if r.conn == 0 && r.nth_in_conn == 2 {
-                        Answer::SayAndClose("421 4.7.0 mx.d.test Error: too many errors".into())
-                    } else {
-                        Answer::Say(verdict(&known, &r.address))
-                    }
-                }))
-            }
-        })
+        let server = third_rcpt_fails(
+            pipelining,
+            Answer::SayAndClose("421 4.7.0 mx.d.test Error: too many errors".into()),
+        )
         .await;
         let prober = Prober::new(config(server.port())).unwrap();
         let got = probe(

@@ -80,6 +80,22 @@ fn verify_dns_command(
     cmd
 }
 
+/// `verify` at level syntax (nothing looked up), with `store`; nothing on standard input.
+fn verify_syntax(list: &Path, store: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "verify",
+        list.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--level",
+        "syntax",
+    ];
+    args.extend_from_slice(extra);
+    run(&args, b"")
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -212,20 +228,7 @@ fn suppressed_rows_are_invalid_without_any_lookup() {
 
     // Also at level syntax, where nothing else is looked up.
     let out = dir.path().join("out-syntax");
-    let o = run(
-        &[
-            "verify",
-            list.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--level",
-            "syntax",
-            "--allow-reserved-domains",
-        ],
-        b"",
-    );
+    let o = verify_syntax(&list, &store, &out, &["--allow-reserved-domains"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summary(&out)["reasons"]["suppressed"], 3);
 }
@@ -344,19 +347,7 @@ fn a_damaged_store_or_one_from_a_newer_version_is_refused_clearly() {
     let bad = dir.path().join("bad.sqlite3");
     std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
     let out = dir.path().join("out");
-    let o = run(
-        &[
-            "verify",
-            list.to_str().unwrap(),
-            "--store",
-            bad.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--level",
-            "syntax",
-        ],
-        b"",
-    );
+    let o = verify_syntax(&list, &bad, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -796,19 +787,7 @@ fn a_foreign_database_is_refused_and_left_as_it_was() {
     let before = std::fs::read(&foreign).unwrap();
     let list = write_list(dir.path(), "list.csv", &["a@b.test".into()]);
     let out = dir.path().join("out");
-    let o = run(
-        &[
-            "verify",
-            list.to_str().unwrap(),
-            "--store",
-            foreign.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--level",
-            "syntax",
-        ],
-        b"",
-    );
+    let o = verify_syntax(&list, &foreign, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("not a prebounce store"), "{e}");

@@ -929,6 +929,14 @@ mod tests {
 
     /// Feeds `input`, then collects the writes until the machine wants something else.
     /// Every write of every transcript is checked: no DATA, no stray CR/LF/NUL in a line.
+    /// A session past its greeting (`220 mx`) and `ehlo`, EHLO's reply.
+    fn greeted(config: Config, rcpts: &[&str], ehlo: &str) -> Session {
+        let mut s = session(config, rcpts);
+        step(&mut s, "220 mx\r\n");
+        step(&mut s, ehlo);
+        s
+    }
+
     fn step(s: &mut Session, input: &str) -> (Vec<String>, Action) {
         s.feed(input.as_bytes()).unwrap();
         drain(s)
@@ -967,9 +975,11 @@ mod tests {
 
     #[test]
     fn a_refused_mail_from_makes_the_pipelined_rcpt_replies_meaningless() {
-        let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(
+            cfg(),
+            &["a@x.example", "b@x.example"],
+            "250-mx\r\n250 PIPELINING\r\n",
+        );
         // The sender is refused; the RCPTs that went with it get "need MAIL" (or even a
         // 550): none of it is about the mailboxes.
         let (w, a) = step(
@@ -1145,9 +1155,7 @@ mod tests {
             tls: TlsPolicy::Opportunistic,
             ..cfg()
         };
-        let mut s = session(config, &["a@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        let mut s = greeted(config, &["a@x.example"], "250-mx\r\n250 STARTTLS\r\n");
         let (w, _) = step(&mut s, "454 4.7.0 TLS not available\r\n");
         assert_eq!(w, ["MAIL FROM:<check@probe.example>\r\n"]);
     }
@@ -1175,9 +1183,7 @@ mod tests {
             tls: TlsPolicy::Require,
             ..cfg()
         };
-        let mut s = session(config, &["a@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        let mut s = greeted(config, &["a@x.example"], "250-mx\r\n250 STARTTLS\r\n");
         assert!(s.feed(b"220 go ahead\r\n250-injected\r\n").is_err());
         assert_eq!(s.next_action(), Action::Finished);
         assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
@@ -1186,9 +1192,7 @@ mod tests {
             tls: TlsPolicy::Require,
             ..cfg()
         };
-        let mut s = session(config, &["a@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        let mut s = greeted(config, &["a@x.example"], "250-mx\r\n250 STARTTLS\r\n");
         assert_eq!(step(&mut s, "220 go ahead\r\n"), (vec![], Action::StartTls));
         assert!(s.feed(b"250").is_err());
         assert_eq!(s.next_action(), Action::Finished);
@@ -1198,9 +1202,11 @@ mod tests {
     #[test]
     fn server_closing_421_mid_batch() {
         // Without pipelining each answer is complete before the next RCPT: a's stands.
-        let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(
+            cfg(),
+            &["a@x.example", "b@x.example", "c@x.example"],
+            "250 mx\r\n",
+        );
         step(&mut s, "250 ok\r\n");
         step(&mut s, "250 ok\r\n");
         let (w, a) = step(&mut s, "421 4.7.0 too many errors\r\n");
@@ -1218,9 +1224,11 @@ mod tests {
         }
         // Pipelined, the group is cut short: had a reply of it been lost, a's "answer" would
         // be MAIL's, so it is asked again with the rest.
-        let mut s = session(cfg(), &["a@x.example", "b@x.example", "c@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(
+            cfg(),
+            &["a@x.example", "b@x.example", "c@x.example"],
+            "250-mx\r\n250 PIPELINING\r\n",
+        );
         step(&mut s, "250 ok\r\n");
         let (w, a) = step(&mut s, "250 ok\r\n421 4.7.0 too many errors\r\n");
         assert_eq!((w, a), (vec![], Action::Finished));
@@ -1240,9 +1248,7 @@ mod tests {
             ..cfg()
         };
         let rcpts = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"];
-        let mut s = session(config.clone(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(config.clone(), &rcpts, "250 mx\r\n");
         step(&mut s, "250 ok\r\n");
         step(&mut s, "550 no\r\n");
         let (w, a) = step(&mut s, "550 no\r\n");
@@ -1316,9 +1322,7 @@ mod tests {
             ..cfg()
         };
         let rcpts = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"];
-        let mut s = session(config, &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(config, &rcpts, "250-mx\r\n250 PIPELINING\r\n");
         let (w, _) = step(&mut s, "250 ok\r\n250 ok\r\n250 ok\r\n");
         assert_eq!(w, ["RSET\r\n"]);
         let (w, _) = step(&mut s, "250 ok\r\n");
@@ -1506,9 +1510,7 @@ mod tests {
     fn an_early_refusal_after_mail_is_nobody_s_answer() {
         let rcpts = ["a@x.example", "b@x.example"];
         // In the same read as MAIL's reply: no reply is owed, the RCPT is never written.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250 mx\r\n");
         assert!(
             s.feed(b"250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n")
                 .is_err()
@@ -1517,9 +1519,7 @@ mod tests {
         assert!(voided(&s), "{:?}", s.results());
         // In a read of its own it passes for a@'s answer, and every later reply is one
         // command late: QUIT is answered with b@'s reply.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250 mx\r\n");
         step(&mut s, "250 2.1.0 Ok\r\n");
         step(&mut s, "550 5.1.1 Mailbox unavailable\r\n");
         s.feed(b"250 2.1.5 Ok\r\n").unwrap();
@@ -1528,9 +1528,7 @@ mod tests {
         assert_eq!(s.next_action(), Action::Finished, "QUIT was sent already");
         assert!(voided(&s), "{:?}", s.results());
         // Pipelined, the group's count is met one reply early; the last one is left over.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250-mx\r\n250 PIPELINING\r\n");
         assert!(
             s.feed(b"250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n")
                 .is_err()
@@ -1544,9 +1542,7 @@ mod tests {
     fn a_stale_reply_after_each_rcpt_reply_voids_the_session() {
         let rcpts = ["a@x.example", "b@x.example"];
         for split in [false, true] {
-            let mut s = session(cfg(), &rcpts);
-            step(&mut s, "220 mx\r\n");
-            step(&mut s, "250 mx\r\n");
+            let mut s = greeted(cfg(), &rcpts, "250 mx\r\n");
             step(&mut s, "250 2.1.0 Ok\r\n");
             let err = if split {
                 // The stale reply comes after RCPT b was written: b takes it, QUIT b's.
@@ -1588,9 +1584,7 @@ mod tests {
             assert!(voided(&s), "{faulty:?}: {:?}", s.end());
         }
         // The greeting may refuse, RCPT may say 251/252: those are in step.
-        let mut s = session(cfg(), &["a@x.example", "b@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(cfg(), &["a@x.example", "b@x.example"], "250 mx\r\n");
         step(&mut s, "250 ok\r\n");
         step(&mut s, "251 will forward\r\n");
         step(&mut s, "252 cannot verify\r\n");
@@ -1601,23 +1595,17 @@ mod tests {
     #[test]
     fn a_reply_naming_another_recipient_voids_the_session() {
         let rcpts = ["a@x.example", "b@x.example"];
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250-mx\r\n250 PIPELINING\r\n");
         // a@'s reply went missing: b@'s refusal arrives where a@'s should.
         let err = s.feed(b"250 ok\r\n550 5.1.1 <B@x.example>: Recipient address rejected\r\n");
         assert!(err.is_err());
         assert!(voided(&s), "{:?}", s.results());
         // MAIL's reply naming a recipient is an RCPT reply.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250-mx\r\n250 PIPELINING\r\n");
         assert!(s.feed(b"550 5.1.1 <a@x.example>: unknown\r\n").is_err());
         assert!(voided(&s));
         // Its own address, or the sender's, is in step.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250 mx\r\n");
         step(&mut s, "250 2.1.0 <check@probe.example>... Sender ok\r\n");
         step(&mut s, "550 5.1.1 <a@x.example>: User unknown\r\n");
         step(&mut s, "250 2.1.5 <b@x.example>... Recipient ok\r\n");
@@ -1630,9 +1618,7 @@ mod tests {
         let rcpts = ["a@x.example", "b@x.example", "c@x.example"];
         // Pipelined: a@ and b@ answered, c@'s reply never comes. Had MAIL's reply been the
         // lost one, a@'s answer would be MAIL's and b@'s a@'s.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250-mx\r\n250 PIPELINING\r\n");
         step(&mut s, "250 ok\r\n250 ok\r\n550 5.1.1 no\r\n");
         s.connection_lost();
         for i in 0..3 {
@@ -1642,9 +1628,7 @@ mod tests {
             );
         }
         // One RCPT at a time: each answer was complete before the next command.
-        let mut s = session(cfg(), &rcpts);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250 mx\r\n");
+        let mut s = greeted(cfg(), &rcpts, "250 mx\r\n");
         step(&mut s, "250 ok\r\n");
         step(&mut s, "250 ok\r\n");
         step(&mut s, "550 5.1.1 no\r\n");
@@ -1655,9 +1639,7 @@ mod tests {
             RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
         );
         // Only QUIT's reply missing: every answer was counted in step.
-        let mut s = session(cfg(), &["a@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 PIPELINING\r\n");
+        let mut s = greeted(cfg(), &["a@x.example"], "250-mx\r\n250 PIPELINING\r\n");
         s.feed(b"250 ok\r\n550 5.1.1 no\r\n").unwrap();
         assert_eq!(s.next_action(), Action::Write(b"QUIT\r\n".to_vec()));
         s.connection_lost();
@@ -1670,9 +1652,7 @@ mod tests {
             tls: TlsPolicy::Require,
             ..cfg()
         };
-        let mut s = session(config, &["a@x.example"]);
-        step(&mut s, "220 mx\r\n");
-        step(&mut s, "250-mx\r\n250 STARTTLS\r\n");
+        let mut s = greeted(config, &["a@x.example"], "250-mx\r\n250 STARTTLS\r\n");
         assert!(s.feed(b"220 go ahead\r\n250 injected\r\n").is_err());
         assert_eq!(s.next_action(), Action::Finished);
     }

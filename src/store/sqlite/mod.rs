@@ -113,21 +113,11 @@ impl SqliteStore {
         let _: i64 = conn
             .query_row("PRAGMA mmap_size = 0", [], |r| r.get(0))
             .map_err(err)?;
-        match schema::migrate(&mut conn).map_err(err)? {
-            schema::Migrated::Current => {}
-            schema::Migrated::Newer(found) => {
-                return Err(StoreError::Newer {
-                    path: path.to_owned(),
-                    found,
-                });
-            }
-        }
-        Ok(SqliteStore {
-            conn,
-            path: path.to_owned(),
-            busy_timeout: access.busy_timeout,
-            clock: access.clock,
-        })
+        let found = match schema::migrate(&mut conn).map_err(err)? {
+            schema::Migrated::Current => SCHEMA_VERSION,
+            schema::Migrated::Newer(found) => found,
+        };
+        SqliteStore::unless_newer(conn, path, access, found)
     }
 
     /// Open a store this user may not write, for reading only: as it is (not migrated; every
@@ -159,11 +149,19 @@ impl SqliteStore {
             }
             other => other.map_err(err)?,
         };
-        recognised?;
+        let found = recognised?;
         conn.busy_timeout(access.busy_timeout).map_err(err)?;
-        let found: u32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)?;
+        SqliteStore::unless_newer(conn, path, access, found)
+    }
+
+    /// The opened store, unless its schema (`found`) is newer than this build's: both opens
+    /// end here.
+    fn unless_newer(
+        conn: Connection,
+        path: &Path,
+        access: StoreAccess,
+        found: u32,
+    ) -> Result<SqliteStore, StoreError> {
         if found > SCHEMA_VERSION {
             return Err(StoreError::Newer {
                 path: path.to_owned(),
@@ -176,6 +174,22 @@ impl SqliteStore {
             busy_timeout: access.busy_timeout,
             clock: access.clock,
         })
+    }
+
+    /// `write` in one immediate transaction (the write lock taken at once, so a busy store
+    /// waits here rather than failing mid-way), committed if it succeeds.
+    fn write_all(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<usize>,
+    ) -> Result<usize, StoreError> {
+        let err = |e| store_error(&self.path, self.busy_timeout, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let n = write(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n)
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -224,10 +238,10 @@ fn immutable_uri(path: &Path) -> String {
 }
 
 /// Whether the opened file is a prebounce store (or empty: a new one): not another program's
-/// database. Outer error: the file cannot be read (damaged, locked); inner: it is not ours.
-/// A store of this or an older schema has its version and the tables every schema has; one
-/// with a higher version is left to the migration's "newer prebounce" message.
-fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<(), StoreError>> {
+/// database, and its schema version (0: empty). Outer error: the file cannot be read (damaged,
+/// locked); inner: it is not ours. A store of this or an older schema has its version and the
+/// tables every schema has; one with a higher version is left to the "newer prebounce" message.
+fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<u32, StoreError>> {
     let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let (objects, ours): (i64, i64) = conn.query_row(
         "SELECT count(*), count(*) FILTER (WHERE type = 'table' AND name IN ('addresses', 'suppressions'))
@@ -241,7 +255,7 @@ fn recognise(conn: &Connection, path: &Path) -> rusqlite::Result<Result<(), Stor
         _ => true,
     };
     Ok(if is_ours {
-        Ok(())
+        Ok(version)
     } else {
         Err(StoreError::NotAStore {
             path: path.to_owned(),
@@ -517,18 +531,12 @@ impl Backend for SqliteStore {
     /// Add (or update the reason of) suppression entries; returns how many were new.
     fn suppress(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
-                )
-                .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+        self.write_all(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(entry) DO UPDATE SET reason = excluded.reason",
+            )?;
+            let mut added = 0;
             for (entry, reason) in entries {
                 let existed: bool = tx
                     .query_row(
@@ -536,84 +544,60 @@ impl Backend for SqliteStore {
                         [entry],
                         |_| Ok(()),
                     )
-                    .optional()
-                    .map_err(|e| store_error(&self.path, self.busy_timeout, e))?
+                    .optional()?
                     .is_some();
-                stmt.execute(params![entry, reason, at])
-                    .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
+                stmt.execute(params![entry, reason, at])?;
                 added += usize::from(!existed);
             }
-        }
-        tx.commit()
-            .map_err(|e| store_error(&self.path, self.busy_timeout, e))?;
-        Ok(added)
+            Ok(added)
+        })
     }
 
     fn suppress_new(&mut self, entries: &[(String, String)]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let (path, wait) = (self.path.clone(), self.busy_timeout);
-        let err = |e| store_error(&path, wait, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(entry) DO NOTHING",
-                )
-                .map_err(err)?;
+        self.write_all(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO suppressions (entry, reason, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(entry) DO NOTHING",
+            )?;
+            let mut added = 0;
             for (entry, reason) in entries {
-                added += stmt.execute(params![entry, reason, at]).map_err(err)?;
+                added += stmt.execute(params![entry, reason, at])?;
             }
-        }
-        tx.commit().map_err(err)?;
-        Ok(added)
+            Ok(added)
+        })
     }
 
     fn add_bounces(&mut self, rows: &[StoredBounce]) -> Result<usize, StoreError> {
         let at = self.clock.now();
-        let (path, wait) = (self.path.clone(), self.busy_timeout);
-        let err = |e| store_error(&path, wait, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO bounces (source_key, recipient, event_at, dated, kind, reason,
-                         counts_soft, status, reply_code, diagnostic, source, message_id,
-                         imported_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                     ON CONFLICT(source_key, recipient) DO NOTHING",
-                )
-                .map_err(err)?;
+        self.write_all(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO bounces (source_key, recipient, event_at, dated, kind, reason,
+                     counts_soft, status, reply_code, diagnostic, source, message_id,
+                     imported_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(source_key, recipient) DO NOTHING",
+            )?;
+            let mut added = 0;
             for b in rows {
-                added += stmt
-                    .execute(params![
-                        b.source_key,
-                        b.recipient,
-                        b.event_at,
-                        b.dated,
-                        b.kind.as_str(),
-                        b.reason,
-                        b.counts_soft,
-                        b.status,
-                        b.reply_code,
-                        b.diagnostic,
-                        b.source,
-                        b.message_id,
-                        at
-                    ])
-                    .map_err(err)?;
+                added += stmt.execute(params![
+                    b.source_key,
+                    b.recipient,
+                    b.event_at,
+                    b.dated,
+                    b.kind.as_str(),
+                    b.reason,
+                    b.counts_soft,
+                    b.status,
+                    b.reply_code,
+                    b.diagnostic,
+                    b.source,
+                    b.message_id,
+                    at
+                ])?;
             }
-        }
-        tx.commit().map_err(err)?;
-        Ok(added)
+            Ok(added)
+        })
     }
 
     fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError> {
