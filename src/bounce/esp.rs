@@ -100,6 +100,11 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
+/// The elements of `v[key]`, none when it is absent or not an array.
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
 fn owned(v: Option<&str>) -> Option<String> {
     v.map(str::to_owned)
 }
@@ -190,12 +195,7 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
             let Some(b) = v.get("bounce") else { return };
             let permanent = s(b, "bounceType").is_some_and(|t| t.eq_ignore_ascii_case("permanent"));
             let sub = s(b, "bounceSubType").unwrap_or("").to_ascii_lowercase();
-            for r in b
-                .get("bouncedRecipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in array(b, "bouncedRecipients") {
                 let action = s(r, "action")
                     .and_then(Action::parse)
                     .unwrap_or(if permanent {
@@ -222,12 +222,7 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
         }
         "complaint" => {
             let Some(c) = v.get("complaint") else { return };
-            for r in c
-                .get("complainedRecipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in array(c, "complainedRecipients") {
                 complaint(
                     s(r, "emailAddress").unwrap_or(""),
                     when(c.get("timestamp")),
@@ -239,12 +234,7 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
         }
         "delivery" => {
             let Some(d) = v.get("delivery") else { return };
-            for r in d
-                .get("recipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in array(d, "recipients") {
                 push(
                     Event {
                         recipient: r.as_str().unwrap_or(""),
