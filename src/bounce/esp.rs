@@ -18,16 +18,9 @@ use crate::model::reply::EnhancedCode;
 
 /// Decode one JSON document (an object, or an array of events).
 pub fn decode_json(bytes: &[u8]) -> Decoded {
-    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
-        return Decoded::Unparseable;
-    };
-    let mut out = Vec::new();
-    let mut recognised = false;
-    events(&value, 0, &mut out, &mut recognised);
-    if recognised {
-        Decoded::Records(out)
-    } else {
-        Decoded::NotABounce
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => from_value(&value),
+        Err(_) => Decoded::Unparseable,
     }
 }
 
@@ -36,17 +29,20 @@ pub fn decode_json(bytes: &[u8]) -> Decoded {
 pub fn decode_json_prefix(bytes: &[u8]) -> Decoded {
     let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
     match stream.next() {
-        Some(Ok(value)) => {
-            let mut out = Vec::new();
-            let mut recognised = false;
-            events(&value, 0, &mut out, &mut recognised);
-            if recognised {
-                Decoded::Records(out)
-            } else {
-                Decoded::NotABounce
-            }
-        }
+        Some(Ok(value)) => from_value(&value),
         _ => Decoded::Unparseable,
+    }
+}
+
+/// The records of a parsed document; not a bounce when no ESP's shape is recognised.
+fn from_value(value: &Value) -> Decoded {
+    let mut out = Vec::new();
+    let mut recognised = false;
+    events(value, 0, &mut out, &mut recognised);
+    if recognised {
+        Decoded::Records(out)
+    } else {
+        Decoded::NotABounce
     }
 }
 
