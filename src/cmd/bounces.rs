@@ -216,18 +216,7 @@ fn read_all<E>(
             }
         };
         let container = bounce::detect(&bytes);
-        // Each message with the hash of its bytes (its key when it has no Message-ID).
-        let messages: Vec<(u64, Decoded)> = match container {
-            Container::Json => vec![(bounce::content_hash(&bytes), bounce::decode_json(&bytes))],
-            Container::Mbox => bounce::split_mbox(&bytes)
-                .iter()
-                .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
-                .collect(),
-            Container::Message => {
-                vec![(bounce::content_hash(&bytes), bounce::decode_message(&bytes))]
-            }
-        };
-        for (i, (hash, decoded)) in messages.into_iter().enumerate() {
+        for (i, (hash, decoded)) in decode_file(&bytes, container).into_iter().enumerate() {
             summary.messages += 1;
             let source = if container == Container::Mbox {
                 format!("{name}#{}", i + 1)
@@ -243,17 +232,9 @@ fn read_all<E>(
                             .by_reason
                             .entry(r.reason.map_or("none", |r| r.as_str()))
                             .or_default() += 1;
-                        let key = match (&r.message_id, container) {
-                            (Some(id), Container::Json) => {
-                                format!("event:{id}:{}", r.action.as_str())
-                            }
-                            (Some(id), _) => format!("mid:{id}"),
-                            (None, Container::Json) => format!("hash:{hash:016x}:{n}"),
-                            (None, _) => format!("hash:{hash:016x}"),
-                        };
                         each(Read {
                             source: source.clone(),
-                            key,
+                            key: record_key(&r, container, hash, n),
                             record: r,
                         })?;
                     }
@@ -264,6 +245,29 @@ fn read_all<E>(
         }
     }
     Ok(())
+}
+
+/// Each message of a file with the hash of its bytes (its key when it has no Message-ID).
+fn decode_file(bytes: &[u8], container: Container) -> Vec<(u64, Decoded)> {
+    match container {
+        Container::Json => vec![(bounce::content_hash(bytes), bounce::decode_json(bytes))],
+        Container::Mbox => bounce::split_mbox(bytes)
+            .iter()
+            .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
+            .collect(),
+        Container::Message => vec![(bounce::content_hash(bytes), bounce::decode_message(bytes))],
+    }
+}
+
+/// The key that makes a record the same record on a second import (see [`read_all`]); `n` is
+/// its position among its message's records.
+fn record_key(r: &Record, container: Container, hash: u64, n: usize) -> String {
+    match (&r.message_id, container) {
+        (Some(id), Container::Json) => format!("event:{id}:{}", r.action.as_str()),
+        (Some(id), _) => format!("mid:{id}"),
+        (None, Container::Json) => format!("hash:{hash:016x}:{n}"),
+        (None, _) => format!("hash:{hash:016x}"),
+    }
 }
 
 fn import_dry_run(paths: &[PathBuf], as_json: bool) -> Result<(), Failure> {
