@@ -323,6 +323,13 @@ struct Touched {
     all: BTreeSet<String>,
 }
 
+impl Changes {
+    /// How many suppressions of this cause ("hard", "complaint", "soft") were added.
+    fn added_of(&self, cause: &str) -> u64 {
+        self.added.get(cause).copied().unwrap_or(0)
+    }
+}
+
 fn import(
     paths: &[PathBuf],
     as_json: bool,
@@ -494,15 +501,12 @@ fn import_json(
         "suppressions_added".into(),
         json!({
             "total": added,
-            "hard": c.added.get("hard").copied().unwrap_or(0),
-            "complaint": c.added.get("complaint").copied().unwrap_or(0),
-            "soft": c.added.get("soft").copied().unwrap_or(0),
+            "hard": c.added_of("hard"),
+            "complaint": c.added_of("complaint"),
+            "soft": c.added_of("soft"),
         }),
     );
-    object.insert(
-        "soft_limit_crossed".into(),
-        c.added.get("soft").copied().unwrap_or(0).into(),
-    );
+    object.insert("soft_limit_crossed".into(), c.added_of("soft").into());
     object.insert("soft_below_limit".into(), c.soft_below_limit.into());
     object.insert("already_suppressed".into(), c.already_suppressed.into());
     object.insert("blocks_by_domain".into(), json!(c.blocks_by_domain));
@@ -526,9 +530,9 @@ fn print_import(summary: &Summary, c: &Changes, added: usize, store: &Store) {
         c.new_records,
         store.path().display(),
         summary.records - c.new_records,
-        c.added.get("hard").copied().unwrap_or(0),
-        c.added.get("complaint").copied().unwrap_or(0),
-        c.added.get("soft").copied().unwrap_or(0),
+        c.added_of("hard"),
+        c.added_of("complaint"),
+        c.added_of("soft"),
         c.already_suppressed,
         c.soft_below_limit,
     );
