@@ -672,6 +672,13 @@ fn suppressed(store: &Path) -> String {
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
+/// A temporary folder and the path of a store in it (not yet created).
+fn with_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = dir.path().join("store.sqlite3");
+    (dir, store)
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("a file");
@@ -680,8 +687,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn a_hard_bounce_suppresses_with_its_evidence() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = dir.path().join("store.sqlite3");
+    let (dir, store) = with_store();
     // The corpus: the first message of mbox-1 is a 5.1.1 for kijitora@libsisimai.org; a
     // hand-written 5.1.2 (the domain is gone) without a Message-ID.
     let gone = write(
@@ -731,8 +737,7 @@ fn a_hard_bounce_suppresses_with_its_evidence() {
 
 #[test]
 fn a_block_never_suppresses() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = dir.path().join("store.sqlite3");
+    let (dir, store) = with_store();
     let blocked = write(
         dir.path(),
         "blocked.eml",
@@ -758,8 +763,7 @@ fn a_block_never_suppresses() {
 
 #[test]
 fn three_mailbox_soft_bounces_within_the_window_suppress() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = dir.path().join("store.sqlite3");
+    let (dir, store) = with_store();
     let first = write(
         dir.path(),
         "1.eml",
@@ -793,8 +797,7 @@ fn three_mailbox_soft_bounces_within_the_window_suppress() {
 
 #[test]
 fn spread_soft_bounces_and_a_delivery_between_do_not_suppress() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = dir.path().join("store.sqlite3");
+    let (dir, store) = with_store();
     let mut files = Vec::new();
     // Three over 90 days.
     for (i, date) in ["1 Jan 2026", "15 Feb 2026", "1 Apr 2026"]
@@ -876,8 +879,7 @@ fn bounce_rows(store: &Path) -> Vec<String> {
 
 #[test]
 fn a_second_import_of_the_same_files_changes_nothing() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = dir.path().join("store.sqlite3");
+    let (dir, store) = with_store();
     let inputs = dir.path().join("in");
     std::fs::create_dir(&inputs).expect("a folder");
     for f in [
@@ -949,8 +951,7 @@ fn a_second_import_of_the_same_files_changes_nothing() {
 
 #[test]
 fn dry_run_writes_nothing_and_a_foreign_database_is_refused() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = dir.path().join("store.sqlite3");
+    let (dir, store) = with_store();
     let out = prebounce(&[
         "bounces".as_ref(),
         "import".as_ref(),

@@ -18,16 +18,9 @@ use crate::model::reply::EnhancedCode;
 
 /// Decode one JSON document (an object, or an array of events).
 pub fn decode_json(bytes: &[u8]) -> Decoded {
-    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
-        return Decoded::Unparseable;
-    };
-    let mut out = Vec::new();
-    let mut recognised = false;
-    events(&value, 0, &mut out, &mut recognised);
-    if recognised {
-        Decoded::Records(out)
-    } else {
-        Decoded::NotABounce
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => from_value(&value),
+        Err(_) => Decoded::Unparseable,
     }
 }
 
@@ -36,17 +29,20 @@ pub fn decode_json(bytes: &[u8]) -> Decoded {
 pub fn decode_json_prefix(bytes: &[u8]) -> Decoded {
     let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
     match stream.next() {
-        Some(Ok(value)) => {
-            let mut out = Vec::new();
-            let mut recognised = false;
-            events(&value, 0, &mut out, &mut recognised);
-            if recognised {
-                Decoded::Records(out)
-            } else {
-                Decoded::NotABounce
-            }
-        }
+        Some(Ok(value)) => from_value(&value),
         _ => Decoded::Unparseable,
+    }
+}
+
+/// The records of a parsed document; not a bounce when no ESP's shape is recognised.
+fn from_value(value: &Value) -> Decoded {
+    let mut out = Vec::new();
+    let mut recognised = false;
+    events(value, 0, &mut out, &mut recognised);
+    if recognised {
+        Decoded::Records(out)
+    } else {
+        Decoded::NotABounce
     }
 }
 
@@ -98,6 +94,11 @@ fn events(v: &Value, depth: usize, out: &mut Vec<Record>, recognised: &mut bool)
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// The elements of `v[key]`, none when it is absent or not an array.
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
 fn owned(v: Option<&str>) -> Option<String> {
@@ -190,12 +191,7 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
             let Some(b) = v.get("bounce") else { return };
             let permanent = s(b, "bounceType").is_some_and(|t| t.eq_ignore_ascii_case("permanent"));
             let sub = s(b, "bounceSubType").unwrap_or("").to_ascii_lowercase();
-            for r in b
-                .get("bouncedRecipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in array(b, "bouncedRecipients") {
                 let action = s(r, "action")
                     .and_then(Action::parse)
                     .unwrap_or(if permanent {
@@ -222,12 +218,7 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
         }
         "complaint" => {
             let Some(c) = v.get("complaint") else { return };
-            for r in c
-                .get("complainedRecipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in array(c, "complainedRecipients") {
                 complaint(
                     s(r, "emailAddress").unwrap_or(""),
                     when(c.get("timestamp")),
@@ -239,12 +230,7 @@ fn ses(v: &Value, out: &mut Vec<Record>) {
         }
         "delivery" => {
             let Some(d) = v.get("delivery") else { return };
-            for r in d
-                .get("recipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in array(d, "recipients") {
                 push(
                     Event {
                         recipient: r.as_str().unwrap_or(""),

@@ -79,92 +79,112 @@ pub fn decode_message(bytes: &[u8]) -> Decoded {
     }
     // An auto-reply often quotes the message or says "unable to deliver" in its prose; unless
     // a mail system sent it, its Auto-Submitted header decides.
-    let auto_reply = is_auto_reply(&message) && !sent_by_mail_system(&message);
-    if !auto_reply && looks_like_bounce(&message, &parts) {
-        let region = text::report_region(&parts.body);
-        let mut found = text::failures(region, &sender_side);
-        if found.is_empty() {
-            // Anonymised or forwarded reports sometimes fail the very address the bounce went
-            // to: when nothing else is named, the sender's side is not excluded.
-            found = text::failures(region, &parts.original_senders);
-        }
-        // Exim names its failed recipients in a header: trust it over the text's order.
-        if let Some(listed) = message.header_raw("X-Failed-Recipients") {
-            let listed: Vec<String> = text::addresses(listed)
-                .into_iter()
-                .map(|(_, a)| a)
-                .collect();
-            if !listed.is_empty() {
-                // Where the text spells an address differently, pair the two lists by order.
-                let same_count = listed.len() == found.len();
-                found = listed
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| text::Failure {
-                        recipient: a.clone(),
-                        diagnostic: text::diagnostic_for(region, a, &sender_side)
-                            .or_else(|| same_count.then(|| found[i].diagnostic.clone()))
-                            .unwrap_or_default(),
-                    })
-                    .collect();
-            }
-        }
-        if found.is_empty() {
-            // The text names nobody: the returned original's recipient is the one that failed.
-            found = parts
-                .original_recipients
+    let auto_reply = is_auto_reply(&message);
+    let from_a_person = auto_reply && !sent_by_mail_system(&message);
+    if !from_a_person && looks_like_bounce(&message, &parts) {
+        return from_text(&message, &parts, &sender_side, &message_id, &date);
+    }
+    if auto_reply && let Some(r) = auto_reply_record(&message, &message_id, &date) {
+        return Decoded::Records(vec![r]);
+    }
+    Decoded::NotABounce
+}
+
+/// A free-text bounce (an MTA's prose): the failed addresses its report region names, else
+/// those Exim lists in X-Failed-Recipients, else the returned original's recipient.
+fn from_text(
+    message: &Message<'_>,
+    parts: &Parts,
+    sender_side: &[String],
+    message_id: &Option<String>,
+    date: &Option<String>,
+) -> Decoded {
+    let region = text::report_region(&parts.body);
+    let mut found = text::failures(region, sender_side);
+    if found.is_empty() {
+        // Anonymised or forwarded reports sometimes fail the very address the bounce went
+        // to: when nothing else is named, the sender's side is not excluded.
+        found = text::failures(region, &parts.original_senders);
+    }
+    // Exim names its failed recipients in a header: trust it over the text's order.
+    if let Some(listed) = message.header_raw("X-Failed-Recipients") {
+        let listed: Vec<String> = text::addresses(listed)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        if !listed.is_empty() {
+            // Where the text spells an address differently, pair the two lists by order.
+            let same_count = listed.len() == found.len();
+            found = listed
                 .iter()
-                .filter(|a| !sender_side.iter().any(|s| s.eq_ignore_ascii_case(a)))
-                .take(1)
-                .map(|a| text::Failure {
+                .enumerate()
+                .map(|(i, a)| text::Failure {
                     recipient: a.clone(),
-                    diagnostic: super::truncate(super::squash(region), MAX_DIAGNOSTIC),
+                    diagnostic: text::diagnostic_for(region, a, sender_side)
+                        .or_else(|| same_count.then(|| found[i].diagnostic.clone()))
+                        .unwrap_or_default(),
                 })
                 .collect();
         }
-        if !found.is_empty() {
-            let delayed = is_delay_notice(&message, region);
-            return Decoded::Records(
-                found
-                    .into_iter()
-                    .take(MAX_RECORDS)
-                    .map(|f| {
-                        let action = if delayed {
-                            Action::Delayed
-                        } else {
-                            Action::Failed
-                        };
-                        record(f.recipient, action, None, f.diagnostic, &message_id, &date)
-                    })
-                    .collect(),
-            );
-        }
-        return Decoded::NotABounce;
     }
-    if auto_reply || is_auto_reply(&message) {
-        let from = message
-            .from()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .map(str::to_owned);
-        if let Some(recipient) = from {
-            let mut r = record(
-                recipient,
-                Action::Delivered,
-                None,
-                String::new(),
-                &message_id,
-                &date,
-            );
-            r.kind = Kind::AutoReply;
-            r.reason = None;
-            r.diagnostic = message
-                .subject()
-                .map(|s| super::truncate(s.to_owned(), MAX_DIAGNOSTIC));
-            return Decoded::Records(vec![r]);
-        }
+    if found.is_empty() {
+        // The text names nobody: the returned original's recipient is the one that failed.
+        found = parts
+            .original_recipients
+            .iter()
+            .filter(|a| !sender_side.iter().any(|s| s.eq_ignore_ascii_case(a)))
+            .take(1)
+            .map(|a| text::Failure {
+                recipient: a.clone(),
+                diagnostic: super::truncate(super::squash(region), MAX_DIAGNOSTIC),
+            })
+            .collect();
+    }
+    if !found.is_empty() {
+        let delayed = is_delay_notice(message, region);
+        return Decoded::Records(
+            found
+                .into_iter()
+                .take(MAX_RECORDS)
+                .map(|f| {
+                    let action = if delayed {
+                        Action::Delayed
+                    } else {
+                        Action::Failed
+                    };
+                    record(f.recipient, action, None, f.diagnostic, message_id, date)
+                })
+                .collect(),
+        );
     }
     Decoded::NotABounce
+}
+
+/// An auto-reply: a delivery to its sender, with its subject as the diagnostic.
+fn auto_reply_record(
+    message: &Message<'_>,
+    message_id: &Option<String>,
+    date: &Option<String>,
+) -> Option<Record> {
+    let recipient = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(str::to_owned)?;
+    let mut r = record(
+        recipient,
+        Action::Delivered,
+        None,
+        String::new(),
+        message_id,
+        date,
+    );
+    r.kind = Kind::AutoReply;
+    r.reason = None;
+    r.diagnostic = message
+        .subject()
+        .map(|s| super::truncate(s.to_owned(), MAX_DIAGNOSTIC));
+    Some(r)
 }
 
 /// Old Mac files end lines with a lone CR, which the MIME parser does not take for a line end:

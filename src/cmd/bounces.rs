@@ -216,18 +216,7 @@ fn read_all<E>(
             }
         };
         let container = bounce::detect(&bytes);
-        // Each message with the hash of its bytes (its key when it has no Message-ID).
-        let messages: Vec<(u64, Decoded)> = match container {
-            Container::Json => vec![(bounce::content_hash(&bytes), bounce::decode_json(&bytes))],
-            Container::Mbox => bounce::split_mbox(&bytes)
-                .iter()
-                .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
-                .collect(),
-            Container::Message => {
-                vec![(bounce::content_hash(&bytes), bounce::decode_message(&bytes))]
-            }
-        };
-        for (i, (hash, decoded)) in messages.into_iter().enumerate() {
+        for (i, (hash, decoded)) in decode_file(&bytes, container).into_iter().enumerate() {
             summary.messages += 1;
             let source = if container == Container::Mbox {
                 format!("{name}#{}", i + 1)
@@ -243,17 +232,9 @@ fn read_all<E>(
                             .by_reason
                             .entry(r.reason.map_or("none", |r| r.as_str()))
                             .or_default() += 1;
-                        let key = match (&r.message_id, container) {
-                            (Some(id), Container::Json) => {
-                                format!("event:{id}:{}", r.action.as_str())
-                            }
-                            (Some(id), _) => format!("mid:{id}"),
-                            (None, Container::Json) => format!("hash:{hash:016x}:{n}"),
-                            (None, _) => format!("hash:{hash:016x}"),
-                        };
                         each(Read {
                             source: source.clone(),
-                            key,
+                            key: record_key(&r, container, hash, n),
                             record: r,
                         })?;
                     }
@@ -264,6 +245,29 @@ fn read_all<E>(
         }
     }
     Ok(())
+}
+
+/// Each message of a file with the hash of its bytes (its key when it has no Message-ID).
+fn decode_file(bytes: &[u8], container: Container) -> Vec<(u64, Decoded)> {
+    match container {
+        Container::Json => vec![(bounce::content_hash(bytes), bounce::decode_json(bytes))],
+        Container::Mbox => bounce::split_mbox(bytes)
+            .iter()
+            .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
+            .collect(),
+        Container::Message => vec![(bounce::content_hash(bytes), bounce::decode_message(bytes))],
+    }
+}
+
+/// The key that makes a record the same record on a second import (see [`read_all`]); `n` is
+/// its position among its message's records.
+fn record_key(r: &Record, container: Container, hash: u64, n: usize) -> String {
+    match (&r.message_id, container) {
+        (Some(id), Container::Json) => format!("event:{id}:{}", r.action.as_str()),
+        (Some(id), _) => format!("mid:{id}"),
+        (None, Container::Json) => format!("hash:{hash:016x}:{n}"),
+        (None, _) => format!("hash:{hash:016x}"),
+    }
 }
 
 fn import_dry_run(paths: &[PathBuf], as_json: bool) -> Result<(), Failure> {
@@ -311,6 +315,21 @@ struct Changes {
     blocks_by_domain: BTreeMap<String, u64>,
 }
 
+/// The addresses an import read: those with a hard bounce or a complaint (with its row, the
+/// evidence), and those with any record (whose soft count is worked out again).
+#[derive(Default)]
+struct Touched {
+    condemned: BTreeMap<String, (Cause, StoredBounce)>,
+    all: BTreeSet<String>,
+}
+
+impl Changes {
+    /// How many suppressions of this cause ("hard", "complaint", "soft") were added.
+    fn added_of(&self, cause: &str) -> u64 {
+        self.added.get(cause).copied().unwrap_or(0)
+    }
+}
+
 fn import(
     paths: &[PathBuf],
     as_json: bool,
@@ -323,17 +342,35 @@ fn import(
     let now = store_args.clock().now();
     let mut summary = Summary::default();
     let mut changes = Changes::default();
+    let touched = store_records(paths, &mut store, now, &mut summary, &mut changes)?;
+    let added = suppress(&mut store, &touched, rule, &mut changes)?;
+    if as_json {
+        let object = import_json(&summary, &changes, added, rule, &store);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", json!({ "summary": object }))?;
+        out.flush()?;
+    }
+    print_import(&summary, &changes, added, &store);
+    Ok(())
+}
+
+/// Read every input and write its records to the store in batches; what was read and which
+/// addresses it touched.
+fn store_records(
+    paths: &[PathBuf],
+    store: &mut Store,
+    now: i64,
+    summary: &mut Summary,
+    changes: &mut Changes,
+) -> anyhow::Result<Touched> {
+    let mut touched = Touched::default();
     let mut batch = Vec::new();
-    // The addresses this import has a hard bounce or a complaint for (with its row, the
-    // evidence), and those it has any record for (whose soft count is worked out again).
-    let mut condemned: BTreeMap<String, (Cause, StoredBounce)> = BTreeMap::new();
-    let mut touched: BTreeSet<String> = BTreeSet::new();
     let flush = |batch: &mut Vec<StoredBounce>, store: &mut Store| -> anyhow::Result<u64> {
         let n = store.add_bounces(batch)?;
         batch.clear();
         Ok(n as u64)
     };
-    read_all(paths, &mut summary, |read| {
+    read_all(paths, summary, |read| {
         let r = &read.record;
         let event_at = r.date.as_deref().and_then(bounce::event_time);
         changes.undated += u64::from(event_at.is_none());
@@ -346,23 +383,9 @@ fn import(
                 .unusable_recipients
                 .add(format!("{}: {:?}", read.source, r.recipient));
         }
-        let row = StoredBounce {
-            source_key: read.key,
-            recipient: key
-                .clone()
-                .unwrap_or_else(|| r.recipient.trim().to_lowercase()),
-            event_at: event_at.unwrap_or(now),
-            dated: event_at.is_some(),
-            kind: r.kind,
-            reason: r.reason.map(|x| x.as_str().to_owned()),
-            counts_soft: bounce::counts_toward_soft_limit(r),
-            status: r.status.map(|s| s.to_string()),
-            reply_code: r.reply_code,
-            diagnostic: r.diagnostic.clone(),
-            source: read.source,
-            message_id: r.message_id.clone(),
-        };
-        if r.kind == Kind::Block
+        let kind = r.kind;
+        let row = stored_row(read, key.as_deref(), event_at, now);
+        if kind == Kind::Block
             && let Some((_, domain)) = row.recipient.rsplit_once('@')
         {
             *changes
@@ -371,30 +394,58 @@ fn import(
                 .or_default() += 1;
         }
         if let Some(key) = key {
-            let cause = match r.kind {
+            let cause = match kind {
                 Kind::Hard => Some(Cause::Hard),
                 Kind::Complaint => Some(Cause::Complaint),
                 _ => None,
             };
             if let Some(cause) = cause {
-                let stronger = condemned.get(&key).is_none_or(|(c, _)| cause < *c);
+                let stronger = touched.condemned.get(&key).is_none_or(|(c, _)| cause < *c);
                 if stronger {
-                    condemned.insert(key.clone(), (cause, row.clone()));
+                    touched.condemned.insert(key.clone(), (cause, row.clone()));
                 }
             }
-            touched.insert(key);
+            touched.all.insert(key);
         }
         batch.push(row);
         if batch.len() >= BATCH {
-            changes.new_records += flush(&mut batch, &mut store)?;
+            changes.new_records += flush(&mut batch, store)?;
         }
         anyhow::Ok(())
     })?;
-    changes.new_records += flush(&mut batch, &mut store)?;
+    changes.new_records += flush(&mut batch, store)?;
+    Ok(touched)
+}
 
-    // The suppressions: listed entries (the address or its whole domain) are left alone, so a
-    // second import of the same files, or an address someone listed with a reason of their
-    // own, changes nothing.
+/// The store's row of a record: under its suppression key when it has one, dated at the
+/// import's time when it carries no readable date.
+fn stored_row(read: Read, key: Option<&str>, event_at: Option<i64>, now: i64) -> StoredBounce {
+    let r = read.record;
+    StoredBounce {
+        source_key: read.key,
+        recipient: key.map_or_else(|| r.recipient.trim().to_lowercase(), str::to_owned),
+        event_at: event_at.unwrap_or(now),
+        dated: event_at.is_some(),
+        kind: r.kind,
+        reason: r.reason.map(|x| x.as_str().to_owned()),
+        counts_soft: bounce::counts_toward_soft_limit(&r),
+        status: r.status.map(|s| s.to_string()),
+        reply_code: r.reply_code,
+        diagnostic: r.diagnostic,
+        source: read.source,
+        message_id: r.message_id,
+    }
+}
+
+/// The suppressions: listed entries (the address or its whole domain) are left alone, so a
+/// second import of the same files, or an address someone listed with a reason of their own,
+/// changes nothing. How many were added.
+fn suppress(
+    store: &mut Store,
+    touched: &Touched,
+    rule: SoftRule,
+    changes: &mut Changes,
+) -> anyhow::Result<usize> {
     let listed: HashSet<String> = store.suppressions()?.into_iter().map(|s| s.entry).collect();
     let is_listed = |key: &str| {
         listed.contains(key)
@@ -403,10 +454,10 @@ fn import(
                 .is_some_and(|(_, d)| listed.contains(&format!("@{d}")))
     };
     let mut entries: Vec<(String, String, Cause)> = Vec::new();
-    for key in &touched {
-        let decided = match condemned.get(key) {
+    for key in &touched.all {
+        let decided = match touched.condemned.get(key) {
             Some((cause, row)) => Some((*cause, evidence(*cause, row))),
-            None => soft_decision(&store, key, rule, &mut changes)?,
+            None => soft_decision(store, key, rule, changes)?,
         };
         let Some((cause, reason)) = decided else {
             continue;
@@ -426,10 +477,18 @@ fn import(
         *changes.added.entry(name).or_default() += 1;
     }
     let pairs: Vec<(String, String)> = entries.into_iter().map(|(k, r, _)| (k, r)).collect();
-    let added = store.suppress_new(&pairs)?;
+    Ok(store.suppress_new(&pairs)?)
+}
 
+/// The `--json` summary of an import.
+fn import_json(
+    summary: &Summary,
+    c: &Changes,
+    added: usize,
+    rule: SoftRule,
+    store: &Store,
+) -> serde_json::Map<String, Value> {
     let mut object = summary.json();
-    let c = &changes;
     object.insert("dry_run".into(), false.into());
     object.insert("new_records".into(), c.new_records.into());
     object.insert(
@@ -442,15 +501,12 @@ fn import(
         "suppressions_added".into(),
         json!({
             "total": added,
-            "hard": c.added.get("hard").copied().unwrap_or(0),
-            "complaint": c.added.get("complaint").copied().unwrap_or(0),
-            "soft": c.added.get("soft").copied().unwrap_or(0),
+            "hard": c.added_of("hard"),
+            "complaint": c.added_of("complaint"),
+            "soft": c.added_of("soft"),
         }),
     );
-    object.insert(
-        "soft_limit_crossed".into(),
-        c.added.get("soft").copied().unwrap_or(0).into(),
-    );
+    object.insert("soft_limit_crossed".into(), c.added_of("soft").into());
     object.insert("soft_below_limit".into(), c.soft_below_limit.into());
     object.insert("already_suppressed".into(), c.already_suppressed.into());
     object.insert("blocks_by_domain".into(), json!(c.blocks_by_domain));
@@ -459,11 +515,11 @@ fn import(
         json!({"limit": rule.limit, "window_seconds": rule.window}),
     );
     object.insert("store".into(), store.path().display().to_string().into());
-    if as_json {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", json!({ "summary": object }))?;
-        out.flush()?;
-    }
+    object
+}
+
+/// The import's lines on stderr, for people.
+fn print_import(summary: &Summary, c: &Changes, added: usize, store: &Store) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "prebounce: {}", summary.read_line());
     let _ = writeln!(
@@ -474,9 +530,9 @@ fn import(
         c.new_records,
         store.path().display(),
         summary.records - c.new_records,
-        c.added.get("hard").copied().unwrap_or(0),
-        c.added.get("complaint").copied().unwrap_or(0),
-        c.added.get("soft").copied().unwrap_or(0),
+        c.added_of("hard"),
+        c.added_of("complaint"),
+        c.added_of("soft"),
         c.already_suppressed,
         c.soft_below_limit,
     );
@@ -507,7 +563,6 @@ fn import(
     for line in summary.problem_lines() {
         let _ = writeln!(err, "prebounce: {line}");
     }
-    Ok(())
 }
 
 /// The suppression's reason: what bounced, when and where it was read.
