@@ -24,6 +24,8 @@ const PURE: &[&str] = &[
     "smtp/session.rs",
     "smtp/plan.rs",
     "bounce",
+    "preflight/check.rs",
+    "preflight/dnsbl.rs",
 ];
 
 /// What a pure module must not mention in its code.
