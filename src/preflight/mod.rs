@@ -12,6 +12,7 @@
 pub mod check;
 pub mod dnsbl;
 pub mod prober;
+pub mod spf;
 
 pub use check::{Check, CheckStatus};
 pub use prober::{ProbeTarget, ProberOptions, ProberReport, Port25Result};
