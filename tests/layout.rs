@@ -24,8 +24,12 @@ const PURE: &[&str] = &[
     "smtp/session.rs",
     "smtp/plan.rs",
     "bounce",
+    "preflight/bulk.rs",
     "preflight/check.rs",
+    "preflight/dkim.rs",
+    "preflight/dmarc.rs",
     "preflight/dnsbl.rs",
+    "preflight/spf.rs",
 ];
 
 /// What a pure module must not mention in its code.

@@ -174,7 +174,15 @@ pub fn run(args: Args) -> Result<(), Failure> {
         printed.map_err(Failure::other)?;
     }
     if report.failed() {
-        return Err(Failure::quiet(1));
+        let failed: Vec<&str> = report
+            .checks()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .map(|c| c.id.as_str())
+            .collect();
+        return Err(Failure::other(anyhow::anyhow!(
+            "preflight failed: {}",
+            failed.join(", ")
+        )));
     }
     Ok(())
 }
@@ -218,7 +226,7 @@ fn human(report: &PreflightReport) -> String {
 fn table(checks: &[Check]) -> String {
     let mut table = Table::new();
     table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(120)
         .set_header(["check", "status", "evidence", "what to do"]);
@@ -234,9 +242,9 @@ fn table(checks: &[Check]) -> String {
     table.to_string()
 }
 
-/// DNS data is untrusted: control characters would move the cursor.
+/// DNS data is untrusted: control characters would move the cursor (line breaks are ours).
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
         .collect()
 }

@@ -217,9 +217,9 @@ pub async fn check(options: &ProberOptions, dns: &DnsResolver) -> ProberReport {
                 .with("address", Value::Null)
                 .advise("pass --source-ip IP (or --public-ip IP behind NAT)"),
             );
-            options.public_ip.ok_or(
-                "the outbound address is unknown: pass --public-ip IP".to_owned(),
-            )
+            options
+                .public_ip
+                .ok_or("the outbound address is unknown: pass --public-ip IP".to_owned())
         }
     };
     let (ptr, fcrdns) = reverse_dns(&checked, dns).await;
@@ -283,7 +283,9 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     };
     if let Some(public) = options.public_ip {
         let detail = if private {
-            format!("{ip} ({source}) is a private address (NAT); the checks use --public-ip {public}")
+            format!(
+                "{ip} ({source}) is a private address (NAT); the checks use --public-ip {public}"
+            )
         } else {
             format!("{ip} ({source}); the checks use --public-ip {public}")
         };
@@ -326,6 +328,17 @@ async fn reverse_dns(checked: &Checked, dns: &DnsResolver) -> (Check, Check) {
             );
         }
     };
+    if ip.is_loopback() {
+        // hickory answers "localhost" for every loopback PTR itself, never asking a server
+        // (RFC 6761 §6.3): there is nothing to learn.
+        let why = format!(
+            "{ip} is a loopback address: its reverse DNS is answered locally, never by the DNS"
+        );
+        return (
+            Check::skip("ptr", why.clone()).with("name", Value::Null),
+            Check::skip("fcrdns", why),
+        );
+    }
     let names = match dns.records(&dnsbl::reverse_name(ip), RecordKind::Ptr).await {
         RecordLookup::Found(names) if !names.is_empty() => names,
         RecordLookup::Failed(e) => {
@@ -367,7 +380,11 @@ async fn reverse_dns(checked: &Checked, dns: &DnsResolver) -> (Check, Check) {
             Ok(found) if found.is_empty() => seen.push(format!("{name} has no address")),
             Ok(found) => seen.push(format!(
                 "{name} resolves to {}",
-                found.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+                found
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Err(e) => seen.push(format!("{name}: lookup failed ({e})")),
         }
@@ -408,13 +425,17 @@ async fn addresses_of(name: &str, dns: &DnsResolver) -> Result<Vec<IpAddr>, Stri
 /// The `helo` check: the name resolves, and to the checked address.
 async fn helo_check(helo: Option<&str>, checked: &Checked, dns: &DnsResolver) -> Check {
     let Some(name) = helo else {
-        return Check::skip("helo", "no HELO name (give --helo or --from)").with("name", Value::Null);
+        return Check::skip("helo", "no HELO name (give --helo or --from)")
+            .with("name", Value::Null);
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     if !name.contains('.') {
-        return Check::fail("helo", format!("{name} is not a fully qualified domain name"))
-            .with("name", name)
-            .advise("use a full host name (mail.example.org) that resolves to this address");
+        return Check::fail(
+            "helo",
+            format!("{name} is not a fully qualified domain name"),
+        )
+        .with("name", name)
+        .advise("use a full host name (mail.example.org) that resolves to this address");
     }
     let found = match addresses_of(&name, dns).await {
         Ok(found) => found,
@@ -493,7 +514,11 @@ async fn dnsbl_check(zone: &str, checked: &Checked, dns: &DnsResolver) -> Check 
                 &id,
                 format!(
                     "{ip} is listed ({})",
-                    codes.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ")
+                    codes
+                        .iter()
+                        .map(Ipv4Addr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             listed,
@@ -530,7 +555,12 @@ fn port25_check(probes: &[Port25Probe], timeout: Duration) -> Check {
     };
     let summary = probes
         .iter()
-        .map(|p| format!("{}: {}", p.target, p.detail))
+        .map(|p| match p.address {
+            Some(address) if address.to_string() != p.target => {
+                format!("{} ({address}): {}", p.target, p.detail)
+            }
+            _ => format!("{}: {}", p.target, p.detail),
+        })
         .collect::<Vec<_>>()
         .join("; ");
     let check = match overall {
@@ -629,38 +659,32 @@ async fn connect(
         Err(_) => {
             return (
                 Some(Port25Result::Filtered),
-                format!(
-                    "{address}: no answer within {}",
-                    humantime::format_duration(wait)
-                ),
+                format!("no answer within {}", humantime::format_duration(wait)),
                 None,
             );
         }
         Ok(Err(e)) if is_refusal(&e) => {
             return (
                 Some(Port25Result::Refused),
-                format!("{address}: connection refused"),
+                "connection refused".to_owned(),
                 None,
             );
         }
-        Ok(Err(e)) => return (Some(Port25Result::Filtered), format!("{address}: {e}"), None),
+        Ok(Err(e)) => return (Some(Port25Result::Filtered), e.to_string(), None),
         Ok(Ok(stream)) => stream,
     };
     let local = stream.local_addr().ok().map(|a| a.ip());
     let (result, detail) = match tokio::time::timeout(wait, greeting(stream)).await {
-        Ok(Ok(Some(reply))) => (Port25Result::Open, format!("{address}: {reply}")),
+        Ok(Ok(Some(reply))) => (Port25Result::Open, reply),
         Ok(Ok(None)) => (
             Port25Result::Refused,
-            format!("{address}: connected, but closed without a greeting"),
+            "connected, but closed without a greeting".to_owned(),
         ),
-        Ok(Err(e)) => (
-            Port25Result::Refused,
-            format!("{address}: connected, then {e}"),
-        ),
+        Ok(Err(e)) => (Port25Result::Refused, format!("connected, then {e}")),
         Err(_) => (
             Port25Result::Filtered,
             format!(
-                "{address}: connected, but no greeting within {}",
+                "connected, but no greeting within {}",
                 humantime::format_duration(wait)
             ),
         ),
