@@ -781,3 +781,31 @@ fn a_run_without_a_store_leaves_no_older_changes_csv_behind() {
     assert!(!out.join("changes.csv").exists());
     assert!(out.join("valid.csv").is_file());
 }
+
+/// `preflight` refuses what it cannot check before asking the DNS anything: exit 2.
+#[test]
+fn preflight_usage_errors_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["preflight"], "--from"),
+        (&["preflight", "--from", "not an address"], "not a usable address"),
+        (&["preflight", "--domain", "example.test"], "not a usable domain"),
+        (
+            &["preflight", "--domain", "example.org", "--source-ip", "127.0.0.1"],
+            "need --from",
+        ),
+        (
+            &["preflight", "--from", "a@example.org", "--probe-target", "not a host!"],
+            "neither a host name nor an IP address",
+        ),
+        (
+            &["preflight", "--from", "a@example.org", "--connect-timeout", "soon"],
+            "--connect-timeout",
+        ),
+    ];
+    for (args, says) in cases {
+        let o = run(args, b"");
+        assert_eq!(exit_code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+}
