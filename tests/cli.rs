@@ -787,18 +787,62 @@ fn a_run_without_a_store_leaves_no_older_changes_csv_behind() {
 fn preflight_usage_errors_exit_2() {
     let cases: &[(&[&str], &str)] = &[
         (&["preflight"], "--from"),
-        (&["preflight", "--from", "not an address"], "not a usable address"),
-        (&["preflight", "--domain", "example.test"], "not a usable domain"),
         (
-            &["preflight", "--domain", "example.org", "--source-ip", "127.0.0.1"],
-            "need --from",
+            &[
+                "preflight",
+                "--domain",
+                "example.org",
+                "--dnsbl",
+                "bl.example",
+            ],
+            "--from",
         ),
         (
-            &["preflight", "--from", "a@example.org", "--probe-target", "not a host!"],
+            &[
+                "preflight",
+                "--domain",
+                "example.org",
+                "--dnsbl",
+                "bl.example",
+            ],
+            "--from",
+        ),
+        (
+            &["preflight", "--from", "not an address"],
+            "not a usable address",
+        ),
+        (
+            &["preflight", "--domain", "example.test"],
+            "not a usable domain",
+        ),
+        (
+            &[
+                "preflight",
+                "--domain",
+                "example.org",
+                "--source-ip",
+                "127.0.0.1",
+            ],
+            "--from",
+        ),
+        (
+            &[
+                "preflight",
+                "--from",
+                "a@example.org",
+                "--probe-target",
+                "not a host!",
+            ],
             "neither a host name nor an IP address",
         ),
         (
-            &["preflight", "--from", "a@example.org", "--connect-timeout", "soon"],
+            &[
+                "preflight",
+                "--from",
+                "a@example.org",
+                "--connect-timeout",
+                "soon",
+            ],
             "--connect-timeout",
         ),
     ];

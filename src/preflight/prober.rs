@@ -284,7 +284,7 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     if let Some(public) = options.public_ip {
         let detail = if private {
             format!(
-                "{ip} ({source}) is a private address (NAT); the checks use --public-ip {public}"
+                "{ip} ({source}) is not a public address (NAT); the checks use --public-ip {public}"
             )
         } else {
             format!("{ip} ({source}); the checks use --public-ip {public}")
@@ -300,7 +300,7 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     if options.allow_private {
         let check = base(Check::pass(
             "egress-ip",
-            format!("{ip} ({source}), private, checked as it is (--allow-private-mx)"),
+            format!("{ip} ({source}), not public, checked as it is (--allow-private-mx)"),
         ))
         .with("checked_ip", ip.to_string());
         return (check, Ok(ip));
@@ -308,12 +308,13 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     let check = base(Check::warn(
         "egress-ip",
         format!(
-            "{ip} ({source}) is a private address: behind NAT the mail servers see another one"
+            "{ip} ({source}) is not a public address (private, loopback or reserved): behind \
+             NAT the mail servers see another one"
         ),
     ))
     .with("checked_ip", Value::Null)
     .advise("pass --public-ip IP (the address the internet sees) to check its PTR and blocklists");
-    let why = format!("{ip} is private (NAT): pass --public-ip IP");
+    let why = format!("{ip} is not a public address (NAT?): pass --public-ip IP");
     (check, Err(why))
 }
 
@@ -711,19 +712,23 @@ fn is_refusal(e: &std::io::Error) -> bool {
     )
 }
 
-/// The greeting's last line (`220 mx.example.org ESMTP`), read line by line up to 4 KiB;
-/// None when the server closed first. Says QUIT after it, without waiting for the answer.
+/// The greeting's last line (`220 mx.example.org ESMTP`), read line by line up to 4 KiB
+/// (bytes that are not UTF-8 shown as replacement characters); None when the server closed
+/// first. Says QUIT after it, without waiting for the answer.
 async fn greeting(stream: TcpStream) -> std::io::Result<Option<String>> {
     let mut reader = BufReader::new(stream);
     let mut read = 0;
     loop {
-        let mut line = String::new();
-        let n = (&mut reader).take(1024).read_line(&mut line).await?;
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(1024)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
             return Ok(None);
         }
         read += n;
-        let line = line.trim_end().to_owned();
+        let line = String::from_utf8_lossy(&line).trim_end().to_owned();
         // A continuation line is `220-…`; the last one has a space (or nothing) after the code.
         let last = line.as_bytes().get(3) != Some(&b'-');
         if last || read > 4096 {

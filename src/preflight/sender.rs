@@ -3,7 +3,6 @@
 //! the pure `spf`, `dkim`, `dmarc` and `bulk` modules.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -73,7 +72,7 @@ async fn mx_check(domain: &str, allow_private_mx: bool, dns: &DnsResolver) -> Ch
     };
     let evidence = Evidence::Domain {
         address,
-        dns: Arc::clone(&dns.domain(domain).await),
+        dns: dns.domain(domain).await,
         smtp: None,
     };
     let decided = verdict::decide(&evidence, Policy { allow_private_mx });
@@ -94,8 +93,8 @@ async fn mx_check(domain: &str, allow_private_mx: bool, dns: &DnsResolver) -> Ch
 /// `spf`: the pure evaluator asks for answers until it has all it needs.
 async fn spf_check(domain: &str, dns: &DnsResolver) -> Check {
     let mut answers: HashMap<(String, RecordKind), RecordLookup> = HashMap::new();
-    // Each round follows one more level of includes; the evaluator stops following long
-    // before this many.
+    // Each round answers the queries of one more level of includes; the evaluator's own
+    // limits (depth, lookups counted) end the rounds on any record.
     let report = loop {
         match spf::evaluate(domain, &answers) {
             Progress::Done(report) => break report,
