@@ -222,6 +222,11 @@ async fn dkim_check(domain: &str, selector: &str, dns: &DnsResolver) -> Check {
     };
     let bits = key.bits.unwrap_or(0);
     let rsa = key.key_type == "rsa";
+    let kind = match key.key_type.as_str() {
+        "rsa" => "RSA",
+        "ed25519" => "Ed25519",
+        other => other,
+    };
     if key.revoked {
         with_key(Check::fail(
             &id,
@@ -243,11 +248,11 @@ async fn dkim_check(domain: &str, selector: &str, dns: &DnsResolver) -> Check {
     } else if key.testing {
         with_key(Check::warn(
             &id,
-            format!("{bits}-bit {} key in testing mode (t=y)", key.key_type),
+            format!("{bits}-bit {kind} key in testing mode (t=y)"),
         ))
         .advise("remove t=y once signing works: receivers treat failures as unsigned mail")
     } else {
-        with_key(Check::pass(&id, format!("{bits}-bit {} key", key.key_type)))
+        with_key(Check::pass(&id, format!("{bits}-bit {kind} key")))
     }
 }
 
