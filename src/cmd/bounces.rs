@@ -30,8 +30,9 @@ pub struct Args {
 #[derive(Subcommand)]
 enum Action {
     /// Read bounces: .eml files, Unix mboxes, maildir or other folders (walked, symlinks not
-    /// followed), and ESP event JSON (Amazon SES/SNS, SendGrid, Mailgun, Postmark); the kind
-    /// of each file is told by its content.
+    /// followed), ESP event JSON (Amazon SES/SNS, SendGrid, Mailgun, Postmark) and CSV event
+    /// exports (an `email` column, any of `status`/`code`, `diagnostic`/`reason`,
+    /// `date`/`timestamp`, `type`, `id`); the kind of each file is told by its content.
     Import {
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
@@ -251,6 +252,7 @@ fn read_all<E>(
 fn decode_file(bytes: &[u8], container: Container) -> Vec<(u64, Decoded)> {
     match container {
         Container::Json => vec![(bounce::content_hash(bytes), bounce::decode_json(bytes))],
+        Container::Csv => vec![(bounce::content_hash(bytes), bounce::decode_csv(bytes))],
         Container::Mbox => bounce::split_mbox(bytes)
             .iter()
             .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
@@ -263,9 +265,11 @@ fn decode_file(bytes: &[u8], container: Container) -> Vec<(u64, Decoded)> {
 /// its position among its message's records.
 fn record_key(r: &Record, container: Container, hash: u64, n: usize) -> String {
     match (&r.message_id, container) {
-        (Some(id), Container::Json) => format!("event:{id}:{}", r.action.as_str()),
+        (Some(id), Container::Json | Container::Csv) => {
+            format!("event:{id}:{}", r.action.as_str())
+        }
         (Some(id), _) => format!("mid:{id}"),
-        (None, Container::Json) => format!("hash:{hash:016x}:{n}"),
+        (None, Container::Json | Container::Csv) => format!("hash:{hash:016x}:{n}"),
         (None, _) => format!("hash:{hash:016x}"),
     }
 }
