@@ -439,6 +439,7 @@ fn stored_row(read: Read, key: Option<&str>, event_at: Option<i64>, now: i64) ->
         source: read.source,
         message_id: r.message_id,
         remote_mta: r.remote_mta,
+        action: r.action,
     }
 }
 

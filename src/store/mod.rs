@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bounce::Kind;
+use crate::bounce::{Action, Kind};
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
 pub use crate::model::stored::{DecidedUnder, Previous, Prior, StoredDomain, Suppression};
@@ -154,6 +154,8 @@ pub struct StoredBounce {
     pub message_id: Option<String>,
     /// The receiving server the report names (host name or address), when it names one.
     pub remote_mta: Option<String>,
+    /// The DSN action (failed, delayed, delivered …).
+    pub action: Action,
 }
 
 /// The store settings of a `verify` run.

@@ -16,7 +16,7 @@ use super::{
     Backend, DecidedUnder, Previous, Prior, RunStamp, RunStart, StoreAccess, StoreError,
     StoredBounce, StoredDomain, Suppression, Write,
 };
-use crate::bounce::Kind;
+use crate::bounce::{Action, Kind};
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
 use crate::model::{Level, Reason, Status};
@@ -574,8 +574,8 @@ impl Backend for SqliteStore {
             let mut stmt = tx.prepare(
                 "INSERT INTO bounces (source_key, recipient, event_at, dated, kind, reason,
                      counts_soft, status, reply_code, diagnostic, source, message_id,
-                     imported_at, remote_mta)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     imported_at, remote_mta, action)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT(source_key, recipient) DO NOTHING",
             )?;
             let mut added = 0;
@@ -594,7 +594,8 @@ impl Backend for SqliteStore {
                     b.source,
                     b.message_id,
                     at,
-                    b.remote_mta
+                    b.remote_mta,
+                    b.action.as_str()
                 ])?;
             }
             Ok(added)
@@ -717,7 +718,7 @@ fn domain_prior(
 
 /// The columns [`bounce_row`] reads, in its order.
 const BOUNCE_COLUMNS: &str = "source_key, recipient, event_at, dated, kind, reason, counts_soft,
-    status, reply_code, diagnostic, source, message_id, remote_mta";
+    status, reply_code, diagnostic, source, message_id, remote_mta, action";
 
 /// A stored bounce; None for a kind this build does not know (a newer prebounce wrote it): the
 /// rules here cannot read it.
@@ -740,6 +741,8 @@ fn bounce_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<StoredBounce>> {
         source: r.get(10)?,
         message_id: r.get(11)?,
         remote_mta: r.get(12)?,
+        // An action this build does not know reads as a failure, as rows from before schema 6.
+        action: Action::parse(&r.get::<_, String>(13)?).unwrap_or(Action::Failed),
     }))
 }
 
@@ -789,6 +792,7 @@ mod tests {
             source: "f.eml".into(),
             message_id: None,
             remote_mta: None,
+            action: Action::Failed,
         }
     }
 

@@ -98,9 +98,12 @@ const MIGRATIONS: [&str; VERSION as usize] = [
         PRIMARY KEY (source_key, recipient)
     ) WITHOUT ROWID;
     CREATE INDEX bounces_by_recipient ON bounces (recipient, event_at);",
-    // 6: the remote MTA of a bounce (`bounces report` groups by the receiving provider), and
-    // an index by date for the report's and the soft counts' windows.
+    // 6: the remote MTA of a bounce (`bounces report` groups by the receiving provider), its
+    // DSN action (a delay is not a bounce of its own: the same message ends in a delivery or a
+    // failure later; rows from before read as 'failed'), and an index by date for the
+    // report's and the soft counts' windows.
     "ALTER TABLE bounces ADD COLUMN remote_mta TEXT;
+    ALTER TABLE bounces ADD COLUMN action TEXT NOT NULL DEFAULT 'failed';
     CREATE INDEX bounces_by_date ON bounces (event_at);",
 ];
 
