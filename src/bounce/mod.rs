@@ -24,6 +24,7 @@ mod dsn;
 mod esp;
 mod mbox;
 mod message;
+pub mod report;
 mod soft;
 mod text;
 

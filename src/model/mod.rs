@@ -4,6 +4,7 @@
 //! crate and no I/O: the stages depend on it, never the other way round (tests/layout.rs).
 
 pub mod dns;
+pub mod provider;
 mod level;
 mod reason;
 pub mod reply;
