@@ -84,8 +84,16 @@ pub fn wilson(k: u64, n: u64) -> (f64, f64) {
     let centre = (p + z * z / (2.0 * n)) / denom;
     let half = z * ((p * (1.0 - p) / n) + z * z / (4.0 * n * n)).sqrt() / denom;
     // At k = 0 or k = n the bound is exactly 0 or 1; rounding would leave 1e-16 off it.
-    let low = if k == 0 { 0.0 } else { (centre - half).max(0.0) };
-    let high = if p >= 1.0 { 1.0 } else { (centre + half).min(1.0) };
+    let low = if k == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let high = if p >= 1.0 {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
     (low, high)
 }
 
@@ -228,7 +236,10 @@ mod tests {
         let (l, h) = wilson(0, 10);
         assert!(l == 0.0 && (h - 0.2775).abs() < 1e-3, "{l} {h}");
         let (l, h) = wilson(50, 100);
-        assert!((l - 0.4038).abs() < 1e-3 && (h - 0.5962).abs() < 1e-3, "{l} {h}");
+        assert!(
+            (l - 0.4038).abs() < 1e-3 && (h - 0.5962).abs() < 1e-3,
+            "{l} {h}"
+        );
         let (l, h) = wilson(10, 10);
         assert!((l - 0.7225).abs() < 1e-3 && h == 1.0, "{l} {h}");
         assert_eq!(wilson(0, 0), (0.0, 1.0));
@@ -266,7 +277,10 @@ mod tests {
         let (p, _) = fit(&big, &base, 100.0);
         assert!((p.reasons["domain-accepts-mail"] - 0.2).abs() < 0.001);
         // Reasons not in the sent list keep the base value.
-        assert_eq!(p.reasons["mailbox-accepted"], base.reasons["mailbox-accepted"]);
+        assert_eq!(
+            p.reasons["mailbox-accepted"],
+            base.reasons["mailbox-accepted"]
+        );
         let e = &ev.reasons["domain-accepts-mail"];
         assert_eq!((e.sent, e.hard_bounced), (10, 5));
         assert_eq!(e.prior, 0.06);

@@ -53,7 +53,14 @@ impl EvidenceFile {
         self.reasons.is_empty()
     }
 
-    pub fn insert(&mut self, reason: &str, sent: u64, hard_bounced: u64, prior: f64, strength: f64) {
+    pub fn insert(
+        &mut self,
+        reason: &str,
+        sent: u64,
+        hard_bounced: u64,
+        prior: f64,
+        strength: f64,
+    ) {
         self.reasons.insert(
             reason.to_owned(),
             Evidence {
@@ -253,6 +260,9 @@ impl Priors {
         .expect("maps of strings and numbers serialize");
         let mut text: String = header.lines().map(|l| format!("# {l}\n")).collect();
         text.push_str(&body);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
         text
     }
 

@@ -13,7 +13,14 @@ use super::{Decoded, Kind, MAX_RECORDS, Record};
 use crate::model::Reason;
 
 /// Header names of the columns read (lowercase, `-`, `_` and spaces ignored).
-const EMAIL: &[&str] = &["email", "emailaddress", "recipient", "address", "rcpt", "to"];
+const EMAIL: &[&str] = &[
+    "email",
+    "emailaddress",
+    "recipient",
+    "address",
+    "rcpt",
+    "to",
+];
 const STATUS: &[&str] = &["status", "enhancedcode", "statuscode", "dsnstatus"];
 const CODE: &[&str] = &["code", "replycode", "smtpcode", "responsecode"];
 const DIAGNOSTIC: &[&str] = &[
@@ -26,8 +33,22 @@ const DIAGNOSTIC: &[&str] = &[
     "details",
     "message",
 ];
-const DATE: &[&str] = &["date", "timestamp", "time", "eventdate", "createdat", "bouncedat"];
-const TYPE: &[&str] = &["type", "kind", "event", "eventtype", "bouncetype", "category"];
+const DATE: &[&str] = &[
+    "date",
+    "timestamp",
+    "time",
+    "eventdate",
+    "createdat",
+    "bouncedat",
+];
+const TYPE: &[&str] = &[
+    "type",
+    "kind",
+    "event",
+    "eventtype",
+    "bouncetype",
+    "category",
+];
 const ID: &[&str] = &["id", "eventid", "messageid", "sgeventid"];
 const MTA: &[&str] = &["mx", "mxhost", "remotemta", "host"];
 
@@ -223,7 +244,10 @@ mod tests {
         assert_eq!(csv_delimiter(b"\"Email Address\";Type"), Some(b';'));
         assert_eq!(csv_delimiter(b"date\trecipient\tcode"), Some(b'\t'));
         assert_eq!(csv_delimiter(b"From: a@b.test"), None);
-        assert_eq!(csv_delimiter(b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026"), None);
+        assert_eq!(
+            csv_delimiter(b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026"),
+            None
+        );
         assert_eq!(csv_delimiter(b"name,company"), None);
         assert_eq!(csv_delimiter(b"email"), None);
     }
@@ -252,8 +276,16 @@ mod tests {
                 ("gone@x.test", Kind::Hard, Some(Reason::MailboxNotFound)),
                 ("blocked@x.test", Kind::Block, Some(Reason::ProberBlocked)),
                 ("full@x.test", Kind::Soft, Some(Reason::MailboxFull)),
-                ("word-hard@x.test", Kind::Hard, Some(Reason::MailboxNotFound)),
-                ("word-block@x.test", Kind::Block, Some(Reason::PolicyRejected)),
+                (
+                    "word-hard@x.test",
+                    Kind::Hard,
+                    Some(Reason::MailboxNotFound)
+                ),
+                (
+                    "word-block@x.test",
+                    Kind::Block,
+                    Some(Reason::PolicyRejected)
+                ),
                 ("word-soft@x.test", Kind::Soft, Some(Reason::Unrecognized)),
                 ("later@x.test", Kind::Soft, Some(Reason::Greylisted)),
                 ("ok@x.test", Kind::Delivered, Some(Reason::MailboxAccepted)),

@@ -217,8 +217,8 @@ impl Builder {
         self.days.entry(date_of(o.at)).or_default().add(o);
         let (counts, reasons) = self.groups.entry(group.to_owned()).or_default();
         counts.add(o);
-        let bounced = matches!(o.kind, Kind::Hard | Kind::Soft | Kind::Block)
-            && o.action != Action::Delayed;
+        let bounced =
+            matches!(o.kind, Kind::Hard | Kind::Soft | Kind::Block) && o.action != Action::Delayed;
         if bounced {
             let reason = o.reason.unwrap_or("unrecognized").to_owned();
             *reasons.entry(reason.clone()).or_default() += 1;
@@ -322,7 +322,12 @@ impl Builder {
             .collect();
         top_reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
         top_reasons.truncate(TOP_REASONS);
-        let findings = findings(&totals, &days, &self.blocks_by_provider, &self.providers_seen);
+        let findings = findings(
+            &totals,
+            &days,
+            &self.blocks_by_provider,
+            &self.providers_seen,
+        );
         BounceReport {
             since: self.since.map(date_of),
             records: self.records,
@@ -453,7 +458,13 @@ mod tests {
         let r = build(
             GroupBy::Provider,
             &[
-                o("a@gmail.com", T0, Kind::Hard, Some("mailbox-not-found"), None),
+                o(
+                    "a@gmail.com",
+                    T0,
+                    Kind::Hard,
+                    Some("mailbox-not-found"),
+                    None,
+                ),
                 o("b@x.test", T0, Kind::Soft, Some("mailbox-full"), None),
             ],
         )
@@ -469,7 +480,13 @@ mod tests {
 
     #[test]
     fn deliveries_give_the_rates_and_a_delay_is_not_a_bounce() {
-        let mut all = vec![o("h@x.test", T0, Kind::Hard, Some("mailbox-not-found"), None)];
+        let mut all = vec![o(
+            "h@x.test",
+            T0,
+            Kind::Hard,
+            Some("mailbox-not-found"),
+            None,
+        )];
         let delivered: Vec<String> = (0..19).map(|i| format!("d{i}@x.test")).collect();
         all.extend(
             delivered
@@ -487,7 +504,11 @@ mod tests {
         assert_eq!(r.totals.band, Some("critical"));
         assert_eq!(r.days.len(), 1);
         assert_eq!(r.days[0].counts.sent, Some(20));
-        assert!(r.findings.iter().any(|f| f.starts_with("hard bounces at 5.00 %")));
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.starts_with("hard bounces at 5.00 %"))
+        );
     }
 
     #[test]
@@ -538,7 +559,10 @@ mod tests {
             r.findings
         );
         let top = &r.top_reasons[0];
-        assert_eq!((top.kind, top.reason.as_str(), top.count), ("block", "prober-blocked", 6));
+        assert_eq!(
+            (top.kind, top.reason.as_str(), top.count),
+            ("block", "prober-blocked", 6)
+        );
         assert!(top.advice.is_some_and(|a| a.contains("sending setup")));
     }
 
@@ -548,10 +572,22 @@ mod tests {
         let names: Vec<String> = (0..30).map(|i| format!("u{i}@x.test")).collect();
         for (i, n) in names.iter().enumerate() {
             let day = if i < 24 { 3 } else { (i % 3) as i64 };
-            all.push(o(n, T0 + day * DAY, Kind::Hard, Some("mailbox-not-found"), None));
+            all.push(o(
+                n,
+                T0 + day * DAY,
+                Kind::Hard,
+                Some("mailbox-not-found"),
+                None,
+            ));
         }
         let r = build(GroupBy::Domain, &all).finish(None);
         assert_eq!(r.days.len(), 4);
-        assert!(r.findings.iter().any(|f| f.starts_with("2026-11-09: 24 bounces")), "{:?}", r.findings);
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.starts_with("2026-11-09: 24 bounces")),
+            "{:?}",
+            r.findings
+        );
     }
 }

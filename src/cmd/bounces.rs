@@ -1,5 +1,6 @@
 //! `prebounce bounces import PATH… [--dry-run] [--json]`: read bounce messages, mboxes and ESP
-//! event exports, keep every record in the store and suppress the addresses they condemn. The
+//! event exports, keep every record in the store and suppress the addresses they condemn.
+//! `bounces report` (report.rs) and `bounces calibrate` (calibrate.rs) read those records back. The
 //! decoding and the rules (which soft bounces count, the sliding window) are the pure
 //! `prebounce::bounce`; this file finds and reads the files, asks the rules and writes the store.
 //!
@@ -20,6 +21,10 @@ use prebounce::model::{Level, Reason};
 use prebounce::store::{Store, StoredBounce, date_of, suppression_entry};
 
 use super::{Failure, StoreArgs};
+
+mod calibrate;
+mod report;
+mod sent;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,6 +58,70 @@ enum Action {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Bounce rates per day and per group (receiving provider, domain, or the sent list's
+    /// source or campaign): hard vs soft vs block, top reasons with what to do, where blocks
+    /// concentrate. Rates need the messages sent: the ESP exports' deliveries, or --sent.
+    Report {
+        /// Only records of this last period, e.g. 30d; 0s for all.
+        #[arg(long, value_name = "AGE", default_value = "30d", value_parser = super::parse_age)]
+        since: Duration,
+        #[arg(long, value_enum, default_value = "provider")]
+        group_by: report::GroupByArg,
+        /// The list(s) the campaign was sent to: its row count is the messages sent, and its
+        /// source or campaign column the groups.
+        #[arg(long, value_name = "FILE")]
+        sent: Vec<PathBuf>,
+        /// The sent list's email column: a header name or a 1-based number [default: detected].
+        #[arg(short = 'c', long, value_name = "COLUMN")]
+        column: Option<String>,
+        /// The sent list's column for --group-by source or campaign [default: that name].
+        #[arg(long, value_name = "COLUMN")]
+        group_column: Option<String>,
+        /// Write bounce-report.html and bounce-report.json into this folder.
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write into an output folder another user owns.
+        #[arg(long)]
+        force: bool,
+        /// Print the report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Compare the forecast with what really bounced: the observed hard-bounce rate per
+    /// prebounce status and reason against the predicted one, with 95 % intervals, a
+    /// reliability table and the Brier score; then fit priors for `verify --priors`.
+    Calibrate {
+        /// The list(s) that were sent after verification: prebounce's output lists (valid.csv,
+        /// catch-all.csv …) or any CSV with its prebounce_* columns.
+        #[arg(long, value_name = "FILE", required = true)]
+        sent: Vec<PathBuf>,
+        /// The email column: a header name or a 1-based number [default: detected].
+        #[arg(short = 'c', long, value_name = "COLUMN")]
+        column: Option<String>,
+        /// The priors the sent list was verified with [default: the built-in ones].
+        #[arg(long, value_name = "FILE")]
+        priors: Option<PathBuf>,
+        /// Write the fitted priors (TOML, with the evidence each rests on) to this file.
+        #[arg(long, value_name = "FILE")]
+        write_priors: Option<PathBuf>,
+        /// How many sends a prior counts as against the observed outcomes.
+        #[arg(long, value_name = "N", default_value_t = 100.0, value_parser = parse_strength)]
+        prior_strength: f64,
+        /// Print the calibration as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn parse_strength(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err("a number of sends, 0 or more".into()),
+    }
 }
 
 /// How many paths of each problem the summary names.
@@ -84,6 +153,46 @@ pub fn run(args: Args) -> Result<(), Failure> {
             };
             import(&paths, json, rule, &store).map_err(Failure::of_store_command)
         }
+        Action::Report {
+            since,
+            group_by,
+            sent,
+            column,
+            group_column,
+            out,
+            force,
+            json,
+            store,
+        } => report::run(report::ReportArgs {
+            since: (!since.is_zero()).then_some(since),
+            group_by,
+            sent,
+            column,
+            group_column,
+            out,
+            force,
+            json,
+            store,
+        })
+        .map_err(Failure::of_store_command),
+        Action::Calibrate {
+            sent,
+            column,
+            priors,
+            write_priors,
+            prior_strength,
+            json,
+            store,
+        } => calibrate::run(calibrate::CalibrateArgs {
+            sent,
+            column,
+            priors,
+            write_priors,
+            strength: prior_strength,
+            json,
+            store,
+        })
+        .map_err(Failure::of_store_command),
     }
 }
 

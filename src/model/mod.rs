@@ -4,8 +4,8 @@
 //! crate and no I/O: the stages depend on it, never the other way round (tests/layout.rs).
 
 pub mod dns;
-pub mod provider;
 mod level;
+pub mod provider;
 mod reason;
 pub mod reply;
 mod routable;

@@ -120,7 +120,10 @@ mod tests {
             Some("Microsoft")
         );
         assert_eq!(provider_of_host("mta7.am0.yahoodns.net"), Some("Yahoo/AOL"));
-        assert_eq!(provider_of_host("mx0a-001.pphosted.com"), Some("Proofpoint"));
+        assert_eq!(
+            provider_of_host("mx0a-001.pphosted.com"),
+            Some("Proofpoint")
+        );
         assert_eq!(provider_of_host("notgoogle.com"), None);
         assert_eq!(provider_of_host("mx.example.com"), None);
     }
@@ -136,7 +139,10 @@ mod tests {
             Some("Apple iCloud")
         );
         assert_eq!(provider_of("hotmail.com", None), Some("Microsoft"));
-        assert_eq!(provider_of("Hotmail.COM.", Some("192.0.2.1")), Some("Microsoft"));
+        assert_eq!(
+            provider_of("Hotmail.COM.", Some("192.0.2.1")),
+            Some("Microsoft")
+        );
         assert_eq!(provider_of("example.org", Some("[192.0.2.1]")), None);
         assert_eq!(provider_of("example.org", None), None);
     }
