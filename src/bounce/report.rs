@@ -281,8 +281,15 @@ impl Builder {
                 }
             })
             .collect::<Vec<_>>();
-        let mut groups: Vec<Group> = self
-            .groups
+        let mut group_counts = self.groups;
+        // A group of the sent list without any record took all its mail: it belongs in the
+        // table with its zeros.
+        if let Some((_, by_group)) = sent_list {
+            for g in by_group.keys() {
+                group_counts.entry(g.clone()).or_default();
+            }
+        }
+        let mut groups: Vec<Group> = group_counts
             .into_iter()
             .map(|(group, (c, reasons))| {
                 let sent = sent_of(Some(&group), &c);
