@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use prebounce::input::detect::{email_header_index, sniff_delimiter};
 use prebounce::input::find_column;
@@ -51,8 +51,9 @@ pub fn read_sent(
 ) -> anyhow::Result<SentList> {
     let mut list = SentList::default();
     for path in paths {
+        // The cause in the message itself: the command prints an error's outer message only.
         read_one(path, column, group_column, &mut list)
-            .with_context(|| format!("sent list {}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("sent list {}: {e:#}", path.display()))?;
     }
     Ok(list)
 }
