@@ -93,7 +93,14 @@ fn read_one(
         named("prebounce_bounce_p"),
     );
     let group = group_column
-        .map(|g| find_column(g, true, &names))
+        .map(|g| {
+            find_column(g, true, &names).map_err(|_| {
+                anyhow::anyhow!(
+                    "no column {g:?} to group by (columns: {}); name another with --group-column",
+                    names.join(", ")
+                )
+            })
+        })
         .transpose()?;
     for row in reader.byte_records() {
         let row = row?;
