@@ -140,17 +140,17 @@ fn the_report_finds_the_provider_that_blocks_and_rates_from_the_deliveries() {
         )
     );
     assert_eq!(r["by_reason"]["hard"]["mailbox-not-found"], 1);
-    assert_eq!(r["groups"][0]["group"], "Microsoft", "{r}");
+    assert_eq!(r["groups"][0]["group"], "Microsoft 365", "{r}");
     assert_eq!(r["groups"][0]["bounce_rate"], 1.0);
     let findings = r["findings"].to_string();
     assert!(
-        findings.contains("only Microsoft rejects you (6 of 6 blocks)"),
+        findings.contains("only Microsoft 365 rejects you (6 of 6 blocks)"),
         "{findings}"
     );
     assert!(stderr(&out).contains("Microsoft"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
     let page = std::fs::read_to_string(out_dir.join("bounce-report.html")).expect("the page");
-    assert!(page.contains("only Microsoft rejects you"));
+    assert!(page.contains("only Microsoft 365 rejects you"));
     let on_disk: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out_dir.join("bounce-report.json")).expect("the JSON"),
     )

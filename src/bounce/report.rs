@@ -557,11 +557,11 @@ mod tests {
         }
         all.push(o("g@gmail.com", T0, Kind::Delivered, None, None));
         let r = build(GroupBy::Provider, &all).finish(None);
-        assert_eq!(r.groups[0].group, "Microsoft");
+        assert_eq!(r.groups[0].group, "Microsoft 365");
         assert!(
             r.findings
                 .iter()
-                .any(|f| f.starts_with("only Microsoft rejects you (6 of 6 blocks)")),
+                .any(|f| f.starts_with("only Microsoft 365 rejects you (6 of 6 blocks)")),
             "{:?}",
             r.findings
         );
