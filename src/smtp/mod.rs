@@ -2,13 +2,13 @@
 //!
 //! [`plan`] decides, without I/O, which recipients go into which session, retries, canaries and
 //! when a domain is done; [`probe`] performs it over sockets, politely, through the
-//! [`egress`] chosen (direct, a source address, a SOCKS5 proxy). What else is here is
+//! [`outbound`] route chosen (direct, a source address, a SOCKS5 proxy). What else is here is
 //! pure: [`reply`] turns the text of one SMTP reply into a decoding (reason, permanence, the
 //! status it implies for the address, and what the sender should do), so the same decoder serves
 //! the probe, `prebounce explain`, and tests. [`session`] is the sans-IO client state machine of
 //! one RCPT-only probe session: the caller feeds reply bytes and writes what it returns.
 
-pub mod egress;
+pub mod outbound;
 pub mod plan;
 pub mod probe;
 pub mod reply;

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
-pub use super::egress::Egress;
+pub use super::outbound::Egress;
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
 pub use super::plan::{DomainProbe, MxTarget, targets_of};
 use super::reply::{Reply, classify};
