@@ -12,7 +12,7 @@ use clap::ValueEnum;
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::interrupt::Interrupt;
-use prebounce::smtp::probe::ProbeConfig;
+use prebounce::smtp::probe::{Egress, ProbeConfig};
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::store::StoreOptions;
 use prebounce::verdict::Policy;
@@ -128,6 +128,19 @@ pub struct Args {
         help_heading = "SMTP probe (--level smtp)"
     )]
     starttls: StartTlsArg,
+    /// Bind every probe connection to this local address (a machine with several public
+    /// addresses; the mail servers judge the one they see).
+    #[arg(
+        long,
+        value_name = "IP",
+        conflicts_with = "proxy",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    source_ip: Option<std::net::IpAddr>,
+    /// Send the probe connections through a SOCKS5 proxy: socks5://[user:pass@]host:port
+    /// (RFC 1928, username/password RFC 1929). Politeness is counted per egress and server.
+    #[arg(long, value_name = "URL", value_parser = Egress::parse_proxy, help_heading = "SMTP probe (--level smtp)")]
+    proxy: Option<Egress>,
     /// Tests only: the SMTP port of the mail servers.
     #[arg(long, hide = true, default_value_t = 25)]
     smtp_port: u16,
@@ -378,6 +391,11 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
         retries: args.retries,
         port: args.smtp_port,
         pipelining: !args.no_pipelining,
+        egress: match (&args.proxy, args.source_ip) {
+            (Some(proxy), _) => proxy.clone(),
+            (None, Some(ip)) => Egress::Source(ip),
+            (None, None) => Egress::Direct,
+        },
         ..ProbeConfig::new(helo, mail_from)
     }))
 }

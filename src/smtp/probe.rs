@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
+pub use super::outbound::Egress;
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
 pub use super::plan::{DomainProbe, MxTarget, targets_of};
 use super::reply::{Reply, classify};
@@ -62,6 +63,8 @@ pub struct ProbeConfig {
     pub give_up_after: u32,
     /// Allow loopback and private server addresses (labs, intranets).
     pub allow_private: bool,
+    /// Where the connections come from.
+    pub egress: Egress,
 }
 
 impl ProbeConfig {
@@ -82,6 +85,7 @@ impl ProbeConfig {
             host_pause: Duration::from_millis(100),
             give_up_after: 3,
             allow_private: false,
+            egress: Egress::Direct,
         }
     }
 
@@ -130,6 +134,8 @@ pub struct SmtpStats {
     pub hosts_given_up: u64,
     pub connect_failures: u64,
     pub catch_all_domains: u64,
+    /// Where the connections came from: `direct`, `source <ip>`, `socks5://[user:***@]host:port`.
+    pub egress: String,
     /// Recipients decided so far (for progress).
     #[serde(skip)]
     pub decided: u64,
@@ -423,6 +429,7 @@ impl Prober {
             hosts_given_up: get(&c.hosts_given_up),
             connect_failures: get(&c.connect_failures),
             catch_all_domains: get(&c.catch_all_domains),
+            egress: self.config.egress.to_string(),
             decided: get(&c.decided),
             to_decide: get(&c.to_decide),
         }
@@ -709,15 +716,19 @@ impl Prober {
         unreached: &mut Unreached,
     ) -> Option<TcpStream> {
         let addr = SocketAddr::new(ip, self.config.port);
-        let (why, timed_out) =
-            match timeout(self.config.command_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some(stream);
-                }
-                Ok(Err(e)) => (format!("{server}: {e}"), false),
-                Err(_) => (format!("{server}: connection timed out"), true),
-            };
+        let (why, timed_out) = match timeout(
+            self.config.command_timeout,
+            self.config.egress.connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some(stream);
+            }
+            Ok(Err(e)) => (format!("{server}: {e}"), false),
+            Err(_) => (format!("{server}: connection timed out"), true),
+        };
         bump(&self.counters.connect_failures, 1);
         if host.failed(&why, self.config.give_up_after, started) {
             bump(&self.counters.hosts_given_up, 1);
