@@ -23,6 +23,7 @@ const PURE: &[&str] = &[
     "smtp/reply.rs",
     "smtp/session.rs",
     "smtp/plan.rs",
+    "smtp/egress.rs",
     "bounce",
 ];
 

@@ -101,9 +101,13 @@ pub struct Args {
     /// EHLO name of the probes [default: the domain of --from].
     #[arg(long, value_name = "NAME", help_heading = "SMTP probe (--level smtp)")]
     helo: Option<String>,
+    /// Longest wait for a TCP connection to a mail server (a filtered port 25 never answers).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
+    connect_timeout: Duration,
     /// Longest wait for one SMTP reply; the greeting may take twice as long (at most 60s more).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
-    smtp_timeout: Duration,
+    /// --smtp-timeout is its older name.
+    #[arg(long = "reply-timeout", visible_alias = "smtp-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
+    reply_timeout: Duration,
     /// Sessions at once per mail server (lowered automatically when a server refuses more).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
     per_host: u16,
@@ -181,7 +185,7 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// --smtp-timeout: at most ten minutes per reply.
+/// --connect-timeout and --reply-timeout: at most ten minutes.
 fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
     match parse_timeout(s)? {
         d if d <= Duration::from_secs(600) => Ok(d),
@@ -369,8 +373,9 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
             StartTlsArg::Opportunistic => TlsPolicy::Opportunistic,
             StartTlsArg::Require => TlsPolicy::Require,
         },
-        command_timeout: args.smtp_timeout,
-        banner_timeout: (args.smtp_timeout * 2).min(args.smtp_timeout + Duration::from_secs(60)),
+        connect_timeout: args.connect_timeout,
+        command_timeout: args.reply_timeout,
+        banner_timeout: (args.reply_timeout * 2).min(args.reply_timeout + Duration::from_secs(60)),
         per_host: usize::from(args.per_host),
         connections: usize::from(args.connections),
         rcpt_per_session: usize::from(args.rcpt_per_session),

@@ -106,6 +106,7 @@ pub fn render(s: &Summary) -> String {
     let mut h = String::with_capacity(64 * 1024);
     head(&mut h, s);
     headline(&mut h, s);
+    not_checked_warning(&mut h, s);
     catch_all_warning(&mut h, s);
     status_section(&mut h, s);
     reasons_section(&mut h, s);
@@ -248,6 +249,26 @@ fn headline(h: &mut String, s: &Summary) {
         vc_pct = pct(f.valid_and_catch_all),
         vc_badge = badge(Band::of(f.valid_and_catch_all), None),
         valid = thousands(s.status.valid),
+    );
+}
+
+/// A --level smtp run that could not reach port 25 says so first: the figures below are the
+/// DNS level's.
+fn not_checked_warning(h: &mut String, s: &Summary) {
+    let Some(n) = &s.mailboxes_not_checked else {
+        return;
+    };
+    let _ = write!(
+        h,
+        r#"<section id="mailboxes-not-checked" class="warning" data-cause="{cause}">
+<h2>⚠ The mailboxes were not checked: port 25 is unreachable from this machine</h2>
+<p>{message}</p>
+<p>The lists and figures below are those of level dns: a domain that accepts mail says nothing
+about the mailbox.</p>
+</section>
+"#,
+        cause = esc(&n.cause),
+        message = esc(&n.message),
     );
 }
 
@@ -890,6 +911,7 @@ mod tests {
             },
             dns: None,
             smtp: None,
+            mailboxes_not_checked: None,
             output_dir: "out".into(),
             store: None,
             changes: None,
@@ -1012,5 +1034,30 @@ mod tests {
         s.status.catch_all = 25;
         s.status.valid = 65;
         assert!(!render(&s).contains(r#"id="catch-all-warning""#));
+    }
+
+    #[test]
+    fn a_run_that_could_not_reach_port_25_says_why_first() {
+        let mut s = summary(Vec::new());
+        assert!(!render(&s).contains("mailboxes-not-checked"));
+        s.level = "smtp".into();
+        s.mailboxes_not_checked = Some(crate::output::summary::MailboxesNotChecked::of(
+            &crate::smtp::egress::EgressBlock {
+                by: crate::smtp::egress::BlockedBy::FirstServers,
+                failures: crate::smtp::egress::Failures {
+                    servers: 8,
+                    refused: 0,
+                    timed_out: 8,
+                },
+            },
+        ));
+        let html = render(&s);
+        let section = html
+            .find(r#"<section id="mailboxes-not-checked""#)
+            .expect("the section");
+        // Before where the rows went: those figures are the DNS level's.
+        assert!(section < html.find(r#"<section id="status">"#).expect("the status section"));
+        assert!(html.contains(r#"data-cause="connections-failed""#));
+        assert!(html.contains("the first 8 mail servers contacted all failed to connect on port 25 (8 timed out, 0 refused)"));
     }
 }

@@ -200,6 +200,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         started_at,
         dns: dns.as_ref().map(|d| d.resolver.stats()),
         smtp: prober.as_ref().map(|p| p.stats()),
+        egress_blocked: prober.as_ref().and_then(|p| p.egress_blocked()),
         resumed: store.as_ref().map(|s| s.run.resumed),
         cached_rows: totals.cached,
         saved,
