@@ -1056,7 +1056,12 @@ mod tests {
             .find(r#"<section id="mailboxes-not-checked""#)
             .expect("the section");
         // Before where the rows went: those figures are the DNS level's.
-        assert!(section < html.find(r#"<section id="status">"#).expect("the status section"));
+        assert!(
+            section
+                < html
+                    .find(r#"<section id="status">"#)
+                    .expect("the status section")
+        );
         assert!(html.contains(r#"data-cause="connections-failed""#));
         assert!(html.contains("the first 8 mail servers contacted all failed to connect on port 25 (8 timed out, 0 refused)"));
     }

@@ -314,7 +314,10 @@ impl Summary {
             "prebounce: {} rows at level {} in {:.2}s: valid {} · invalid {} · catch-all {} · unknown {}",
             thousands(self.rows),
             match &self.mailboxes_not_checked {
-                Some(n) => format!("{} ({} asked, mailboxes not checked)", n.level_reached, self.level),
+                Some(n) => format!(
+                    "{} ({} asked, mailboxes not checked)",
+                    n.level_reached, self.level
+                ),
                 None => self.level.clone(),
             },
             self.elapsed_seconds,
@@ -389,7 +392,13 @@ impl Summary {
             );
         }
         if let Some(n) = &self.mailboxes_not_checked {
-            let _ = writeln!(s, "  mailboxes not checked: {}", n.message);
+            // The message itself was printed when it happened.
+            let _ = writeln!(
+                s,
+                "  mailboxes not checked: port 25 unreachable ({}, {} mail servers failed to connect); every row keeps its DNS verdict",
+                n.cause,
+                thousands(n.servers_failed)
+            );
         }
         if let Some(m) = &self.smtp {
             let _ = writeln!(

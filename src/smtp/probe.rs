@@ -23,9 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::egress::{
-    BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement,
-};
+use super::egress::{BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement};
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
 pub use super::plan::{DomainProbe, MxTarget, targets_of};
 use super::reply::{Reply, classify};
@@ -480,13 +478,19 @@ impl Prober {
         if self.config.fast_fail.is_none() {
             return Judgement::Works;
         }
-        self.egress.lock().unwrap_or_else(|e| e.into_inner()).judgement()
+        self.egress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .judgement()
     }
 
     /// A stretch of probing is over without enough failed connections to judge port 25
     /// blocked: a few dead servers, not a blocked port (see [`EgressJudge::settle`]).
     pub fn settle_egress(&self) -> Judgement {
-        self.egress.lock().unwrap_or_else(|e| e.into_inner()).settle();
+        self.egress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle();
         self.egress()
     }
 
@@ -816,7 +820,10 @@ impl Prober {
             Err(_) => {
                 self.judge_connect(ip, ConnectOutcome::TimedOut);
                 let wait = self.config.connect_timeout.as_secs_f64();
-                (format!("{server}: connection timed out after {wait}s"), true)
+                (
+                    format!("{server}: connection timed out after {wait}s"),
+                    true,
+                )
             }
         };
         bump(&self.counters.connect_failures, 1);
