@@ -18,6 +18,9 @@
 //! - `store`: the SQLite store (I/O) and `store::policy`, the pure rules of what a stored
 //!   verdict answers.
 //! - `output`: the four lists, summary.json, report.html, the terminal table.
+//! - `preflight`: before probing, can this machine probe (egress, reverse DNS, HELO,
+//!   blocklists, port 25: I/O) and is the sender set up (MX, SPF, DKIM, DMARC); the record
+//!   parsers and what answers mean are its pure submodules.
 //! - `grouping`: the bounded tallies behind `--group-by`.
 //! - `bounce`: bounce messages, mboxes and ESP event JSON → one record per recipient, classified
 //!   by the reply decoder of `smtp::reply` (pure).
@@ -38,6 +41,7 @@ pub mod interrupt;
 pub mod model;
 pub mod output;
 mod pipeline;
+pub mod preflight;
 pub mod smtp;
 pub mod store;
 pub mod syntax;

@@ -25,6 +25,8 @@ const PURE: &[&str] = &[
     "smtp/plan.rs",
     "smtp/egress.rs",
     "bounce",
+    "preflight/check.rs",
+    "preflight/dnsbl.rs",
 ];
 
 /// What a pure module must not mention in its code.

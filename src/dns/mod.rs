@@ -6,6 +6,6 @@
 
 mod resolve;
 
-pub use crate::model::dns::{Addresses, DomainEvidence, Failure, MxHost};
+pub use crate::model::dns::{Addresses, DomainEvidence, Failure, MxHost, RecordKind, RecordLookup};
 pub use crate::model::is_routable;
 pub use resolve::{DnsConfig, DnsResolver, DnsSetupError, DnsStats};

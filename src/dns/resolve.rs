@@ -17,7 +17,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::{Addresses, DomainEvidence, Failure, MxHost};
+use super::{Addresses, DomainEvidence, Failure, MxHost, RecordKind, RecordLookup};
 
 /// How to reach the DNS.
 #[derive(Debug, Clone)]
@@ -289,6 +289,24 @@ impl DnsResolver {
         }
     }
 
+    /// One query of `name` for the preflight checks, its records as text (see
+    /// [`RecordLookup`]). Counted like the stage's own queries.
+    pub async fn records(&self, name: &str, kind: RecordKind) -> RecordLookup {
+        let rtype = match kind {
+            RecordKind::A => RecordType::A,
+            RecordKind::Aaaa => RecordType::AAAA,
+            RecordKind::Mx => RecordType::MX,
+            RecordKind::Txt => RecordType::TXT,
+            RecordKind::Ptr => RecordType::PTR,
+        };
+        match self.query(name.trim_end_matches('.'), rtype).await {
+            Ok(records) => RecordLookup::Found(records.iter().filter_map(record_text).collect()),
+            Err(e) if e.is_nx_domain() => RecordLookup::NxDomain,
+            Err(e) if e.is_no_records_found() => RecordLookup::NoData,
+            Err(e) => RecordLookup::Failed(failure(&e)),
+        }
+    }
+
     /// One query, within the concurrency limit. The name is made absolute so no search domain
     /// of the system configuration is ever appended.
     async fn query(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, NetError> {
@@ -325,6 +343,27 @@ fn settle<T: Clone>(map: &Slots<T>, key: &str, answer: &T) {
     let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(slot @ Slot::Resolving(_)) = map.get_mut(key) {
         *slot = Slot::Known(answer.clone());
+    }
+}
+
+/// A record as text; a CNAME the resolver followed on the way gives none.
+fn record_text(data: &RData) -> Option<String> {
+    let name = |n: &hickory_resolver::proto::rr::Name| {
+        n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+    };
+    match data {
+        RData::A(a) => Some(a.0.to_string()),
+        RData::AAAA(a) => Some(a.0.to_string()),
+        RData::MX(mx) => Some(format!("{} {}", mx.preference, name(&mx.exchange))),
+        RData::PTR(ptr) => Some(name(&ptr.0)),
+        // RFC 7208 §3.3: the strings of one TXT record are joined without anything between.
+        RData::TXT(txt) => Some(
+            txt.txt_data
+                .iter()
+                .map(|s| String::from_utf8_lossy(s))
+                .collect(),
+        ),
+        _ => None,
     }
 }
 

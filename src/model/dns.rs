@@ -83,3 +83,53 @@ impl fmt::Display for MxHost {
         )
     }
 }
+
+/// A record type the preflight checks ask for (SPF, DKIM, DMARC, PTR, DNSBL, HELO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    A,
+    Aaaa,
+    Mx,
+    Txt,
+    Ptr,
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordKind::A => "A",
+            RecordKind::Aaaa => "AAAA",
+            RecordKind::Mx => "MX",
+            RecordKind::Txt => "TXT",
+            RecordKind::Ptr => "PTR",
+        })
+    }
+}
+
+/// One query's answer, each record as text: an address, `10 mx.example.org` for MX, a TXT
+/// record's strings joined without separator (RFC 7208 §3.3), a PTR target without the
+/// trailing dot. NXDOMAIN and "no records of this type" stay apart: SPF counts both as void
+/// lookups, but a DNSBL's NXDOMAIN is its "not listed".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordLookup {
+    Found(Vec<String>),
+    NxDomain,
+    NoData,
+    Failed(Failure),
+}
+
+impl RecordLookup {
+    /// The records, none for NXDOMAIN, no data and failures.
+    pub fn records(&self) -> &[String] {
+        match self {
+            RecordLookup::Found(records) => records,
+            _ => &[],
+        }
+    }
+
+    /// NXDOMAIN or no data (RFC 7208 §4.6.4's "void lookup").
+    pub fn is_void(&self) -> bool {
+        matches!(self, RecordLookup::NxDomain | RecordLookup::NoData)
+            || matches!(self, RecordLookup::Found(r) if r.is_empty())
+    }
+}
