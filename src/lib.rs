@@ -84,6 +84,8 @@ pub struct VerifyConfig {
     pub policy: verdict::Policy,
     /// The probe's settings; required at `Level::Smtp`.
     pub smtp: Option<smtp::probe::ProbeConfig>,
+    /// At `Level::Smtp`, the prober checks run before any row is probed (None: --no-preflight).
+    pub preflight: Option<PreflightConfig>,
     /// Break every figure down by the values of this column (a header name or a 1-based
     /// number, like `input_options.column`).
     pub group_by: Option<String>,
@@ -119,6 +121,7 @@ impl VerifyConfig {
             dns: dns::DnsConfig::default(),
             policy: verdict::Policy::default(),
             smtp: None,
+            preflight: None,
             group_by: None,
             store: None,
             interrupt: None,
@@ -126,6 +129,16 @@ impl VerifyConfig {
             clock: Clock::System,
         }
     }
+}
+
+/// The preflight of a --level smtp run: port 25, HELO name, blocklists.
+#[derive(Debug, Clone)]
+pub struct PreflightConfig {
+    /// Empty `probe_targets`: the list's top domains' mail servers.
+    pub options: preflight::ProberOptions,
+    /// A blocklist listing or a HELO name that does not resolve stops the run (exit 1)
+    /// instead of a warning.
+    pub strict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +165,8 @@ pub enum Error {
         /// Verdicts of this run committed to it.
         saved: u64,
     },
+    #[error("{0}")]
+    Preflight(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -178,7 +193,7 @@ impl Error {
             Error::Store(e) => e.exit_code(),
             // 128 + SIGINT, as a shell reports a run stopped by Ctrl-C.
             Error::Interrupted { .. } => 130,
-            Error::Output(_) | Error::Internal(_) => 1,
+            Error::Output(_) | Error::Preflight(_) | Error::Internal(_) => 1,
         }
     }
 }

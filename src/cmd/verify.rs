@@ -16,7 +16,8 @@ use prebounce::smtp::probe::ProbeConfig;
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::store::StoreOptions;
 use prebounce::verdict::Policy;
-use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
+use prebounce::preflight::ProberOptions;
+use prebounce::{Level, PreflightConfig, Priors, ProgressMode, VerifyConfig};
 
 use super::{Failure, StoreArgs, parse_age};
 
@@ -132,6 +133,13 @@ pub struct Args {
         help_heading = "SMTP probe (--level smtp)"
     )]
     starttls: StartTlsArg,
+    /// Do not check this machine as a prober (port 25, HELO name, blocklists) before probing.
+    #[arg(long, help_heading = "SMTP probe (--level smtp)")]
+    no_preflight: bool,
+    /// Stop (exit 1) instead of warning when the preflight finds this machine's address on a
+    /// blocklist or a HELO name that does not resolve.
+    #[arg(long, conflicts_with = "no_preflight", help_heading = "SMTP probe (--level smtp)")]
+    strict: bool,
     /// Tests only: the SMTP port of the mail servers.
     #[arg(long, hide = true, default_value_t = 25)]
     smtp_port: u16,
@@ -275,6 +283,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         policy: Policy {
             allow_private_mx: args.allow_private_mx,
         },
+        preflight: preflight_config(&args, smtp.as_ref()),
         smtp,
         group_by: args.group_by.clone(),
         store,
@@ -343,6 +352,23 @@ fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
         })
         .context("cannot start the signal thread")?;
     Ok(interrupt)
+}
+
+/// The preflight's settings: the probe's HELO name, port and connection timeout; the list's
+/// top domains as targets. None with --no-preflight or without a probe.
+fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<PreflightConfig> {
+    let smtp = smtp.filter(|_| !args.no_preflight)?;
+    Some(PreflightConfig {
+        options: ProberOptions {
+            helo: Some(smtp.helo.clone()),
+            probe_targets: Vec::new(),
+            smtp_port: smtp.port,
+            connect_timeout: smtp.connect_timeout,
+            allow_private: args.allow_private_mx,
+            ..ProberOptions::default()
+        },
+        strict: args.strict,
+    })
 }
 
 /// The probe's settings from the command line; None without --from (level smtp then refuses).

@@ -107,6 +107,7 @@ pub fn render(s: &Summary) -> String {
     head(&mut h, s);
     headline(&mut h, s);
     not_checked_warning(&mut h, s);
+    readiness_section(&mut h, s);
     catch_all_warning(&mut h, s);
     status_section(&mut h, s);
     reasons_section(&mut h, s);
@@ -270,6 +271,45 @@ about the mailbox.</p>
         cause = esc(&n.cause),
         message = esc(&n.message),
     );
+}
+
+/// The prober checks a --level smtp run did before probing: one row per check, worst first
+/// in colour, with the evidence and what to do.
+fn readiness_section(h: &mut String, s: &Summary) {
+    let Some(report) = &s.preflight else {
+        return;
+    };
+    let egress = report
+        .egress_ip
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let _ = write!(
+        h,
+        r#"<section id="readiness">
+<h2>This machine as a prober</h2>
+<p>Checked before probing (egress address <b>{egress}</b>): a blocklisted address or a HELO name
+that does not resolve gets <code>prober-blocked</code> answers; a blocked port 25 checks no
+mailbox at all.</p>
+<table><thead><tr><th>check</th><th>status</th><th>evidence</th><th>what to do</th></tr></thead><tbody>
+"#,
+        egress = esc(&egress),
+    );
+    for check in &report.checks {
+        let status = check.status.as_str();
+        let colour = match check.status {
+            crate::preflight::CheckStatus::Pass => "#2b8a3e",
+            crate::preflight::CheckStatus::Warn => "#e67700",
+            crate::preflight::CheckStatus::Fail => "#c92a2a",
+            crate::preflight::CheckStatus::Skip => "#868e96",
+        };
+        let _ = writeln!(
+            h,
+            r#"<tr class="check" data-id="{id}" data-status="{status}"><td class="nw">{id}</td><td class="nw" style="color:{colour}"><b>{status}</b></td><td>{detail}</td><td>{advice}</td></tr>"#,
+            id = esc(&check.id),
+            detail = esc(&check.detail),
+            advice = esc(check.advice.as_deref().unwrap_or("")),
+        );
+    }
+    h.push_str("</tbody></table>\n</section>\n");
 }
 
 fn catch_all_warning(h: &mut String, s: &Summary) {
@@ -912,6 +952,7 @@ mod tests {
             dns: None,
             smtp: None,
             mailboxes_not_checked: None,
+            preflight: None,
             output_dir: "out".into(),
             store: None,
             changes: None,
@@ -1034,6 +1075,33 @@ mod tests {
         s.status.catch_all = 25;
         s.status.valid = 65;
         assert!(!render(&s).contains(r#"id="catch-all-warning""#));
+    }
+
+    #[test]
+    fn the_readiness_table_shows_every_preflight_check_as_text() {
+        use crate::preflight::{Check, ProberReport};
+        let mut s = summary(Vec::new());
+        assert!(!render(&s).contains(r#"id="readiness""#));
+        s.preflight = Some(ProberReport {
+            egress_ip: Some([127, 0, 0, 1].into()),
+            checks: vec![
+                Check::pass("helo", "probe.sender.test resolves to 127.0.0.1"),
+                Check::fail("dnsbl:<bl>.test", "127.0.0.1 is listed (127.0.0.2)")
+                    .advise("request <delisting>"),
+            ],
+            port25: Vec::new(),
+        });
+        let html = render(&s);
+        assert!(html.contains(r#"<section id="readiness">"#));
+        let helo = html
+            .find(r#"<tr class="check" data-id="helo" data-status="pass">"#)
+            .expect("the helo row");
+        let listed = html
+            .find(r#"<tr class="check" data-id="dnsbl:&lt;bl&gt;.test" data-status="fail">"#)
+            .expect("the blocklist row, its zone escaped");
+        assert!(helo < listed, "in the report's order");
+        assert!(html.contains("request &lt;delisting&gt;"));
+        assert!(!html.contains("<delisting>"));
     }
 
     #[test]

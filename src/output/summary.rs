@@ -85,6 +85,10 @@ pub struct Summary {
     /// mailboxes were not checked (the rows are finished at level dns).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailboxes_not_checked: Option<MailboxesNotChecked>,
+    /// The prober checks a --level smtp run did before probing (`{"egress_ip", "checks"}`, as
+    /// `prebounce preflight --json`'s `prober`); absent with --no-preflight and other levels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::preflight::ProberReport>,
     pub output_dir: String,
     /// When the run started, UTC (RFC 3339).
     pub started_at: String,

@@ -21,6 +21,7 @@ mod cache;
 mod check;
 mod dns;
 mod format;
+mod preflight;
 mod read;
 mod smtp;
 mod summary;
@@ -157,6 +158,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     prepare_out_dir(&config.out_dir, config.force)?;
     let pool = worker_pool(config.threads)?;
     let dns = dns::DnsStage::set_up(config)?;
+    let preflight = preflight::preflight(config, dns.as_ref(), prober.as_deref())?;
     let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let bar = write::progress_bar(config.progress, reader.total_bytes);
     let lookup = store.as_mut().and_then(|s| s.lookup.take());
@@ -201,6 +203,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         dns: dns.as_ref().map(|d| d.resolver.stats()),
         smtp: prober.as_ref().map(|p| p.stats()),
         egress_blocked: prober.as_ref().and_then(|p| p.egress_blocked()),
+        preflight,
         resumed: store.as_ref().map(|s| s.run.resumed),
         cached_rows: totals.cached,
         saved,
