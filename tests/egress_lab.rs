@@ -2,7 +2,10 @@
 //! filter or refuse the connections to a dozen mail servers, and `verify --level smtp` over
 //! their domains must stop probing and finish at level dns: every row with its DNS verdict,
 //! one message on stderr, the reason in summary.json and report.html, and no smtp-level
-//! verdict in the store. And a list where a few servers are dead is probed as usual.
+//! verdict in the store. Found during the run (`--no-preflight`: the first servers all fail to
+//! connect) and by the preflight (every one of the list's top domains' servers fails). And a
+//! list where a few servers are dead is probed as usual; `--strict` stops on a HELO name that
+//! does not resolve.
 //!
 //! The rules are scoped to addresses only these tests use (127.77.5.0/24 filtered,
 //! 127.77.6.0/24 refused; their domains are under portblock.test in lab/dns/smtp-zones.conf),
@@ -157,10 +160,10 @@ fn stored_at_blocked_domains(store: &Path, kind: &str) -> Vec<(String, i64)> {
     .collect()
 }
 
-/// The run over `kind`'s domains with port 25 behind `target`: the DNS verdicts, the message,
-/// the summary field and report section, nothing smtp-level in the store. Returns the
-/// summary's `mailboxes_not_checked`.
-fn finishes_at_level_dns(kind: &str, target: &[&str]) -> serde_json::Value {
+/// The runs over `kind`'s domains with port 25 behind `target`, without and with the
+/// preflight: the DNS verdicts, the message, the summary field and report section, nothing
+/// smtp-level in the store. Returns each run's summary (without the preflight first).
+fn finishes_at_level_dns(kind: &str, target: &[&str]) -> [serde_json::Value; 2] {
     lab_up();
     let net = match kind {
         "filtered" => [127, 77, 5],
@@ -177,23 +180,57 @@ fn finishes_at_level_dns(kind: &str, target: &[&str]) -> serde_json::Value {
     verify(&list, &dns_out, "dns", &["--no-store"]);
 
     let rule = PortRule::add(&format!("{}.{}.{}.0/24", net[0], net[1], net[2]), target);
-    let store = dir.path().join("store.sqlite3");
-    let out = dir.path().join("smtp");
-    let o = verify(
-        &list,
-        &out,
-        "smtp",
-        &[
-            "--connect-timeout",
-            "3s",
-            "--store",
-            store.to_str().expect("utf-8 path"),
-        ],
-    );
+    let during = one_blocked_run(dir.path(), &list, &dns_out, kind, &["--no-preflight"]);
+    let before = one_blocked_run(dir.path(), &list, &dns_out, kind, &[]);
     drop(rule);
+    assert_eq!(
+        during["mailboxes_not_checked"]["cause"], "connections-failed",
+        "{during}"
+    );
+    assert!(during.get("preflight").is_none(), "{during}");
+    assert_eq!(
+        before["mailboxes_not_checked"]["cause"], "preflight-port25",
+        "{before}"
+    );
+    let port25 = before["preflight"]["checks"]
+        .as_array()
+        .expect("the preflight's checks")
+        .iter()
+        .find(|c| c["id"] == "port25")
+        .expect("a port25 check")
+        .clone();
+    assert_eq!(port25["status"], "fail", "{port25}");
+    // The list's own top domains were the targets.
+    for t in port25["targets"].as_array().expect("targets") {
+        let target = t["target"].as_str().expect("a target");
+        assert!(target.ends_with(".portblock.test"), "{port25}");
+    }
+    [during, before]
+}
+
+/// One --level smtp run (with `extra`) under the rule: what every such run must show; its
+/// summary.
+fn one_blocked_run(
+    dir: &Path,
+    list: &Path,
+    dns_out: &Path,
+    kind: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let name = if extra.is_empty() { "before" } else { "during" };
+    let store = dir.join(format!("{name}.sqlite3"));
+    let out = dir.join(name);
+    let mut args = vec![
+        "--connect-timeout",
+        "3s",
+        "--store",
+        store.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let o = verify(list, &out, "smtp", &args);
 
     // Every row as the DNS level left it: none is an smtp-timeout or smtp-unreachable.
-    let at_dns = verdicts(&dns_out);
+    let at_dns = verdicts(dns_out);
     assert_eq!(verdicts(&out), at_dns);
     assert!(
         at_dns.values().any(|(_, r)| r == "domain-accepts-mail")
@@ -212,7 +249,6 @@ fn finishes_at_level_dns(kind: &str, target: &[&str]) -> serde_json::Value {
     assert_eq!(summary["level"], "smtp");
     let not_checked = summary["mailboxes_not_checked"].clone();
     assert_eq!(not_checked["level_reached"], "dns", "{summary}");
-    assert_eq!(not_checked["cause"], "connections-failed");
     let message = not_checked["message"].as_str().expect("a message");
     assert!(err.contains(message), "stderr says what summary.json says");
 
@@ -229,25 +265,79 @@ fn finishes_at_level_dns(kind: &str, target: &[&str]) -> serde_json::Value {
         stored.iter().all(|(_, level)| *level < 2),
         "smtp-level verdicts stored for unprobed mailboxes: {stored:?}"
     );
-    not_checked
+    summary
+}
+
+/// `mailboxes_not_checked`'s counts: at least `least` servers failed, all by `how`.
+fn failed_by(summary: &serde_json::Value, how: &str, least: u64) {
+    let n = &summary["mailboxes_not_checked"];
+    let failed = n["servers_failed"].as_u64().expect("a count");
+    assert!(failed >= least, "{n}");
+    assert_eq!(n[how], failed, "{n}");
 }
 
 #[test]
 fn port_25_filtered_by_a_drop_rule_finishes_at_level_dns() {
-    let not_checked = finishes_at_level_dns("filtered", &["DROP"]);
-    let failed = not_checked["servers_failed"].as_u64().expect("a count");
-    assert!(failed >= 8, "{not_checked}");
-    assert_eq!(not_checked["timed_out"], failed, "{not_checked}");
-    assert_eq!(not_checked["refused"], 0, "{not_checked}");
+    let [during, before] = finishes_at_level_dns("filtered", &["DROP"]);
+    failed_by(&during, "timed_out", 8);
+    failed_by(&before, "timed_out", 1);
 }
 
 #[test]
 fn port_25_refused_by_a_reset_rule_finishes_at_level_dns() {
-    let not_checked = finishes_at_level_dns("refused", &["REJECT", "--reject-with", "tcp-reset"]);
-    let failed = not_checked["servers_failed"].as_u64().expect("a count");
-    assert!(failed >= 8, "{not_checked}");
-    assert_eq!(not_checked["refused"], failed, "{not_checked}");
-    assert_eq!(not_checked["timed_out"], 0, "{not_checked}");
+    let [during, before] =
+        finishes_at_level_dns("refused", &["REJECT", "--reject-with", "tcp-reset"]);
+    failed_by(&during, "refused", 8);
+    failed_by(&before, "refused", 1);
+}
+
+#[test]
+fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
+    lab_up();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &["alice@dead01.portblock.test".into()],
+    );
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "verify",
+        list.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--level",
+        "smtp",
+        "--from",
+        "probe@sender.test",
+        "--helo",
+        "nowhere.portblock.test",
+        "--dns-server",
+        DNS,
+        "--dns-timeout",
+        "2s",
+        "--allow-reserved-domains",
+        "--allow-private-mx",
+        "--no-store",
+        "--progress",
+        "never",
+    ];
+    let warned = run(&args, b"");
+    assert!(warned.status.success(), "{}", stderr(&warned));
+    assert!(
+        stderr(&warned)
+            .contains("warning: preflight helo: nowhere.portblock.test does not resolve"),
+        "{}",
+        stderr(&warned)
+    );
+    args.extend(["--strict", "--force"]);
+    let stopped = run(&args, b"");
+    assert_eq!(stopped.status.code(), Some(1), "{}", stderr(&stopped));
+    assert!(
+        stderr(&stopped).contains("--strict: stopped before probing"),
+        "{}",
+        stderr(&stopped)
+    );
 }
 
 #[test]
@@ -266,7 +356,7 @@ fn a_few_dead_servers_among_working_ones_are_probed_as_usual() {
         &list,
         &out,
         "smtp",
-        &["--no-store", "--greylist-wait", "2s"],
+        &["--no-store", "--greylist-wait", "2s", "--no-preflight"],
     );
     assert!(
         !stderr(&o).contains("cannot reach port 25"),

@@ -12,11 +12,11 @@ use clap::ValueEnum;
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::interrupt::Interrupt;
+use prebounce::preflight::ProberOptions;
 use prebounce::smtp::probe::ProbeConfig;
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::store::StoreOptions;
 use prebounce::verdict::Policy;
-use prebounce::preflight::ProberOptions;
 use prebounce::{Level, PreflightConfig, Priors, ProgressMode, VerifyConfig};
 
 use super::{Failure, StoreArgs, parse_age};
@@ -138,7 +138,11 @@ pub struct Args {
     no_preflight: bool,
     /// Stop (exit 1) instead of warning when the preflight finds this machine's address on a
     /// blocklist or a HELO name that does not resolve.
-    #[arg(long, conflicts_with = "no_preflight", help_heading = "SMTP probe (--level smtp)")]
+    #[arg(
+        long,
+        conflicts_with = "no_preflight",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
     strict: bool,
     /// Tests only: the SMTP port of the mail servers.
     #[arg(long, hide = true, default_value_t = 25)]

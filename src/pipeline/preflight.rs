@@ -1,6 +1,6 @@
 //! The preflight of a --level smtp run (before any row is read): the prober checks of
 //! `preflight::prober` (port 25, HELO name, blocklists) against the list's own top domains'
-//! mail servers. Port 25 filtered or refused at every target blocks the prober (the run
+//! mail servers. Port 25 filtered or refused at every target (two at least) blocks the prober (the run
 //! finishes at level dns, as when the first mail servers all fail during the run); a
 //! blocklist listing or a HELO name that does not resolve is a warning, or with `--strict`
 //! the end of the run.
@@ -21,6 +21,12 @@ const SAMPLE_ROWS: usize = 2000;
 
 /// How many of the list's top domains the port 25 check connects to.
 const TOP_DOMAINS: usize = 3;
+
+/// Targets that must have been tried, and all failed, before the preflight calls port 25
+/// blocked: one failing target is as likely a dead mail server (a list of one domain whose
+/// primary MX is down, with a working backup) as a blocked port. Runs with fewer are left to
+/// the SMTP stage's own judge.
+const MIN_TARGETS_TO_BLOCK: usize = 2;
 
 /// Runs the preflight when the run probes and did not turn it off; its report for
 /// summary.json. Blocks `prober` when port 25 is unreachable from here.
@@ -67,12 +73,16 @@ pub(super) fn preflight(
     Ok(Some(report))
 }
 
-/// The targets that failed when port 25 is blocked at every one tried.
+/// The targets that failed when port 25 is blocked at every one tried (at least
+/// [`MIN_TARGETS_TO_BLOCK`]).
 fn port25_failures(report: &ProberReport) -> Option<Failures> {
     use crate::preflight::Port25Result;
     report.port25_blocked()?;
     let count = |r| report.port25.iter().filter(|p| p.result == Some(r)).count();
     let (timed_out, refused) = (count(Port25Result::Filtered), count(Port25Result::Refused));
+    if timed_out + refused < MIN_TARGETS_TO_BLOCK {
+        return None;
+    }
     Some(Failures {
         servers: timed_out + refused,
         refused,
@@ -143,7 +153,9 @@ mod tests {
 
     #[test]
     fn the_most_frequent_domains_first_ties_in_order_of_appearance() {
-        let list = ["b.org", "a.org", "c.org", "a.org", "c.org", "d.org", "a.org"];
+        let list = [
+            "b.org", "a.org", "c.org", "a.org", "c.org", "d.org", "a.org",
+        ];
         let top = rank(list.iter().map(|d| d.to_string()), 3);
         assert_eq!(top, ["a.org", "c.org", "b.org"]);
         assert!(rank(std::iter::empty(), 3).is_empty());
@@ -194,7 +206,16 @@ mod tests {
         );
         assert_eq!(port25_failures(&one_open), None);
         // No target could be tried: nothing is known.
-        assert_eq!(port25_failures(&report(Vec::new(), vec![probe(None)])), None);
+        assert_eq!(
+            port25_failures(&report(Vec::new(), vec![probe(None)])),
+            None
+        );
+        // One target tried: as likely one dead server as a blocked port.
+        let one = report(
+            Vec::new(),
+            vec![probe(Some(Port25Result::Refused)), probe(None)],
+        );
+        assert_eq!(port25_failures(&one), None);
     }
 
     #[test]

@@ -199,10 +199,7 @@ mod tests {
         // The address looks listed, but so would anything through a resolver that redirects.
         let dead = interpret(&found(&["127.0.0.2"]), Some(&RecordLookup::NxDomain));
         assert_eq!(dead.listed(), None);
-        let refusing = interpret(
-            &RecordLookup::NxDomain,
-            Some(&found(&["127.255.255.254"])),
-        );
+        let refusing = interpret(&RecordLookup::NxDomain, Some(&found(&["127.255.255.254"])));
         assert_eq!(refusing.listed(), None);
         let working = interpret(&RecordLookup::NxDomain, Some(&found(&["127.0.0.2"])));
         assert_eq!(working, Listing::NotListed);

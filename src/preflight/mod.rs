@@ -15,4 +15,4 @@ pub mod prober;
 pub mod spf;
 
 pub use check::{Check, CheckStatus};
-pub use prober::{ProbeTarget, ProberOptions, ProberReport, Port25Result};
+pub use prober::{Port25Result, ProbeTarget, ProberOptions, ProberReport};

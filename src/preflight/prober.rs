@@ -217,9 +217,9 @@ pub async fn check(options: &ProberOptions, dns: &DnsResolver) -> ProberReport {
                 .with("address", Value::Null)
                 .advise("pass --source-ip IP (or --public-ip IP behind NAT)"),
             );
-            options.public_ip.ok_or(
-                "the outbound address is unknown: pass --public-ip IP".to_owned(),
-            )
+            options
+                .public_ip
+                .ok_or("the outbound address is unknown: pass --public-ip IP".to_owned())
         }
     };
     let (ptr, fcrdns) = reverse_dns(&checked, dns).await;
@@ -283,7 +283,9 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     };
     if let Some(public) = options.public_ip {
         let detail = if private {
-            format!("{ip} ({source}) is a private address (NAT); the checks use --public-ip {public}")
+            format!(
+                "{ip} ({source}) is a private address (NAT); the checks use --public-ip {public}"
+            )
         } else {
             format!("{ip} ({source}); the checks use --public-ip {public}")
         };
@@ -367,7 +369,11 @@ async fn reverse_dns(checked: &Checked, dns: &DnsResolver) -> (Check, Check) {
             Ok(found) if found.is_empty() => seen.push(format!("{name} has no address")),
             Ok(found) => seen.push(format!(
                 "{name} resolves to {}",
-                found.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+                found
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Err(e) => seen.push(format!("{name}: lookup failed ({e})")),
         }
@@ -408,13 +414,17 @@ async fn addresses_of(name: &str, dns: &DnsResolver) -> Result<Vec<IpAddr>, Stri
 /// The `helo` check: the name resolves, and to the checked address.
 async fn helo_check(helo: Option<&str>, checked: &Checked, dns: &DnsResolver) -> Check {
     let Some(name) = helo else {
-        return Check::skip("helo", "no HELO name (give --helo or --from)").with("name", Value::Null);
+        return Check::skip("helo", "no HELO name (give --helo or --from)")
+            .with("name", Value::Null);
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     if !name.contains('.') {
-        return Check::fail("helo", format!("{name} is not a fully qualified domain name"))
-            .with("name", name)
-            .advise("use a full host name (mail.example.org) that resolves to this address");
+        return Check::fail(
+            "helo",
+            format!("{name} is not a fully qualified domain name"),
+        )
+        .with("name", name)
+        .advise("use a full host name (mail.example.org) that resolves to this address");
     }
     let found = match addresses_of(&name, dns).await {
         Ok(found) => found,
@@ -493,7 +503,11 @@ async fn dnsbl_check(zone: &str, checked: &Checked, dns: &DnsResolver) -> Check 
                 &id,
                 format!(
                     "{ip} is listed ({})",
-                    codes.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ")
+                    codes
+                        .iter()
+                        .map(Ipv4Addr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             listed,
@@ -643,7 +657,13 @@ async fn connect(
                 None,
             );
         }
-        Ok(Err(e)) => return (Some(Port25Result::Filtered), format!("{address}: {e}"), None),
+        Ok(Err(e)) => {
+            return (
+                Some(Port25Result::Filtered),
+                format!("{address}: {e}"),
+                None,
+            );
+        }
         Ok(Ok(stream)) => stream,
     };
     let local = stream.local_addr().ok().map(|a| a.ip());

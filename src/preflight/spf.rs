@@ -209,8 +209,10 @@ fn parse_term(word: &str) -> Result<Term, String> {
     };
     let result = match name.to_ascii_lowercase().as_str() {
         "all" if arg.is_none() => Ok(Term::All(qualifier)),
-        "include" => required_domain(arg.and_then(|a| a.strip_prefix(':')), arg).map(|d| Term::Include(qualifier, d)),
-        "exists" => required_domain(arg.and_then(|a| a.strip_prefix(':')), arg).map(|d| Term::Exists(qualifier, d)),
+        "include" => required_domain(arg.and_then(|a| a.strip_prefix(':')), arg)
+            .map(|d| Term::Include(qualifier, d)),
+        "exists" => required_domain(arg.and_then(|a| a.strip_prefix(':')), arg)
+            .map(|d| Term::Exists(qualifier, d)),
         "a" => optional_domain_with_cidr(arg).map(|d| Term::A(qualifier, d)),
         "mx" => optional_domain_with_cidr(arg).map(|d| Term::Mx(qualifier, d)),
         "ptr" => match arg {
@@ -363,7 +365,9 @@ fn macro_string(s: &str) -> Result<(), String> {
                 }
                 let rest: String = chars.collect();
                 let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-                let after = rest[digits..].strip_prefix(['r', 'R']).unwrap_or(&rest[digits..]);
+                let after = rest[digits..]
+                    .strip_prefix(['r', 'R'])
+                    .unwrap_or(&rest[digits..]);
                 if !after.chars().all(|c| ".-+,/_=".contains(c)) {
                     return Err(format!("malformed macro %{{{body}}}"));
                 }
@@ -473,7 +477,8 @@ impl<A: Answers> Walk<'_, A> {
     fn read(&mut self, term: &str, answer: &RecordLookup) -> bool {
         match answer {
             RecordLookup::Failed(e) => {
-                self.temp.push(format!("{term}: the DNS query failed ({e})"));
+                self.temp
+                    .push(format!("{term}: the DNS query failed ({e})"));
                 false
             }
             answer if answer.is_void() => {
@@ -548,7 +553,8 @@ impl<A: Answers> Walk<'_, A> {
         let terms = match parse(&record) {
             Ok(terms) => terms,
             Err(e) => {
-                self.errors.push(format!("syntax error in {domain}'s record: {e}"));
+                self.errors
+                    .push(format!("syntax error in {domain}'s record: {e}"));
                 node.note = Some("syntax error".into());
                 return (node, None);
             }
@@ -665,7 +671,10 @@ impl<A: Answers> Walk<'_, A> {
     /// `a`: A and AAAA; void only when neither has a record.
     fn address_query(&mut self, term: &str, name: &str) {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let (a, aaaa) = (self.ask(&name, RecordKind::A), self.ask(&name, RecordKind::Aaaa));
+        let (a, aaaa) = (
+            self.ask(&name, RecordKind::A),
+            self.ask(&name, RecordKind::Aaaa),
+        );
         let (Some(a), Some(aaaa)) = (a, aaaa) else {
             return;
         };
@@ -673,7 +682,8 @@ impl<A: Answers> Walk<'_, A> {
             (RecordLookup::Failed(e), _) | (_, RecordLookup::Failed(e))
                 if a.records().is_empty() && aaaa.records().is_empty() =>
             {
-                self.temp.push(format!("{term}: the DNS query failed ({e})"));
+                self.temp
+                    .push(format!("{term}: the DNS query failed ({e})"));
             }
             _ if a.is_void() && aaaa.is_void() => self.voids += 1,
             _ => {}
@@ -796,7 +806,10 @@ mod tests {
             Progress::Need(queries) => queries,
             Progress::Done(report) => panic!("done early: {report:?}"),
         };
-        assert_eq!(need(&answers), [("example.org".to_owned(), RecordKind::Txt)]);
+        assert_eq!(
+            need(&answers),
+            [("example.org".to_owned(), RecordKind::Txt)]
+        );
         answers.insert(
             ("example.org".into(), RecordKind::Txt),
             RecordLookup::Found(vec!["v=spf1 a include:_spf.example.org -all".into()]),
@@ -814,8 +827,14 @@ mod tests {
     #[test]
     fn eleven_lookups_through_nested_includes_are_a_permerror() {
         let mut zone = Zone::default()
-            .txt("d.test", &["v=spf1 include:i1.d.test include:i2.d.test -all"])
-            .txt("i1.d.test", &["v=spf1 a:h1.d.test a:h2.d.test a:h3.d.test mx include:i3.d.test ~all"])
+            .txt(
+                "d.test",
+                &["v=spf1 include:i1.d.test include:i2.d.test -all"],
+            )
+            .txt(
+                "i1.d.test",
+                &["v=spf1 a:h1.d.test a:h2.d.test a:h3.d.test mx include:i3.d.test ~all"],
+            )
             .txt("i2.d.test", &["v=spf1 a:h4.d.test a:h5.d.test -all"])
             .txt("i3.d.test", &["v=spf1 a:h6.d.test a:h7.d.test -all"])
             .mx("i1.d.test", 1);
@@ -855,7 +874,11 @@ mod tests {
         let report3 = report(three, "d.test");
         assert_eq!(report3.result, SpfResult::PermError);
         assert_eq!(report3.void_lookups, 3);
-        assert!(report3.errors[0].contains("3 void lookups"), "{:?}", report3.errors);
+        assert!(
+            report3.errors[0].contains("3 void lookups"),
+            "{:?}",
+            report3.errors
+        );
 
         let two = Zone::default()
             .txt("d.test", &["v=spf1 a:gone1.d.test mx:nomx.d.test ~all"])
@@ -872,7 +895,10 @@ mod tests {
             .txt("back.d.test", &["v=spf1 include:d.test -all"]);
         let report = report(zone, "d.test");
         assert_eq!(report.result, SpfResult::PermError);
-        assert_eq!(report.errors, ["include loop: d.test → back.d.test → d.test"]);
+        assert_eq!(
+            report.errors,
+            ["include loop: d.test → back.d.test → d.test"]
+        );
     }
 
     #[test]
@@ -895,7 +921,10 @@ mod tests {
         );
         let report = report(zone, "d.test");
         assert_eq!(report.result, SpfResult::PermError);
-        assert_eq!(report.errors, ["d.test has 2 SPF records; it must have exactly one"]);
+        assert_eq!(
+            report.errors,
+            ["d.test has 2 SPF records; it must have exactly one"]
+        );
     }
 
     #[test]
@@ -917,23 +946,43 @@ mod tests {
     #[test]
     fn permissive_or_missing_all_is_a_warning() {
         for (record, all, warning) in [
-            ("v=spf1 ip4:192.0.2.1 +all", Some("+all"), "+all lets every server"),
-            ("v=spf1 ip4:192.0.2.1 all", Some("+all"), "+all lets every server"),
+            (
+                "v=spf1 ip4:192.0.2.1 +all",
+                Some("+all"),
+                "+all lets every server",
+            ),
+            (
+                "v=spf1 ip4:192.0.2.1 all",
+                Some("+all"),
+                "+all lets every server",
+            ),
             ("v=spf1 ip4:192.0.2.1 ?all", Some("?all"), "?all (neutral)"),
             ("v=spf1 ip4:192.0.2.1", None, "no all term"),
         ] {
             let report = report(Zone::default().txt("d.test", &[record]), "d.test");
             assert_eq!(report.result, SpfResult::Ok, "{record}");
             assert_eq!(report.all.as_deref(), all, "{record}");
-            assert!(report.warnings[0].starts_with(warning), "{record}: {:?}", report.warnings);
+            assert!(
+                report.warnings[0].starts_with(warning),
+                "{record}: {:?}",
+                report.warnings
+            );
         }
-        let soft = report(Zone::default().txt("d.test", &["v=spf1 mx ~all"]).mx("d.test", 1), "d.test");
+        let soft = report(
+            Zone::default()
+                .txt("d.test", &["v=spf1 mx ~all"])
+                .mx("d.test", 1),
+            "d.test",
+        );
         assert!(soft.warnings.is_empty());
     }
 
     #[test]
     fn ptr_is_counted_and_warned_about() {
-        let report = report(Zone::default().txt("d.test", &["v=spf1 ptr -all"]), "d.test");
+        let report = report(
+            Zone::default().txt("d.test", &["v=spf1 ptr -all"]),
+            "d.test",
+        );
         assert_eq!(report.result, SpfResult::Ok);
         assert_eq!(report.lookups, 1);
         assert!(report.warnings[0].contains("ptr is deprecated"));
@@ -956,13 +1005,20 @@ mod tests {
         let zone = Zone::default().txt("d.test", &["v=spf1 -all redirect=x.test"]);
         let report = report(zone, "d.test");
         assert_eq!(report.all.as_deref(), Some("-all"));
-        assert!(report.warnings.iter().any(|w| w.contains("redirect= is ignored")));
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("redirect= is ignored"))
+        );
         assert!(report.tree.children.is_empty());
     }
 
     #[test]
     fn too_many_mx_hosts_are_a_permerror() {
-        let zone = Zone::default().txt("d.test", &["v=spf1 mx -all"]).mx("d.test", 11);
+        let zone = Zone::default()
+            .txt("d.test", &["v=spf1 mx -all"])
+            .mx("d.test", 11);
         let report = report(zone, "d.test");
         assert_eq!(report.result, SpfResult::PermError);
         assert!(report.errors[0].contains("11 mail servers"));
@@ -978,21 +1034,35 @@ mod tests {
         assert_eq!(report.result, SpfResult::Ok);
         assert_eq!(report.lookups, 2);
         assert_eq!(rounds, 1);
-        assert!(report.tree.children[0].note.as_deref().unwrap().contains("macro"));
+        assert!(
+            report.tree.children[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("macro")
+        );
     }
 
     #[test]
     fn a_dns_failure_is_a_temperror() {
         let zone = Zone::default()
             .txt("d.test", &["v=spf1 include:broken.d.test -all"])
-            .set("broken.d.test", RecordKind::Txt, RecordLookup::Failed(Failure::ServFail));
+            .set(
+                "broken.d.test",
+                RecordKind::Txt,
+                RecordLookup::Failed(Failure::ServFail),
+            );
         let report = report(zone, "d.test");
         assert_eq!(report.result, SpfResult::TempError);
         assert_eq!(
             report.errors,
             ["include:broken.d.test: the DNS query failed (SERVFAIL)"]
         );
-        let root = Zone::default().set("d.test", RecordKind::Txt, RecordLookup::Failed(Failure::Timeout));
+        let root = Zone::default().set(
+            "d.test",
+            RecordKind::Txt,
+            RecordLookup::Failed(Failure::Timeout),
+        );
         assert_eq!(report_of(root), SpfResult::TempError);
     }
 
@@ -1025,7 +1095,11 @@ mod tests {
         ] {
             let report = report(Zone::default().txt("d.test", &[record]), "d.test");
             assert_eq!(report.result, SpfResult::PermError, "{record}");
-            assert!(report.errors[0].starts_with("syntax error"), "{record}: {:?}", report.errors);
+            assert!(
+                report.errors[0].starts_with("syntax error"),
+                "{record}: {:?}",
+                report.errors
+            );
         }
     }
 
@@ -1054,7 +1128,11 @@ mod tests {
         for i in 0..200 {
             zone = zone.txt(
                 &format!("n{i}.test"),
-                &[&format!("v=spf1 include:n{}.test include:n{}.test -all", 2 * i + 1, 2 * i + 2)],
+                &[&format!(
+                    "v=spf1 include:n{}.test include:n{}.test -all",
+                    2 * i + 1,
+                    2 * i + 2
+                )],
             );
         }
         let report = report(zone, "n0.test");

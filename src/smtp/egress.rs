@@ -90,11 +90,15 @@ impl EgressBlock {
                 f.servers, f.timed_out, f.refused
             ),
         };
+        let stop = match self.by {
+            BlockedBy::FirstServers => "No more SMTP connections are opened",
+            BlockedBy::Preflight => "No SMTP connection is opened",
+        };
         format!(
             "{seen}: this machine cannot reach port 25 (most cloud VMs and home connections \
-             cannot). No more SMTP connections are opened and the run finishes at level dns: \
-             every row keeps its DNS verdict, the mailboxes were not checked. Run --level smtp \
-             from a host that can connect out on port 25."
+             cannot). {stop} and the run finishes at level dns: every row keeps its DNS \
+             verdict, the mailboxes were not checked. Run --level smtp from a host that can \
+             connect out on port 25."
         )
     }
 }
