@@ -321,6 +321,9 @@ fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
         "--no-store",
         "--progress",
         "never",
+        // The dead server is not asked again.
+        "--retries",
+        "0",
     ];
     let warned = run(&args, b"");
     assert!(warned.status.success(), "{}", stderr(&warned));
