@@ -31,6 +31,10 @@ enum Command {
     /// Bounce feedback: read the bounces a send produced (DSNs, MTA bounce texts, ARF
     /// complaints, auto-replies, mboxes, ESP event JSON) and say what each means.
     Bounces(cmd::bounces::Args),
+    /// Before probing or sending: can this machine probe (egress address, reverse DNS, HELO,
+    /// blocklists, port 25), and is the sender domain set up (MX, SPF, DKIM, DMARC, the
+    /// bulk-sender rules)? Exit 1 when a check failed.
+    Preflight(Box<cmd::preflight::Args>),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(&args),
         Command::Suppress(args) => cmd::suppress::run(args),
         Command::Bounces(args) => cmd::bounces::run(args),
+        Command::Preflight(args) => cmd::preflight::run(*args),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

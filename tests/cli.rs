@@ -809,3 +809,75 @@ fn the_smtp_timeouts_are_accepted_under_their_names() {
         assert_eq!(summary(&out)["rows"], 1);
     }
 }
+
+/// `preflight` refuses what it cannot check before asking the DNS anything: exit 2.
+#[test]
+fn preflight_usage_errors_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["preflight"], "--from"),
+        (
+            &[
+                "preflight",
+                "--domain",
+                "example.org",
+                "--dnsbl",
+                "bl.example",
+            ],
+            "--from",
+        ),
+        (
+            &[
+                "preflight",
+                "--domain",
+                "example.org",
+                "--dnsbl",
+                "bl.example",
+            ],
+            "--from",
+        ),
+        (
+            &["preflight", "--from", "not an address"],
+            "not a usable address",
+        ),
+        (
+            &["preflight", "--domain", "example.test"],
+            "not a usable domain",
+        ),
+        (
+            &[
+                "preflight",
+                "--domain",
+                "example.org",
+                "--source-ip",
+                "127.0.0.1",
+            ],
+            "--from",
+        ),
+        (
+            &[
+                "preflight",
+                "--from",
+                "a@example.org",
+                "--probe-target",
+                "not a host!",
+            ],
+            "neither a host name nor an IP address",
+        ),
+        (
+            &[
+                "preflight",
+                "--from",
+                "a@example.org",
+                "--connect-timeout",
+                "soon",
+            ],
+            "--connect-timeout",
+        ),
+    ];
+    for (args, says) in cases {
+        let o = run(args, b"");
+        assert_eq!(exit_code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -25,8 +25,12 @@ const PURE: &[&str] = &[
     "smtp/plan.rs",
     "smtp/egress.rs",
     "bounce",
+    "preflight/bulk.rs",
     "preflight/check.rs",
+    "preflight/dkim.rs",
+    "preflight/dmarc.rs",
     "preflight/dnsbl.rs",
+    "preflight/spf.rs",
 ];
 
 /// What a pure module must not mention in its code.

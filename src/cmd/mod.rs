@@ -6,6 +6,7 @@
 
 pub mod bounces;
 pub mod explain;
+pub mod preflight;
 pub mod suppress;
 pub mod verify;
 

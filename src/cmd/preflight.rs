@@ -27,27 +27,27 @@ pub struct Args {
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
     /// The EHLO name the probes use [default: the domain of --from].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, requires = "from", value_name = "NAME")]
     helo: Option<String>,
     /// A DKIM selector of the domain to check at <S>._domainkey.<domain> (repeatable).
     #[arg(long = "dkim-selector", value_name = "S")]
     dkim_selectors: Vec<String>,
     /// Bind the probe connections to this local address; the checks run for it.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, requires = "from", value_name = "IP")]
     source_ip: Option<IpAddr>,
     /// The address the internet sees (behind NAT): reverse DNS and blocklists are checked for it.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, requires = "from", value_name = "IP")]
     public_ip: Option<IpAddr>,
     /// A DNS blocklist zone to look the address up in (repeatable) [default: zen.spamhaus.org,
     /// bl.spamcop.net, psbl.surriel.com].
-    #[arg(long = "dnsbl", value_name = "ZONE")]
+    #[arg(long = "dnsbl", value_name = "ZONE", requires = "from")]
     dnsbl_zones: Vec<String>,
     /// A mail domain, host or IP[:PORT] to try port 25 at (repeatable) [default: the MX of
     /// gmail.com, outlook.com, yahoo.com].
-    #[arg(long = "probe-target", value_name = "HOST", value_parser = parse_probe_target)]
+    #[arg(long = "probe-target", value_name = "HOST", value_parser = parse_probe_target, requires = "from")]
     probe_targets: Vec<ProbeTarget>,
     /// How long to wait for a port 25 connection, and then for the greeting.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout, requires = "from")]
     connect_timeout: Duration,
     /// DNS server to ask instead of the system configuration, as IP or IP:PORT (repeatable).
     #[arg(long = "dns-server", value_name = "IP:PORT", value_parser = parse_dns_server)]
@@ -128,11 +128,6 @@ fn prober_options(args: &Args) -> anyhow::Result<Option<ProberOptions>> {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    if args.from.is_none() && (args.source_ip.is_some() || !args.probe_targets.is_empty()) {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "--source-ip and --probe-target are for the prober checks, which need --from"
-        )));
-    }
     let domain = sender_domain(&args).map_err(Failure::usage)?;
     let prober_options = prober_options(&args).map_err(Failure::usage)?;
     let sender_options = SenderOptions {
@@ -174,7 +169,15 @@ pub fn run(args: Args) -> Result<(), Failure> {
         printed.map_err(Failure::other)?;
     }
     if report.failed() {
-        return Err(Failure::quiet(1));
+        let failed: Vec<&str> = report
+            .checks()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .map(|c| c.id.as_str())
+            .collect();
+        return Err(Failure::other(anyhow::anyhow!(
+            "preflight failed: {}",
+            failed.join(", ")
+        )));
     }
     Ok(())
 }
@@ -218,7 +221,7 @@ fn human(report: &PreflightReport) -> String {
 fn table(checks: &[Check]) -> String {
     let mut table = Table::new();
     table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(120)
         .set_header(["check", "status", "evidence", "what to do"]);
@@ -234,9 +237,9 @@ fn table(checks: &[Check]) -> String {
     table.to_string()
 }
 
-/// DNS data is untrusted: control characters would move the cursor.
+/// DNS data is untrusted: control characters would move the cursor (line breaks are ours).
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
         .collect()
 }

@@ -181,7 +181,7 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_timeout(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d >= Duration::from_millis(10) => Ok(d),
         Ok(_) => Err("a timeout must be at least 10ms".into()),
@@ -205,7 +205,7 @@ fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }

@@ -284,7 +284,7 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     if let Some(public) = options.public_ip {
         let detail = if private {
             format!(
-                "{ip} ({source}) is a private address (NAT); the checks use --public-ip {public}"
+                "{ip} ({source}) is not a public address (NAT); the checks use --public-ip {public}"
             )
         } else {
             format!("{ip} ({source}); the checks use --public-ip {public}")
@@ -300,7 +300,7 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     if options.allow_private {
         let check = base(Check::pass(
             "egress-ip",
-            format!("{ip} ({source}), private, checked as it is (--allow-private-mx)"),
+            format!("{ip} ({source}), not public, checked as it is (--allow-private-mx)"),
         ))
         .with("checked_ip", ip.to_string());
         return (check, Ok(ip));
@@ -308,12 +308,13 @@ fn egress_check(ip: IpAddr, source: &str, options: &ProberOptions) -> (Check, Ch
     let check = base(Check::warn(
         "egress-ip",
         format!(
-            "{ip} ({source}) is a private address: behind NAT the mail servers see another one"
+            "{ip} ({source}) is not a public address (private, loopback or reserved): behind \
+             NAT the mail servers see another one"
         ),
     ))
     .with("checked_ip", Value::Null)
     .advise("pass --public-ip IP (the address the internet sees) to check its PTR and blocklists");
-    let why = format!("{ip} is private (NAT): pass --public-ip IP");
+    let why = format!("{ip} is not a public address (NAT?): pass --public-ip IP");
     (check, Err(why))
 }
 
@@ -328,6 +329,17 @@ async fn reverse_dns(checked: &Checked, dns: &DnsResolver) -> (Check, Check) {
             );
         }
     };
+    if ip.is_loopback() {
+        // hickory answers "localhost" for every loopback PTR itself, never asking a server
+        // (RFC 6761 §6.3): there is nothing to learn.
+        let why = format!(
+            "{ip} is a loopback address: its reverse DNS is answered locally, never by the DNS"
+        );
+        return (
+            Check::skip("ptr", why.clone()).with("name", Value::Null),
+            Check::skip("fcrdns", why),
+        );
+    }
     let names = match dns.records(&dnsbl::reverse_name(ip), RecordKind::Ptr).await {
         RecordLookup::Found(names) if !names.is_empty() => names,
         RecordLookup::Failed(e) => {
@@ -544,7 +556,12 @@ fn port25_check(probes: &[Port25Probe], timeout: Duration) -> Check {
     };
     let summary = probes
         .iter()
-        .map(|p| format!("{}: {}", p.target, p.detail))
+        .map(|p| match p.address {
+            Some(address) if address.to_string() != p.target => {
+                format!("{} ({address}): {}", p.target, p.detail)
+            }
+            _ => format!("{}: {}", p.target, p.detail),
+        })
         .collect::<Vec<_>>()
         .join("; ");
     let check = match overall {
@@ -643,44 +660,32 @@ async fn connect(
         Err(_) => {
             return (
                 Some(Port25Result::Filtered),
-                format!(
-                    "{address}: no answer within {}",
-                    humantime::format_duration(wait)
-                ),
+                format!("no answer within {}", humantime::format_duration(wait)),
                 None,
             );
         }
         Ok(Err(e)) if is_refusal(&e) => {
             return (
                 Some(Port25Result::Refused),
-                format!("{address}: connection refused"),
+                "connection refused".to_owned(),
                 None,
             );
         }
-        Ok(Err(e)) => {
-            return (
-                Some(Port25Result::Filtered),
-                format!("{address}: {e}"),
-                None,
-            );
-        }
+        Ok(Err(e)) => return (Some(Port25Result::Filtered), e.to_string(), None),
         Ok(Ok(stream)) => stream,
     };
     let local = stream.local_addr().ok().map(|a| a.ip());
     let (result, detail) = match tokio::time::timeout(wait, greeting(stream)).await {
-        Ok(Ok(Some(reply))) => (Port25Result::Open, format!("{address}: {reply}")),
+        Ok(Ok(Some(reply))) => (Port25Result::Open, reply),
         Ok(Ok(None)) => (
             Port25Result::Refused,
-            format!("{address}: connected, but closed without a greeting"),
+            "connected, but closed without a greeting".to_owned(),
         ),
-        Ok(Err(e)) => (
-            Port25Result::Refused,
-            format!("{address}: connected, then {e}"),
-        ),
+        Ok(Err(e)) => (Port25Result::Refused, format!("connected, then {e}")),
         Err(_) => (
             Port25Result::Filtered,
             format!(
-                "{address}: connected, but no greeting within {}",
+                "connected, but no greeting within {}",
                 humantime::format_duration(wait)
             ),
         ),
@@ -707,19 +712,23 @@ fn is_refusal(e: &std::io::Error) -> bool {
     )
 }
 
-/// The greeting's last line (`220 mx.example.org ESMTP`), read line by line up to 4 KiB;
-/// None when the server closed first. Says QUIT after it, without waiting for the answer.
+/// The greeting's last line (`220 mx.example.org ESMTP`), read line by line up to 4 KiB
+/// (bytes that are not UTF-8 shown as replacement characters); None when the server closed
+/// first. Says QUIT after it, without waiting for the answer.
 async fn greeting(stream: TcpStream) -> std::io::Result<Option<String>> {
     let mut reader = BufReader::new(stream);
     let mut read = 0;
     loop {
-        let mut line = String::new();
-        let n = (&mut reader).take(1024).read_line(&mut line).await?;
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(1024)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
             return Ok(None);
         }
         read += n;
-        let line = line.trim_end().to_owned();
+        let line = String::from_utf8_lossy(&line).trim_end().to_owned();
         // A continuation line is `220-…`; the last one has a space (or nothing) after the code.
         let last = line.as_bytes().get(3) != Some(&b'-');
         if last || read > 4096 {
