@@ -205,6 +205,10 @@ fn finishes_at_level_dns(kind: &str, target: &[&str]) -> [serde_json::Value; 2] 
         let target = t["target"].as_str().expect("a target");
         assert!(target.ends_with(".portblock.test"), "{port25}");
     }
+    // The report shows the preflight's checks when the run did one.
+    let readiness = r#"<section id="readiness">"#;
+    assert!(report_html(&dir.path().join("before")).contains(readiness));
+    assert!(!report_html(&dir.path().join("during")).contains(readiness));
     [during, before]
 }
 
@@ -333,6 +337,14 @@ fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
         "{}",
         stderr(&warned)
     );
+    let checks = summary(&out)["preflight"]["checks"].clone();
+    let helo = checks
+        .as_array()
+        .expect("the preflight's checks")
+        .iter()
+        .find(|c| c["id"] == "helo")
+        .expect("a helo check");
+    assert_eq!(helo["status"], "fail", "{helo}");
     args.extend(["--strict", "--force"]);
     let stopped = run(&args, b"");
     assert_eq!(stopped.status.code(), Some(1), "{}", stderr(&stopped));
