@@ -13,8 +13,9 @@
 //! - `input`: CSV reading, delimiter/header/column detection, unreadable rows (I/O).
 //! - `dns`: the resolver and the per-domain MX lookup with its run-wide cache (I/O).
 //! - `smtp`: `reply` (decoding, pure), `session` (protocol state machine, pure), `plan`
-//!   (what to probe next: batches, retries, canaries; pure), `probe` (sockets, TLS,
-//!   politeness: I/O).
+//!   (what to probe next: batches, retries, canaries; pure), `egress` (whether this machine
+//!   reaches port 25, from the first servers' connection outcomes; pure), `probe` (sockets,
+//!   TLS, politeness: I/O).
 //! - `store`: the SQLite store (I/O) and `store::policy`, the pure rules of what a stored
 //!   verdict answers.
 //! - `output`: the four lists, summary.json, report.html, the terminal table.

@@ -13,9 +13,12 @@
 //! error; the others end at their closed channels. The run reports the first error in pipeline
 //! order, with its cause.
 //!
+//! At level smtp, `preflight` checks this machine as a prober before any row is read (port 25
+//! at the list's top domains, HELO name, blocklists).
+//!
 //! Files: `read`, `check`, `cache` (the store's side: the run's store, the check threads'
-//! early answers, the store stage; the rules are `store::policy`), `dns`, `smtp`, `format`,
-//! `write`, `tally` (the counts) and `summary`.
+//! early answers, the store stage; the rules are `store::policy`), `dns`, `preflight`,
+//! `smtp`, `format`, `write`, `tally` (the counts) and `summary`.
 
 mod cache;
 mod check;
