@@ -460,3 +460,71 @@ fn attach(window: &mut [Checked], results: &HashMap<String, ProbedDomain>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::egress::{EgressBlock, Failures};
+
+    fn gate(fast_fail: bool) -> (CommitGate, crossbeam_channel::Receiver<Write>) {
+        let config = ProbeConfig {
+            fast_fail: fast_fail.then(Default::default),
+            ..ProbeConfig::new("probe.test", "check@probe.test")
+        };
+        let prober = Arc::new(Prober::new(config).expect("a valid probe configuration"));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (CommitGate::new(Some(tx), prober), rx)
+    }
+
+    fn catch_all(domain: &str) -> Write {
+        Write::CatchAll {
+            domain: domain.into(),
+            servers: Vec::new(),
+        }
+    }
+
+    fn domains(rx: &crossbeam_channel::Receiver<Write>) -> Vec<String> {
+        rx.try_iter()
+            .map(|w| match w {
+                Write::CatchAll { domain, .. } => domain,
+                Write::Verdicts { .. } => "verdicts".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_wait_for_the_judgement_and_go_in_order_once_it_settles() {
+        let (gate, rx) = gate(true);
+        gate.send(Some(catch_all("a.test")));
+        gate.send(Some(catch_all("b.test")));
+        assert!(domains(&rx).is_empty(), "held while undecided");
+        gate.settle();
+        assert_eq!(domains(&rx), ["a.test", "b.test"]);
+        gate.send(Some(catch_all("c.test")));
+        assert_eq!(domains(&rx), ["c.test"], "sent at once once settled");
+    }
+
+    #[test]
+    fn writes_held_when_port_25_is_found_blocked_are_dropped() {
+        let (gate, rx) = gate(true);
+        gate.send(Some(catch_all("a.test")));
+        gate.prober.block_egress(EgressBlock {
+            by: BlockedBy::FirstServers,
+            failures: Failures {
+                servers: 8,
+                refused: 8,
+                timed_out: 0,
+            },
+        });
+        gate.send(Some(catch_all("b.test")));
+        gate.settle();
+        assert!(domains(&rx).is_empty());
+    }
+
+    #[test]
+    fn without_the_judge_writes_go_at_once() {
+        let (gate, rx) = gate(false);
+        gate.send(Some(catch_all("a.test")));
+        assert_eq!(domains(&rx), ["a.test"]);
+    }
+}
