@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use crate::input::{InputReader, InputSource};
 use crate::preflight::{CheckStatus, ProbeTarget, ProberReport};
-use crate::smtp::egress::{BlockedBy, EgressBlock, Failures};
+use crate::smtp::egress::{BlockedBy, ConnectOutcome, EgressBlock, Failures};
 use crate::smtp::probe::Prober;
 use crate::{Error, Level, VerifyConfig};
 
@@ -59,6 +59,12 @@ pub(super) fn preflight(
         };
         let _ = writeln!(std::io::stderr(), "prebounce: {}", block.message());
         prober.block_egress(block);
+    } else {
+        // Too few targets to conclude: what they showed counts with the run's first servers
+        // (one that answered rules a block out).
+        for (ip, outcome) in connection_outcomes(&report) {
+            prober.note_connection(ip, outcome);
+        }
     }
     let problems = stopping_problems(&report);
     for problem in &problems {
@@ -88,6 +94,25 @@ fn port25_failures(report: &ProberReport) -> Option<Failures> {
         refused,
         timed_out,
     })
+}
+
+/// The port 25 check's connections as the SMTP stage's judge counts them: a TCP connection
+/// made (a greeting or not) is `Connected`.
+fn connection_outcomes(report: &ProberReport) -> Vec<(std::net::IpAddr, ConnectOutcome)> {
+    use crate::preflight::Port25Result;
+    report
+        .port25
+        .iter()
+        .filter_map(|p| {
+            let ip = p.address?.ip();
+            let outcome = match (p.local, p.result?) {
+                (Some(_), _) | (None, Port25Result::Open) => ConnectOutcome::Connected,
+                (None, Port25Result::Refused) => ConnectOutcome::Refused,
+                (None, Port25Result::Filtered) => ConnectOutcome::TimedOut,
+            };
+            Some((ip, outcome))
+        })
+        .collect()
 }
 
 /// What the probes would suffer from: a blocklist listing of this machine's address (its
@@ -216,6 +241,38 @@ mod tests {
             vec![probe(Some(Port25Result::Refused)), probe(None)],
         );
         assert_eq!(port25_failures(&one), None);
+    }
+
+    #[test]
+    fn a_connection_made_counts_as_connected_whatever_came_after() {
+        let at = |last: u8, result, local: bool| Port25Probe {
+            target: "mx.example.org".into(),
+            address: Some(std::net::SocketAddr::from(([192, 0, 2, last], 25))),
+            result: Some(result),
+            detail: String::new(),
+            local: local.then(|| std::net::IpAddr::from([10, 0, 0, 1])),
+        };
+        let probes = vec![
+            at(1, Port25Result::Open, true),
+            // Connected, then closed without a greeting.
+            at(2, Port25Result::Refused, true),
+            at(3, Port25Result::Refused, false),
+            at(4, Port25Result::Filtered, false),
+            probe(None),
+        ];
+        let outcomes: Vec<ConnectOutcome> = connection_outcomes(&report(Vec::new(), probes))
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ConnectOutcome::Connected,
+                ConnectOutcome::Connected,
+                ConnectOutcome::Refused,
+                ConnectOutcome::TimedOut
+            ]
+        );
     }
 
     #[test]

@@ -509,6 +509,12 @@ impl Prober {
         }
     }
 
+    /// A connection to a mail server made before the run (the preflight's port 25 check), for
+    /// the judge: its servers are the list's own.
+    pub fn note_connection(&self, ip: IpAddr, outcome: ConnectOutcome) {
+        self.judge_connect(ip, outcome);
+    }
+
     /// One connection attempt's outcome for the judge; trips the block when it says so.
     fn judge_connect(&self, ip: IpAddr, outcome: ConnectOutcome) {
         if self.config.fast_fail.is_none() {
