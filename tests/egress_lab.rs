@@ -7,8 +7,8 @@
 //! list where a few servers are dead is probed as usual; `--strict` stops on a HELO name that
 //! does not resolve.
 //!
-//! The rules are scoped to addresses only these tests use (127.77.5.0/24 filtered,
-//! 127.77.6.0/24 refused; their domains are under portblock.test in lab/dns/smtp-zones.conf),
+//! The rules are scoped to addresses only these tests use (127.77.15.0/24 filtered,
+//! 127.77.16.0/24 refused; their domains are under portblock.test in lab/dns/smtp-zones.conf),
 //! so the other lab suites' traffic never meets them, and each is removed when its test ends,
 //! panicking or not.
 
@@ -166,8 +166,8 @@ fn stored_at_blocked_domains(store: &Path, kind: &str) -> Vec<(String, i64)> {
 fn finishes_at_level_dns(kind: &str, target: &[&str]) -> [serde_json::Value; 2] {
     lab_up();
     let net = match kind {
-        "filtered" => [127, 77, 5],
-        _ => [127, 77, 6],
+        "filtered" => [127, 77, 15],
+        _ => [127, 77, 16],
     };
     let _listening = listeners(net);
     assert!(
