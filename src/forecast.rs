@@ -21,6 +21,56 @@ pub struct Priors {
     pub flags: BTreeMap<String, f64>,
     /// Where these numbers came from ("built-in" or a file path), for the report.
     pub source: String,
+    /// The outcomes a calibrated priors file rests on (`prebounce bounces calibrate`).
+    #[serde(skip_serializing_if = "EvidenceFile::is_empty")]
+    pub evidence: EvidenceFile,
+}
+
+/// What calibrated priors rest on, per reason: written with them so the next reader can judge
+/// them (and a later calibration can start from them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceFile {
+    #[serde(default)]
+    pub reasons: BTreeMap<String, Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// Rows of the sent list with this reason.
+    pub sent: u64,
+    /// Of those, how many hard-bounced.
+    pub hard_bounced: u64,
+    /// The probability before this calibration.
+    pub prior: f64,
+    /// How many sends the prior counted as.
+    pub strength: f64,
+}
+
+impl EvidenceFile {
+    pub fn is_empty(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    pub fn insert(
+        &mut self,
+        reason: &str,
+        sent: u64,
+        hard_bounced: u64,
+        prior: f64,
+        strength: f64,
+    ) {
+        self.reasons.insert(
+            reason.to_owned(),
+            Evidence {
+                sent,
+                hard_bounced,
+                prior,
+                strength,
+            },
+        );
+    }
 }
 
 impl Default for Priors {
@@ -75,6 +125,7 @@ impl Default for Priors {
             status: map(&status),
             flags: map(&flags),
             source: "built-in".into(),
+            evidence: EvidenceFile::default(),
         }
     }
 }
@@ -106,6 +157,8 @@ struct PriorsFile {
     status: BTreeMap<String, f64>,
     #[serde(default)]
     flags: BTreeMap<String, f64>,
+    #[serde(default)]
+    evidence: EvidenceFile,
 }
 
 impl Priors {
@@ -170,6 +223,12 @@ impl Priors {
             check("status", &k, p)?;
             self.status.insert(k, p);
         }
+        for k in file.evidence.reasons.keys() {
+            if Reason::from_code(k).is_none() {
+                return Err(format!("evidence for unknown reason {k:?}"));
+            }
+        }
+        self.evidence = file.evidence;
         for (k, p) in file.flags {
             if !Flags::ALL.iter().any(|(_, n)| *n == k) {
                 let known: Vec<&str> = Flags::ALL.iter().map(|(_, n)| *n).collect();
@@ -179,6 +238,32 @@ impl Priors {
             self.flags.insert(k, p);
         }
         Ok(())
+    }
+
+    /// The priors as a TOML priors file (what `--priors` reads), each line of `header` as a
+    /// comment at the top.
+    pub fn to_toml(&self, header: &str) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            reasons: &'a BTreeMap<String, f64>,
+            status: &'a BTreeMap<String, f64>,
+            flags: &'a BTreeMap<String, f64>,
+            #[serde(skip_serializing_if = "EvidenceFile::is_empty")]
+            evidence: &'a EvidenceFile,
+        }
+        let body = toml::to_string(&Out {
+            reasons: &self.reasons,
+            status: &self.status,
+            flags: &self.flags,
+            evidence: &self.evidence,
+        })
+        .expect("maps of strings and numbers serialize");
+        let mut text: String = header.lines().map(|l| format!("# {l}\n")).collect();
+        text.push_str(&body);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
     }
 
     /// This row's probability of bouncing.

@@ -33,6 +33,7 @@
 //!   no other module).
 
 pub mod bounce;
+pub mod calibration;
 pub mod clock;
 pub mod dns;
 pub mod forecast;

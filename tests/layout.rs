@@ -18,6 +18,7 @@ const PURE: &[&str] = &[
     "syntax",
     "verdict.rs",
     "forecast.rs",
+    "calibration.rs",
     "clock.rs",
     "store/policy.rs",
     "smtp/reply.rs",

@@ -114,21 +114,21 @@ fn when(v: Option<&Value>) -> Option<String> {
     }
 }
 
-struct Event<'a> {
-    recipient: &'a str,
-    action: Action,
-    status: Option<&'a str>,
-    code: Option<u16>,
-    diagnostic: String,
-    date: Option<String>,
-    id: Option<String>,
-    reporting: Option<String>,
-    remote: Option<String>,
+pub(super) struct Event<'a> {
+    pub recipient: &'a str,
+    pub action: Action,
+    pub status: Option<&'a str>,
+    pub code: Option<u16>,
+    pub diagnostic: String,
+    pub date: Option<String>,
+    pub id: Option<String>,
+    pub reporting: Option<String>,
+    pub remote: Option<String>,
     /// The ESP says the mailbox does not exist.
-    esp_hard: bool,
+    pub esp_hard: bool,
 }
 
-fn push(e: Event<'_>, out: &mut Vec<Record>) {
+pub(super) fn push(e: Event<'_>, out: &mut Vec<Record>) {
     if !e.recipient.contains('@') || out.len() >= MAX_RECORDS {
         return;
     }
@@ -155,7 +155,7 @@ fn push(e: Event<'_>, out: &mut Vec<Record>) {
     });
 }
 
-fn complaint(
+pub(super) fn complaint(
     recipient: &str,
     date: Option<String>,
     id: Option<String>,

@@ -6,7 +6,7 @@
 //!   RFC 3834 auto-reply;
 //! - a Unix mbox of such e-mails ([`split_mbox`], then [`decode_message`] on each);
 //! - an ESP's event JSON ([`decode_json`]): Amazon SES (also wrapped in SNS), SendGrid,
-//!   Mailgun, Postmark.
+//!   Mailgun, Postmark; or a generic CSV export of events ([`decode_csv`]).
 //!
 //! [`decode`] tells them apart by content. Every failure is classified by the same decoder
 //! that `prebounce explain` and the SMTP stage use ([`crate::smtp::reply::classify`]), so a
@@ -19,16 +19,19 @@
 //! and capped ([`MAX_RECORDS`] recipients per message).
 
 mod classify;
+mod csv_events;
 mod dsn;
 mod esp;
 mod mbox;
 mod message;
+pub mod report;
 mod soft;
 mod text;
 
 use serde::Serialize;
 
 pub use classify::{Action, classify};
+pub use csv_events::decode_csv;
 pub use esp::decode_json;
 pub use mbox::{is_mbox, split_mbox};
 pub use message::decode_message;
@@ -134,10 +137,12 @@ pub enum Container {
     Message,
     Mbox,
     Json,
+    /// A CSV export of events: its header row names an email column.
+    Csv,
 }
 
 /// Mbox if it opens with a `From ` line, JSON if its first non-blank byte opens an object or
-/// array, otherwise one message.
+/// array, CSV if its first line is a header row naming an email column, otherwise one message.
 pub fn detect(bytes: &[u8]) -> Container {
     let start = bytes
         .iter()
@@ -146,6 +151,7 @@ pub fn detect(bytes: &[u8]) -> Container {
     match bytes.get(start) {
         Some(b'{' | b'[') => Container::Json,
         _ if is_mbox(bytes) => Container::Mbox,
+        _ if csv_events::csv_delimiter(first_line(bytes)).is_some() => Container::Csv,
         _ => Container::Message,
     }
 }
@@ -155,12 +161,23 @@ pub fn detect(bytes: &[u8]) -> Container {
 pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
     match detect(bytes) {
         Container::Json => vec![decode_json(bytes)],
+        Container::Csv => vec![decode_csv(bytes)],
         Container::Mbox => split_mbox(bytes)
             .iter()
             .map(|m| decode_message(m))
             .collect(),
         Container::Message => vec![decode_message(bytes)],
     }
+}
+
+/// The first line, without its line end.
+fn first_line(bytes: &[u8]) -> &[u8] {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .unwrap_or(bytes.len());
+    &bytes[..end]
 }
 
 /// Cut `s` to at most `max` bytes on a char boundary.

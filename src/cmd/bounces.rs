@@ -1,5 +1,6 @@
 //! `prebounce bounces import PATH… [--dry-run] [--json]`: read bounce messages, mboxes and ESP
-//! event exports, keep every record in the store and suppress the addresses they condemn. The
+//! event exports, keep every record in the store and suppress the addresses they condemn.
+//! `bounces report` (report.rs) and `bounces calibrate` (calibrate.rs) read those records back. The
 //! decoding and the rules (which soft bounces count, the sliding window) are the pure
 //! `prebounce::bounce`; this file finds and reads the files, asks the rules and writes the store.
 //!
@@ -21,6 +22,10 @@ use prebounce::store::{Store, StoredBounce, date_of, suppression_entry};
 
 use super::{Failure, StoreArgs};
 
+mod calibrate;
+mod report;
+mod sent;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -30,8 +35,9 @@ pub struct Args {
 #[derive(Subcommand)]
 enum Action {
     /// Read bounces: .eml files, Unix mboxes, maildir or other folders (walked, symlinks not
-    /// followed), and ESP event JSON (Amazon SES/SNS, SendGrid, Mailgun, Postmark); the kind
-    /// of each file is told by its content.
+    /// followed), ESP event JSON (Amazon SES/SNS, SendGrid, Mailgun, Postmark) and CSV event
+    /// exports (an `email` column, any of `status`/`code`, `diagnostic`/`reason`,
+    /// `date`/`timestamp`, `type`, `id`); the kind of each file is told by its content.
     Import {
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
@@ -52,6 +58,70 @@ enum Action {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Bounce rates per day and per group (receiving provider, domain, or the sent list's
+    /// source or campaign): hard vs soft vs block, top reasons with what to do, where blocks
+    /// concentrate. Rates need the messages sent: the ESP exports' deliveries, or --sent.
+    Report {
+        /// Only records of this last period, e.g. 30d; 0s for all.
+        #[arg(long, value_name = "AGE", default_value = "30d", value_parser = super::parse_age)]
+        since: Duration,
+        #[arg(long, value_enum, default_value = "provider")]
+        group_by: report::GroupByArg,
+        /// The list(s) the campaign was sent to: its row count is the messages sent, and its
+        /// source or campaign column the groups.
+        #[arg(long, value_name = "FILE")]
+        sent: Vec<PathBuf>,
+        /// The sent list's email column: a header name or a 1-based number [default: detected].
+        #[arg(short = 'c', long, value_name = "COLUMN")]
+        column: Option<String>,
+        /// The sent list's column for --group-by source or campaign [default: that name].
+        #[arg(long, value_name = "COLUMN")]
+        group_column: Option<String>,
+        /// Write bounce-report.html and bounce-report.json into this folder.
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write into an output folder another user owns.
+        #[arg(long)]
+        force: bool,
+        /// Print the report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Compare the forecast with what really bounced: the observed hard-bounce rate per
+    /// prebounce status and reason against the predicted one, with 95 % intervals, a
+    /// reliability table and the Brier score; then fit priors for `verify --priors`.
+    Calibrate {
+        /// The list(s) that were sent after verification: prebounce's output lists (valid.csv,
+        /// catch-all.csv …) or any CSV with its prebounce_* columns.
+        #[arg(long, value_name = "FILE", required = true)]
+        sent: Vec<PathBuf>,
+        /// The email column: a header name or a 1-based number [default: detected].
+        #[arg(short = 'c', long, value_name = "COLUMN")]
+        column: Option<String>,
+        /// The priors the sent list was verified with [default: the built-in ones].
+        #[arg(long, value_name = "FILE")]
+        priors: Option<PathBuf>,
+        /// Write the fitted priors (TOML, with the evidence each rests on) to this file.
+        #[arg(long, value_name = "FILE")]
+        write_priors: Option<PathBuf>,
+        /// How many sends a prior counts as against the observed outcomes.
+        #[arg(long, value_name = "N", default_value_t = 100.0, value_parser = parse_strength)]
+        prior_strength: f64,
+        /// Print the calibration as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn parse_strength(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err("a number of sends, 0 or more".into()),
+    }
 }
 
 /// How many paths of each problem the summary names.
@@ -83,6 +153,46 @@ pub fn run(args: Args) -> Result<(), Failure> {
             };
             import(&paths, json, rule, &store).map_err(Failure::of_store_command)
         }
+        Action::Report {
+            since,
+            group_by,
+            sent,
+            column,
+            group_column,
+            out,
+            force,
+            json,
+            store,
+        } => report::run(report::ReportArgs {
+            since: (!since.is_zero()).then_some(since),
+            group_by,
+            sent,
+            column,
+            group_column,
+            out,
+            force,
+            json,
+            store,
+        })
+        .map_err(Failure::of_store_command),
+        Action::Calibrate {
+            sent,
+            column,
+            priors,
+            write_priors,
+            prior_strength,
+            json,
+            store,
+        } => calibrate::run(calibrate::CalibrateArgs {
+            sent,
+            column,
+            priors,
+            write_priors,
+            strength: prior_strength,
+            json,
+            store,
+        })
+        .map_err(Failure::of_store_command),
     }
 }
 
@@ -251,6 +361,7 @@ fn read_all<E>(
 fn decode_file(bytes: &[u8], container: Container) -> Vec<(u64, Decoded)> {
     match container {
         Container::Json => vec![(bounce::content_hash(bytes), bounce::decode_json(bytes))],
+        Container::Csv => vec![(bounce::content_hash(bytes), bounce::decode_csv(bytes))],
         Container::Mbox => bounce::split_mbox(bytes)
             .iter()
             .map(|m| (bounce::content_hash(m), bounce::decode_message(m)))
@@ -263,9 +374,11 @@ fn decode_file(bytes: &[u8], container: Container) -> Vec<(u64, Decoded)> {
 /// its position among its message's records.
 fn record_key(r: &Record, container: Container, hash: u64, n: usize) -> String {
     match (&r.message_id, container) {
-        (Some(id), Container::Json) => format!("event:{id}:{}", r.action.as_str()),
+        (Some(id), Container::Json | Container::Csv) => {
+            format!("event:{id}:{}", r.action.as_str())
+        }
         (Some(id), _) => format!("mid:{id}"),
-        (None, Container::Json) => format!("hash:{hash:016x}:{n}"),
+        (None, Container::Json | Container::Csv) => format!("hash:{hash:016x}:{n}"),
         (None, _) => format!("hash:{hash:016x}"),
     }
 }
@@ -434,6 +547,8 @@ fn stored_row(read: Read, key: Option<&str>, event_at: Option<i64>, now: i64) ->
         diagnostic: r.diagnostic,
         source: read.source,
         message_id: r.message_id,
+        remote_mta: r.remote_mta,
+        action: r.action,
     }
 }
 

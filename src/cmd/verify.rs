@@ -13,7 +13,7 @@ use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::interrupt::Interrupt;
 use prebounce::preflight::ProberOptions;
-use prebounce::smtp::probe::ProbeConfig;
+use prebounce::smtp::probe::{Egress, ProbeConfig};
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::store::StoreOptions;
 use prebounce::verdict::Policy;
@@ -144,6 +144,19 @@ pub struct Args {
         help_heading = "SMTP probe (--level smtp)"
     )]
     strict: bool,
+    /// Bind every probe connection to this local address (a machine with several public
+    /// addresses; the mail servers judge the one they see).
+    #[arg(
+        long,
+        value_name = "IP",
+        conflicts_with = "proxy",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    source_ip: Option<std::net::IpAddr>,
+    /// Send the probe connections through a SOCKS5 proxy: socks5://[user:pass@]host:port
+    /// (RFC 1928, username/password RFC 1929). Politeness is counted per egress and server.
+    #[arg(long, value_name = "URL", value_parser = Egress::parse_proxy, help_heading = "SMTP probe (--level smtp)")]
+    proxy: Option<Egress>,
     /// Tests only: the SMTP port of the mail servers.
     #[arg(long, hide = true, default_value_t = 25)]
     smtp_port: u16,
@@ -358,13 +371,15 @@ fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
     Ok(interrupt)
 }
 
-/// The preflight's settings: the probe's HELO name, port and connection timeout; the list's
-/// top domains as targets. None with --no-preflight or without a probe.
+/// The preflight's settings: the probe's HELO name, source address, port and connection
+/// timeout; the list's top domains as targets. None with --no-preflight, without a probe, and
+/// through a --proxy (the checks are about this machine's own path, not the proxy's).
 fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<PreflightConfig> {
-    let smtp = smtp.filter(|_| !args.no_preflight)?;
+    let smtp = smtp.filter(|_| !args.no_preflight && args.proxy.is_none())?;
     Some(PreflightConfig {
         options: ProberOptions {
             helo: Some(smtp.helo.clone()),
+            source_ip: args.source_ip,
             probe_targets: Vec::new(),
             smtp_port: smtp.port,
             connect_timeout: smtp.connect_timeout,
@@ -413,6 +428,11 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
         retries: args.retries,
         port: args.smtp_port,
         pipelining: !args.no_pipelining,
+        egress: match (&args.proxy, args.source_ip) {
+            (Some(proxy), _) => proxy.clone(),
+            (None, Some(ip)) => Egress::Source(ip),
+            (None, None) => Egress::Direct,
+        },
         ..ProbeConfig::new(helo, mail_from)
     }))
 }

@@ -5,6 +5,7 @@
 
 pub mod dns;
 mod level;
+pub mod provider;
 mod reason;
 pub mod reply;
 mod routable;

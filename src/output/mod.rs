@@ -2,6 +2,7 @@
 //! and renamed only when the run completes, so a failed run never leaves files that look
 //! finished.
 
+pub mod bounce_report;
 pub mod report;
 pub mod summary;
 pub mod table;
@@ -192,6 +193,30 @@ impl PendingFile {
             io_err(&self.target)(e.error)
         })
     }
+}
+
+/// Write whole files into `dir` (created if missing) the way the lists are written: each under
+/// a fresh exclusive temporary name, then renamed over the target, so a link planted at a name
+/// is replaced, never followed. A folder another user owns is refused unless `force`; other
+/// files in it are left alone.
+pub fn write_files(dir: &Path, force: bool, files: &[(&str, &[u8])]) -> Result<(), OutputError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => return Err(OutputError::NotADirectory(dir.to_owned())),
+        Ok(meta) if !force && !owned_by_us(&meta) => {
+            return Err(OutputError::NotOwned(dir.to_owned()));
+        }
+        Ok(_) => {}
+        Err(_) => fs::create_dir_all(dir).map_err(io_err(dir))?,
+    }
+    for (name, bytes) in files {
+        let (mut pending, mut file) = PendingFile::create(dir, name)?;
+        file.write_all(bytes)
+            .and_then(|()| file.flush())
+            .map_err(io_err(pending.temp_path()))?;
+        drop(file);
+        pending.commit()?;
+    }
+    Ok(())
 }
 
 /// The lists' mode before the umask, as `File::create` gives (tempfile's own default is 0600).

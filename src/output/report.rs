@@ -53,7 +53,7 @@ fn share(n: u64, of: u64) -> f64 {
     if of == 0 { 0.0 } else { n as f64 / of as f64 }
 }
 
-fn band_colour(band: Band) -> &'static str {
+pub(crate) fn band_colour(band: Band) -> &'static str {
     match band {
         Band::Excellent => "#1a7f37",
         Band::Good => "#5b8c1a",
@@ -121,7 +121,7 @@ pub fn render(s: &Summary) -> String {
     h
 }
 
-const STYLE: &str = r#"
+pub(crate) const STYLE: &str = r#"
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
 body { margin: 0; padding: 24px; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #212529; background: #f8f9fa; }

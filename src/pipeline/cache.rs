@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 
+use crate::bounce::Kind;
+use crate::model::time::date_of;
 use crate::smtp::probe::Prober;
 use crate::store::{
     CachePolicy, DecidedUnder, DomainState, RunStamp, RunStart, Store, StoreAccess, StoreError,
@@ -30,11 +32,66 @@ type DomainStates = HashMap<String, DomainState, ahash::RandomState>;
 /// one thread.
 pub(super) struct EarlyAnswers {
     suppressions: SuppressionSet,
+    /// Addresses with soft bounces about their mailbox in the last [`SOFT_WINDOW`], by key.
+    soft_bounced: HashMap<String, SoftBounced>,
     /// Level dns: every domain of the store (read whole when the run started).
     domains: Option<Arc<DomainStates>>,
 }
 
+/// The window of the soft counts a run flags: the one `bounces import` applies by default.
+const SOFT_WINDOW: i64 = 30 * 86_400;
+
+/// An address's soft bounces about its mailbox (full, temporarily disabled) since its last
+/// delivery, within [`SOFT_WINDOW`]: the `soft-bounced` flag, and its detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SoftBounced {
+    count: u32,
+    last: i64,
+}
+
+impl std::fmt::Display for SoftBounced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} soft bounce{} about the mailbox in the last 30 days, the last on {}",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            date_of(self.last)
+        )
+    }
+}
+
+/// The soft counts of the store's records of the last [`SOFT_WINDOW`], oldest first: a
+/// delivery resets an address's count.
+fn soft_bounced(store: &Store, now: i64) -> Result<HashMap<String, SoftBounced>, StoreError> {
+    let mut counts: HashMap<String, SoftBounced> = HashMap::new();
+    store.each_bounce(now.saturating_sub(SOFT_WINDOW), |b| {
+        if b.kind == Kind::Delivered {
+            counts.remove(&b.recipient);
+        } else if b.counts_soft {
+            let c = counts
+                .entry(b.recipient)
+                .or_insert(SoftBounced { count: 0, last: 0 });
+            c.count += 1;
+            c.last = c.last.max(b.event_at);
+        }
+        Ok(())
+    })?;
+    Ok(counts)
+}
+
 impl EarlyAnswers {
+    /// The soft count of a row's address; none for a suppressed row (its verdict says more).
+    pub(super) fn soft_bounced(&self, evidence: &Evidence) -> Option<Box<SoftBounced>> {
+        if self.soft_bounced.is_empty() || matches!(evidence, Evidence::Suppressed { .. }) {
+            return None;
+        }
+        let address = evidence.address()?;
+        self.soft_bounced
+            .get(&address.dedup_key())
+            .map(|s| Box::new(*s))
+    }
+
     /// A row's evidence, answered if it can be here: suppressed first (whatever the store
     /// says), then by its domain's verdict when that one alone answers.
     pub(super) fn answer(&self, evidence: Evidence) -> Evidence {
@@ -136,6 +193,7 @@ impl RunStore {
         });
         let early = EarlyAnswers {
             suppressions: main.suppression_set()?,
+            soft_bounced: soft_bounced(&main, now)?,
             domains: preloaded,
         };
         let writer = StoreWriter::spawn(
@@ -147,7 +205,10 @@ impl RunStore {
             main,
             run,
             // Nothing to answer early from: the check threads need not look.
-            early: (!early.suppressions.is_empty() || early.domains.is_some()).then_some(early),
+            early: (!early.suppressions.is_empty()
+                || !early.soft_bounced.is_empty()
+                || early.domains.is_some())
+            .then_some(early),
             lookup,
             writer: Some(writer),
         })

@@ -136,8 +136,10 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
                     .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
                 _ => evidence.address().map(Address::identity_hash),
             };
+            let mut soft_bounced = None;
             if let Some(early) = cx.early {
                 evidence = early.answer(evidence);
+                soft_bounced = early.soft_bounced(&evidence);
             }
             RowCheck {
                 evidence,
@@ -149,6 +151,7 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
                 cross_group: false,
                 previous: None,
                 ragged,
+                soft_bounced,
             }
         })
         .collect();

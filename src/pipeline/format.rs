@@ -422,6 +422,12 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             }
             let _ = write!(self.detail, "{ragged}");
         }
+        if let Some(soft) = &row.soft_bounced {
+            if !self.detail.is_empty() {
+                self.detail.push_str("; ");
+            }
+            let _ = write!(self.detail, "{soft}");
+        }
         self.normalized.clear();
         if let Some(a) = row.evidence.address() {
             self.normalized.push_str(&a.local);

@@ -78,6 +78,8 @@ struct RowCheck {
     /// The row has more or fewer cells than the header (`ragged-row`), and where its address
     /// was taken from when its cells were shifted.
     ragged: Option<Ragged>,
+    /// The store's soft bounces of the address below the suppression limit (`soft-bounced`).
+    soft_bounced: Option<Box<cache::SoftBounced>>,
 }
 
 impl RowCheck {

@@ -34,6 +34,9 @@ impl Outcome {
         if row.ragged.is_some() {
             flags.insert(Flags::RAGGED_ROW);
         }
+        if row.soft_bounced.is_some() {
+            flags.insert(Flags::SOFT_BOUNCED);
+        }
         Outcome {
             reason,
             flags,

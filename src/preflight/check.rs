@@ -34,7 +34,7 @@ impl CheckStatus {
 pub struct Check {
     pub id: String,
     pub status: CheckStatus,
-    /// The evidence, in one line.
+    /// The evidence: one line (`spf` adds its include tree on the lines after it).
     pub detail: String,
     /// What to do about a warning or failure.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -110,7 +110,7 @@ async fn spf_check(domain: &str, dns: &DnsResolver) -> Check {
     let root = report.tree.record.clone();
     let tree = report.tree.lines().join("\n");
     let counts = format!(
-        "{} DNS lookups of {} allowed, {} void of {}",
+        "DNS lookups {} (limit {}), void {} (limit {})",
         report.lookups,
         spf::LOOKUP_LIMIT,
         report.void_lookups,
@@ -123,7 +123,7 @@ async fn spf_check(domain: &str, dns: &DnsResolver) -> Check {
         ),
         SpfResult::PermError => Check::fail(
             "spf",
-            format!("permerror: {}; {counts}\n{tree}", report.errors.join("; ")),
+            format!("permerror: {}\n{counts}\n{tree}", report.errors.join("; ")),
         )
         .advise(
             "receivers fail every message's SPF: keep one record, under 10 lookups (replace \
@@ -131,12 +131,12 @@ async fn spf_check(domain: &str, dns: &DnsResolver) -> Check {
         ),
         SpfResult::TempError => Check::warn(
             "spf",
-            format!("temperror: {}; {counts}\n{tree}", report.errors.join("; ")),
+            format!("temperror: {}\n{counts}\n{tree}", report.errors.join("; ")),
         )
         .advise("the DNS did not answer: run again"),
         SpfResult::Ok if !report.warnings.is_empty() => Check::warn(
             "spf",
-            format!("{}; {counts}\n{tree}", report.warnings.join("; ")),
+            format!("{}\n{counts}\n{tree}", report.warnings.join("; ")),
         )
         .advise("end the record with -all or ~all after listing your senders, and drop ptr"),
         SpfResult::Ok => Check::pass("spf", format!("{counts}\n{tree}")),

@@ -1,7 +1,8 @@
 //! SMTP stage: what a recipient's mail server says about a mailbox (RCPT probes).
 //!
 //! [`plan`] decides, without I/O, which recipients go into which session, retries, canaries and
-//! when a domain is done; [`probe`] performs it over sockets, politely. What else is here is
+//! when a domain is done; [`probe`] performs it over sockets, politely, through the
+//! [`outbound`] route chosen (direct, a source address, a SOCKS5 proxy). What else is here is
 //! pure: [`reply`] turns the text of one SMTP reply into a decoding (reason, permanence, the
 //! status it implies for the address, and what the sender should do), so the same decoder serves
 //! the probe, `prebounce explain`, and tests. [`session`] is the sans-IO client state machine of
@@ -10,6 +11,7 @@
 //! reach port 25 at all (pure; the prober feeds it).
 
 pub mod egress;
+pub mod outbound;
 pub mod plan;
 pub mod probe;
 pub mod reply;

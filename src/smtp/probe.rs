@@ -24,6 +24,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::egress::{BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement};
+pub use super::outbound::Egress;
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
 pub use super::plan::{DomainProbe, MxTarget, targets_of};
 use super::reply::{Reply, classify};
@@ -69,6 +70,8 @@ pub struct ProbeConfig {
     /// When the first mail servers of the run all fail to connect (see [`super::egress`]),
     /// open no more connections: the machine cannot reach port 25. None: never judge.
     pub fast_fail: Option<JudgeConfig>,
+    /// Where the connections come from.
+    pub egress: Egress,
 }
 
 impl ProbeConfig {
@@ -91,6 +94,7 @@ impl ProbeConfig {
             give_up_after: 3,
             allow_private: false,
             fast_fail: Some(JudgeConfig::default()),
+            egress: Egress::Direct,
         }
     }
 
@@ -139,6 +143,8 @@ pub struct SmtpStats {
     pub hosts_given_up: u64,
     pub connect_failures: u64,
     pub catch_all_domains: u64,
+    /// Where the connections came from: `direct`, `source <ip>`, `socks5://[user:***@]host:port`.
+    pub egress: String,
     /// Recipients decided so far (for progress).
     #[serde(skip)]
     pub decided: u64,
@@ -442,6 +448,7 @@ impl Prober {
             hosts_given_up: get(&c.hosts_given_up),
             connect_failures: get(&c.connect_failures),
             catch_all_domains: get(&c.catch_all_domains),
+            egress: self.config.egress.to_string(),
             decided: get(&c.decided),
             to_decide: get(&c.to_decide),
         }
@@ -803,7 +810,10 @@ impl Prober {
         unreached: &mut Unreached,
     ) -> Option<TcpStream> {
         let addr = SocketAddr::new(ip, self.config.port);
-        let attempt = timeout(self.config.connect_timeout, TcpStream::connect(addr));
+        let attempt = timeout(
+            self.config.connect_timeout,
+            self.config.egress.connect(addr),
+        );
         let mut halt = self.halt.subscribe();
         let attempted = tokio::select! {
             attempted = attempt => attempted,

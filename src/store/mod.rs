@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bounce::Kind;
+use crate::bounce::{Action, Kind};
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
 pub use crate::model::stored::{DecidedUnder, Previous, Prior, StoredDomain, Suppression};
@@ -152,6 +152,10 @@ pub struct StoredBounce {
     /// The file, with `#N` for the N-th message of an mbox.
     pub source: String,
     pub message_id: Option<String>,
+    /// The receiving server the report names (host name or address), when it names one.
+    pub remote_mta: Option<String>,
+    /// The DSN action (failed, delayed, delivered …).
+    pub action: Action,
 }
 
 /// The store settings of a `verify` run.
@@ -309,6 +313,14 @@ pub trait Backend: Send + Sized {
     /// Every stored record of a recipient (an address key), oldest first.
     fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError>;
 
+    /// Hand every stored record dated at or after `since` to `each`, oldest first, without
+    /// holding them all (a store may keep millions).
+    fn each_bounce(
+        &self,
+        since: i64,
+        each: &mut dyn FnMut(StoredBounce) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
     /// Remove a suppression entry; whether it was there.
     fn unsuppress(&self, entry: &str) -> Result<bool, StoreError>;
 
@@ -433,6 +445,15 @@ impl Store {
     /// See [`Backend::bounces_of`].
     pub fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError> {
         on_backend!(self, b => b.bounces_of(recipient))
+    }
+
+    /// See [`Backend::each_bounce`].
+    pub fn each_bounce(
+        &self,
+        since: i64,
+        mut each: impl FnMut(StoredBounce) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.each_bounce(since, &mut each))
     }
 
     /// See [`Backend::unsuppress`].

@@ -16,7 +16,7 @@ use super::{
     Backend, DecidedUnder, Previous, Prior, RunStamp, RunStart, StoreAccess, StoreError,
     StoredBounce, StoredDomain, Suppression, Write,
 };
-use crate::bounce::Kind;
+use crate::bounce::{Action, Kind};
 use crate::clock::Clock;
 use crate::model::smtp::CatchAll;
 use crate::model::{Level, Reason, Status};
@@ -574,8 +574,8 @@ impl Backend for SqliteStore {
             let mut stmt = tx.prepare(
                 "INSERT INTO bounces (source_key, recipient, event_at, dated, kind, reason,
                      counts_soft, status, reply_code, diagnostic, source, message_id,
-                     imported_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     imported_at, remote_mta, action)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT(source_key, recipient) DO NOTHING",
             )?;
             let mut added = 0;
@@ -593,7 +593,9 @@ impl Backend for SqliteStore {
                     b.diagnostic,
                     b.source,
                     b.message_id,
-                    at
+                    at,
+                    b.remote_mta,
+                    b.action.as_str()
                 ])?;
             }
             Ok(added)
@@ -603,46 +605,42 @@ impl Backend for SqliteStore {
     fn bounces_of(&self, recipient: &str) -> Result<Vec<StoredBounce>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT source_key, recipient, event_at, dated, kind, reason, counts_soft, status,
-                     reply_code, diagnostic, source, message_id
-                 FROM bounces WHERE recipient = ?1 ORDER BY event_at, source_key",
-            )
+            .prepare_cached(&format!(
+                "SELECT {BOUNCE_COLUMNS} FROM bounces WHERE recipient = ?1
+                 ORDER BY event_at, source_key"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([recipient], |r| {
-                let kind: String = r.get(4)?;
-                Ok((
-                    kind,
-                    StoredBounce {
-                        source_key: r.get(0)?,
-                        recipient: r.get(1)?,
-                        event_at: r.get(2)?,
-                        dated: r.get(3)?,
-                        kind: Kind::Delivered,
-                        reason: r.get(5)?,
-                        counts_soft: r.get(6)?,
-                        status: r.get(7)?,
-                        reply_code: r.get(8)?,
-                        diagnostic: r.get(9)?,
-                        source: r.get(10)?,
-                        message_id: r.get(11)?,
-                    },
-                ))
-            })
+            .query_map([recipient], bounce_row)
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (kind, mut b) = row.map_err(|e| self.err(e))?;
-            // A kind this build does not know (a newer prebounce wrote it) is left out: the
-            // rules here cannot read it.
-            let Some(k) = Kind::ALL.into_iter().find(|k| k.as_str() == kind) else {
-                continue;
-            };
-            b.kind = k;
-            out.push(b);
+            out.extend(row.map_err(|e| self.err(e))?);
         }
         Ok(out)
+    }
+
+    fn each_bounce(
+        &self,
+        since: i64,
+        each: &mut dyn FnMut(StoredBounce) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {BOUNCE_COLUMNS} FROM bounces WHERE event_at >= ?1
+                 ORDER BY event_at, source_key, recipient"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], bounce_row)
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            if let Some(b) = row.map_err(|e| self.err(e))? {
+                each(b)?;
+            }
+        }
+        Ok(())
     }
 
     /// Remove an entry; whether it was there.
@@ -718,6 +716,36 @@ fn domain_prior(
         .map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None).decided(under, run))
 }
 
+/// The columns [`bounce_row`] reads, in its order.
+const BOUNCE_COLUMNS: &str = "source_key, recipient, event_at, dated, kind, reason, counts_soft,
+    status, reply_code, diagnostic, source, message_id, remote_mta, action";
+
+/// A stored bounce; None for a kind this build does not know (a newer prebounce wrote it): the
+/// rules here cannot read it.
+fn bounce_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<StoredBounce>> {
+    let kind: String = r.get(4)?;
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind) else {
+        return Ok(None);
+    };
+    Ok(Some(StoredBounce {
+        source_key: r.get(0)?,
+        recipient: r.get(1)?,
+        event_at: r.get(2)?,
+        dated: r.get(3)?,
+        kind,
+        reason: r.get(5)?,
+        counts_soft: r.get(6)?,
+        status: r.get(7)?,
+        reply_code: r.get(8)?,
+        diagnostic: r.get(9)?,
+        source: r.get(10)?,
+        message_id: r.get(11)?,
+        remote_mta: r.get(12)?,
+        // An action this build does not know reads as a failure, as rows from before schema 6.
+        action: Action::parse(&r.get::<_, String>(13)?).unwrap_or(Action::Failed),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,6 +791,8 @@ mod tests {
             diagnostic: None,
             source: "f.eml".into(),
             message_id: None,
+            remote_mta: None,
+            action: Action::Failed,
         }
     }
 
@@ -780,6 +810,14 @@ mod tests {
         assert_eq!(store.add_bounces(&rows).unwrap(), 0);
         let history = store.bounces_of("a@b.test").unwrap();
         assert_eq!(history, [rows[1].clone(), rows[0].clone()]);
+        let mut since_15 = Vec::new();
+        store
+            .each_bounce(15, &mut |b| {
+                since_15.push(b);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(since_15, [rows[0].clone()]);
         // An entry listed by hand keeps its reason.
         store
             .suppress(&[("a@b.test".into(), "by hand".into())])

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema this build writes.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// `MIGRATIONS[v]` takes a store from version `v` to `v + 1`. Append; never edit a shipped one.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -98,6 +98,13 @@ const MIGRATIONS: [&str; VERSION as usize] = [
         PRIMARY KEY (source_key, recipient)
     ) WITHOUT ROWID;
     CREATE INDEX bounces_by_recipient ON bounces (recipient, event_at);",
+    // 6: the remote MTA of a bounce (`bounces report` groups by the receiving provider), its
+    // DSN action (a delay is not a bounce of its own: the same message ends in a delivery or a
+    // failure later; rows from before read as 'failed'), and an index by date for the
+    // report's and the soft counts' windows.
+    "ALTER TABLE bounces ADD COLUMN remote_mta TEXT;
+    ALTER TABLE bounces ADD COLUMN action TEXT NOT NULL DEFAULT 'failed';
+    CREATE INDEX bounces_by_date ON bounces (event_at);",
 ];
 
 /// What migrating found.
