@@ -13,8 +13,9 @@
 //! - `input`: CSV reading, delimiter/header/column detection, unreadable rows (I/O).
 //! - `dns`: the resolver and the per-domain MX lookup with its run-wide cache (I/O).
 //! - `smtp`: `reply` (decoding, pure), `session` (protocol state machine, pure), `plan`
-//!   (what to probe next: batches, retries, canaries; pure), `probe` (sockets, TLS,
-//!   politeness: I/O).
+//!   (what to probe next: batches, retries, canaries; pure), `egress` (whether this machine
+//!   reaches port 25, from the first servers' connection outcomes; pure), `probe` (sockets,
+//!   TLS, politeness: I/O).
 //! - `store`: the SQLite store (I/O) and `store::policy`, the pure rules of what a stored
 //!   verdict answers.
 //! - `output`: the four lists, summary.json, report.html, the terminal table.
@@ -85,6 +86,8 @@ pub struct VerifyConfig {
     pub policy: verdict::Policy,
     /// The probe's settings; required at `Level::Smtp`.
     pub smtp: Option<smtp::probe::ProbeConfig>,
+    /// At `Level::Smtp`, the prober checks run before any row is probed (None: --no-preflight).
+    pub preflight: Option<PreflightConfig>,
     /// Break every figure down by the values of this column (a header name or a 1-based
     /// number, like `input_options.column`).
     pub group_by: Option<String>,
@@ -120,6 +123,7 @@ impl VerifyConfig {
             dns: dns::DnsConfig::default(),
             policy: verdict::Policy::default(),
             smtp: None,
+            preflight: None,
             group_by: None,
             store: None,
             interrupt: None,
@@ -127,6 +131,16 @@ impl VerifyConfig {
             clock: Clock::System,
         }
     }
+}
+
+/// The preflight of a --level smtp run: port 25, HELO name, blocklists.
+#[derive(Debug, Clone)]
+pub struct PreflightConfig {
+    /// Empty `probe_targets`: the list's top domains' mail servers.
+    pub options: preflight::ProberOptions,
+    /// A blocklist listing or a HELO name that does not resolve stops the run (exit 1)
+    /// instead of a warning.
+    pub strict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +167,8 @@ pub enum Error {
         /// Verdicts of this run committed to it.
         saved: u64,
     },
+    #[error("{0}")]
+    Preflight(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -179,7 +195,7 @@ impl Error {
             Error::Store(e) => e.exit_code(),
             // 128 + SIGINT, as a shell reports a run stopped by Ctrl-C.
             Error::Interrupted { .. } => 130,
-            Error::Output(_) | Error::Internal(_) => 1,
+            Error::Output(_) | Error::Preflight(_) | Error::Internal(_) => 1,
         }
     }
 }

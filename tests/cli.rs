@@ -505,6 +505,22 @@ fn exit_codes_and_one_line_messages() {
             "invalid value",
         ),
         (
+            vec!["verify", input, "--connect-timeout", "1ms"],
+            2,
+            "at least 10ms",
+        ),
+        (
+            vec!["verify", input, "--reply-timeout", "11m"],
+            2,
+            "at most 10m",
+        ),
+        // The older name of --reply-timeout still works, with the same checks.
+        (
+            vec!["verify", input, "--smtp-timeout", "11m"],
+            2,
+            "at most 10m",
+        ),
+        (
             vec!["verify", input, "--delimiter", "ab"],
             2,
             "ASCII character",
@@ -780,6 +796,18 @@ fn a_run_without_a_store_leaves_no_older_changes_csv_behind() {
     ok(&o);
     assert!(!out.join("changes.csv").exists());
     assert!(out.join("valid.csv").is_file());
+}
+
+#[test]
+fn the_smtp_timeouts_are_accepted_under_their_names() {
+    for timeouts in [
+        ["--connect-timeout", "2s", "--reply-timeout", "5s"],
+        ["--connect-timeout", "2s", "--smtp-timeout", "5s"],
+    ] {
+        let (_dir, out, o) = verify_bytes(b"email\na@x.org\n", &timeouts);
+        assert!(o.status.success(), "{timeouts:?}: {}", stderr(&o));
+        assert_eq!(summary(&out)["rows"], 1);
+    }
 }
 
 /// `preflight` refuses what it cannot check before asking the DNS anything: exit 2.

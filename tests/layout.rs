@@ -24,6 +24,7 @@ const PURE: &[&str] = &[
     "smtp/reply.rs",
     "smtp/session.rs",
     "smtp/plan.rs",
+    "smtp/egress.rs",
     "bounce",
     "preflight/bulk.rs",
     "preflight/check.rs",

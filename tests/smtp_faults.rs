@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prebounce::smtp::egress::{BlockedBy, Judgement};
 use prebounce::smtp::probe::{
     CatchAll, DomainProbe, MxTarget, ProbeConfig, Prober, SmtpEvidence, SmtpOutcome,
 };
@@ -1302,4 +1303,70 @@ async fn an_in_step_server_still_gets_its_verdicts() {
             assert_orderly(&logs[0]);
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Port 25 unreachable: the first servers all fail to connect
+// ------------------------------------------------------------------------------------------
+
+/// Loopback addresses where nothing listens at the scripted server's port.
+fn dead_servers(n: u8) -> Vec<Vec<MxTarget>> {
+    (0..n)
+        .map(|i| mx(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i))))
+        .collect()
+}
+
+#[tokio::test]
+async fn eight_refusing_servers_first_stop_the_prober() {
+    let server = Server::start(|_| Behavior::new(mailboxes(&["a"]))).await;
+    let prober = Prober::new(config(server.port())).unwrap();
+    let dead = dead_servers(8);
+    futures::future::join_all(dead.iter().map(|t| probe(&prober, t, &["a@d.test"]))).await;
+    let block = prober.egress_blocked().expect("port 25 judged unreachable");
+    assert_eq!(block.by, BlockedBy::FirstServers);
+    assert_eq!(
+        (block.failures.servers, block.failures.refused),
+        (8, 8),
+        "{block:?}"
+    );
+    // No connection is opened after that, even to a server that would answer.
+    let later = probe(&prober, &mx(LOCALHOST), &["a@d.test"]).await;
+    assert_eq!(server.connections(), 0);
+    assert_eq!(later.decided, [false], "left undecided, not unreachable");
+}
+
+#[tokio::test]
+async fn one_server_that_answers_first_keeps_the_prober_going() {
+    let server = Server::start(|_| Behavior::new(mailboxes(&["a"]))).await;
+    let prober = Prober::new(config(server.port())).unwrap();
+    let live = probe(&prober, &mx(LOCALHOST), &["a@d.test"]).await;
+    assert_eq!(live.decided, [true]);
+    let dead = dead_servers(9);
+    let probes =
+        futures::future::join_all(dead.iter().map(|t| probe(&prober, t, &["a@d.test"]))).await;
+    assert!(prober.egress_blocked().is_none());
+    assert_eq!(prober.egress(), Judgement::Works);
+    for p in &probes {
+        assert!(
+            matches!(p.results[0].outcome, SmtpOutcome::Unreachable(_)),
+            "{:?}",
+            p.results[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_fast_fail_refusing_servers_are_only_unreachable() {
+    let server = Server::start(|_| Behavior::new(mailboxes(&["a"]))).await;
+    let prober = Prober::new(ProbeConfig {
+        fast_fail: None,
+        ..config(server.port())
+    })
+    .unwrap();
+    let dead = dead_servers(8);
+    futures::future::join_all(dead.iter().map(|t| probe(&prober, t, &["a@d.test"]))).await;
+    assert!(prober.egress_blocked().is_none());
+    let later = probe(&prober, &mx(LOCALHOST), &["a@d.test"]).await;
+    assert_eq!(later.decided, [true]);
+    assert_eq!(server.connections(), 1);
 }

@@ -12,11 +12,12 @@ use clap::ValueEnum;
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::interrupt::Interrupt;
+use prebounce::preflight::ProberOptions;
 use prebounce::smtp::probe::{Egress, ProbeConfig};
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
 use prebounce::store::StoreOptions;
 use prebounce::verdict::Policy;
-use prebounce::{Level, Priors, ProgressMode, VerifyConfig};
+use prebounce::{Level, PreflightConfig, Priors, ProgressMode, VerifyConfig};
 
 use super::{Failure, StoreArgs, parse_age};
 
@@ -101,9 +102,13 @@ pub struct Args {
     /// EHLO name of the probes [default: the domain of --from].
     #[arg(long, value_name = "NAME", help_heading = "SMTP probe (--level smtp)")]
     helo: Option<String>,
+    /// Longest wait for a TCP connection to a mail server (a filtered port 25 never answers).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
+    connect_timeout: Duration,
     /// Longest wait for one SMTP reply; the greeting may take twice as long (at most 60s more).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
-    smtp_timeout: Duration,
+    /// --smtp-timeout is its older name.
+    #[arg(long = "reply-timeout", visible_alias = "smtp-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
+    reply_timeout: Duration,
     /// Sessions at once per mail server (lowered automatically when a server refuses more).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
     per_host: u16,
@@ -128,6 +133,17 @@ pub struct Args {
         help_heading = "SMTP probe (--level smtp)"
     )]
     starttls: StartTlsArg,
+    /// Do not check this machine as a prober (port 25, HELO name, blocklists) before probing.
+    #[arg(long, help_heading = "SMTP probe (--level smtp)")]
+    no_preflight: bool,
+    /// Stop (exit 1) instead of warning when the preflight finds this machine's address on a
+    /// blocklist or a HELO name that does not resolve.
+    #[arg(
+        long,
+        conflicts_with = "no_preflight",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    strict: bool,
     /// Bind every probe connection to this local address (a machine with several public
     /// addresses; the mail servers judge the one they see).
     #[arg(
@@ -194,7 +210,7 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// --smtp-timeout: at most ten minutes per reply.
+/// --connect-timeout and --reply-timeout: at most ten minutes.
 fn parse_smtp_timeout(s: &str) -> Result<Duration, String> {
     match parse_timeout(s)? {
         d if d <= Duration::from_secs(600) => Ok(d),
@@ -284,6 +300,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         policy: Policy {
             allow_private_mx: args.allow_private_mx,
         },
+        preflight: preflight_config(&args, smtp.as_ref()),
         smtp,
         group_by: args.group_by.clone(),
         store,
@@ -354,6 +371,25 @@ fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
     Ok(interrupt)
 }
 
+/// The preflight's settings: the probe's HELO name, source address, port and connection
+/// timeout; the list's top domains as targets. None with --no-preflight, without a probe, and
+/// through a --proxy (the checks are about this machine's own path, not the proxy's).
+fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<PreflightConfig> {
+    let smtp = smtp.filter(|_| !args.no_preflight && args.proxy.is_none())?;
+    Some(PreflightConfig {
+        options: ProberOptions {
+            helo: Some(smtp.helo.clone()),
+            source_ip: args.source_ip,
+            probe_targets: Vec::new(),
+            smtp_port: smtp.port,
+            connect_timeout: smtp.connect_timeout,
+            allow_private: args.allow_private_mx,
+            ..ProberOptions::default()
+        },
+        strict: args.strict,
+    })
+}
+
 /// The probe's settings from the command line; None without --from (level smtp then refuses).
 fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
     let Some(from) = &args.from else {
@@ -382,8 +418,9 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
             StartTlsArg::Opportunistic => TlsPolicy::Opportunistic,
             StartTlsArg::Require => TlsPolicy::Require,
         },
-        command_timeout: args.smtp_timeout,
-        banner_timeout: (args.smtp_timeout * 2).min(args.smtp_timeout + Duration::from_secs(60)),
+        connect_timeout: args.connect_timeout,
+        command_timeout: args.reply_timeout,
+        banner_timeout: (args.reply_timeout * 2).min(args.reply_timeout + Duration::from_secs(60)),
         per_host: usize::from(args.per_host),
         connections: usize::from(args.connections),
         rcpt_per_session: usize::from(args.rcpt_per_session),

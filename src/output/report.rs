@@ -106,6 +106,8 @@ pub fn render(s: &Summary) -> String {
     let mut h = String::with_capacity(64 * 1024);
     head(&mut h, s);
     headline(&mut h, s);
+    not_checked_warning(&mut h, s);
+    readiness_section(&mut h, s);
     catch_all_warning(&mut h, s);
     status_section(&mut h, s);
     reasons_section(&mut h, s);
@@ -249,6 +251,65 @@ fn headline(h: &mut String, s: &Summary) {
         vc_badge = badge(Band::of(f.valid_and_catch_all), None),
         valid = thousands(s.status.valid),
     );
+}
+
+/// A --level smtp run that could not reach port 25 says so first: the figures below are the
+/// DNS level's.
+fn not_checked_warning(h: &mut String, s: &Summary) {
+    let Some(n) = &s.mailboxes_not_checked else {
+        return;
+    };
+    let _ = write!(
+        h,
+        r#"<section id="mailboxes-not-checked" class="warning" data-cause="{cause}">
+<h2>⚠ The mailboxes were not checked: port 25 is unreachable from this machine</h2>
+<p>{message}</p>
+<p>The lists and figures below are those of level dns: a domain that accepts mail says nothing
+about the mailbox.</p>
+</section>
+"#,
+        cause = esc(&n.cause),
+        message = esc(&n.message),
+    );
+}
+
+/// The prober checks a --level smtp run did before probing: one row per check, worst first
+/// in colour, with the evidence and what to do.
+fn readiness_section(h: &mut String, s: &Summary) {
+    let Some(report) = &s.preflight else {
+        return;
+    };
+    let egress = report
+        .egress_ip
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let _ = write!(
+        h,
+        r#"<section id="readiness">
+<h2>This machine as a prober</h2>
+<p>Checked before probing (egress address <b>{egress}</b>): a blocklisted address or a HELO name
+that does not resolve gets <code>prober-blocked</code> answers; a blocked port 25 checks no
+mailbox at all.</p>
+<table><thead><tr><th>check</th><th>status</th><th>evidence</th><th>what to do</th></tr></thead><tbody>
+"#,
+        egress = esc(&egress),
+    );
+    for check in &report.checks {
+        let status = check.status.as_str();
+        let colour = match check.status {
+            crate::preflight::CheckStatus::Pass => "#2b8a3e",
+            crate::preflight::CheckStatus::Warn => "#e67700",
+            crate::preflight::CheckStatus::Fail => "#c92a2a",
+            crate::preflight::CheckStatus::Skip => "#868e96",
+        };
+        let _ = writeln!(
+            h,
+            r#"<tr class="check" data-id="{id}" data-status="{status}"><td class="nw">{id}</td><td class="nw" style="color:{colour}"><b>{status}</b></td><td>{detail}</td><td>{advice}</td></tr>"#,
+            id = esc(&check.id),
+            detail = esc(&check.detail),
+            advice = esc(check.advice.as_deref().unwrap_or("")),
+        );
+    }
+    h.push_str("</tbody></table>\n</section>\n");
 }
 
 fn catch_all_warning(h: &mut String, s: &Summary) {
@@ -890,6 +951,8 @@ mod tests {
             },
             dns: None,
             smtp: None,
+            mailboxes_not_checked: None,
+            preflight: None,
             output_dir: "out".into(),
             store: None,
             changes: None,
@@ -1012,5 +1075,62 @@ mod tests {
         s.status.catch_all = 25;
         s.status.valid = 65;
         assert!(!render(&s).contains(r#"id="catch-all-warning""#));
+    }
+
+    #[test]
+    fn the_readiness_table_shows_every_preflight_check_as_text() {
+        use crate::preflight::{Check, ProberReport};
+        let mut s = summary(Vec::new());
+        assert!(!render(&s).contains(r#"id="readiness""#));
+        s.preflight = Some(ProberReport {
+            egress_ip: Some([127, 0, 0, 1].into()),
+            checks: vec![
+                Check::pass("helo", "probe.sender.test resolves to 127.0.0.1"),
+                Check::fail("dnsbl:<bl>.test", "127.0.0.1 is listed (127.0.0.2)")
+                    .advise("request <delisting>"),
+            ],
+            port25: Vec::new(),
+        });
+        let html = render(&s);
+        assert!(html.contains(r#"<section id="readiness">"#));
+        let helo = html
+            .find(r#"<tr class="check" data-id="helo" data-status="pass">"#)
+            .expect("the helo row");
+        let listed = html
+            .find(r#"<tr class="check" data-id="dnsbl:&lt;bl&gt;.test" data-status="fail">"#)
+            .expect("the blocklist row, its zone escaped");
+        assert!(helo < listed, "in the report's order");
+        assert!(html.contains("request &lt;delisting&gt;"));
+        assert!(!html.contains("<delisting>"));
+    }
+
+    #[test]
+    fn a_run_that_could_not_reach_port_25_says_why_first() {
+        let mut s = summary(Vec::new());
+        assert!(!render(&s).contains("mailboxes-not-checked"));
+        s.level = "smtp".into();
+        s.mailboxes_not_checked = Some(crate::output::summary::MailboxesNotChecked::of(
+            &crate::smtp::egress::EgressBlock {
+                by: crate::smtp::egress::BlockedBy::FirstServers,
+                failures: crate::smtp::egress::Failures {
+                    servers: 8,
+                    refused: 0,
+                    timed_out: 8,
+                },
+            },
+        ));
+        let html = render(&s);
+        let section = html
+            .find(r#"<section id="mailboxes-not-checked""#)
+            .expect("the section");
+        // Before where the rows went: those figures are the DNS level's.
+        assert!(
+            section
+                < html
+                    .find(r#"<section id="status">"#)
+                    .expect("the status section")
+        );
+        assert!(html.contains(r#"data-cause="connections-failed""#));
+        assert!(html.contains("the first 8 mail servers contacted all failed to connect on port 25 (8 timed out, 0 refused)"));
     }
 }

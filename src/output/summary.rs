@@ -81,6 +81,14 @@ pub struct Summary {
     pub dns: Option<crate::dns::DnsStats>,
     /// SMTP work (only at --level smtp).
     pub smtp: Option<crate::smtp::probe::SmtpStats>,
+    /// At --level smtp, when this machine turned out unable to reach port 25: why the
+    /// mailboxes were not checked (the rows are finished at level dns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailboxes_not_checked: Option<MailboxesNotChecked>,
+    /// The prober checks a --level smtp run did before probing (`{"egress_ip", "checks"}`, as
+    /// `prebounce preflight --json`'s `prober`); absent with --no-preflight and other levels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::preflight::ProberReport>,
     pub output_dir: String,
     /// When the run started, UTC (RFC 3339).
     pub started_at: String,
@@ -100,6 +108,34 @@ pub struct Summary {
     /// Addresses whose status changed since their previous verification (with a store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<Changes>,
+}
+
+/// Why a --level smtp run checked no mailbox: port 25 could not be reached from this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MailboxesNotChecked {
+    /// The level the rows were finished at: `dns`.
+    pub level_reached: String,
+    /// `connections-failed` (the first mail servers of the run) or `preflight-port25`.
+    pub cause: String,
+    pub message: String,
+    /// Mail servers (or preflight targets) that failed to connect, and how.
+    pub servers_failed: u64,
+    pub timed_out: u64,
+    pub refused: u64,
+}
+
+impl MailboxesNotChecked {
+    pub fn of(block: &crate::smtp::egress::EgressBlock) -> Self {
+        let f = block.failures;
+        MailboxesNotChecked {
+            level_reached: crate::Level::Dns.as_str().to_owned(),
+            cause: block.cause().to_owned(),
+            message: block.message(),
+            servers_failed: f.servers as u64,
+            timed_out: f.timed_out as u64,
+            refused: f.refused as u64,
+        }
+    }
 }
 
 /// The store's part in a run.
@@ -281,7 +317,13 @@ impl Summary {
             s,
             "prebounce: {} rows at level {} in {:.2}s: valid {} · invalid {} · catch-all {} · unknown {}",
             thousands(self.rows),
-            self.level,
+            match &self.mailboxes_not_checked {
+                Some(n) => format!(
+                    "{} ({} asked, mailboxes not checked)",
+                    n.level_reached, self.level
+                ),
+                None => self.level.clone(),
+            },
             self.elapsed_seconds,
             thousands(st.valid),
             thousands(st.invalid),
@@ -351,6 +393,15 @@ impl Summary {
                 thousands(d.unique_domains),
                 thousands(d.queries),
                 thousands(d.errors)
+            );
+        }
+        if let Some(n) = &self.mailboxes_not_checked {
+            // The message itself was printed when it happened.
+            let _ = writeln!(
+                s,
+                "  mailboxes not checked: port 25 unreachable ({}, {} mail servers failed to connect); every row keeps its DNS verdict",
+                n.cause,
+                thousands(n.servers_failed)
             );
         }
         if let Some(m) = &self.smtp {

@@ -13,14 +13,18 @@
 //! error; the others end at their closed channels. The run reports the first error in pipeline
 //! order, with its cause.
 //!
+//! At level smtp, `preflight` checks this machine as a prober before any row is read (port 25
+//! at the list's top domains, HELO name, blocklists).
+//!
 //! Files: `read`, `check`, `cache` (the store's side: the run's store, the check threads'
-//! early answers, the store stage; the rules are `store::policy`), `dns`, `smtp`, `format`,
-//! `write`, `tally` (the counts) and `summary`.
+//! early answers, the store stage; the rules are `store::policy`), `dns`, `preflight`,
+//! `smtp`, `format`, `write`, `tally` (the counts) and `summary`.
 
 mod cache;
 mod check;
 mod dns;
 mod format;
+mod preflight;
 mod read;
 mod smtp;
 mod summary;
@@ -159,6 +163,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     prepare_out_dir(&config.out_dir, config.force)?;
     let pool = worker_pool(config.threads)?;
     let dns = dns::DnsStage::set_up(config)?;
+    let preflight = preflight::preflight(config, dns.as_ref(), prober.as_deref())?;
     let mut lists = ListWriters::create(&config.out_dir, dialect.delimiter, &dialect.header)?;
     let bar = write::progress_bar(config.progress, reader.total_bytes);
     let lookup = store.as_mut().and_then(|s| s.lookup.take());
@@ -202,6 +207,8 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         started_at,
         dns: dns.as_ref().map(|d| d.resolver.stats()),
         smtp: prober.as_ref().map(|p| p.stats()),
+        egress_blocked: prober.as_ref().and_then(|p| p.egress_blocked()),
+        preflight,
         resumed: store.as_ref().map(|s| s.run.resumed),
         cached_rows: totals.cached,
         saved,

@@ -2,12 +2,17 @@
 //! addresses probed (every domain at once, paced by the prober's per-host and global limits),
 //! each round of sessions' verdicts committed to the store as it ends, the chunks passed on in
 //! input order.
+//!
+//! When the prober finds that this machine cannot reach port 25 (the first mail servers all
+//! failed to connect; `smtp::egress`), the stage says so once, attaches no SMTP evidence and
+//! probes nothing more: every row keeps its DNS verdict, and the verdicts of the failed
+//! connections, held back until the judgement, never reach the store.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
-
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -18,6 +23,7 @@ use crate::clock::Clock;
 use crate::dns::DomainEvidence;
 use crate::interrupt::{Interrupt, requested};
 use crate::output::summary::thousands;
+use crate::smtp::egress::{BlockedBy, Judgement};
 use crate::smtp::probe::{
     CatchAll, DomainProbe, MxTarget, ProbeConfig, Prober, SmtpEvidence, SmtpOutcome, targets_of,
 };
@@ -64,6 +70,66 @@ impl SmtpCommit {
     }
 }
 
+/// The SMTP stage's writes on their way to the store writer. Until the run has shown that it
+/// can reach port 25 they are held: should it turn out that it cannot, the rows finish at
+/// level dns, and these verdicts (connection failures) must not be stored as smtp-level ones.
+/// Held only while no connection has succeeded, so only failures wait here.
+struct CommitGate {
+    store: Option<crossbeam_channel::Sender<Write>>,
+    prober: Arc<Prober>,
+    held: Mutex<Vec<Write>>,
+}
+
+impl CommitGate {
+    fn new(store: Option<crossbeam_channel::Sender<Write>>, prober: Arc<Prober>) -> Self {
+        CommitGate {
+            store,
+            prober,
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn stores(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Sends `write` (and what was held) as the judgement allows; None: only what was held.
+    fn send(&self, write: Option<Write>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        // Locked while sending, so the held writes go first.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match self.prober.egress() {
+            Judgement::Undecided => held.extend(write),
+            Judgement::Works => {
+                // A closed channel: the writer failed; finishing it reports why.
+                for w in held.drain(..).chain(write) {
+                    let _ = store.send(w);
+                }
+            }
+            Judgement::Blocked(_) => held.clear(),
+        }
+    }
+
+    fn send_records(&self, records: Vec<Record>) {
+        if !records.is_empty() {
+            self.send(Some(Write::Verdicts {
+                addresses: records,
+                dns: Vec::new(),
+                domains: Vec::new(),
+            }));
+        }
+    }
+
+    /// A window is probed: the judgement is settled (a few dead servers are not a blocked
+    /// port), and what was held is sent or dropped.
+    fn settle(&self) {
+        self.prober.settle_egress();
+        self.send(None);
+    }
+}
+
 /// The SMTP stage's loop: gathers chunks into a window, probes it, attaches the evidence and
 /// passes the chunks on in input order. Ends when the input ends, a later stage stops, the
 /// run is stopped (Ctrl-C) or a stage failed (a window is not probed for a run that fails).
@@ -79,6 +145,7 @@ pub(super) async fn smtp_stage(
     let mut window: Vec<Checked> = Vec::new();
     let mut stats = StageStats::default();
     let mut rows = 0;
+    let gate = Arc::new(CommitGate::new(commit.store.clone(), Arc::clone(&prober)));
     loop {
         let next = tokio::select! {
             next = input.recv() => next,
@@ -96,11 +163,23 @@ pub(super) async fn smtp_stage(
         if failed.raised() {
             return Ok(stats);
         }
-        probe_window(&prober, policy, &bar, &commit, &mut window).await;
-        // Stopped (Ctrl-C): the window's rows are not all decided. What was decided is in the
-        // store; the lists are not written.
-        if prober.is_stopped() {
-            return Ok(stats);
+        // Port 25 found blocked: this window and the next keep their DNS verdicts.
+        if prober.egress_blocked().is_none() {
+            probe_window(&prober, policy, &bar, &commit, &gate, &mut window).await;
+            // Stopped (Ctrl-C): the window's rows are not all decided. What was decided is in
+            // the store; the lists are not written.
+            if prober.is_stopped() {
+                return Ok(stats);
+            }
+            gate.settle();
+            if let Some(block) = prober.egress_blocked()
+                && block.by == BlockedBy::FirstServers
+            {
+                // Once: no later window probes. A closed stderr must not fail the run.
+                bar.suspend(|| {
+                    let _ = writeln!(std::io::stderr(), "prebounce: {}", block.message());
+                });
+            }
         }
         for checked in window.drain(..) {
             stats.rows += checked.rows.len() as u64;
@@ -138,6 +217,7 @@ async fn probe_window(
     policy: Policy,
     bar: &ProgressBar,
     commit: &SmtpCommit,
+    gate: &Arc<CommitGate>,
     window: &mut [Checked],
 ) {
     if commit.interrupted() {
@@ -146,7 +226,7 @@ async fn probe_window(
     let mut tasks = JoinSet::new();
     let mut probing = Probing::new();
     for (domain, mut work) in work_of(window, policy) {
-        let (prober, store, clock) = (Arc::clone(prober), commit.store.clone(), commit.clock);
+        let (prober, gate, clock) = (Arc::clone(prober), Arc::clone(gate), commit.clock);
         let mailboxes = std::mem::take(&mut work.mailboxes);
         let (name, index, count) = (
             domain.clone(),
@@ -159,7 +239,7 @@ async fn probe_window(
             // even at a domain of thousands of addresses.
             let mut committed = vec![false; count];
             let commit_round = |decided: Vec<(usize, SmtpEvidence)>| {
-                if let Some(store) = &store {
+                if gate.stores() {
                     let records = records_of(
                         clock.now(),
                         &work,
@@ -169,15 +249,15 @@ async fn probe_window(
                     for (i, _) in &decided {
                         committed[*i] = true;
                     }
-                    send_records(store, records);
+                    gate.send_records(records);
                 }
             };
             let probe = prober
                 .probe_domain_reporting(&domain, &work.targets, mailboxes, commit_round)
                 .await;
-            if let Some(store) = store {
+            if gate.stores() {
                 commit_probe(
-                    &store,
+                    &gate,
                     clock.now(),
                     &domain,
                     &work,
@@ -191,7 +271,10 @@ async fn probe_window(
         probing.insert(task.id(), (name, index, count));
     }
     let results = gather_results(tasks, probing, prober, bar, commit).await;
-    attach(window, &results);
+    // Blocked: what the failed connections found says nothing about the mailboxes.
+    if prober.egress_blocked().is_none() {
+        attach(window, &results);
+    }
 }
 
 /// The window's domains that take mail, each with its distinct addresses; the others keep
@@ -237,7 +320,7 @@ fn work_of(window: &[Checked], policy: Policy) -> Vec<(String, DomainWork)> {
 /// Sends a probed domain's decided verdicts not `committed` already (as their session ended),
 /// and its servers' catch-all findings, to the store writer.
 fn commit_probe(
-    store: &crossbeam_channel::Sender<Write>,
+    gate: &CommitGate,
     now: i64,
     domain: &str,
     work: &DomainWork,
@@ -250,11 +333,11 @@ fn commit_probe(
         .iter()
         .enumerate()
         .filter(|(i, _)| probe.decided[*i] && !committed[*i]);
-    send_records(store, records_of(now, work, rest, policy));
-    let _ = store.send(Write::CatchAll {
+    gate.send_records(records_of(now, work, rest, policy));
+    gate.send(Some(Write::CatchAll {
         domain: domain.to_owned(),
         servers: probe.catch_all_by_server.clone(),
-    });
+    }));
 }
 
 /// The verdicts of a domain's mailboxes (by index in `work`) from their SMTP evidence.
@@ -292,18 +375,6 @@ fn records_of<'a>(
         .collect()
 }
 
-fn send_records(store: &crossbeam_channel::Sender<Write>, records: Vec<Record>) {
-    if records.is_empty() {
-        return;
-    }
-    // A closed channel: the writer failed; finishing it reports why.
-    let _ = store.send(Write::Verdicts {
-        addresses: records,
-        dns: Vec::new(),
-        domains: Vec::new(),
-    });
-}
-
 /// Waits for the window's probes, showing progress and passing a Ctrl-C on to the prober.
 async fn gather_results(
     mut tasks: JoinSet<Vec<Arc<SmtpEvidence>>>,
@@ -328,6 +399,11 @@ async fn gather_results(
             // or a silent server cannot hold the run.
             () = requested(commit.interrupt.as_deref()), if grace_ends.is_none() => {
                 prober.stop();
+                grace_ends = Some(tokio::time::Instant::now() + SESSION_GRACE);
+            }
+            // Port 25 found blocked: the connection attempts end at once; sessions that got
+            // through meanwhile get the same moment as on a stop, then are abandoned.
+            () = prober.egress_blocked_signal(), if grace_ends.is_none() => {
                 grace_ends = Some(tokio::time::Instant::now() + SESSION_GRACE);
             }
             () = grace => {
@@ -382,5 +458,73 @@ fn attach(window: &mut [Checked], results: &HashMap<String, ProbedDomain>) {
         {
             *smtp = Some(Arc::clone(&evidence[i]));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::egress::{EgressBlock, Failures};
+
+    fn gate(fast_fail: bool) -> (CommitGate, crossbeam_channel::Receiver<Write>) {
+        let config = ProbeConfig {
+            fast_fail: fast_fail.then(Default::default),
+            ..ProbeConfig::new("probe.test", "check@probe.test")
+        };
+        let prober = Arc::new(Prober::new(config).expect("a valid probe configuration"));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (CommitGate::new(Some(tx), prober), rx)
+    }
+
+    fn catch_all(domain: &str) -> Write {
+        Write::CatchAll {
+            domain: domain.into(),
+            servers: Vec::new(),
+        }
+    }
+
+    fn domains(rx: &crossbeam_channel::Receiver<Write>) -> Vec<String> {
+        rx.try_iter()
+            .map(|w| match w {
+                Write::CatchAll { domain, .. } => domain,
+                Write::Verdicts { .. } => "verdicts".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_wait_for_the_judgement_and_go_in_order_once_it_settles() {
+        let (gate, rx) = gate(true);
+        gate.send(Some(catch_all("a.test")));
+        gate.send(Some(catch_all("b.test")));
+        assert!(domains(&rx).is_empty(), "held while undecided");
+        gate.settle();
+        assert_eq!(domains(&rx), ["a.test", "b.test"]);
+        gate.send(Some(catch_all("c.test")));
+        assert_eq!(domains(&rx), ["c.test"], "sent at once once settled");
+    }
+
+    #[test]
+    fn writes_held_when_port_25_is_found_blocked_are_dropped() {
+        let (gate, rx) = gate(true);
+        gate.send(Some(catch_all("a.test")));
+        gate.prober.block_egress(EgressBlock {
+            by: BlockedBy::FirstServers,
+            failures: Failures {
+                servers: 8,
+                refused: 8,
+                timed_out: 0,
+            },
+        });
+        gate.send(Some(catch_all("b.test")));
+        gate.settle();
+        assert!(domains(&rx).is_empty());
+    }
+
+    #[test]
+    fn without_the_judge_writes_go_at_once() {
+        let (gate, rx) = gate(false);
+        gate.send(Some(catch_all("a.test")));
+        assert_eq!(domains(&rx), ["a.test"]);
     }
 }

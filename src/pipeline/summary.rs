@@ -9,7 +9,8 @@ use crate::grouping::{GroupIndex, MAX_GROUPS};
 use crate::input::Dialect;
 use crate::model::{Reason, Status};
 use crate::output::summary::{
-    Changes, GroupBy, GroupSummary, InputShape, ReasonCount, StatusShares, StoreSummary, Summary,
+    Changes, GroupBy, GroupSummary, InputShape, MailboxesNotChecked, ReasonCount, StatusShares,
+    StoreSummary, Summary,
 };
 use crate::syntax::Flags;
 
@@ -27,6 +28,10 @@ pub(super) struct RunFacts<'a> {
     pub(super) started_at: String,
     pub(super) dns: Option<crate::dns::DnsStats>,
     pub(super) smtp: Option<crate::smtp::probe::SmtpStats>,
+    /// At level smtp, when port 25 turned out unreachable (the rows finished at level dns).
+    pub(super) egress_blocked: Option<crate::smtp::egress::EgressBlock>,
+    /// The prober checks run before the SMTP stage.
+    pub(super) preflight: Option<crate::preflight::ProberReport>,
     /// With a store: whether the run resumed an interrupted one.
     pub(super) resumed: Option<bool>,
     /// Rows answered from the store.
@@ -68,6 +73,8 @@ pub(super) fn summarize(facts: RunFacts, written: Written) -> Summary {
         input: input_shape(config, dialect),
         dns: facts.dns,
         smtp: facts.smtp,
+        mailboxes_not_checked: facts.egress_blocked.as_ref().map(MailboxesNotChecked::of),
+        preflight: facts.preflight,
         output_dir: config.out_dir.display().to_string(),
         started_at: facts.started_at,
         elapsed_seconds: facts.started.elapsed().as_secs_f64(),

@@ -7,7 +7,10 @@
 //! status it implies for the address, and what the sender should do), so the same decoder serves
 //! the probe, `prebounce explain`, and tests. [`session`] is the sans-IO client state machine of
 //! one RCPT-only probe session: the caller feeds reply bytes and writes what it returns.
+//! [`egress`] judges, from the first servers' connection outcomes, whether this machine can
+//! reach port 25 at all (pure; the prober feeds it).
 
+pub mod egress;
 pub mod outbound;
 pub mod plan;
 pub mod probe;

@@ -14,15 +14,16 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use super::egress::{BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement};
 pub use super::outbound::Egress;
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
 pub use super::plan::{DomainProbe, MxTarget, targets_of};
@@ -39,7 +40,10 @@ pub struct ProbeConfig {
     pub helo: String,
     pub mail_from: String,
     pub tls: TlsPolicy,
-    /// Longest wait for one reply, a write, or a connection.
+    /// Longest wait for a TCP connection to a mail server (short: a filtered port 25 answers
+    /// nothing, and each domain would wait this long).
+    pub connect_timeout: Duration,
+    /// Longest wait for one reply, a write, or the TLS handshake.
     pub command_timeout: Duration,
     /// Longest wait for the greeting (servers delay it on purpose).
     pub banner_timeout: Duration,
@@ -63,6 +67,9 @@ pub struct ProbeConfig {
     pub give_up_after: u32,
     /// Allow loopback and private server addresses (labs, intranets).
     pub allow_private: bool,
+    /// When the first mail servers of the run all fail to connect (see [`super::egress`]),
+    /// open no more connections: the machine cannot reach port 25. None: never judge.
+    pub fast_fail: Option<JudgeConfig>,
     /// Where the connections come from.
     pub egress: Egress,
 }
@@ -73,6 +80,7 @@ impl ProbeConfig {
             helo: helo.into(),
             mail_from: mail_from.into(),
             tls: TlsPolicy::Opportunistic,
+            connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
             banner_timeout: Duration::from_secs(60),
             per_host: 2,
@@ -85,6 +93,7 @@ impl ProbeConfig {
             host_pause: Duration::from_millis(100),
             give_up_after: 3,
             allow_private: false,
+            fast_fail: Some(JudgeConfig::default()),
             egress: Egress::Direct,
         }
     }
@@ -385,6 +394,12 @@ pub struct Prober {
     sessions: Semaphore,
     /// Set by [`Prober::stop`]: no new session starts, in-flight ones end normally.
     stopped: std::sync::atomic::AtomicBool,
+    /// Whether this machine reaches port 25, from the first servers' connection outcomes.
+    egress: Mutex<EgressJudge<IpAddr>>,
+    /// Set once when the judge finds port 25 blocked: no new connection is opened, and the
+    /// attempts in flight are abandoned (`halt`).
+    blocked: OnceLock<EgressBlock>,
+    halt: watch::Sender<bool>,
     counters: Counters,
     tls: tokio_rustls::TlsConnector,
 }
@@ -403,12 +418,16 @@ impl Prober {
         let tls =
             tls::client_config().map_err(|e| ProbeSetupError(format!("cannot set up TLS: {e}")))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let egress = EgressJudge::new(config.fast_fail.unwrap_or_default());
         Ok(Prober {
             sessions: Semaphore::new(config.connections),
             config,
             hosts: Mutex::new(HashMap::new()),
             catch_all: Mutex::new(HashMap::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            egress: Mutex::new(egress),
+            blocked: OnceLock::new(),
+            halt: watch::Sender::new(false),
             counters: Counters::default(),
             tls,
         })
@@ -444,6 +463,81 @@ impl Prober {
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stopped, or port 25 found blocked: no session starts.
+    fn halted(&self) -> bool {
+        self.is_stopped() || self.blocked.get().is_some()
+    }
+
+    /// Port 25 found blocked (by the judge or a preflight): from then on no connection is
+    /// opened.
+    pub fn egress_blocked(&self) -> Option<EgressBlock> {
+        self.blocked.get().copied()
+    }
+
+    /// The judgement so far on whether this machine reaches port 25 (`Works` when the run
+    /// does not judge it; `Blocked` also when a preflight found it).
+    pub fn egress(&self) -> Judgement {
+        if let Some(block) = self.blocked.get() {
+            return Judgement::Blocked(block.failures);
+        }
+        if self.config.fast_fail.is_none() {
+            return Judgement::Works;
+        }
+        self.egress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .judgement()
+    }
+
+    /// A stretch of probing is over without enough failed connections to judge port 25
+    /// blocked: a few dead servers, not a blocked port (see [`EgressJudge::settle`]).
+    pub fn settle_egress(&self) -> Judgement {
+        self.egress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle();
+        self.egress()
+    }
+
+    /// Resolves when port 25 is found blocked (at once if it was).
+    pub async fn egress_blocked_signal(&self) {
+        let mut halt = self.halt.subscribe();
+        let _ = halt.wait_for(|halted| *halted).await;
+    }
+
+    /// Judges port 25 blocked from outside the run (a preflight found every target filtered
+    /// or refused): as if the judge had found it.
+    pub fn block_egress(&self, block: EgressBlock) {
+        if self.blocked.set(block).is_ok() {
+            self.sessions.close();
+            self.halt.send_replace(true);
+        }
+    }
+
+    /// A connection to a mail server made before the run (the preflight's port 25 check), for
+    /// the judge: its servers are the list's own.
+    pub fn note_connection(&self, ip: IpAddr, outcome: ConnectOutcome) {
+        self.judge_connect(ip, outcome);
+    }
+
+    /// One connection attempt's outcome for the judge; trips the block when it says so.
+    fn judge_connect(&self, ip: IpAddr, outcome: ConnectOutcome) {
+        if self.config.fast_fail.is_none() {
+            return;
+        }
+        let judged = self
+            .egress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(ip, outcome);
+        if let Judgement::Blocked(failures) = judged {
+            self.block_egress(EgressBlock {
+                by: BlockedBy::FirstServers,
+                failures,
+            });
+        }
     }
 
     /// A catch-all verdict learnt earlier (the store) for a domain at one server: no canary
@@ -513,7 +607,7 @@ impl Prober {
             self.config.plan_config(),
             Box::new(canary_local_part),
         );
-        while !self.is_stopped() {
+        while !self.halted() {
             let requests = match plan.next_step(Instant::now().into_std()) {
                 Step::Done => break,
                 Step::WaitUntil(at) => {
@@ -539,7 +633,7 @@ impl Prober {
             }
         }
 
-        let finished = plan.finish(self.is_stopped());
+        let finished = plan.finish(self.halted());
         let probe = finished.probe;
         if finished.newly_catch_all {
             bump(&self.counters.catch_all_domains, 1);
@@ -716,18 +810,37 @@ impl Prober {
         unreached: &mut Unreached,
     ) -> Option<TcpStream> {
         let addr = SocketAddr::new(ip, self.config.port);
-        let (why, timed_out) = match timeout(
-            self.config.command_timeout,
+        let attempt = timeout(
+            self.config.connect_timeout,
             self.config.egress.connect(addr),
-        )
-        .await
-        {
+        );
+        let mut halt = self.halt.subscribe();
+        let attempted = tokio::select! {
+            attempted = attempt => attempted,
+            // Port 25 was found blocked meanwhile: this attempt would only time out too.
+            _ = halt.wait_for(|halted| *halted) => {
+                unreached.skipped(format!("{server}: not tried, port 25 is unreachable from here"));
+                return None;
+            }
+        };
+        let (why, timed_out) = match attempted {
             Ok(Ok(stream)) => {
+                self.judge_connect(ip, ConnectOutcome::Connected);
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
             }
-            Ok(Err(e)) => (format!("{server}: {e}"), false),
-            Err(_) => (format!("{server}: connection timed out"), true),
+            Ok(Err(e)) => {
+                self.judge_connect(ip, connect_error_outcome(&e));
+                (format!("{server}: {e}"), false)
+            }
+            Err(_) => {
+                self.judge_connect(ip, ConnectOutcome::TimedOut);
+                let wait = self.config.connect_timeout.as_secs_f64();
+                (
+                    format!("{server}: connection timed out after {wait}s"),
+                    true,
+                )
+            }
         };
         bump(&self.counters.connect_failures, 1);
         if host.failed(&why, self.config.give_up_after, started) {
@@ -870,6 +983,20 @@ impl Prober {
             _ => stop,
         };
         (session, stop)
+    }
+}
+
+/// What a failed connection says about port 25: a refusal (a reset, or a local firewall's
+/// veto) counts against it; no route to the network (IPv6 on an IPv4-only machine) or an
+/// unusable address says nothing about it.
+fn connect_error_outcome(e: &std::io::Error) -> ConnectOutcome {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable | ErrorKind::Unsupported => {
+            ConnectOutcome::Unreachable
+        }
+        ErrorKind::TimedOut => ConnectOutcome::TimedOut,
+        _ => ConnectOutcome::Refused,
     }
 }
 
