@@ -3,6 +3,13 @@
 
 mod cmd;
 
+/// jemalloc, not glibc's malloc: the pipeline's stages free on one thread what another
+/// allocated, and glibc's per-thread arenas then kept about 100 MB more resident than the run
+/// held at level dns over 200,000 domains (benches/RESULTS.md, "Trust round"); jemalloc gives
+/// freed pages back (decay set in .cargo/config.toml) and was faster too.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

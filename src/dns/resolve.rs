@@ -86,7 +86,8 @@ enum Slot<T> {
     Known(T),
 }
 
-type Slots<T> = Mutex<HashMap<String, Slot<T>>>;
+/// By name (boxed: 8 bytes less a name than a String, at hundreds of thousands of names).
+type Slots<T> = Mutex<HashMap<Box<str>, Slot<T>>>;
 
 pub struct DnsResolver {
     resolver: TokioResolver,
@@ -334,7 +335,7 @@ fn slot<T: Clone>(map: &Slots<T>, key: &str) -> Slot<T> {
         return slot.clone();
     }
     let slot = Slot::Resolving(Arc::new(OnceCell::new()));
-    map.insert(key.to_owned(), slot.clone());
+    map.insert(key.into(), slot.clone());
     slot
 }
 

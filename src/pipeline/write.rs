@@ -36,7 +36,7 @@ pub(super) struct Written {
     /// `previous→new` status → rows, for summary.json.
     pub(super) transitions: BTreeMap<String, u64>,
     /// The domains whose dns-level verdict went to the store writer this run.
-    domains_recorded: HashSet<String, ahash::RandomState>,
+    domains_recorded: HashSet<Box<str>, ahash::RandomState>,
 }
 
 /// Where the write stage sends what it learnt besides the lists.
@@ -112,7 +112,7 @@ impl Written {
             let (key, reason) = batch.dns_records.get(first.record);
             let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
             if !self.domains_recorded.contains(domain) {
-                self.domains_recorded.insert(domain.to_owned());
+                self.domains_recorded.insert(domain.into());
                 new.domain_records.push(Record {
                     key: domain.to_owned(),
                     reason,
