@@ -675,6 +675,7 @@ mod tests {
             cross_group: false,
             previous: None,
             ragged: None,
+            soft_bounced: None,
         }
     }
 
