@@ -243,13 +243,16 @@ fn the_corpus_agrees_with_its_labels() {
     );
 }
 
-// What the decoder reaches today (98.3 %, 98.3 %, 85.7 %, 82.8 %, 3): a regression fails.
-// Hard agreement is bounded by sisimai calling `550 User unknown` after DATA "filtered" or
-// "rejected" (not hard) and a disabled mailbox "suspend" (not hard), where we say hard.
+// What the decoder reaches today (found 98.3 %, status 98.6 %, hard 88.0 %, kind 95.2 %, 3
+// blocks called hard): a regression fails. The targets are 95 % for the status codes
+// and for the kinds. Hard agreement is bounded by sisimai calling `550 User unknown` after DATA
+// "filtered" (not hard) where we say hard. The three "blocks" we call hard are sisimai's reading
+// of texts that say otherwise: NTT docomo's `550 Unknown user` (rhost-nttdocomo-02, -03,
+// labelled "rejected") and a Sendmail V5 `550 Host unknown` (lhost-v5sendmail-05, "blocked").
 const FOUND_FLOOR: f64 = 98.0;
 const STATUS_FLOOR: f64 = 98.0;
-const HARD_FLOOR: f64 = 85.0;
-const KIND_FLOOR: f64 = 82.0;
+const HARD_FLOOR: f64 = 87.5;
+const KIND_FLOOR: f64 = 95.0;
 const BLOCK_AS_HARD_CEILING: usize = 3;
 
 #[test]

@@ -131,6 +131,9 @@ pub fn classify(
         text,
     };
     let mut reason = classify_reply(&reply).reason;
+    if let Some(r) = bounce_phrase(&super::squash(diagnostic).to_lowercase(), reason, enhanced) {
+        reason = r;
+    }
     if code.is_none() && reason == Reason::Greylisted {
         // 450 was our stand-in: nothing said greylisting.
         reason = Reason::Deferred;
@@ -152,9 +155,25 @@ pub fn classify(
         }
     }
     let mut kind = kind_of(reason);
+    if let Some(e) = enhanced {
+        match (e.subject, e.detail) {
+            // A temporary refusal under a security or policy status ("421 4.7.0 [TSS04] …
+            // user complaints", "451 4.7.650 … IP reputation") is about the sender, as its
+            // permanent form is: a block, never a soft bounce of the address. Greylisting is
+            // the receiver's routine, not a verdict on the sender.
+            (7, _) if kind == Kind::Soft && reason != Reason::Greylisted => kind = Kind::Block,
+            // X.2.3: the message is over the mailbox's size limit: the mailbox, not the sender.
+            (2, 3) if kind == Kind::Block => kind = Kind::Soft,
+            _ => {}
+        }
+    }
     if action == Action::Delayed {
-        // A delay is not a verdict, whatever code the last attempt drew.
-        kind = Kind::Soft;
+        // A delay is not a verdict on the address, whatever code the last attempt drew; a
+        // refusal of the sender stays a block (it never suppresses, and the report counts
+        // delays apart by their action).
+        if kind != Kind::Block {
+            kind = Kind::Soft;
+        }
         if reason.status() == crate::model::Status::Invalid {
             reason = Reason::Deferred;
         }
@@ -167,10 +186,92 @@ pub fn classify(
     }
 }
 
+/// What bounce texts say that SMTP replies do not (an MTA's own words for a failure, where the
+/// reply decoder finds nothing or only a generic refusal), as (phrase, reason): the first phrase
+/// found in the lower-cased text wins (the refusals of the sender first: "my name was rejected …
+/// Invalid domain name" is about the sender's HELO, not the recipient's domain). Every entry comes from a labelled message of the corpus
+/// in tests/data/bounces (its file named), and none turns a refusal of the sender into a dead
+/// address: a hard phrase applies only where the decoder saw no block of the sender.
+const BOUNCE_PHRASES: &[(&str, Reason)] = &[
+    // The receiver refused the sender.
+    ("refused to talk to me", Reason::ProberBlocked), // lhost-postfix-49, -50
+    ("but my name was rejected", Reason::ProberBlocked), // lhost-qmail-04
+    ("not accepting connections", Reason::ProberBlocked), // lhost-sendmail-56
+    ("invalid ip for sending", Reason::ProberBlocked), // lhost-yahoo-14
+    ("email address is not verified", Reason::PolicyRejected), // lhost-postfix-77
+    ("may not have permission to post", Reason::PolicyRejected), // lhost-googlegroups-*
+    // Google Groups' refusal in every language links its help pages.
+    ("groups.google.com/support", Reason::PolicyRejected), // lhost-googlegroups-*
+    ("from: domain is invalid", Reason::PolicyRejected),   // lhost-exim-45
+    ("protocol violation", Reason::PolicyRejected),        // lhost-postfix-41
+    ("mail rejete", Reason::PolicyRejected), // Orange: rhost-franceptt-04, lhost-einsundeins-03
+    ("does not support tls", Reason::PolicyRejected), // lhost-gmail-07: the sender requires TLS
+    // Refused at the greeting, before any recipient was named ("… daily relay quota").
+    ("after initial connection", Reason::ProberBlocked), // lhost-exim-56
+    // The recipient is gone.
+    (
+        "the recipient name is not recognized",
+        Reason::MailboxNotFound,
+    ), // lhost-exchange2003-*
+    ("no valid recipients", Reason::MailboxNotFound), // lhost-verizon-01
+    ("invalid recipient", Reason::MailboxNotFound),   // lhost-bigfoot-02
+    ("user account disabled", Reason::MailboxDisabled), // lhost-dragonfly-21
+    ("disabled recipient address", Reason::MailboxDisabled), // lhost-dragonfly-27
+    ("recipient account is blocked", Reason::MailboxDisabled), // rhost-franceptt-05
+    // The domain is gone or takes no mail.
+    ("no mx found for domain", Reason::NoSuchDomain), // lhost-opensmtpd-12
+    ("no mx record found for domain", Reason::NoSuchDomain), // lhost-yahoo-09
+    ("couldn't find a mail exchanger", Reason::NoSuchDomain), // lhost-qmail-11
+    ("dns lookup failure: host", Reason::NoSuchDomain), // lhost-dragonfly-04
+    ("the domain is not reachable", Reason::NoSuchDomain), // lhost-outlook-03
+    ("invalid domain", Reason::NoSuchDomain),         // lhost-amazonses-18
+    ("host does not accept mail", Reason::NoMailServer), // lhost-sendmail-57
+    ("not accepting network messages", Reason::NoMailServer), // lhost-dragonfly-16 (521)
+];
+
+/// The reason a bounce phrase gives, when it should replace the decoder's `reason`: where the
+/// decoder recognised nothing, or only a generic refusal. A DNS answer to "try again" is a
+/// temporary failure, never a dead domain.
+fn bounce_phrase(text: &str, reason: Reason, enhanced: Option<EnhancedCode>) -> Option<Reason> {
+    if reason == Reason::NoSuchDomain && text.contains("try again") {
+        return Some(Reason::DnsError); // lhost-postfix-34
+    }
+    // RFC 3463 X.7.13 is "user account disabled" (RFC 4954 uses it for the same).
+    if enhanced.is_some_and(|e| e.subject == 7 && e.detail == 13) {
+        return Some(Reason::MailboxDisabled);
+    }
+    let (_, phrase_reason) = BOUNCE_PHRASES.iter().find(|(p, _)| text.contains(p))?;
+    let to_hard = kind_of(*phrase_reason) == Kind::Hard;
+    if kind_of(*phrase_reason) == Kind::Block {
+        // The text says the sender was refused: whatever else it says ("the group may not
+        // exist, or you may not have permission to post"), it proves nothing about the address.
+        return (kind_of(reason) != Kind::Block).then_some(*phrase_reason);
+    }
+    let replaceable = match reason {
+        Reason::Unrecognized | Reason::ServerError | Reason::ProtocolError => true,
+        // A generic refusal ("553 Invalid recipient", "550 5.5.0 … account is blocked") may
+        // be named more precisely, but a security or policy status (X.7.x) keeps it a block
+        // of the sender unless the phrase names the recipient's own account.
+        Reason::PolicyRejected | Reason::ProberBlocked => {
+            !to_hard
+                || matches!(*phrase_reason, Reason::MailboxDisabled)
+                || enhanced.is_none_or(|e| e.subject != 7)
+        }
+        Reason::SmtpUnreachable => true,
+        Reason::RateLimited => !to_hard,
+        _ => false,
+    };
+    replaceable.then_some(*phrase_reason)
+}
+
 /// The kind a reason of the reply decoder amounts to for a failed delivery.
 pub fn kind_of(reason: Reason) -> Kind {
     match reason {
-        Reason::MailboxNotFound | Reason::MailboxDisabled | Reason::NoSuchDomain => Kind::Hard,
+        Reason::MailboxNotFound
+        | Reason::MailboxDisabled
+        | Reason::NoSuchDomain
+        | Reason::NullMx
+        | Reason::NoMailServer => Kind::Hard,
         Reason::ProberBlocked | Reason::PolicyRejected => Kind::Block,
         Reason::MailboxAccepted => Kind::Delivered,
         _ => Kind::Soft,
@@ -302,6 +403,73 @@ mod tests {
         assert_eq!(
             kind(Action::Delivered, "2.0.0", "250 ok").0,
             Kind::Delivered
+        );
+    }
+
+    #[test]
+    fn bounce_phrases_name_what_the_reply_decoder_cannot() {
+        let failed = |diag: &str| kind(Action::Failed, "", diag);
+        assert_eq!(
+            failed("The recipient name is not recognized"),
+            (Kind::Hard, Reason::MailboxNotFound)
+        );
+        // The sender's own refusal wins over the words about a domain that follow it.
+        assert_eq!(
+            failed(
+                "Connected to 192.0.2.1 but my name was rejected. Remote host said: 501 5.0.0 Invalid domain name"
+            ),
+            (Kind::Block, Reason::ProberBlocked)
+        );
+        // "may not exist, or you may not have permission": nothing is proven about the address.
+        assert_eq!(
+            failed("the group you tried to contact may not exist, or you may not have permission to post").0,
+            Kind::Block
+        );
+        // A policy status keeps a refusal a block, even beside recipient words.
+        assert_eq!(
+            failed("554 5.7.1 <a@b.example>: Recipient address rejected: Access denied").0,
+            Kind::Block
+        );
+        assert_eq!(
+            failed("553 Invalid recipient a@b.example (Mode: normal)"),
+            (Kind::Hard, Reason::MailboxNotFound)
+        );
+        assert_eq!(
+            failed("525 5.7.13 <a@b.example>: Recipient address rejected: User account disabled"),
+            (Kind::Hard, Reason::MailboxDisabled)
+        );
+        // A DNS failure "try again" is not a dead domain.
+        assert_eq!(
+            failed("Name service error for domain b.example: Host not found, try again").0,
+            Kind::Soft
+        );
+        // Temporary reputation refusals are blocks, greylisting is not; a size limit of the
+        // mailbox is soft.
+        assert_eq!(
+            failed("421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to user complaints").0,
+            Kind::Block
+        );
+        assert_eq!(
+            failed("451 4.7.1 Greylisted, try again later").0,
+            Kind::Soft
+        );
+        assert_eq!(
+            failed("552 5.2.3 Message length exceeds limit set by recipient").0,
+            Kind::Soft
+        );
+        // A delayed report keeps a block a block, and anything else soft.
+        assert_eq!(
+            kind(
+                Action::Delayed,
+                "4.7.0",
+                "421 4.7.0 [TSS04] temporarily deferred"
+            )
+            .0,
+            Kind::Block
+        );
+        assert_eq!(
+            kind(Action::Delayed, "4.0.0", "No MX found for domain b.example").0,
+            Kind::Soft
         );
     }
 

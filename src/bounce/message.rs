@@ -122,6 +122,12 @@ fn from_text(
                     recipient: a.clone(),
                     diagnostic: text::diagnostic_for(region, a, sender_side)
                         .or_else(|| same_count.then(|| found[i].diagnostic.clone()))
+                        // One failure the text never names (Google Groups writes the group's
+                        // name, not its address): the whole report is what it says of it.
+                        .or_else(|| {
+                            (listed.len() == 1)
+                                .then(|| super::truncate(super::squash(region), MAX_DIAGNOSTIC))
+                        })
                         .unwrap_or_default(),
                 })
                 .collect();
