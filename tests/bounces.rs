@@ -58,8 +58,8 @@ struct Label {
     hard: bool,
 }
 
-fn labels() -> Vec<Label> {
-    let text = std::fs::read_to_string(data().join("labels.tsv")).expect("labels.tsv");
+fn labels(root: &Path) -> Vec<Label> {
+    let text = std::fs::read_to_string(root.join("labels.tsv")).expect("labels.tsv");
     text.lines()
         .skip(1)
         .map(|line| {
@@ -96,13 +96,23 @@ fn pct(n: usize, of: usize) -> f64 {
     }
 }
 
-#[test]
-fn the_corpus_agrees_with_its_labels() {
-    let labels = labels();
+/// Agreement of a labelled set with its labels, in percent.
+struct Score {
+    found: f64,
+    status: f64,
+    hard: f64,
+    kind: f64,
+    block_as_hard: usize,
+}
+
+/// Decode every message of `root/eml` and compare with `root/labels.tsv`; prints the figures,
+/// sisimai's reasons against our kinds, the misses and every disagreement.
+fn score(root: &Path) -> Score {
+    let labels = labels(root);
     let mut by_file: BTreeMap<String, Vec<Record>> = BTreeMap::new();
     let mut files = 0;
     let mut not_bounces = Vec::new();
-    for entry in std::fs::read_dir(data().join("eml")).expect("eml/") {
+    for entry in std::fs::read_dir(root.join("eml")).expect("eml/") {
         let path = entry.expect("an entry").path();
         let (records, not_bounce, unparseable) = records_of(&path);
         let name = path
@@ -221,25 +231,69 @@ fn the_corpus_agrees_with_its_labels() {
     for d in &disagreements {
         println!("  {d}");
     }
+    Score {
+        found: pct(found, n),
+        status: pct(status_equal, with_status),
+        hard: pct(hard_agree, n),
+        kind: pct(kind_agree, kind_labelled),
+        block_as_hard,
+    }
+}
+
+#[test]
+fn the_corpus_agrees_with_its_labels() {
+    let Score {
+        found,
+        status,
+        hard,
+        kind,
+        block_as_hard,
+    } = score(&data());
     assert!(
-        pct(found, n) >= FOUND_FLOOR,
+        found >= FOUND_FLOOR,
         "recipients found fell below {FOUND_FLOOR} %"
     );
     assert!(
-        pct(status_equal, with_status) >= STATUS_FLOOR,
+        status >= STATUS_FLOOR,
         "status agreement fell below {STATUS_FLOOR} %"
     );
     assert!(
-        pct(hard_agree, n) >= HARD_FLOOR,
+        hard >= HARD_FLOOR,
         "hard agreement fell below {HARD_FLOOR} %"
     );
     assert!(
-        pct(kind_agree, kind_labelled) >= KIND_FLOOR,
+        kind >= KIND_FLOOR,
         "kind agreement fell below {KIND_FLOOR} %"
     );
     assert!(
         block_as_hard <= BLOCK_AS_HARD_CEILING,
         "{block_as_hard} sender blocks came out hard"
+    );
+}
+
+/// The held-out set (tests/data/bounces-heldout/SOURCES.md): sisimai's labelled messages that
+/// are not in tests/data/bounces, never used to write the decoder's rules. Its figures are
+/// reported apart; the floors only catch a regression.
+#[test]
+fn the_held_out_set_is_scored_apart() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bounces-heldout");
+    println!("held-out set:");
+    let s = score(&root);
+    assert!(
+        s.found >= HELD_OUT_FOUND_FLOOR,
+        "held-out recipients found: {}",
+        s.found
+    );
+    assert!(
+        s.status >= HELD_OUT_STATUS_FLOOR,
+        "held-out status: {}",
+        s.status
+    );
+    assert!(s.kind >= HELD_OUT_KIND_FLOOR, "held-out kinds: {}", s.kind);
+    assert!(
+        s.block_as_hard <= HELD_OUT_BLOCK_AS_HARD_CEILING,
+        "{} held-out sender blocks came out hard",
+        s.block_as_hard
     );
 }
 
@@ -254,6 +308,12 @@ const STATUS_FLOOR: f64 = 98.0;
 const HARD_FLOOR: f64 = 87.5;
 const KIND_FLOOR: f64 = 95.0;
 const BLOCK_AS_HARD_CEILING: usize = 3;
+// The held-out set's figures when it was added (found 99.0 %, status 94.2 %, kind 87.1 %,
+// hard/not-hard 83.7 %, 1 block called hard), less a point.
+const HELD_OUT_FOUND_FLOOR: f64 = 98.0;
+const HELD_OUT_STATUS_FLOOR: f64 = 93.0;
+const HELD_OUT_KIND_FLOOR: f64 = 86.0;
+const HELD_OUT_BLOCK_AS_HARD_CEILING: usize = 1;
 
 #[test]
 fn mbox_messages_are_split_and_decoded() {
