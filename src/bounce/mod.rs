@@ -33,7 +33,7 @@ use serde::Serialize;
 pub use classify::{Action, classify};
 pub use csv_events::decode_csv;
 pub use esp::decode_json;
-pub use mbox::{is_mbox, split_mbox};
+pub use mbox::{MboxReader, is_mbox, split_mbox};
 pub use message::decode_message;
 pub use soft::{
     Crossing, Event, SoftRule, content_hash, counts_toward_soft_limit, event_time, soft_crossing,

@@ -127,8 +127,9 @@ fn parse_strength(s: &str) -> Result<f64, String> {
 /// How many paths of each problem the summary names.
 const EXAMPLES: usize = 5;
 
-/// A file larger than this is not read: a bounce or an export of this size is a mistake, and
-/// the decoder holds a file in memory.
+/// A file read whole (a message, a JSON or CSV export) larger than this is not read: one of
+/// this size is a mistake, and the decoder holds it in memory. An mbox is read message by
+/// message, whatever its size.
 const MAX_FILE_BYTES: u64 = 1 << 30;
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -318,15 +319,7 @@ fn read_all<E>(
     for file in files {
         summary.files += 1;
         let name = file.display().to_string();
-        let bytes = match read(&file) {
-            Ok(b) => b,
-            Err(e) => {
-                summary.unreadable.add(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        let container = bounce::detect(&bytes);
-        for (i, (hash, decoded)) in decode_file(&bytes, container).into_iter().enumerate() {
+        let mut message = |i: usize, container: Container, hash: u64, decoded: Decoded| {
             summary.messages += 1;
             let source = if container == Container::Mbox {
                 format!("{name}#{}", i + 1)
@@ -352,9 +345,84 @@ fn read_all<E>(
                 Decoded::NotABounce => summary.not_a_bounce.add(source),
                 Decoded::Unparseable => summary.unparseable.add(source),
             }
+            Ok(())
+        };
+        match read_input(&file, &mut message) {
+            Ok(result) => result?,
+            Err(e) => summary.unreadable.add(format!("{name}: {e}")),
         }
     }
     Ok(())
+}
+
+/// How much of a file is looked at to tell what it holds.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// Hand each message of a file to `message` (its index, the file's shape, the hash of its
+/// bytes, what it decoded to). An mbox with LF or CRLF line ends is read line by line, so a
+/// file of any size costs one message's memory; anything else is read whole (a single message,
+/// a JSON or CSV export, an mbox with bare-CR line ends), up to [`MAX_FILE_BYTES`]. An I/O
+/// error is the outer one; the inner is `message`'s own.
+fn read_input<E>(
+    path: &Path,
+    message: &mut impl FnMut(usize, Container, u64, Decoded) -> Result<(), E>,
+) -> std::io::Result<Result<(), E>> {
+    use std::io::{BufRead as _, Read as _};
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut reader = std::io::BufReader::with_capacity(SNIFF_BYTES, file);
+    let head = reader.fill_buf()?;
+    let streamable = bounce::detect(head) == Container::Mbox && head.contains(&b'\n');
+    if !streamable {
+        if size > MAX_FILE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "{size} bytes, more than the {MAX_FILE_BYTES} this command reads"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        reader.read_to_end(&mut bytes)?;
+        let container = bounce::detect(&bytes);
+        for (i, (hash, decoded)) in decode_file(&bytes, container).into_iter().enumerate() {
+            if let Err(e) = message(i, container, hash, decoded) {
+                return Ok(Err(e));
+            }
+        }
+        return Ok(Ok(()));
+    }
+    let mut mbox = bounce::MboxReader::new();
+    let mut line = Vec::new();
+    let mut index = 0;
+    let mut decode = |m: Vec<u8>, index: &mut usize| {
+        let r = message(
+            *index,
+            Container::Mbox,
+            bounce::content_hash(&m),
+            bounce::decode_message(&m),
+        );
+        *index += 1;
+        r
+    };
+    loop {
+        line.clear();
+        // A line is read at most a message's worth at a time: the reader takes the pieces.
+        let n = (&mut reader)
+            .take(bounce::MAX_MESSAGE_BYTES as u64)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(m) = mbox.line(&line)
+            && let Err(e) = decode(m, &mut index)
+        {
+            return Ok(Err(e));
+        }
+    }
+    if let Some(m) = mbox.finish()
+        && let Err(e) = decode(m, &mut index)
+    {
+        return Ok(Err(e));
+    }
+    Ok(Ok(()))
 }
 
 /// Each message of a file with the hash of its bytes (its key when it has no Message-ID).
@@ -747,16 +815,6 @@ fn soft_decision(
             rule.window / 86_400
         ),
     )))
-}
-
-fn read(path: &Path) -> std::io::Result<Vec<u8>> {
-    let size = std::fs::metadata(path)?.len();
-    if size > MAX_FILE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "{size} bytes, more than the {MAX_FILE_BYTES} this command reads"
-        )));
-    }
-    std::fs::read(path)
 }
 
 /// The regular files below `dir`, sorted by path so runs print in the same order; symbolic
