@@ -192,7 +192,7 @@ fn finishes_at_level_dns(kind: &str, target: &[&str]) -> [serde_json::Value; 2] 
         before["mailboxes_not_checked"]["cause"], "preflight-port25",
         "{before}"
     );
-    let port25 = before["preflight"]["checks"]
+    let port25 = before["preflight"]["prober"]["checks"]
         .as_array()
         .expect("the preflight's checks")
         .iter()
@@ -337,7 +337,7 @@ fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
         "{}",
         stderr(&warned)
     );
-    let checks = summary(&out)["preflight"]["checks"].clone();
+    let checks = summary(&out)["preflight"]["prober"]["checks"].clone();
     let helo = checks
         .as_array()
         .expect("the preflight's checks")

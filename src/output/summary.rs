@@ -85,9 +85,13 @@ pub struct Summary {
     /// mailboxes were not checked (the rows are finished at level dns).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailboxes_not_checked: Option<MailboxesNotChecked>,
-    /// The prober checks a --level smtp run did before probing (`{"egress_ip", "checks"}`, as
-    /// `prebounce preflight --json`'s `prober`); absent with --no-preflight and other levels.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The prober checks a --level smtp run did before probing, in the shape of `prebounce
+    /// preflight --json` (`{"prober": {"egress_ip", "checks"}}`: verify checks no sender
+    /// domain); absent with --no-preflight and other levels.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_preflight_object"
+    )]
     pub preflight: Option<crate::preflight::ProberReport>,
     pub output_dir: String,
     /// When the run started, UTC (RFC 3339).
@@ -473,5 +477,20 @@ mod tests {
         c.add(Status::CatchAll);
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(json, r#"{"valid":0,"invalid":0,"catch-all":1,"unknown":0}"#);
+    }
+}
+
+/// `{"prober": …}`, the object `prebounce preflight --json` prints (without its sender part).
+fn as_preflight_object<S: serde::Serializer>(
+    prober: &Option<crate::preflight::ProberReport>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Preflight<'a> {
+        prober: &'a crate::preflight::ProberReport,
+    }
+    match prober {
+        Some(prober) => Preflight { prober }.serialize(serializer),
+        None => serializer.serialize_none(),
     }
 }
