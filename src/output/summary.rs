@@ -459,6 +459,21 @@ impl Summary {
     }
 }
 
+/// `{"prober": …}`, the object `prebounce preflight --json` prints (without its sender part).
+fn as_preflight_object<S: serde::Serializer>(
+    prober: &Option<crate::preflight::ProberReport>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Preflight<'a> {
+        prober: &'a crate::preflight::ProberReport,
+    }
+    match prober {
+        Some(prober) => Preflight { prober }.serialize(serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,20 +492,5 @@ mod tests {
         c.add(Status::CatchAll);
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(json, r#"{"valid":0,"invalid":0,"catch-all":1,"unknown":0}"#);
-    }
-}
-
-/// `{"prober": …}`, the object `prebounce preflight --json` prints (without its sender part).
-fn as_preflight_object<S: serde::Serializer>(
-    prober: &Option<crate::preflight::ProberReport>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct Preflight<'a> {
-        prober: &'a crate::preflight::ProberReport,
-    }
-    match prober {
-        Some(prober) => Preflight { prober }.serialize(serializer),
-        None => serializer.serialize_none(),
     }
 }
