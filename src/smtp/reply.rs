@@ -231,10 +231,36 @@ fn decide(reply: &Reply) -> Decided {
     let enhanced = reply.enhanced.filter(|e| u16::from(e.class) == code / 100);
     let decided = blames_sender(t, hard)
         .or_else(|| no_smtp(code, t))
+        .or_else(|| not_hosted(t, hard))
         .or_else(|| enhanced.and_then(|e| by_enhanced(e, code, t)))
         .or_else(|| by_text(t, hard))
         .or_else(|| enhanced.and_then(|e| by_generic_enhanced(e, hard)))
         .unwrap_or_else(|| by_code(code));
+    if decided.0 == Deferred && has(t, TABLE_MISS) {
+        return (
+            Deferred,
+            "a temporary (4xx) reply whose text is a recipient-table miss (\"User unknown in \
+             local recipient table\"): the table has no such user, but the server chose a code \
+             that says the answer may change (a table being set up, soft_bounce, a pending \
+             verification), so the address stays unknown and is retried",
+        );
+    }
+    // 500-504 say the command or its arguments were malformed. prebounce sends only addresses
+    // that passed its syntax stage, so `501 5.1.3 Bad recipient address syntax` is a protocol
+    // matter (a server whose parser disagrees), never proof that the mailbox does not exist.
+    if decided.0.status() == Status::Invalid && (500..=504).contains(&code) {
+        return (
+            ProtocolError,
+            "500-504: the server refused the command's syntax or arguments; the address was \
+             sent well-formed, so this is a protocol disagreement, not an answer about the \
+             mailbox",
+        );
+    }
+    // The domain's own server saying, in its MTA's words, that it does not host the domain:
+    // decided by `not_hosted`, whose phrases carry X.7 codes and the word "relay" themselves.
+    if decided.0 == NoSuchDomain && has(t, NOT_HOSTED) {
+        return decided;
+    }
     if decided.0.status() == Status::Invalid && has(t, FULL) {
         return (
             MailboxFull,
@@ -244,8 +270,11 @@ fn decide(reply: &Reply) -> Decided {
     }
     // An X.7 (security/policy) code anywhere in the reply, even on a later line or with a class
     // that disagrees with the reply code, is about policy, not the mailbox: never invalid.
+    // The one exception: a plain user-unknown text with no word of policy (see
+    // `plain_user_unknown`), where the specific text wins over the generic code.
     if decided.0.status() == Status::Invalid
         && (reply.enhanced.is_some_and(|e| e.subject == 7) || mentions_policy_code(&reply.text))
+        && !(decided.0 == MailboxNotFound && plain_user_unknown(t))
     {
         return (
             PolicyRejected,
@@ -273,6 +302,31 @@ fn mailbox(hard: bool, reason: Reason, why: &'static str) -> Decided {
             "a temporary (4xx) answer about the mailbox or domain: the server has not decided",
         )
     }
+}
+
+/// Step 2 too: the domain's own mail server says, in its MTA's own words, that it does not
+/// host the recipient's domain (Exchange's `550 5.7.54 SMTP; Unable to relay recipient in
+/// non-accepted domain`, qmail's `553 sorry, that domain isn't in my list of allowed rcpthosts
+/// (#5.7.1)`). The SMTP stage asks only the domain's own MX hosts, so the domain's mail goes
+/// nowhere: `no-such-domain`, whatever X.7 code the MTA attaches. A bare relay refusal
+/// (`Relay access denied`, `relaying denied`) does not say which side is misconfigured and
+/// stays `policy-rejected`.
+fn not_hosted(t: &str, hard: bool) -> Option<Decided> {
+    has(t, NOT_HOSTED).then(|| {
+        mailbox(
+            hard,
+            Reason::NoSuchDomain,
+            "the domain's own mail server says it does not host the recipient's domain (not an \
+             accepted domain, not in its rcpthosts): mail for that domain goes nowhere",
+        )
+    })
+}
+
+/// A user-unknown text that names no rule: under an X.7.x code, it is still the server's
+/// answer about the mailbox (`550 5.7.1 <a@b>: Recipient address rejected: User unknown`). Any
+/// word of policy, access, relay or filtering keeps the X.7 reading (never invalid).
+fn plain_user_unknown(t: &str) -> bool {
+    has(t, USER_UNKNOWN) && !has(t, POLICY) && !has(t, POLICY_VETO)
 }
 
 /// Step 2: the reply is about the prober (or its volume), whatever else it says.
@@ -400,6 +454,12 @@ fn by_security(e: EnhancedCode, code: u16, t: &str) -> Decided {
         _ if (code == 450 || code == 451) && has(t, RETRY_LATER) => (
             Greylisted,
             "450/451 X.7.x asking to try again later: greylisting or a similar deferral",
+        ),
+        _ if plain_user_unknown(t) => mailbox(
+            code >= 500,
+            MailboxNotFound,
+            "enhanced code X.7.x, but the text plainly says the user is unknown and names no \
+             policy: the specific text wins over the generic security code",
         ),
         _ if has(t, POLICY) || has(t, RECIPIENT) || has(t, NOT_FOUND) || has(t, DISABLED) => (
             PolicyRejected,
@@ -851,8 +911,6 @@ const DOMAIN: &[&str] = &[
     "domain doesn't exist",
     "domain must exist",
     "domain * is unknown",
-    "unrouteable address",
-    "unroutable address",
     "unrouteable domain",
     "unroutable domain",
 ];
@@ -861,6 +919,12 @@ const NOT_FOUND: &[&str] = &[
     "user unknown",
     "unknown user",
     "userunknown",
+    // Exim's words when no router accepts the address: at the domain's own server, its routers
+    // know the domain but not the local part (the domain case is "Unrouteable domain").
+    "unrouteable address",
+    "unroutable address",
+    // RFC 5321 §4.2.2's text for 553.
+    "mailbox name not allowed",
     "unknown recipient",
     "recipient unknown",
     "address unknown",
@@ -1030,6 +1094,42 @@ const POLICY: &[&str] = &[
 
 /// In an X.7.x text, a word that points at the recipient rather than the prober.
 const RECIPIENT: &[&str] = &["recipient*", "mailbox", "addressee", "rcpt"];
+
+/// A user-unknown text specific enough to win over an X.7.x code (read only with no word of
+/// policy; see `plain_user_unknown`).
+const USER_UNKNOWN: &[&str] = &[
+    "user unknown",
+    "unknown user",
+    "no such user",
+    "no such mailbox",
+    "no such recipient",
+    "unknown recipient",
+    "recipient unknown",
+    "unknown mailbox",
+    "mailbox unknown",
+    "user not found",
+    "mailbox not found",
+    "recipient not found",
+    "user does not exist",
+    "mailbox does not exist",
+    "recipient does not exist",
+];
+
+/// The domain's own server does not host the recipient's domain, in its MTA's own words.
+const NOT_HOSTED: &[&str] = &[
+    // Microsoft Exchange (5.7.54).
+    "relay recipient in non-accepted domain",
+    // qmail's qmail-smtpd and its patches (vpopmail's chkuser), with #5.7.1, #5.1.1 or #5.5.3.
+    "domain isn't in my list of allowed rcpthosts",
+];
+
+/// A 4xx text that is a recipient-table miss (Postfix's wording), explained as such.
+const TABLE_MISS: &[&str] = &[
+    "user unknown in local recipient table",
+    "user unknown in virtual mailbox table",
+    "user unknown in virtual alias table",
+    "user unknown in relay recipient table",
+];
 
 /// Keeps a mailbox verdict from being final (see step 7).
 const POLICY_VETO: &[&str] = &[
