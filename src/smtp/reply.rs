@@ -248,12 +248,15 @@ fn decide(reply: &Reply) -> Decided {
     // 500-504 say the command or its arguments were malformed. prebounce sends only addresses
     // that passed its syntax stage, so `501 5.1.3 Bad recipient address syntax` is a protocol
     // matter (a server whose parser disagrees), never proof that the mailbox does not exist.
-    if decided.0.status() == Status::Invalid && (500..=504).contains(&code) {
+    // A 50x whose text says the user is unknown (`500 No such user`) is still read as it says.
+    if decided.0.status() == Status::Invalid
+        && (500..=504).contains(&code)
+        && (reply.enhanced.is_some_and(|e| e.subject == 1 && e.detail == 3) || has(t, PROTOCOL))
+    {
         return (
             ProtocolError,
-            "500-504: the server refused the command's syntax or arguments; the address was \
-             sent well-formed, so this is a protocol disagreement, not an answer about the \
-             mailbox",
+            "500-504 about the address's syntax (X.1.3, \"syntax\"): the address was sent \
+             well-formed, so this is a protocol disagreement, not an answer about the mailbox",
         );
     }
     // The domain's own server saying, in its MTA's words, that it does not host the domain:
@@ -1650,7 +1653,6 @@ mod tests {
         for text in [
             "550 5.1.2 <ann@nowhere.example>: Recipient address rejected: Domain not found",
             "554 5.1.2 Host unknown",
-            "550 Unrouteable address",
             "556 5.1.10 Recipient address has null MX",
             "550 5.1.10 Recipient domain has a null MX",
             "550 Host or domain name not found",
@@ -1791,9 +1793,7 @@ mod tests {
             "550 5.7.1 The user or domain that you are sending to (or from) has a policy that prohibited the mail that you sent",
             "554 5.7.1 <ann@example.com>: Relay access denied",
             "550 5.7.1 Unable to relay",
-            "553 sorry, that domain isn't in my list of allowed rcpthosts",
             "554 5.7.1 <ann@example.com>: Recipient address rejected: Access denied",
-            "550 5.7.1 User unknown",
             "552 5.3.4 Message size exceeds fixed limit",
             "552 5.2.3 Message length exceeds administrative limit",
             "554 5.6.0 Message contains invalid header",
@@ -1804,6 +1804,75 @@ mod tests {
         ] {
             assert_decodes(text, PolicyRejected);
         }
+    }
+
+    #[test]
+    fn issue_16_rules() {
+        use Reason::*;
+        // A plain user-unknown text wins over an X.7.x code; a policy word keeps X.7's reading.
+        assert_decodes("550 5.7.1 User unknown", MailboxNotFound);
+        assert_decodes(
+            "550 5.7.1 <a@example.fr>: Recipient address rejected: User unknown",
+            MailboxNotFound,
+        );
+        assert_decodes("450 4.7.1 <a@example.fr>: User unknown", Deferred);
+        for text in [
+            "550 5.7.1 User unknown or access denied",
+            "550 5.7.1 user unknown (policy)",
+            "550 5.7.1 User unknown, relaying denied",
+        ] {
+            assert_decodes(text, PolicyRejected);
+        }
+        assert_decodes(
+            "550 5.7.1 User unknown, you are listed on spamhaus",
+            ProberBlocked,
+        );
+        // RFC 5321's texts for 550 and 553.
+        assert_decodes("550 Requested action not taken: mailbox unavailable", MailboxNotFound);
+        assert_decodes(
+            "553 Requested action not taken: mailbox name not allowed",
+            MailboxNotFound,
+        );
+        // The domain's own server does not host the domain; a bare relay refusal does not say so.
+        for text in [
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+            "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+            "553 sorry, that domain isn't in my list of allowed rcpthosts",
+        ] {
+            assert_decodes(text, NoSuchDomain);
+        }
+        assert_decodes(
+            "451 4.7.54 Unable to relay recipient in non-accepted domain",
+            Deferred,
+        );
+        for text in [
+            "554 5.7.1 <ann@example.com>: Relay access denied",
+            "550 relaying denied",
+            "550 relay not permitted",
+            "550 5.7.64 TenantAttribution; Relay Access Denied",
+        ] {
+            assert_decodes(text, PolicyRejected);
+        }
+        // A 4xx recipient-table miss stays a deferral, with its own explanation.
+        let d = decode(
+            "450 4.1.1 <a@b.example>: Recipient address rejected: User unknown in local recipient table",
+        );
+        assert_eq!(d.reason, Deferred);
+        assert_eq!(d.status, Status::Unknown);
+        assert!(d.explanation.contains("recipient-table miss"), "{}", d.explanation);
+        // Exim's routing failure names the address; its domain failure names the domain.
+        assert_decodes("550 Unrouteable address", MailboxNotFound);
+        assert_decodes("550 Unrouteable domain", NoSuchDomain);
+        // 500-504 are protocol matters, whatever enhanced code or text they carry.
+        for text in [
+            "501 5.1.3 Bad recipient address syntax",
+            "501 5.1.3 <a@b.example>: Recipient address rejected: Bad destination mailbox address syntax",
+            "501 Bad address syntax",
+        ] {
+            assert_decodes(text, ProtocolError);
+        }
+        assert_decodes("500 No such user", MailboxNotFound);
+        assert_decodes("553 5.1.3 Bad recipient address syntax", MailboxNotFound);
     }
 
     #[test]
