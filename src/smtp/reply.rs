@@ -41,7 +41,13 @@
 //!    explicit greylisting on a 4xx (`greylisted`), or the prober's IP, reputation, reverse DNS,
 //!    authentication (SPF, DKIM, DMARC), HELO or sender address (`prober-blocked`). Such a
 //!    rejection says nothing about the mailbox, whatever enhanced code it carries. A host that
-//!    takes no mail at all (`521`, `554 No SMTP service here`) is `smtp-unreachable`.
+//!    takes no mail at all (`521`, `554 No SMTP service here`) is `smtp-unreachable`. The
+//!    domain's own server saying in its MTA's words that it does not host the domain
+//!    (Exchange's `550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain`, qmail's
+//!    `553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)`) is
+//!    `no-such-domain`, whatever X.7 code it carries: the SMTP stage asks only the domain's own
+//!    MX hosts, so mail for the domain goes nowhere. A bare relay refusal (`Relay access
+//!    denied`, `relay not permitted`) does not say that and stays `policy-rejected`.
 //! 3. The enhanced code, where it is specific (X.1.1, X.2.2, X.7.x …), and only if its class
 //!    agrees with the reply code (`550 4.2.2` is inconsistent; the reply code is what SMTP
 //!    clients act on, so the enhanced code is then ignored).
@@ -53,15 +59,36 @@
 //! 5. What a generic enhanced code still says (X.1.0 an address problem, X.3.x/X.4.x the
 //!    receiving system, X.6.x the content).
 //! 6. The reply code alone (421 rate limiting, 450/451 greylisting, 552 storage, …).
-//! 7. A safety net: a mailbox verdict (invalid) whose text says the mailbox is full becomes
-//!    `mailbox-full` (`552 5.1.1 Boite du destinataire pleine`), and one whose text also cites a
-//!    policy, content or relay rule becomes `policy-rejected`.
+//! 7. A safety net: a mailbox verdict (invalid) on a 500-504 reply about the address's syntax
+//!    (`501 5.1.3 Bad recipient address syntax`) becomes `protocol-error`, since prebounce sends
+//!    only addresses that passed its syntax stage; one whose text says the mailbox is full
+//!    becomes `mailbox-full` (`552 5.1.1 Boite du destinataire pleine`); one under an X.7.x code
+//!    or whose text also cites a policy, content or relay rule becomes `policy-rejected`.
 //!
 //! An address is only ever **invalid** on a permanent (5xx) reply that positively says the
 //! mailbox or domain does not exist or is disabled. A 4xx never makes it invalid
-//! (`deferred`), nor does any X.7.x code, a full mailbox (even under 5xx), or a refusal we cannot
+//! (`deferred`), nor does an X.7.x code, a full mailbox (even under 5xx), or a refusal we cannot
 //! attribute (`unrecognized`). Suppressing a live subscriber costs more than leaving an address
-//! undecided, so doubt resolves to unknown.
+//! undecided, so doubt resolves to unknown. Two readings win over an X.7.x code, because the
+//! text is more specific than the code: the not-hosted domain above, and a plain user-unknown
+//! text that names no policy, access, relay or filter rule (`550 5.7.1 <a@b>: Recipient address
+//! rejected: User unknown` is `mailbox-not-found`; `550 5.7.1 User unknown or access denied`
+//! stays `policy-rejected`, and a blocklist text is `prober-blocked` at step 2 whatever else it
+//! says). Exim's `550 Unrouteable address` from the domain's own server is `mailbox-not-found`
+//! (its routers know the domain but not the local part; an unknown domain reads
+//! `Unrouteable domain`), and RFC 5321's `553 Requested action not taken: mailbox name not
+//! allowed` is `mailbox-not-found`.
+//!
+//! A 4xx whose text is a definitive recipient-table miss (Postfix's `450 4.1.1 <a@b>: Recipient
+//! address rejected: User unknown in local recipient table`) stays `deferred`, with its own
+//! explanation. Postfix answers 450 there only when its administrator asked it to
+//! (`unknown_local_recipient_reject_code = 450`: postconf(5) calls it "safer to initially use
+//! 450 (try again later) so you have time to find out if your local_recipient_maps settings are
+//! OK"; or `soft_bounce = yes`), that is when the table is not trusted. Some servers keep that setting for good (a widely copied tutorial sets it),
+//! but one reply cannot tell those from a table being set up, and the SMTP stage's retries of
+//! deferred recipients come within minutes, before a table would change. So a miss that
+//! persists across those retries stays unknown (the planner reports the last reply once its
+//! retries are spent): RFC 5321's temporary class is taken at its word.
 //!
 //! `550 5.7.1 recipient rejected by policy` is `policy-rejected`, not `prober-blocked`: the text
 //! names the recipient and a rule of the receiving side (closed lists, internal-only mailboxes)
