@@ -461,7 +461,8 @@ fn heldout_replies() {
 
     for (line, rule, reply, expected, got) in &rows {
         assert_eq!(
-            got, expected,
+            got,
+            expected,
             "line {line} ({rule}): {reply:?} decodes as {}, expected {}",
             got.as_str(),
             expected.as_str()

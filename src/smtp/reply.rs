@@ -278,7 +278,10 @@ fn decide(reply: &Reply) -> Decided {
     // A 50x whose text says the user is unknown (`500 No such user`) is still read as it says.
     if decided.0.status() == Status::Invalid
         && (500..=504).contains(&code)
-        && (reply.enhanced.is_some_and(|e| e.subject == 1 && e.detail == 3) || has(t, PROTOCOL))
+        && (reply
+            .enhanced
+            .is_some_and(|e| e.subject == 1 && e.detail == 3)
+            || has(t, PROTOCOL))
     {
         return (
             ProtocolError,
@@ -1855,7 +1858,10 @@ mod tests {
             ProberBlocked,
         );
         // RFC 5321's texts for 550 and 553.
-        assert_decodes("550 Requested action not taken: mailbox unavailable", MailboxNotFound);
+        assert_decodes(
+            "550 Requested action not taken: mailbox unavailable",
+            MailboxNotFound,
+        );
         assert_decodes(
             "553 Requested action not taken: mailbox name not allowed",
             MailboxNotFound,
@@ -1886,7 +1892,11 @@ mod tests {
         );
         assert_eq!(d.reason, Deferred);
         assert_eq!(d.status, Status::Unknown);
-        assert!(d.explanation.contains("recipient-table miss"), "{}", d.explanation);
+        assert!(
+            d.explanation.contains("recipient-table miss"),
+            "{}",
+            d.explanation
+        );
         // Exim's routing failure names the address; its domain failure names the domain.
         assert_decodes("550 Unrouteable address", MailboxNotFound);
         assert_decodes("550 Unrouteable domain", NoSuchDomain);
