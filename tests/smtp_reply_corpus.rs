@@ -15,6 +15,13 @@
 //! verdict (`552 5.1.1 Boite du destinataire pleine`), and "sender account" blames the sender
 //! (a `rejected` row about a disabled *sender* account had decoded as mailbox-disabled).
 //!
+//! Issue 16 added rules for replies a reviewer's held-out set found missed (a plain user-unknown
+//! text under 5.7.x, `553 … mailbox name not allowed`, the domain's own server not hosting the
+//! domain, Exim's `Unrouteable address`, a `501 5.1.3` syntax reply). Here they moved lines 168,
+//! 169 and 296 (`550 5.7.1 … User unknown`, labelled filtered) from policy-rejected to
+//! mailbox-not-found, and line 94 (`501 5.1.3`, labelled userunknown) to protocol-error, a
+//! disagreement kept on purpose. The rules' own examples are in `heldout_replies` below.
+//!
 //! How sisimai reasons map onto ours (a set where either reading is right):
 //! - userunknown → mailbox-not-found; suspend → mailbox-disabled; hostunknown → no-such-domain;
 //!   hasmoved → mailbox-not-found (X.1.6, 551). All four are invalid.
@@ -76,7 +83,9 @@ const PARSE_FAILURES: usize = 6;
 /// Agreement floors per sisimai label, in percent of its rows (reason, status): what this
 /// decoder achieves, rounded down, so a regression fails. Labels with few rows get none.
 const FLOORS: &[(&str, f64, f64)] = &[
-    ("userunknown", 84.0, 94.0),
+    // 83/93 since issue 16: line 94 (`501 5.1.3 … Bad destination mailbox address syntax`)
+    // is a protocol-error on purpose (a 501 to an address sent well-formed is never invalid).
+    ("userunknown", 83.0, 93.0),
     ("mailboxfull", 96.0, 96.0),
     ("suspend", 58.0, 58.0),
     ("hostunknown", 62.0, 75.0),
@@ -392,5 +401,83 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+/// Real replies for the decoder's rules added on issue 16 (`tests/data/reply-heldout.tsv`,
+/// sources per line there and in `tests/data/SOURCES.md`): each row names the rule it exercises
+/// and the reason it must decode to. Some rows are controls (a bare relay refusal, a blocklist
+/// under 5.7.1) that a rule must *not* capture. Figures per rule are printed (`--nocapture`)
+/// before any row is asserted, so a run on an older decoder shows its score.
+#[test]
+fn heldout_replies() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply-heldout.tsv");
+    let text = fs::read_to_string(path).expect("reply-heldout.tsv");
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 4, "line {}: four fields", n + 1);
+        assert!(!f[3].trim().is_empty(), "line {}: a source", n + 1);
+        let expected = Reason::from_code(f[1]).unwrap_or_else(|| panic!("line {}: reason", n + 1));
+        let reply = Reply::parse(&unescape(f[0]))
+            .unwrap_or_else(|e| panic!("line {}: not one reply: {e:?}", n + 1));
+        let got = classify(&reply).reason;
+        rows.push((n + 1, f[2].to_string(), f[0].to_string(), expected, got));
+    }
+    assert!(rows.len() >= 20, "the held-out file has its rows");
+
+    let mut by_rule: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for (_, rule, _, expected, got) in &rows {
+        let e = by_rule.entry(rule.as_str()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(expected == got);
+        e.2 += usize::from(expected.status() == got.status());
+    }
+    let mut out = String::new();
+    let agree = rows.iter().filter(|r| r.3 == r.4).count();
+    let status = rows.iter().filter(|r| r.3.status() == r.4.status()).count();
+    writeln!(
+        out,
+        "held-out replies: {} rows, reasons agree {agree}, status agrees {status}",
+        rows.len()
+    )
+    .unwrap();
+    writeln!(out, "rule                  rows  reason  status").unwrap();
+    for (rule, (n, r, s)) in &by_rule {
+        writeln!(out, "{rule:<20} {n:>5} {r:>7} {s:>7}").unwrap();
+    }
+    for (line, rule, reply, expected, got) in &rows {
+        if expected != got {
+            writeln!(
+                out,
+                "  line {line} ({rule}): {} expected, {} decoded ← {reply:?}",
+                expected.as_str(),
+                got.as_str()
+            )
+            .unwrap();
+        }
+    }
+    println!("{out}");
+
+    for (line, rule, reply, expected, got) in &rows {
+        assert_eq!(
+            got,
+            expected,
+            "line {line} ({rule}): {reply:?} decodes as {}, expected {}",
+            got.as_str(),
+            expected.as_str()
+        );
+    }
+    // The controls of each rule are never invalid; every rule has at least one positive row.
+    for rule in [
+        "x7-user-unknown",
+        "bare-550",
+        "553-name-not-allowed",
+        "not-hosted",
+        "4xx-table-miss",
+        "exim-unrouteable",
+        "501-syntax",
+    ] {
+        assert!(by_rule.contains_key(rule), "rule {rule} has rows");
     }
 }

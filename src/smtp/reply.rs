@@ -41,7 +41,13 @@
 //!    explicit greylisting on a 4xx (`greylisted`), or the prober's IP, reputation, reverse DNS,
 //!    authentication (SPF, DKIM, DMARC), HELO or sender address (`prober-blocked`). Such a
 //!    rejection says nothing about the mailbox, whatever enhanced code it carries. A host that
-//!    takes no mail at all (`521`, `554 No SMTP service here`) is `smtp-unreachable`.
+//!    takes no mail at all (`521`, `554 No SMTP service here`) is `smtp-unreachable`. The
+//!    domain's own server saying in its MTA's words that it does not host the domain
+//!    (Exchange's `550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain`, qmail's
+//!    `553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)`) is
+//!    `no-such-domain`, whatever X.7 code it carries: the SMTP stage asks only the domain's own
+//!    MX hosts, so mail for the domain goes nowhere. A bare relay refusal (`Relay access
+//!    denied`, `relay not permitted`) does not say that and stays `policy-rejected`.
 //! 3. The enhanced code, where it is specific (X.1.1, X.2.2, X.7.x …), and only if its class
 //!    agrees with the reply code (`550 4.2.2` is inconsistent; the reply code is what SMTP
 //!    clients act on, so the enhanced code is then ignored).
@@ -53,15 +59,36 @@
 //! 5. What a generic enhanced code still says (X.1.0 an address problem, X.3.x/X.4.x the
 //!    receiving system, X.6.x the content).
 //! 6. The reply code alone (421 rate limiting, 450/451 greylisting, 552 storage, …).
-//! 7. A safety net: a mailbox verdict (invalid) whose text says the mailbox is full becomes
-//!    `mailbox-full` (`552 5.1.1 Boite du destinataire pleine`), and one whose text also cites a
-//!    policy, content or relay rule becomes `policy-rejected`.
+//! 7. A safety net: a mailbox verdict (invalid) on a 500-504 reply about the address's syntax
+//!    (`501 5.1.3 Bad recipient address syntax`) becomes `protocol-error`, since prebounce sends
+//!    only addresses that passed its syntax stage; one whose text says the mailbox is full
+//!    becomes `mailbox-full` (`552 5.1.1 Boite du destinataire pleine`); one under an X.7.x code
+//!    or whose text also cites a policy, content or relay rule becomes `policy-rejected`.
 //!
 //! An address is only ever **invalid** on a permanent (5xx) reply that positively says the
 //! mailbox or domain does not exist or is disabled. A 4xx never makes it invalid
-//! (`deferred`), nor does any X.7.x code, a full mailbox (even under 5xx), or a refusal we cannot
+//! (`deferred`), nor does an X.7.x code, a full mailbox (even under 5xx), or a refusal we cannot
 //! attribute (`unrecognized`). Suppressing a live subscriber costs more than leaving an address
-//! undecided, so doubt resolves to unknown.
+//! undecided, so doubt resolves to unknown. Two readings win over an X.7.x code, because the
+//! text is more specific than the code: the not-hosted domain above, and a plain user-unknown
+//! text that names no policy, access, relay or filter rule (`550 5.7.1 <a@b>: Recipient address
+//! rejected: User unknown` is `mailbox-not-found`; `550 5.7.1 User unknown or access denied`
+//! stays `policy-rejected`, and a blocklist text is `prober-blocked` at step 2 whatever else it
+//! says). Exim's `550 Unrouteable address` from the domain's own server is `mailbox-not-found`
+//! (its routers know the domain but not the local part; an unknown domain reads
+//! `Unrouteable domain`), and RFC 5321's `553 Requested action not taken: mailbox name not
+//! allowed` is `mailbox-not-found`.
+//!
+//! A 4xx whose text is a definitive recipient-table miss (Postfix's `450 4.1.1 <a@b>: Recipient
+//! address rejected: User unknown in local recipient table`) stays `deferred`, with its own
+//! explanation. Postfix answers 450 there only when its administrator asked it to
+//! (`unknown_local_recipient_reject_code = 450`: postconf(5) calls it "safer to initially use
+//! 450 (try again later) so you have time to find out if your local_recipient_maps settings are
+//! OK"; or `soft_bounce = yes`), that is when the table is not trusted. Some servers keep that setting for good (a widely copied tutorial sets it),
+//! but one reply cannot tell those from a table being set up, and the SMTP stage's retries of
+//! deferred recipients come within minutes, before a table would change. So a miss that
+//! persists across those retries stays unknown (the planner reports the last reply once its
+//! retries are spent): RFC 5321's temporary class is taken at its word.
 //!
 //! `550 5.7.1 recipient rejected by policy` is `policy-rejected`, not `prober-blocked`: the text
 //! names the recipient and a rule of the receiving side (closed lists, internal-only mailboxes)
@@ -231,10 +258,42 @@ fn decide(reply: &Reply) -> Decided {
     let enhanced = reply.enhanced.filter(|e| u16::from(e.class) == code / 100);
     let decided = blames_sender(t, hard)
         .or_else(|| no_smtp(code, t))
+        .or_else(|| not_hosted(t, hard))
         .or_else(|| enhanced.and_then(|e| by_enhanced(e, code, t)))
         .or_else(|| by_text(t, hard))
         .or_else(|| enhanced.and_then(|e| by_generic_enhanced(e, hard)))
         .unwrap_or_else(|| by_code(code));
+    if decided.0 == Deferred && has(t, TABLE_MISS) {
+        return (
+            Deferred,
+            "a temporary (4xx) reply whose text is a recipient-table miss (\"User unknown in \
+             local recipient table\"): the table has no such user, but the server chose a code \
+             that says the answer may change (a table being set up, soft_bounce, a pending \
+             verification), so the address stays unknown and is retried",
+        );
+    }
+    // 500-504 say the command or its arguments were malformed. prebounce sends only addresses
+    // that passed its syntax stage, so `501 5.1.3 Bad recipient address syntax` is a protocol
+    // matter (a server whose parser disagrees), never proof that the mailbox does not exist.
+    // A 50x whose text says the user is unknown (`500 No such user`) is still read as it says.
+    if decided.0.status() == Status::Invalid
+        && (500..=504).contains(&code)
+        && (reply
+            .enhanced
+            .is_some_and(|e| e.subject == 1 && e.detail == 3)
+            || has(t, PROTOCOL))
+    {
+        return (
+            ProtocolError,
+            "500-504 about the address's syntax (X.1.3, \"syntax\"): the address was sent \
+             well-formed, so this is a protocol disagreement, not an answer about the mailbox",
+        );
+    }
+    // The domain's own server saying, in its MTA's words, that it does not host the domain:
+    // decided by `not_hosted`, whose phrases carry X.7 codes and the word "relay" themselves.
+    if decided.0 == NoSuchDomain && has(t, NOT_HOSTED) {
+        return decided;
+    }
     if decided.0.status() == Status::Invalid && has(t, FULL) {
         return (
             MailboxFull,
@@ -244,8 +303,11 @@ fn decide(reply: &Reply) -> Decided {
     }
     // An X.7 (security/policy) code anywhere in the reply, even on a later line or with a class
     // that disagrees with the reply code, is about policy, not the mailbox: never invalid.
+    // The one exception: a plain user-unknown text with no word of policy (see
+    // `plain_user_unknown`), where the specific text wins over the generic code.
     if decided.0.status() == Status::Invalid
         && (reply.enhanced.is_some_and(|e| e.subject == 7) || mentions_policy_code(&reply.text))
+        && !(decided.0 == MailboxNotFound && plain_user_unknown(t))
     {
         return (
             PolicyRejected,
@@ -273,6 +335,31 @@ fn mailbox(hard: bool, reason: Reason, why: &'static str) -> Decided {
             "a temporary (4xx) answer about the mailbox or domain: the server has not decided",
         )
     }
+}
+
+/// Step 2 too: the domain's own mail server says, in its MTA's own words, that it does not
+/// host the recipient's domain (Exchange's `550 5.7.54 SMTP; Unable to relay recipient in
+/// non-accepted domain`, qmail's `553 sorry, that domain isn't in my list of allowed rcpthosts
+/// (#5.7.1)`). The SMTP stage asks only the domain's own MX hosts, so the domain's mail goes
+/// nowhere: `no-such-domain`, whatever X.7 code the MTA attaches. A bare relay refusal
+/// (`Relay access denied`, `relaying denied`) does not say which side is misconfigured and
+/// stays `policy-rejected`.
+fn not_hosted(t: &str, hard: bool) -> Option<Decided> {
+    has(t, NOT_HOSTED).then(|| {
+        mailbox(
+            hard,
+            Reason::NoSuchDomain,
+            "the domain's own mail server says it does not host the recipient's domain (not an \
+             accepted domain, not in its rcpthosts): mail for that domain goes nowhere",
+        )
+    })
+}
+
+/// A user-unknown text that names no rule: under an X.7.x code, it is still the server's
+/// answer about the mailbox (`550 5.7.1 <a@b>: Recipient address rejected: User unknown`). Any
+/// word of policy, access, relay or filtering keeps the X.7 reading (never invalid).
+fn plain_user_unknown(t: &str) -> bool {
+    has(t, USER_UNKNOWN) && !has(t, POLICY) && !has(t, POLICY_VETO)
 }
 
 /// Step 2: the reply is about the prober (or its volume), whatever else it says.
@@ -400,6 +487,12 @@ fn by_security(e: EnhancedCode, code: u16, t: &str) -> Decided {
         _ if (code == 450 || code == 451) && has(t, RETRY_LATER) => (
             Greylisted,
             "450/451 X.7.x asking to try again later: greylisting or a similar deferral",
+        ),
+        _ if plain_user_unknown(t) => mailbox(
+            code >= 500,
+            MailboxNotFound,
+            "enhanced code X.7.x, but the text plainly says the user is unknown and names no \
+             policy: the specific text wins over the generic security code",
         ),
         _ if has(t, POLICY) || has(t, RECIPIENT) || has(t, NOT_FOUND) || has(t, DISABLED) => (
             PolicyRejected,
@@ -851,8 +944,6 @@ const DOMAIN: &[&str] = &[
     "domain doesn't exist",
     "domain must exist",
     "domain * is unknown",
-    "unrouteable address",
-    "unroutable address",
     "unrouteable domain",
     "unroutable domain",
 ];
@@ -861,6 +952,12 @@ const NOT_FOUND: &[&str] = &[
     "user unknown",
     "unknown user",
     "userunknown",
+    // Exim's words when no router accepts the address: at the domain's own server, its routers
+    // know the domain but not the local part (the domain case is "Unrouteable domain").
+    "unrouteable address",
+    "unroutable address",
+    // RFC 5321 §4.2.2's text for 553.
+    "mailbox name not allowed",
     "unknown recipient",
     "recipient unknown",
     "address unknown",
@@ -1030,6 +1127,42 @@ const POLICY: &[&str] = &[
 
 /// In an X.7.x text, a word that points at the recipient rather than the prober.
 const RECIPIENT: &[&str] = &["recipient*", "mailbox", "addressee", "rcpt"];
+
+/// A user-unknown text specific enough to win over an X.7.x code (read only with no word of
+/// policy; see `plain_user_unknown`).
+const USER_UNKNOWN: &[&str] = &[
+    "user unknown",
+    "unknown user",
+    "no such user",
+    "no such mailbox",
+    "no such recipient",
+    "unknown recipient",
+    "recipient unknown",
+    "unknown mailbox",
+    "mailbox unknown",
+    "user not found",
+    "mailbox not found",
+    "recipient not found",
+    "user does not exist",
+    "mailbox does not exist",
+    "recipient does not exist",
+];
+
+/// The domain's own server does not host the recipient's domain, in its MTA's own words.
+const NOT_HOSTED: &[&str] = &[
+    // Microsoft Exchange (5.7.54).
+    "relay recipient in non-accepted domain",
+    // qmail's qmail-smtpd and its patches (vpopmail's chkuser), with #5.7.1, #5.1.1 or #5.5.3.
+    "domain isn't in my list of allowed rcpthosts",
+];
+
+/// A 4xx text that is a recipient-table miss (Postfix's wording), explained as such.
+const TABLE_MISS: &[&str] = &[
+    "user unknown in local recipient table",
+    "user unknown in virtual mailbox table",
+    "user unknown in virtual alias table",
+    "user unknown in relay recipient table",
+];
 
 /// Keeps a mailbox verdict from being final (see step 7).
 const POLICY_VETO: &[&str] = &[
@@ -1550,7 +1683,6 @@ mod tests {
         for text in [
             "550 5.1.2 <ann@nowhere.example>: Recipient address rejected: Domain not found",
             "554 5.1.2 Host unknown",
-            "550 Unrouteable address",
             "556 5.1.10 Recipient address has null MX",
             "550 5.1.10 Recipient domain has a null MX",
             "550 Host or domain name not found",
@@ -1691,9 +1823,7 @@ mod tests {
             "550 5.7.1 The user or domain that you are sending to (or from) has a policy that prohibited the mail that you sent",
             "554 5.7.1 <ann@example.com>: Relay access denied",
             "550 5.7.1 Unable to relay",
-            "553 sorry, that domain isn't in my list of allowed rcpthosts",
             "554 5.7.1 <ann@example.com>: Recipient address rejected: Access denied",
-            "550 5.7.1 User unknown",
             "552 5.3.4 Message size exceeds fixed limit",
             "552 5.2.3 Message length exceeds administrative limit",
             "554 5.6.0 Message contains invalid header",
@@ -1704,6 +1834,82 @@ mod tests {
         ] {
             assert_decodes(text, PolicyRejected);
         }
+    }
+
+    #[test]
+    fn issue_16_rules() {
+        use Reason::*;
+        // A plain user-unknown text wins over an X.7.x code; a policy word keeps X.7's reading.
+        assert_decodes("550 5.7.1 User unknown", MailboxNotFound);
+        assert_decodes(
+            "550 5.7.1 <a@example.fr>: Recipient address rejected: User unknown",
+            MailboxNotFound,
+        );
+        assert_decodes("450 4.7.1 <a@example.fr>: User unknown", Deferred);
+        for text in [
+            "550 5.7.1 User unknown or access denied",
+            "550 5.7.1 user unknown (policy)",
+            "550 5.7.1 User unknown, relaying denied",
+        ] {
+            assert_decodes(text, PolicyRejected);
+        }
+        assert_decodes(
+            "550 5.7.1 User unknown, you are listed on spamhaus",
+            ProberBlocked,
+        );
+        // RFC 5321's texts for 550 and 553.
+        assert_decodes(
+            "550 Requested action not taken: mailbox unavailable",
+            MailboxNotFound,
+        );
+        assert_decodes(
+            "553 Requested action not taken: mailbox name not allowed",
+            MailboxNotFound,
+        );
+        // The domain's own server does not host the domain; a bare relay refusal does not say so.
+        for text in [
+            "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+            "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+            "553 sorry, that domain isn't in my list of allowed rcpthosts",
+        ] {
+            assert_decodes(text, NoSuchDomain);
+        }
+        assert_decodes(
+            "451 4.7.54 Unable to relay recipient in non-accepted domain",
+            Deferred,
+        );
+        for text in [
+            "554 5.7.1 <ann@example.com>: Relay access denied",
+            "550 relaying denied",
+            "550 relay not permitted",
+            "550 5.7.64 TenantAttribution; Relay Access Denied",
+        ] {
+            assert_decodes(text, PolicyRejected);
+        }
+        // A 4xx recipient-table miss stays a deferral, with its own explanation.
+        let d = decode(
+            "450 4.1.1 <a@b.example>: Recipient address rejected: User unknown in local recipient table",
+        );
+        assert_eq!(d.reason, Deferred);
+        assert_eq!(d.status, Status::Unknown);
+        assert!(
+            d.explanation.contains("recipient-table miss"),
+            "{}",
+            d.explanation
+        );
+        // Exim's routing failure names the address; its domain failure names the domain.
+        assert_decodes("550 Unrouteable address", MailboxNotFound);
+        assert_decodes("550 Unrouteable domain", NoSuchDomain);
+        // 500-504 are protocol matters, whatever enhanced code or text they carry.
+        for text in [
+            "501 5.1.3 Bad recipient address syntax",
+            "501 5.1.3 <a@b.example>: Recipient address rejected: Bad destination mailbox address syntax",
+            "501 Bad address syntax",
+        ] {
+            assert_decodes(text, ProtocolError);
+        }
+        assert_decodes("500 No such user", MailboxNotFound);
+        assert_decodes("553 5.1.3 Bad recipient address syntax", MailboxNotFound);
     }
 
     #[test]
