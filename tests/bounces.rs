@@ -297,7 +297,7 @@ fn the_held_out_set_is_scored_apart() {
     );
 }
 
-// What the decoder reaches today (found 98.3 %, status 98.6 %, hard 88.0 %, kind 95.2 %, 3
+// What the decoder reaches today (found 98.3 %, status 98.6 %, hard 87.5 %, kind 95.2 %, 3
 // blocks called hard): a regression fails. The issue's targets are 95 % for the status codes
 // and for the kinds. Hard agreement is bounded by sisimai calling `550 User unknown` after DATA
 // "filtered" (not hard) where we say hard. The three "blocks" we call hard are sisimai's reading
@@ -305,11 +305,12 @@ fn the_held_out_set_is_scored_apart() {
 // labelled "rejected") and a Sendmail V5 `550 Host unknown` (lhost-v5sendmail-05, "blocked").
 const FOUND_FLOOR: f64 = 98.0;
 const STATUS_FLOOR: f64 = 98.0;
-const HARD_FLOOR: f64 = 87.5;
+const HARD_FLOOR: f64 = 87.0;
 const KIND_FLOOR: f64 = 95.0;
 const BLOCK_AS_HARD_CEILING: usize = 3;
-// The held-out set's figures when it was added (found 99.0 %, status 94.2 %, kind 87.1 %,
-// hard/not-hard 83.7 %, 1 block called hard), less a point.
+// The held-out set's figures when it was added (found 99.0 %, status 94.2 %, kind 86.6 %,
+// hard/not-hard 82.8 %, 1 block called hard), less a point (kind: 87.1 % before the reply
+// decoder read `501 5.1.3` as a protocol error, issue #16).
 const HELD_OUT_FOUND_FLOOR: f64 = 98.0;
 const HELD_OUT_STATUS_FLOOR: f64 = 93.0;
 const HELD_OUT_KIND_FLOOR: f64 = 86.0;
