@@ -219,6 +219,7 @@ pub fn decide_mailbox(smtp: &SmtpEvidence) -> (Reason, String) {
         SmtpOutcome::Timeout(_) => Reason::SmtpTimeout,
         SmtpOutcome::ProtocolError(_) => Reason::ProtocolError,
         SmtpOutcome::Smtputf8Unsupported => Reason::Smtputf8Unsupported,
+        SmtpOutcome::ProviderAcceptsAll(_) => Reason::ProviderAcceptsAll,
     };
     (reason, at(smtp.outcome.to_string()))
 }

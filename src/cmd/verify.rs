@@ -12,6 +12,7 @@ use clap::ValueEnum;
 use prebounce::dns::DnsConfig;
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::interrupt::Interrupt;
+use prebounce::model::provider::ProviderTable;
 use prebounce::preflight::ProberOptions;
 use prebounce::smtp::probe::{Egress, ProbeConfig};
 use prebounce::smtp::session::{Config as SessionConfig, Session, TlsPolicy};
@@ -157,6 +158,10 @@ pub struct Args {
     /// (RFC 1928, username/password RFC 1929). Politeness is counted per egress and server.
     #[arg(long, value_name = "URL", value_parser = Egress::parse_proxy, help_heading = "SMTP probe (--level smtp)")]
     proxy: Option<Egress>,
+    /// A provider table (TOML, `[[provider]]` entries as in src/model/providers.toml) that
+    /// overrides the built-in entries by id and adds new ones.
+    #[arg(long, value_name = "FILE", help_heading = "SMTP probe (--level smtp)")]
+    providers: Option<std::path::PathBuf>,
     /// Tests only: the SMTP port of the mail servers.
     #[arg(long, hide = true, default_value_t = 25)]
     smtp_port: u16,
@@ -428,6 +433,17 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
         retries: args.retries,
         port: args.smtp_port,
         pipelining: !args.no_pipelining,
+        providers: std::sync::Arc::new(match &args.providers {
+            None => ProviderTable::built_in().clone(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --providers {}: {e}", path.display())
+                })?;
+                ProviderTable::built_in()
+                    .with_overrides(&text)
+                    .map_err(|e| anyhow::anyhow!("--providers {}: {e}", path.display()))?
+            }
+        }),
         egress: match (&args.proxy, args.source_ip) {
             (Some(proxy), _) => proxy.clone(),
             (None, Some(ip)) => Egress::Source(ip),

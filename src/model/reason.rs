@@ -89,6 +89,9 @@ pub enum Reason {
     MailboxAccepted,
     /// Accepted, but the domain also accepts a mailbox that cannot exist: proves nothing.
     AcceptAll,
+    /// Not probed: the domain's mail goes to a provider whose servers accept every recipient
+    /// at RCPT and bounce later (Yahoo/AOL, Mail.ru, Yandex: the provider table).
+    ProviderAcceptsAll,
     MailboxNotFound,
     MailboxDisabled,
     MailboxFull,
@@ -133,7 +136,7 @@ impl Reason {
         Reason::SmtpTimeout,
     ];
 
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::SyntaxOk,
         Reason::Syntax,
         Reason::ReservedDomain,
@@ -148,6 +151,7 @@ impl Reason {
         Reason::DnsTimeout,
         Reason::MailboxAccepted,
         Reason::AcceptAll,
+        Reason::ProviderAcceptsAll,
         Reason::MailboxNotFound,
         Reason::MailboxDisabled,
         Reason::MailboxFull,
@@ -181,6 +185,7 @@ impl Reason {
             Reason::DnsTimeout => "dns-timeout",
             Reason::MailboxAccepted => "mailbox-accepted",
             Reason::AcceptAll => "accept-all",
+            Reason::ProviderAcceptsAll => "provider-accepts-all",
             Reason::MailboxNotFound => "mailbox-not-found",
             Reason::MailboxDisabled => "mailbox-disabled",
             Reason::MailboxFull => "mailbox-full",
@@ -202,7 +207,7 @@ impl Reason {
     pub fn status(self) -> Status {
         match self {
             Reason::SyntaxOk | Reason::DomainAcceptsMail | Reason::MailboxAccepted => Status::Valid,
-            Reason::AcceptAll => Status::CatchAll,
+            Reason::AcceptAll | Reason::ProviderAcceptsAll => Status::CatchAll,
             Reason::MailboxNotFound | Reason::MailboxDisabled => Status::Invalid,
             Reason::Syntax
             | Reason::ReservedDomain
@@ -274,7 +279,9 @@ impl Reason {
             | Reason::Smtputf8Unsupported
             | Reason::Suppressed => Action::Suppress,
             Reason::DnsError | Reason::DnsTimeout => Action::RetryLater,
-            Reason::UnreadableRow | Reason::AcceptAll => Action::Investigate,
+            Reason::UnreadableRow | Reason::AcceptAll | Reason::ProviderAcceptsAll => {
+                Action::Investigate
+            }
         }
     }
 
@@ -312,6 +319,9 @@ impl Reason {
             Reason::MailboxAccepted => "The mailbox's own server said it accepts mail for it.",
             Reason::AcceptAll => {
                 "The server accepts any address at this domain, even made-up ones, so its \"yes\" proves nothing."
+            }
+            Reason::ProviderAcceptsAll => {
+                "The domain's mail goes to a provider whose servers accept every address when asked and bounce unknown ones later, so asking proves nothing; it was not probed."
             }
             Reason::MailboxNotFound => "The mail server said this mailbox does not exist.",
             Reason::MailboxDisabled => "The mail server said this mailbox is disabled or inactive.",
@@ -365,7 +375,7 @@ impl Reason {
                 "fix-the-file",
                 "fix the row in the source file (quotes, number of cells, encoding) and run again",
             ),
-            Reason::AcceptAll => (
+            Reason::AcceptAll | Reason::ProviderAcceptsAll => (
                 "send-with-care",
                 "send with care: the address may not exist; mail it last, in small batches, and watch its bounces",
             ),

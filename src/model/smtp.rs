@@ -22,6 +22,9 @@ pub enum SmtpOutcome {
     Smtputf8Unsupported,
     /// The address may not be sent (control characters …); never reached the wire.
     Unsendable(String),
+    /// Not probed: the domain's mail server belongs to this provider (its display name),
+    /// whose servers accept every recipient at RCPT and bounce later.
+    ProviderAcceptsAll(String),
 }
 
 /// Whether the domain accepted a mailbox that cannot exist.
@@ -58,6 +61,11 @@ impl fmt::Display for SmtpOutcome {
             SmtpOutcome::Timeout(why)
             | SmtpOutcome::ProtocolError(why)
             | SmtpOutcome::Unsendable(why) => f.write_str(&printable(why)),
+            SmtpOutcome::ProviderAcceptsAll(provider) => write!(
+                f,
+                "not probed: {} accepts every address at RCPT and bounces unknown ones later",
+                printable(provider)
+            ),
             SmtpOutcome::Smtputf8Unsupported => f.write_str(
                 "the local part is not ASCII and the server does not advertise SMTPUTF8",
             ),

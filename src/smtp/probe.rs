@@ -32,6 +32,7 @@ use super::session::{
     Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, TlsPolicy,
 };
 use crate::model::Reason;
+use crate::model::provider::ProviderTable;
 pub use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 
 /// Everything the probe needs from the command line.
@@ -72,6 +73,8 @@ pub struct ProbeConfig {
     pub fast_fail: Option<JudgeConfig>,
     /// Where the connections come from.
     pub egress: Egress,
+    /// What the big providers' servers need and what their answers mean.
+    pub providers: Arc<ProviderTable>,
 }
 
 impl ProbeConfig {
@@ -95,6 +98,7 @@ impl ProbeConfig {
             allow_private: false,
             fast_fail: Some(JudgeConfig::default()),
             egress: Egress::Direct,
+            providers: Arc::new(ProviderTable::built_in().clone()),
         }
     }
 
@@ -597,6 +601,36 @@ impl Prober {
     ) -> DomainProbe {
         bump(&self.counters.domains, 1);
         bump(&self.counters.to_decide, mailboxes.len() as u64);
+        // The provider is told by the preferred mail server's name.
+        let provider = targets
+            .first()
+            .and_then(|t| self.config.providers.of_host(&t.name));
+        if let Some(p) = provider.filter(|p| p.accepts_all) {
+            // Its "accepted" would prove nothing, and asking costs the prober's reputation
+            // there: no session, not even a canary.
+            let n = mailboxes.len();
+            bump(&self.counters.decided, n as u64);
+            let server = targets.first().map(|t| t.name.clone());
+            return DomainProbe {
+                catch_all: CatchAll::Yes,
+                results: (0..n)
+                    .map(|_| SmtpEvidence {
+                        outcome: SmtpOutcome::ProviderAcceptsAll(p.name.clone()),
+                        server: server.clone(),
+                        attempts: 0,
+                        catch_all: CatchAll::Yes,
+                    })
+                    .collect(),
+                decided: vec![true; n],
+                catch_all_by_server: Vec::new(),
+            };
+        }
+        let mut plan_config = self.config.plan_config();
+        if let Some(p) = provider {
+            // A provider's own limits only ever lower the run's.
+            plan_config.rcpt_per_session = plan_config.rcpt_per_session.min(p.rcpt_per_transaction);
+            plan_config.per_host = plan_config.per_host.min(p.connections);
+        }
         // A domain met again (in a later window of a long list) keeps its catch-all verdicts:
         // one canary per domain and server per run.
         let mut plan = DomainPlan::new(
@@ -604,7 +638,7 @@ impl Prober {
             targets,
             mailboxes,
             self.catch_all_of(domain),
-            self.config.plan_config(),
+            plan_config,
             Box::new(canary_local_part),
         );
         while !self.halted() {

@@ -1,0 +1,119 @@
+//! Provider rules against the interop lab: domains whose MX is named like Yahoo's and Outlook's
+//! servers (lab/dns/smtp-zones.conf), both pointing at the lab's normal Postfix listener. The
+//! provider table says Yahoo/AOL accept every recipient at RCPT (never probed) and Outlook's
+//! consumer servers take one recipient a transaction; Postfix's log says what reached it.
+
+#![cfg(feature = "lab")]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn offset(path: &Path) -> usize {
+    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
+}
+
+fn read_since(path: &Path, from: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
+}
+
+#[test]
+fn yahoo_is_not_probed_and_outlook_gets_one_recipient_a_session() {
+    lab_up();
+    let _turn = lab_turn();
+    let dir = tempfile::tempdir().expect("a folder");
+    let emails: Vec<String> = ["alice", "bob", "nobody"]
+        .iter()
+        .flat_map(|l| {
+            [
+                format!("{l}@yahoo.smtp.test"),
+                format!("{l}@outlook.smtp.test"),
+            ]
+        })
+        .collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let out = dir.path().join("out");
+    let sender = fresh_sender("providers");
+    let maillog = lab_dir().join("postfix/maillog");
+    let from = offset(&maillog);
+    let o = run(
+        &[
+            "verify",
+            list.to_str().expect("UTF-8"),
+            "--out",
+            out.to_str().expect("UTF-8"),
+            "--no-store",
+            "--no-preflight",
+            "--level",
+            "smtp",
+            "--from",
+            &sender,
+            "--dns-server",
+            "127.77.0.1",
+            "--allow-reserved-domains",
+            "--allow-private-mx",
+            "--progress",
+            "never",
+            "-q",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for list in LISTS {
+        rows.extend(column(&out, list, "email").into_iter().zip(column(
+            &out,
+            list,
+            "prebounce_reason",
+        )));
+    }
+    rows.sort();
+    let got: Vec<(&str, &str)> = rows.iter().map(|(e, r)| (e.as_str(), r.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("alice@outlook.smtp.test", "mailbox-accepted"),
+            ("alice@yahoo.smtp.test", "provider-accepts-all"),
+            ("bob@outlook.smtp.test", "mailbox-accepted"),
+            ("bob@yahoo.smtp.test", "provider-accepts-all"),
+            ("nobody@outlook.smtp.test", "mailbox-not-found"),
+            ("nobody@yahoo.smtp.test", "provider-accepts-all"),
+        ]
+    );
+    let detail = column(&out, "catch-all.csv", "prebounce_detail");
+    assert!(
+        detail
+            .iter()
+            .all(|d| d.contains("Yahoo/AOL accepts every address")),
+        "{detail:?}"
+    );
+    // smtpd's disconnect line counts each session's RCPTs: `rcpt=1` or `rcpt=0/1`.
+    let mut log = read_since(&maillog, from);
+    for _ in 0..20 {
+        if log.matches(" disconnect from ").count() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        log = read_since(&maillog, from);
+    }
+    assert!(
+        !log.contains("@yahoo.smtp.test"),
+        "Yahoo was probed:\n{log}"
+    );
+    let rcpts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" disconnect from "))
+        .filter_map(|l| l.split(" rcpt=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
+    assert!(!rcpts.is_empty(), "the sessions are in the log:\n{log}");
+    for r in &rcpts {
+        let sent = r.rsplit('/').next().unwrap_or(r);
+        assert_eq!(sent, "1", "a session sent more than one RCPT: {rcpts:?}");
+    }
+    // Three addresses plus the catch-all canary: four sessions, one recipient each.
+    assert_eq!(rcpts.len(), 4, "{rcpts:?}");
+}
