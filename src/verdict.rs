@@ -354,6 +354,7 @@ mod tests {
                 "dns-timeout",
                 "mailbox-accepted",
                 "accept-all",
+                "provider-accepts-all",
                 "mailbox-not-found",
                 "mailbox-disabled",
                 "mailbox-full",
