@@ -335,6 +335,22 @@ mod tests {
     use crate::syntax::{SyntaxOptions, check};
 
     #[test]
+    fn microsoft_365_directory_based_edge_blocking_is_a_missing_recipient() {
+        // A tenant without the recipient answers this at RCPT (issue #16): not a block.
+        let reply = crate::model::reply::Reply::parse(
+            "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) [DM6NAM11FT012.eop-nam11.prod.protection.outlook.com]",
+        )
+        .expect("a reply");
+        let m365 = SmtpEvidence {
+            outcome: SmtpOutcome::Replied(reply),
+            server: Some("example-com.mail.protection.outlook.com [192.0.2.1]".to_owned()),
+            attempts: 1,
+            catch_all: CatchAll::No,
+        };
+        assert_eq!(decide_mailbox(&m365).0, Reason::MailboxNotFound);
+    }
+
+    #[test]
     fn reason_codes_are_stable_kebab_case() {
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
