@@ -356,6 +356,62 @@ fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
 }
 
 #[test]
+fn a_blocklisted_public_address_warns_and_strict_stops() {
+    lab_up();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = write_list(dir.path(), "list.csv", &["alice@ok.smtp.test".into()]);
+    let out = dir.path().join("out");
+    // 198.51.100.2 is listed on the lab's blocklist zone (lab/dns/preflight-zones.conf).
+    let mut args = vec![
+        "verify",
+        list.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--level",
+        "smtp",
+        "--from",
+        "probe@sender.test",
+        "--dns-server",
+        DNS,
+        "--allow-reserved-domains",
+        "--allow-private-mx",
+        "--no-store",
+        "--progress",
+        "never",
+        "--dnsbl",
+        "bl.pf-prober.test",
+        "--public-ip",
+        "198.51.100.2",
+        "--probe-target",
+        "127.77.3.1:25",
+        "--probe-target",
+        "127.77.3.11:25",
+    ];
+    let warned = run(&args, b"");
+    assert!(warned.status.success(), "{}", stderr(&warned));
+    let checks = summary(&out)["preflight"]["prober"]["checks"].clone();
+    let checks = checks.as_array().expect("the preflight's checks");
+    let ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert!(ids.contains(&"dnsbl:bl.pf-prober.test"), "{ids:?}");
+    assert!(!ids.iter().any(|id| id.contains("spamhaus")), "{ids:?}");
+    let listing = checks
+        .iter()
+        .find(|c| c["id"] == "dnsbl:bl.pf-prober.test")
+        .expect("the blocklist check");
+    assert_eq!(listing["listed"], true, "{listing}");
+    let port25 = checks.iter().find(|c| c["id"] == "port25").expect("port25");
+    assert_eq!(port25["status"], "pass", "{port25}");
+    assert!(
+        stderr(&warned).contains("warning: preflight"),
+        "{}",
+        stderr(&warned)
+    );
+    args.extend(["--strict", "--force"]);
+    let stopped = run(&args, b"");
+    assert_eq!(stopped.status.code(), Some(1), "{}", stderr(&stopped));
+}
+
+#[test]
 fn a_few_dead_servers_among_working_ones_are_probed_as_usual() {
     lab_up();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -145,6 +145,28 @@ pub struct Args {
         help_heading = "SMTP probe (--level smtp)"
     )]
     strict: bool,
+    /// Preflight: a DNS blocklist zone to look the egress address up in (repeatable)
+    /// [default: those of `prebounce preflight`].
+    #[arg(
+        long = "dnsbl",
+        value_name = "ZONE",
+        conflicts_with = "no_preflight",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    dnsbl_zones: Vec<String>,
+    /// Preflight: a mail domain, host or IP[:PORT] to try port 25 at (repeatable) [default:
+    /// the list's top domains' mail servers].
+    #[arg(long = "probe-target", value_name = "HOST", value_parser = parse_probe_target, conflicts_with = "no_preflight", help_heading = "SMTP probe (--level smtp)")]
+    probe_targets: Vec<prebounce::preflight::ProbeTarget>,
+    /// Preflight: the public address the mail servers see when this machine is behind NAT
+    /// (its reverse DNS and blocklist listings are checked).
+    #[arg(
+        long,
+        value_name = "IP",
+        conflicts_with = "no_preflight",
+        help_heading = "SMTP probe (--level smtp)"
+    )]
+    public_ip: Option<std::net::IpAddr>,
     /// Bind every probe connection to this local address (a machine with several public
     /// addresses; the mail servers judge the one they see).
     #[arg(
@@ -376,6 +398,10 @@ fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
     Ok(interrupt)
 }
 
+fn parse_probe_target(s: &str) -> Result<prebounce::preflight::ProbeTarget, String> {
+    s.parse()
+}
+
 /// The preflight's settings: the probe's HELO name, source address, port and connection
 /// timeout; the list's top domains as targets. None with --no-preflight, without a probe, and
 /// through a --proxy (the checks are about this machine's own path, not the proxy's).
@@ -385,7 +411,13 @@ fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<Preflight
         options: ProberOptions {
             helo: Some(smtp.helo.clone()),
             source_ip: args.source_ip,
-            probe_targets: Vec::new(),
+            probe_targets: args.probe_targets.clone(),
+            public_ip: args.public_ip,
+            dnsbl_zones: if args.dnsbl_zones.is_empty() {
+                ProberOptions::default().dnsbl_zones
+            } else {
+                args.dnsbl_zones.clone()
+            },
             smtp_port: smtp.port,
             connect_timeout: smtp.connect_timeout,
             allow_private: args.allow_private_mx,
