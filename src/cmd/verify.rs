@@ -403,7 +403,7 @@ fn parse_probe_target(s: &str) -> Result<prebounce::preflight::ProbeTarget, Stri
 }
 
 /// The preflight's settings: the probe's HELO name, source address, port and connection
-/// timeout; the list's top domains as targets. None with --no-preflight, without a probe, and
+/// timeout; --probe-target, else the list's top domains, as targets; --dnsbl and --public-ip. None with --no-preflight, without a probe, and
 /// through a --proxy (the checks are about this machine's own path, not the proxy's).
 fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<PreflightConfig> {
     let smtp = smtp.filter(|_| !args.no_preflight && args.proxy.is_none())?;
@@ -421,7 +421,6 @@ fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<Preflight
             smtp_port: smtp.port,
             connect_timeout: smtp.connect_timeout,
             allow_private: args.allow_private_mx,
-            ..ProberOptions::default()
         },
         strict: args.strict,
     })
