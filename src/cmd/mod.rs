@@ -108,6 +108,27 @@ impl StoreArgs {
     }
 }
 
+/// The probes' sender (`--from`, checked like a list's address) and HELO name (`--helo`, else
+/// the sender's domain), for `verify --level smtp` and `preflight`.
+pub fn sender_and_helo(
+    from: &str,
+    helo: Option<&str>,
+    allow_reserved_domains: bool,
+) -> anyhow::Result<(prebounce::syntax::Address, String)> {
+    let opts = prebounce::syntax::SyntaxOptions {
+        allow_reserved_domains,
+    };
+    let sender = prebounce::syntax::check(from, opts)
+        .map_err(|e| anyhow::anyhow!("--from {from:?} is not a usable address: {e}"))?;
+    let helo = helo.map_or_else(|| sender.domain_ascii().to_owned(), str::to_owned);
+    Ok((sender, helo))
+}
+
+/// `--probe-target`: a mail domain, host or IP[:PORT].
+pub fn parse_probe_target(s: &str) -> Result<prebounce::preflight::ProbeTarget, String> {
+    s.parse()
+}
+
 /// A duration such as 30d, 12h or 90m.
 pub fn parse_age(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write it like 30d, 12h or 90m"))

@@ -44,7 +44,7 @@ pub struct Args {
     dnsbl_zones: Vec<String>,
     /// A mail domain, host or IP[:PORT] to try port 25 at (repeatable) [default: the MX of
     /// gmail.com, outlook.com, yahoo.com].
-    #[arg(long = "probe-target", value_name = "HOST", value_parser = parse_probe_target, requires = "from")]
+    #[arg(long = "probe-target", value_name = "HOST", value_parser = super::parse_probe_target, requires = "from")]
     probe_targets: Vec<ProbeTarget>,
     /// How long to wait for a port 25 connection, and then for the greeting.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout, requires = "from")]
@@ -68,10 +68,6 @@ pub struct Args {
     /// Tests only: the SMTP port of probe targets given by name.
     #[arg(long, hide = true, default_value_t = 25)]
     smtp_port: u16,
-}
-
-fn parse_probe_target(s: &str) -> Result<ProbeTarget, String> {
-    s.parse()
 }
 
 /// The sender domain (ASCII) from --domain or --from, checked like a list's domains.
@@ -100,17 +96,10 @@ fn prober_options(args: &Args) -> anyhow::Result<Option<ProberOptions>> {
     let Some(from) = &args.from else {
         return Ok(None);
     };
-    let opts = prebounce::syntax::SyntaxOptions {
-        allow_reserved_domains: args.allow_reserved_domains,
-    };
-    let sender = prebounce::syntax::check(from, opts)
-        .map_err(|e| anyhow::anyhow!("--from {from:?} is not a usable address: {e}"))?;
+    let (_, helo) =
+        super::sender_and_helo(from, args.helo.as_deref(), args.allow_reserved_domains)?;
     let mut options = ProberOptions {
-        helo: Some(
-            args.helo
-                .clone()
-                .unwrap_or_else(|| sender.domain_ascii().to_owned()),
-        ),
+        helo: Some(helo),
         source_ip: args.source_ip,
         public_ip: args.public_ip,
         smtp_port: args.smtp_port,

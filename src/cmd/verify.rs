@@ -156,7 +156,7 @@ pub struct Args {
     dnsbl_zones: Vec<String>,
     /// Preflight: a mail domain, host or IP[:PORT] to try port 25 at (repeatable) [default:
     /// the list's top domains' mail servers].
-    #[arg(long = "probe-target", value_name = "HOST", value_parser = parse_probe_target, conflicts_with = "no_preflight", help_heading = "SMTP probe (--level smtp)")]
+    #[arg(long = "probe-target", value_name = "HOST", value_parser = super::parse_probe_target, conflicts_with = "no_preflight", help_heading = "SMTP probe (--level smtp)")]
     probe_targets: Vec<prebounce::preflight::ProbeTarget>,
     /// Preflight: the public address the mail servers see when this machine is behind NAT
     /// (its reverse DNS and blocklist listings are checked).
@@ -398,10 +398,6 @@ fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
     Ok(interrupt)
 }
 
-fn parse_probe_target(s: &str) -> Result<prebounce::preflight::ProbeTarget, String> {
-    s.parse()
-}
-
 /// The preflight's settings: the probe's HELO name, source address, port and connection
 /// timeout; --probe-target, else the list's top domains, as targets; --dnsbl and --public-ip. None with --no-preflight, without a probe, and
 /// through a --proxy (the checks are about this machine's own path, not the proxy's).
@@ -413,6 +409,7 @@ fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<Preflight
             source_ip: args.source_ip,
             probe_targets: args.probe_targets.clone(),
             public_ip: args.public_ip,
+            // As `prebounce preflight`: the default blocklists unless --dnsbl names others.
             dnsbl_zones: if args.dnsbl_zones.is_empty() {
                 ProberOptions::default().dnsbl_zones
             } else {
@@ -431,16 +428,9 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
     let Some(from) = &args.from else {
         return Ok(None);
     };
-    let opts = prebounce::syntax::SyntaxOptions {
-        allow_reserved_domains: args.allow_reserved_domains,
-    };
-    let sender = prebounce::syntax::check(from, opts)
-        .map_err(|e| anyhow::anyhow!("--from {from:?} is not a usable address: {e}"))?;
+    let (sender, helo) =
+        super::sender_and_helo(from, args.helo.as_deref(), args.allow_reserved_domains)?;
     let mail_from = format!("{}@{}", sender.local, sender.domain_ascii());
-    let helo = args
-        .helo
-        .clone()
-        .unwrap_or_else(|| sender.domain_ascii().to_owned());
     // The session refuses a HELO name or sender that could never be sent: say so before any
     // input is read.
     Session::new(

@@ -38,19 +38,14 @@ pub fn organizational_domain(domain: &str) -> String {
 /// Parses a DMARC record; an error for anything a receiver would discard it for, or a value
 /// it would have to ignore.
 pub fn parse(record: &str) -> Result<DmarcRecord, String> {
-    let mut tags: Vec<(String, String)> = Vec::new();
-    for spec in record.split(';') {
-        if spec.trim().is_empty() {
-            continue;
-        }
-        let (name, value) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("{:?} is not tag=value", spec.trim()))?;
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        if tags.iter().any(|(n, _)| *n == name) {
-            return Err(format!("the tag {name} appears twice"));
-        }
-        tags.push((name, value));
+    // The DKIM tag-list syntax (RFC 7489 §6.4 takes it from RFC 6376 §3.2); names compared
+    // without case.
+    let tags: Vec<(String, String)> = super::dkim::tags(record)?
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
+    if let Some(i) = (1..tags.len()).find(|&i| tags[..i].iter().any(|(n, _)| *n == tags[i].0)) {
+        return Err(format!("the tag {} appears twice", tags[i].0));
     }
     match tags.first() {
         Some((name, value)) if name == "v" && value == "DMARC1" => {}
