@@ -120,6 +120,13 @@ fn verdicts(out: &Path) -> BTreeMap<String, (String, String)> {
 }
 
 fn verify(list: &Path, out: &Path, level: &str, extra: &[&str]) -> Output {
+    let o = run_verify(list, out, level, extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+/// `verify` as above, whatever its exit code.
+fn run_verify(list: &Path, out: &Path, level: &str, extra: &[&str]) -> Output {
     let sender = fresh_sender("egress");
     let mut args = vec![
         "verify",
@@ -141,9 +148,7 @@ fn verify(list: &Path, out: &Path, level: &str, extra: &[&str]) -> Output {
         "never",
     ];
     args.extend_from_slice(extra);
-    let o = run(&args, b"");
-    assert!(o.status.success(), "{}", stderr(&o));
-    o
+    run(&args, b"")
 }
 
 /// Stored verdicts (address key, level) of the list's mailboxes at domains that take mail.
@@ -306,31 +311,14 @@ fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
     );
     let out = dir.path().join("out");
     let mut args = vec![
-        "verify",
-        list.to_str().expect("utf-8 path"),
-        "--out",
-        out.to_str().expect("utf-8 path"),
-        "--level",
-        "smtp",
-        "--from",
-        "probe@sender.test",
         "--helo",
         "nowhere.portblock.test",
-        "--dns-server",
-        DNS,
-        "--dns-timeout",
-        "2s",
-        "--allow-reserved-domains",
-        "--allow-private-mx",
         "--no-store",
-        "--progress",
-        "never",
         // The dead server is not asked again.
         "--retries",
         "0",
     ];
-    let warned = run(&args, b"");
-    assert!(warned.status.success(), "{}", stderr(&warned));
+    let warned = verify(&list, &out, "smtp", &args);
     assert!(
         stderr(&warned)
             .contains("warning: preflight helo: nowhere.portblock.test does not resolve"),
@@ -345,8 +333,8 @@ fn strict_stops_before_probing_on_a_helo_name_that_does_not_resolve() {
         .find(|c| c["id"] == "helo")
         .expect("a helo check");
     assert_eq!(helo["status"], "fail", "{helo}");
-    args.extend(["--strict", "--force"]);
-    let stopped = run(&args, b"");
+    args.push("--strict");
+    let stopped = run_verify(&list, &out, "smtp", &args);
     assert_eq!(stopped.status.code(), Some(1), "{}", stderr(&stopped));
     assert!(
         stderr(&stopped).contains("--strict: stopped before probing"),
@@ -363,21 +351,7 @@ fn a_blocklisted_public_address_warns_and_strict_stops() {
     let out = dir.path().join("out");
     // 198.51.100.2 is listed on the lab's blocklist zone (lab/dns/preflight-zones.conf).
     let mut args = vec![
-        "verify",
-        list.to_str().expect("utf-8 path"),
-        "--out",
-        out.to_str().expect("utf-8 path"),
-        "--level",
-        "smtp",
-        "--from",
-        "probe@sender.test",
-        "--dns-server",
-        DNS,
-        "--allow-reserved-domains",
-        "--allow-private-mx",
         "--no-store",
-        "--progress",
-        "never",
         "--dnsbl",
         "bl.pf-prober.test",
         "--public-ip",
@@ -387,8 +361,7 @@ fn a_blocklisted_public_address_warns_and_strict_stops() {
         "--probe-target",
         "127.77.3.11:25",
     ];
-    let warned = run(&args, b"");
-    assert!(warned.status.success(), "{}", stderr(&warned));
+    let warned = verify(&list, &out, "smtp", &args);
     let checks = summary(&out)["preflight"]["prober"]["checks"].clone();
     let checks = checks.as_array().expect("the preflight's checks");
     let ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
@@ -406,8 +379,8 @@ fn a_blocklisted_public_address_warns_and_strict_stops() {
         "{}",
         stderr(&warned)
     );
-    args.extend(["--strict", "--force"]);
-    let stopped = run(&args, b"");
+    args.push("--strict");
+    let stopped = run_verify(&list, &out, "smtp", &args);
     assert_eq!(stopped.status.code(), Some(1), "{}", stderr(&stopped));
 }
 

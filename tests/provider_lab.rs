@@ -7,18 +7,7 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-
-fn offset(path: &Path) -> usize {
-    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
-}
-
-fn read_since(path: &Path, from: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
-}
 
 #[test]
 fn yahoo_is_not_probed_and_outlook_gets_one_recipient_a_session() {

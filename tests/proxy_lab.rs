@@ -6,21 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 const DNS: &str = "127.77.0.1";
 const PROXY: &str = "socks5://prebounce-socks:lab-socks-pass@127.77.7.1:1080";
-
-fn offset(path: &Path) -> usize {
-    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
-}
-
-fn read_since(path: &Path, from: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
-}
 
 /// The client address of each `connect from name[addr]` line.
 fn clients(log: &str) -> Vec<String> {

@@ -19,16 +19,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A log file's length now, to read only what a run adds.
-fn offset(path: &Path) -> usize {
-    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
-}
-
-fn read_since(path: &Path, from: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
-}
-
 struct Case {
     statuses: Vec<String>,
     reasons: Vec<String>,

@@ -87,15 +87,6 @@ fn verdicts(out: &Path) -> BTreeMap<String, (String, String)> {
     found
 }
 
-fn offset(path: &Path) -> usize {
-    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
-}
-
-fn read_since(path: &Path, from: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
-}
-
 /// Recipients of the RCPT commands `sender` sent, one entry per RCPT, from Postfix's log.
 fn rcpts_of(log: &str, sender: &str) -> Vec<String> {
     let from = format!("from=<{sender}>");

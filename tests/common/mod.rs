@@ -276,6 +276,17 @@ pub fn fresh_sender(prefix: &str) -> String {
     format!("{local}@sender.test")
 }
 
+/// A log file's length now, to read only what a run adds to it.
+pub fn offset(path: &Path) -> usize {
+    std::fs::metadata(path).map_or(0, |m| m.len() as usize)
+}
+
+/// What a log file gained since `from` (an [`offset`]).
+pub fn read_since(path: &Path, from: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&bytes[from.min(bytes.len())..]).into_owned()
+}
+
 /// Writes a one-column list (`email` header) to `dir/name`.
 pub fn write_list(dir: &Path, name: &str, emails: &[String]) -> PathBuf {
     let path = dir.join(name);
