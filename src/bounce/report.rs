@@ -209,13 +209,20 @@ impl Builder {
         }
     }
 
-    /// Count one outcome in `group` (for provider and domain grouping the caller may pass
-    /// [`Builder::group_of`]'s answer).
-    pub fn add(&mut self, o: &Outcome<'_>, group: &str) {
+    /// Count one outcome. `list_group` is its address's value in the sent list's source or
+    /// campaign column (the groups of those groupings; `unknown` when it has none).
+    pub fn add(&mut self, o: &Outcome<'_>, list_group: Option<&str>) {
         self.records += 1;
         self.totals.add(o);
         self.days.entry(date_of(o.at)).or_default().add(o);
-        let (counts, reasons) = self.groups.entry(group.to_owned()).or_default();
+        // Every outcome's provider is needed for the findings: told once.
+        let provider = provider_group(o.recipient, o.remote_mta);
+        let group = match self.group_by {
+            GroupBy::Provider => provider.clone(),
+            GroupBy::Domain => domain_of(o.recipient),
+            GroupBy::Source | GroupBy::Campaign => list_group.unwrap_or("unknown").to_owned(),
+        };
+        let (counts, reasons) = self.groups.entry(group).or_default();
         counts.add(o);
         let bounced =
             matches!(o.kind, Kind::Hard | Kind::Soft | Kind::Block) && o.action != Action::Delayed;
@@ -236,20 +243,10 @@ impl Builder {
                 .entry("complaint".into())
                 .or_default() += 1;
         }
-        let provider = provider_group(o.recipient, o.remote_mta);
         if o.kind == Kind::Block && o.action != Action::Delayed {
             *self.blocks_by_provider.entry(provider.clone()).or_default() += 1;
         }
         *self.providers_seen.entry(provider).or_default() += 1;
-    }
-
-    /// The group of an outcome when the grouping needs no sent list (provider, domain).
-    pub fn group_of(&self, o: &Outcome<'_>) -> Option<String> {
-        match self.group_by {
-            GroupBy::Provider => Some(provider_group(o.recipient, o.remote_mta)),
-            GroupBy::Domain => Some(domain_of(o.recipient)),
-            GroupBy::Source | GroupBy::Campaign => None,
-        }
     }
 
     /// The report. `sent_list` is the sent list's row count and its rows per group, when one
@@ -454,8 +451,7 @@ mod tests {
     fn build(group_by: GroupBy, outcomes: &[Outcome<'_>]) -> Builder {
         let mut b = Builder::new(group_by, None);
         for x in outcomes {
-            let g = b.group_of(x).unwrap_or_else(|| "none".into());
-            b.add(x, &g);
+            b.add(x, None);
         }
         b
     }
@@ -527,7 +523,7 @@ mod tests {
         ];
         let mut b = Builder::new(GroupBy::Source, Some(T0 - 30 * DAY));
         for (x, g) in outcomes.iter().zip(["vendor-a", "vendor-a", "vendor-b"]) {
-            b.add(x, g);
+            b.add(x, Some(g));
         }
         let by_group: HashMap<String, u64> =
             [("vendor-a".to_owned(), 10), ("vendor-b".to_owned(), 90)].into();

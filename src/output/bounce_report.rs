@@ -185,8 +185,7 @@ mod tests {
             reason: Some("<b>odd</b>"),
             remote_mta: None,
         };
-        let g = b.group_of(&o).unwrap();
-        b.add(&o, &g);
+        b.add(&o, None);
         let page = render(&b.finish(None), "/tmp/<store>");
         assert!(!page.contains("<script>") && !page.contains("<b>odd"));
         assert!(page.contains("&lt;script&gt;.test") && page.contains("&lt;b&gt;odd"));

@@ -77,13 +77,11 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
             reason: b.reason.as_deref(),
             remote_mta: b.remote_mta.as_deref(),
         };
-        let group = builder.group_of(&outcome).unwrap_or_else(|| {
-            sent.as_ref()
-                .and_then(|s| s.rows.get(&b.recipient))
-                .and_then(|(_, g)| g.clone())
-                .unwrap_or_else(|| "unknown".into())
-        });
-        builder.add(&outcome, &group);
+        let list_group = sent
+            .as_ref()
+            .and_then(|s| s.rows.get(&b.recipient))
+            .and_then(|(_, g)| g.as_deref());
+        builder.add(&outcome, list_group);
         Ok(())
     })?;
     let per_group = sent.as_ref().map(|s| s.per_group());
