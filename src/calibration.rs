@@ -192,8 +192,8 @@ pub fn calibrate(rows: impl IntoIterator<Item = SentRow>) -> Calibration {
 
 /// New priors: each reason seen in the sent rows moves from `base` toward its observed rate,
 /// `(k + strength·p₀) / (n + strength)`; the reasons not seen keep `base`'s value. The evidence
-/// each rests on goes with it.
-pub fn fit(calibration: &Calibration, base: &Priors, strength: f64) -> (Priors, EvidenceFile) {
+/// each rests on goes with it (`Priors::evidence`, written into the priors file).
+pub fn fit(calibration: &Calibration, base: &Priors, strength: f64) -> Priors {
     let mut fitted = base.clone();
     let mut evidence = EvidenceFile::default();
     // Rows of one reason may carry several statuses only in theory (a reason has one status);
@@ -213,7 +213,8 @@ pub fn fit(calibration: &Calibration, base: &Priors, strength: f64) -> (Priors, 
         fitted.reasons.insert(reason.to_owned(), p);
         evidence.insert(reason, sent, bounced, prior, strength);
     }
-    (fitted, evidence)
+    fitted.evidence = evidence;
+    fitted
 }
 
 #[cfg(test)]
@@ -270,18 +271,18 @@ mod tests {
     fn fitted_priors_move_with_the_evidence_and_its_strength() {
         let base = Priors::default();
         let small = calibrate(rows(Reason::DomainAcceptsMail, 10, 5, 0.06));
-        let (p, ev) = fit(&small, &base, 100.0);
+        let p = fit(&small, &base, 100.0);
         let got = p.reasons["domain-accepts-mail"];
         assert!((got - (5.0 + 6.0) / 110.0).abs() < 1e-12);
         let big = calibrate(rows(Reason::DomainAcceptsMail, 100_000, 20_000, 0.06));
-        let (p, _) = fit(&big, &base, 100.0);
-        assert!((p.reasons["domain-accepts-mail"] - 0.2).abs() < 0.001);
+        let p_big = fit(&big, &base, 100.0);
+        assert!((p_big.reasons["domain-accepts-mail"] - 0.2).abs() < 0.001);
         // Reasons not in the sent list keep the base value.
         assert_eq!(
-            p.reasons["mailbox-accepted"],
+            p_big.reasons["mailbox-accepted"],
             base.reasons["mailbox-accepted"]
         );
-        let e = &ev.reasons["domain-accepts-mail"];
+        let e = &p.evidence.reasons["domain-accepts-mail"];
         assert_eq!((e.sent, e.hard_bounced), (10, 5));
         assert_eq!(e.prior, 0.06);
     }

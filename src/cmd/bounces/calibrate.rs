@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 use prebounce::bounce::{Action, Kind};
-use prebounce::calibration::{SentRow, calibrate, fit};
+use prebounce::calibration::{Calibration, SentRow, calibrate, fit};
 use prebounce::forecast::Priors;
 use prebounce::input::read_priors;
 use prebounce::store::Store;
@@ -71,10 +71,8 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
         );
     }
     let result = calibrate(rows);
-    let (fitted, evidence) = fit(&result, &base, a.strength);
+    let fitted = fit(&result, &base, a.strength);
     if let Some(out) = &a.write_priors {
-        let mut priors = fitted.clone();
-        priors.evidence = evidence;
         let header = format!(
             "prebounce priors calibrated by `prebounce bounces calibrate` on {} sent addresses \
              ({} hard bounces) from the store {}.\nEach reason seen is a Beta-binomial update of \
@@ -91,7 +89,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
             a.strength,
             out.display()
         );
-        write_priors_file(out, &priors.to_toml(&header))?;
+        write_priors_file(out, &fitted.to_toml(&header))?;
     }
     if a.json {
         let mut object = serde_json::to_value(&result)?;
@@ -102,6 +100,22 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
         writeln!(out, "{object}")?;
         out.flush()?;
     }
+    print_table(
+        &result,
+        &fitted,
+        without_prediction,
+        a.write_priors.as_deref(),
+    );
+    Ok(())
+}
+
+/// The calibration, worst predicted first, on stderr.
+fn print_table(
+    result: &Calibration,
+    fitted: &Priors,
+    without_prediction: u64,
+    priors_file: Option<&std::path::Path>,
+) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
@@ -141,7 +155,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
             }
         );
     }
-    if let Some(out) = &a.write_priors {
+    if let Some(out) = priors_file {
         let _ = writeln!(
             err,
             "  priors: {} (use: prebounce verify --priors {})",
@@ -149,7 +163,6 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<()> {
             out.display()
         );
     }
-    Ok(())
 }
 
 /// Written like the lists: a fresh temporary name in the same folder, renamed over the target.

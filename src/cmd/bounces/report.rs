@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use prebounce::bounce::report::{Builder, GroupBy, Outcome};
+use prebounce::bounce::report::{BounceReport, Builder, GroupBy, Outcome};
 use prebounce::output::{bounce_report, write_files};
 use prebounce::store::Store;
 
@@ -90,8 +90,8 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
             .zip(per_group.as_ref())
             .map(|(s, g)| (s.rows.len() as u64, g)),
     );
-    let json = serde_json::to_string_pretty(&report)?;
     if let Some(dir) = &a.out {
+        let json = serde_json::to_string_pretty(&report)?;
         let html = bounce_report::render(&report, &path.display().to_string());
         write_files(
             dir,
@@ -107,6 +107,12 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
         out.flush()?;
     }
+    print_summary(&report, a.out.as_deref());
+    Ok(())
+}
+
+/// The report's headline, its worst groups and findings on stderr.
+fn print_summary(report: &BounceReport, out_dir: Option<&std::path::Path>) {
     let mut err = std::io::stderr().lock();
     let t = &report.totals;
     let rate =
@@ -147,7 +153,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
     for f in &report.findings {
         let _ = writeln!(err, "  ! {f}");
     }
-    if let Some(dir) = &a.out {
+    if let Some(dir) = out_dir {
         let _ = writeln!(
             err,
             "  report: {}, {}",
@@ -155,5 +161,4 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
             dir.join("bounce-report.json").display()
         );
     }
-    Ok(())
 }
