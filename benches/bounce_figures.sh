@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
-bin=${PREBOUNCE_BIN:-target/release/prebounce}
+bin=${PREBOUNCE_BIN:-${CARGO_TARGET_DIR:-target}/release/prebounce}
 work=${BENCH_DIR:-target/bench-bounces}
 mkdir -p "$work"
 [ -x "$bin" ] || cargo build --release --locked

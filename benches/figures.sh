@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 dir=${BENCH_DIR:-/tmp/prebounce-bench}
 mkdir -p "$dir"
 cargo build --release --quiet --bin prebounce --example gen_list --example csv_floor
-bin=${PREBOUNCE_BIN:-target/release/prebounce}
+bin=${PREBOUNCE_BIN:-${CARGO_TARGET_DIR:-target}/release/prebounce}
 for rows in 1000000 5000000; do
   [ -s "$dir/list-$rows.csv" ] || target/release/examples/gen_list --rows "$rows" --seed 42 --compact > "$dir/list-$rows.csv"
 done

@@ -15,7 +15,7 @@ dir=${BENCH_DIR:-/tmp/prebounce-bench}
 mkdir -p "$dir"
 LAB_BENCH_DOMAINS=200000 lab/up > /dev/null
 cargo build --release --quiet --bin prebounce
-bin=${PREBOUNCE_BIN:-target/release/prebounce}
+bin=${PREBOUNCE_BIN:-${CARGO_TARGET_DIR:-target}/release/prebounce}
 
 gen() { # gen FILE ROWS DISTINCT DOMAINS: ROWS rows cycling through DISTINCT addresses
   [ -s "$1" ] || python3 - "$@" <<'PY'

@@ -20,7 +20,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(1_000_000):
         f.write("user%07d@d%05d.bench.test\n" % (i, random.randint(1, 50_000)))
 PY
-bin=${PREBOUNCE_BIN:-target/release/prebounce}
+bin=${PREBOUNCE_BIN:-${CARGO_TARGET_DIR:-target}/release/prebounce}
 args=(verify "$dir/dns1m.csv" --level dns --dns-server 127.77.0.1 --allow-reserved-domains
   --allow-private-mx -o "$dir/storeout" --force -q --progress never)
 t() { /usr/bin/time -f "%e" -o "$dir/time.txt" "$@"; cat "$dir/time.txt"; }

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A TCP proxy that delays every chunk by a fixed time in each direction: this kernel has no
-netem, and the SMTP benchmark needs a mail server with a realistic round trip. With 25 ms each
-way a command/reply exchange takes about 50 ms. Order is preserved: each direction is one FIFO
+netem, and the SMTP benchmark needs a mail server with a realistic round trip. With 50 ms each
+way a command/reply exchange takes about 100 ms. Each accepted and closed connection is logged
+with the number open at that moment ("open 3", "close 2"), so a benchmark can tell the most
+connections a client held at once from the server side. Order is preserved: each direction is one FIFO
 whose chunks are released at arrival time + delay, so delays never add up across chunks.
 
 Usage: delay_tcp_proxy.py LISTEN_IP:PORT UPSTREAM_IP:PORT DELAY_MS_EACH_WAY
@@ -53,7 +55,24 @@ async def pump(reader, writer, delay):
         reading.cancel()
 
 
+OPEN = 0
+
+
+def count(change, word):
+    global OPEN
+    OPEN += change
+    print(f"{word} {OPEN}", flush=True)
+
+
 async def handle(client_reader, client_writer, upstream, delay):
+    count(1, "open")
+    try:
+        await relay(client_reader, client_writer, upstream, delay)
+    finally:
+        count(-1, "close")
+
+
+async def relay(client_reader, client_writer, upstream, delay):
     try:
         up_reader, up_writer = await asyncio.open_connection(*upstream)
     except OSError:

@@ -110,15 +110,19 @@ pub struct Args {
     /// --smtp-timeout is its older name.
     #[arg(long = "reply-timeout", visible_alias = "smtp-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_smtp_timeout, help_heading = "SMTP probe (--level smtp)")]
     reply_timeout: Duration,
-    /// Sessions at once per mail server (lowered automatically when a server refuses more).
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
+    /// Connections open at once per mail server address (lowered automatically when a server
+    /// refuses more). A connection serves every domain hosted there, one session each.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "SMTP probe (--level smtp)")]
     per_host: u16,
-    /// Sessions at once in all.
+    /// Connections open at once in all.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096), help_heading = "SMTP probe (--level smtp)")]
     connections: u16,
-    /// Recipients probed in one session (kept below the servers' error limits).
+    /// Recipients of one domain per session (one MAIL FROM transaction on a connection).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=100), help_heading = "SMTP probe (--level smtp)")]
     rcpt_per_session: u16,
+    /// Recipients probed on one connection, over all its sessions, before it is closed.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = "SMTP probe (--level smtp)")]
+    rcpt_per_connection: u16,
     /// Wait before probing a greylisted or deferred (4xx) address again.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_wait, help_heading = "SMTP probe (--level smtp)")]
     greylist_wait: Duration,
@@ -450,6 +454,7 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
         per_host: usize::from(args.per_host),
         connections: usize::from(args.connections),
         rcpt_per_session: usize::from(args.rcpt_per_session),
+        rcpt_per_connection: usize::from(args.rcpt_per_connection),
         greylist_wait: args.greylist_wait,
         retries: args.retries,
         port: args.smtp_port,

@@ -166,6 +166,8 @@ pub(super) async fn smtp_stage(
         // Port 25 found blocked: this window and the next keep their DNS verdicts.
         if prober.egress_blocked().is_none() {
             probe_window(&prober, policy, &bar, &commit, &gate, &mut window).await;
+            // Connections left parked at the window's servers QUIT now, not when idle.
+            prober.close_idle().await;
             // Stopped (Ctrl-C): the window's rows are not all decided. What was decided is in
             // the store; the lists are not written.
             if prober.is_stopped() {

@@ -1,12 +1,19 @@
 //! The SMTP stage's I/O: runs [`Session`]s over tokio TCP (rustls for STARTTLS) against a
 //! domain's mail servers, politely, and reports what each server said about each mailbox.
 //!
-//! Politeness is per mail server address ([`Host`]): at most `per_host` sessions at once
-//! (lowered when a server answers a new connection with 421), a short pause between sessions,
+//! Politeness is per mail server address ([`Host`]): at most `per_host` connections open at
+//! once (lowered when a server answers a new connection with 421), a short pause between opens,
 //! exponential backoff after 421 or rate-limit replies, and a host that keeps failing is given
 //! up on for the run. What to send is not decided here: per domain, a [`DomainPlan`] (pure,
 //! `plan.rs`) says which sessions to open (batches, the catch-all canary, retries of deferred
 //! recipients, waits); [`Prober::probe_domain`] performs them and reports each one back.
+//!
+//! A connection outlives its session, as in a sending MTA's connection cache: when a session's
+//! recipients are done, the connection is parked at its server address (RSET, not QUIT), and
+//! the next session for any domain served there runs on it (its own MAIL FROM transaction), so
+//! one EHLO and STARTTLS serve many domains. The refusal cap counts over the whole connection.
+//! A parked connection is watched: the server closing it or speaking out of turn, or
+//! `idle_limit` passing, ends it.
 //!
 //! Nothing here decides validity: [`SmtpEvidence`] records what the server said and
 //! `verdict::decide` turns it into a status.
@@ -20,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::egress::{BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement};
@@ -48,11 +55,16 @@ pub struct ProbeConfig {
     pub command_timeout: Duration,
     /// Longest wait for the greeting (servers delay it on purpose).
     pub banner_timeout: Duration,
-    /// Sessions at once per mail server address.
+    /// Connections open at once per mail server address.
     pub per_host: usize,
-    /// Sessions at once in all.
+    /// Connections open at once in all.
     pub connections: usize,
+    /// Recipients per session (one domain's share of a connection).
     pub rcpt_per_session: usize,
+    /// Recipients per connection, over all its sessions; then it is closed.
+    pub rcpt_per_connection: usize,
+    /// How long a connection may wait, parked, for its next session before it is closed.
+    pub idle_limit: Duration,
     /// Wait before probing a deferred (greylisted, 4xx) recipient again.
     pub greylist_wait: Duration,
     /// Times a deferred or interrupted recipient is probed again.
@@ -86,9 +98,12 @@ impl ProbeConfig {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
             banner_timeout: Duration::from_secs(60),
-            per_host: 2,
+            per_host: 4,
             connections: 64,
             rcpt_per_session: 20,
+            rcpt_per_connection: 100,
+            // As Postfix's connection cache (smtp_connection_cache_time_limit).
+            idle_limit: Duration::from_secs(2),
             greylist_wait: Duration::from_secs(300),
             retries: 2,
             port: 25,
@@ -120,10 +135,12 @@ impl ProbeConfig {
     fn session_config(&self, tls: TlsPolicy) -> SessionConfig {
         SessionConfig {
             tls,
-            // One transaction per session: RSET costs a round trip and buys nothing here.
-            batch_size: self.rcpt_per_session,
-            rcpt_per_session: self.rcpt_per_session,
+            // One transaction per session (the plan sizes sessions); the connection's limit
+            // is the driver's to keep, between sessions.
+            batch_size: usize::MAX,
+            rcpt_per_session: usize::MAX,
             pipelining: self.pipelining,
+            keep_open: true,
             ..SessionConfig::new(self.helo.clone(), self.mail_from.clone())
         }
     }
@@ -141,6 +158,12 @@ pub struct SmtpStats {
     pub domains: u64,
     /// TCP connections that reached a server.
     pub sessions: u64,
+    /// Sessions run on a connection kept from an earlier one (of any domain at that server).
+    pub sessions_on_kept_connections: u64,
+    /// STARTTLS handshakes that resumed an earlier TLS session with that server.
+    pub tls_resumed: u64,
+    /// The most connections open at once to one server address.
+    pub most_connections_per_server: u64,
     pub rcpt_commands: u64,
     /// Recipients set aside to be probed again (greylisting, 4xx, rate limits).
     pub deferred: u64,
@@ -161,6 +184,8 @@ pub struct SmtpStats {
 struct Counters {
     domains: AtomicU64,
     sessions: AtomicU64,
+    sessions_on_kept_connections: AtomicU64,
+    tls_resumed: AtomicU64,
     rcpt_commands: AtomicU64,
     deferred: AtomicU64,
     hosts_given_up: AtomicU64,
@@ -193,6 +218,10 @@ struct HostState {
     refuses: Option<Reply>,
     /// When the last failure was counted.
     last_failure: Option<Instant>,
+    /// Connections between sessions, most recently parked last.
+    parked: Vec<Parked>,
+    /// The most connections open at once.
+    most_open: usize,
 }
 
 /// A failure counts only when its session began this long after the last counted one.
@@ -232,6 +261,8 @@ impl Host {
                 tls_broken: false,
                 refuses: None,
                 last_failure: None,
+                parked: Vec::new(),
+                most_open: 0,
             }),
             changed: Notify::new(),
         }
@@ -241,22 +272,27 @@ impl Host {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a slot; Err(why) when the host was given up on.
-    async fn slot(self: &Arc<Self>, pause: Duration) -> Result<HostSlot, String> {
+    /// Waits for a parked connection or room for a new one; Err(why) when the host was given
+    /// up on. The pause between opens does not delay a parked connection.
+    async fn slot(self: &Arc<Self>, pause: Duration) -> Result<Got, String> {
         loop {
             let wait = {
                 let mut s = self.lock();
                 if let Some(why) = &s.given_up {
                     return Err(why.clone());
                 }
+                if let Some(parked) = s.parked.pop() {
+                    return Ok(Got::Parked(parked));
+                }
                 let now = Instant::now();
                 if s.active < s.limit && now >= s.not_before {
                     s.active += 1;
+                    s.most_open = s.most_open.max(s.active);
                     s.not_before = now + pause;
-                    return Ok(HostSlot {
+                    return Ok(Got::Fresh(HostSlot {
                         host: Arc::clone(self),
                         pause,
-                    });
+                    }));
                 }
                 if s.active >= s.limit {
                     // Full: a finished session wakes us (the bound below covers a missed one).
@@ -269,6 +305,11 @@ impl Host {
             let wait = wait.clamp(Duration::from_millis(5), Duration::from_millis(250));
             let _ = timeout(wait, self.changed.notified()).await;
         }
+    }
+
+    /// A parked connection's watcher ended it.
+    fn unpark(&self, id: u64) {
+        self.lock().parked.retain(|p| p.id != id);
     }
 
     fn succeeded(&self) {
@@ -368,10 +409,77 @@ enum Stop {
     TlsFailed(String),
 }
 
+/// What a host offers a session: a parked connection, or room to open one.
+enum Got {
+    Parked(Parked),
+    Fresh(HostSlot),
+}
+
+/// A parked connection, as the host's list holds it: its watcher task has the connection and
+/// hands it over through `take`.
+struct Parked {
+    id: u64,
+    take: oneshot::Sender<oneshot::Sender<Kept>>,
+}
+
+/// An open connection between sessions, with its host slot and global permit (both held for
+/// as long as it is open).
+struct Kept {
+    conn: Conn,
+    session: Session,
+    slot: HostSlot,
+    _permit: OwnedSemaphorePermit,
+    opened: Instant,
+}
+
+/// What one session did, read off the session (which may go on serving others).
+struct SessionReport {
+    outcomes: Vec<RcptOutcome>,
+    end: Option<SessionEnd>,
+    rcpts_sent: usize,
+}
+
+impl SessionReport {
+    /// Whether any RCPT was answered with a rate limit (4xx).
+    fn rate_limited(&self) -> bool {
+        self.outcomes.iter().any(|o| {
+            matches!(o, RcptOutcome::Probed(reply)
+                if reply.code / 100 == 4 && classify(reply).reason == Reason::RateLimited)
+        })
+    }
+}
+
+/// Tasks that outlive a session (watchers of parked connections, polite closes), counted so
+/// that the end of the run can wait for their QUITs.
+#[derive(Default)]
+struct Background {
+    running: AtomicU64,
+    done: Notify,
+}
+
+impl Background {
+    fn spawn(self: &Arc<Self>, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            task.await;
+            me.running.fetch_sub(1, Ordering::SeqCst);
+            me.done.notify_waiters();
+        });
+    }
+
+    async fn idle(&self, bound: Duration) {
+        let until = Instant::now() + bound;
+        while self.running.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            let _ = timeout(Duration::from_millis(50), self.done.notified()).await;
+        }
+    }
+}
+
 /// One attempt to run a session somewhere among the domain's servers.
 enum Contact {
     Ran {
-        session: Box<Session>,
+        report: SessionReport,
         stop: Stop,
         server: String,
         ip: IpAddr,
@@ -395,7 +503,11 @@ pub struct Prober {
     /// Decided catch-all verdicts, by domain and by the server that answered the canary: a
     /// backup MX often accepts everything while the primary checks mailboxes.
     catch_all: Mutex<HashMap<String, HashMap<IpAddr, CatchAll>>>,
-    sessions: Semaphore,
+    sessions: Arc<Semaphore>,
+    /// Set when the run ends or stops: parked connections QUIT.
+    closing: watch::Sender<bool>,
+    background: Arc<Background>,
+    next_parked: AtomicU64,
     /// Set by [`Prober::stop`]: no new session starts, in-flight ones end normally.
     stopped: std::sync::atomic::AtomicBool,
     /// Whether this machine reaches port 25, from the first servers' connection outcomes.
@@ -424,7 +536,10 @@ impl Prober {
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let egress = EgressJudge::new(config.fast_fail.unwrap_or_default());
         Ok(Prober {
-            sessions: Semaphore::new(config.connections),
+            sessions: Arc::new(Semaphore::new(config.connections)),
+            closing: watch::Sender::new(false),
+            background: Arc::new(Background::default()),
+            next_parked: AtomicU64::new(0),
             config,
             hosts: Mutex::new(HashMap::new()),
             catch_all: Mutex::new(HashMap::new()),
@@ -447,6 +562,16 @@ impl Prober {
         SmtpStats {
             domains: get(&c.domains),
             sessions: get(&c.sessions),
+            sessions_on_kept_connections: get(&c.sessions_on_kept_connections),
+            tls_resumed: get(&c.tls_resumed),
+            most_connections_per_server: self
+                .hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|h| h.lock().most_open as u64)
+                .max()
+                .unwrap_or(0),
             rcpt_commands: get(&c.rcpt_commands),
             deferred: get(&c.deferred),
             hosts_given_up: get(&c.hosts_given_up),
@@ -463,6 +588,15 @@ impl Prober {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.sessions.close();
+        self.closing.send_replace(true);
+    }
+
+    /// Closes the parked connections (QUIT) and waits, briefly, for them to close: the end of
+    /// a window, or of the run.
+    pub async fn close_idle(&self) {
+        self.closing.send_replace(true);
+        self.background.idle(Duration::from_secs(3)).await;
+        self.closing.send_replace(false);
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -516,6 +650,7 @@ impl Prober {
     pub fn block_egress(&self, block: EgressBlock) {
         if self.blocked.set(block).is_ok() {
             self.sessions.close();
+            self.closing.send_replace(true);
             self.halt.send_replace(true);
         }
     }
@@ -693,14 +828,14 @@ impl Prober {
             Contact::Stopped => {}
             Contact::NoServer(unreached) => plan.report_no_server(id, &unreached, now),
             Contact::Ran {
-                session,
+                report,
                 stop,
                 server,
                 ip,
                 started,
                 host,
             } => {
-                let ran = self.host_after_session(&session, &stop, server, ip, started, &host);
+                let ran = self.host_after_session(report, &stop, server, ip, started, &host);
                 let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
                 let deferred =
                     plan.report_ran(id, ran, now, || host.throttled(base, cap, false).into_std());
@@ -713,15 +848,15 @@ impl Prober {
     /// success), and the session's report for the plan.
     fn host_after_session(
         &self,
-        session: &Session,
+        session: SessionReport,
         stop: &Stop,
         server: String,
         ip: IpAddr,
         started: Instant,
         host: &Host,
     ) -> SessionRan {
-        bump(&self.counters.rcpt_commands, session.rcpts_sent() as u64);
-        let end = session.end().cloned();
+        bump(&self.counters.rcpt_commands, session.rcpts_sent as u64);
+        let end = session.end.clone();
         let mut backoff_until = None;
         if let Some(SessionEnd::ServerClosing(r)) = &end {
             let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
@@ -735,7 +870,7 @@ impl Prober {
             }
         } else if matches!(stop, Stop::Finished)
             && !matches!(end, Some(SessionEnd::ProtocolError(_)))
-            && !rate_limited(session)
+            && !session.rate_limited()
         {
             // (A rate-limited session is no success: the backoff must keep doubling.)
             host.succeeded();
@@ -772,66 +907,246 @@ impl Prober {
         SessionRan {
             server,
             ip,
-            outcomes: session.results().into_iter().map(|r| r.outcome).collect(),
+            outcomes: session.outcomes,
             end,
             interrupted,
             backoff_until,
         }
     }
 
-    /// Runs one session for `rcpts` on the first of `servers` that talks.
+    /// Runs one session for `rcpts` on the first of `servers` that talks: on a parked
+    /// connection to it when there is one, else on a new connection.
     async fn contact(&self, servers: &[ServerAddress], rcpts: Vec<String>) -> Contact {
         let mut unreached = Unreached::new();
-        for target in servers {
+        'servers: for target in servers {
             let ip = target.ip;
             let host = self.host(ip);
             let server = format!("{} [{ip}]", target.name);
-            if let Some(r) = host.lock().refuses.clone() {
-                unreached.refused(format!("{server} refused the prober: {r}"), r);
-                continue;
-            }
-            let Ok(_slot) = host.slot(self.config.host_pause).await else {
-                let given_up = host.lock().given_up.clone().unwrap_or_default();
-                unreached.skipped(format!("{server}: {given_up}"));
-                continue;
-            };
-            let Ok(_permit) = self.sessions.acquire().await else {
-                return Contact::Stopped;
-            };
-            let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
-                TlsPolicy::Never
-            } else {
-                self.config.tls
-            };
-            let session = match Session::new(self.config.session_config(tls), rcpts.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    unreached.skipped(e.to_string());
-                    return Contact::NoServer(unreached);
+            loop {
+                if let Some(r) = host.lock().refuses.clone() {
+                    unreached.refused(format!("{server} refused the prober: {r}"), r);
+                    continue 'servers;
                 }
-            };
-            let started = Instant::now();
-            let Some(stream) = self
-                .connect(ip, &server, &host, started, &mut unreached)
-                .await
-            else {
-                continue;
-            };
-            bump(&self.counters.sessions, 1);
-            let (session, stop) = self.drive(stream, session, &target.name, &host).await;
-            if self.passed_over(&session, &stop, &server, &host, started, &mut unreached) {
-                continue;
+                let got = match host.slot(self.config.host_pause).await {
+                    Ok(got) => got,
+                    Err(given_up) => {
+                        unreached.skipped(format!("{server}: {given_up}"));
+                        continue 'servers;
+                    }
+                };
+                if self.halted() {
+                    return Contact::Stopped;
+                }
+                let kept = match got {
+                    Got::Parked(parked) => match self.take_parked(parked).await {
+                        Some(kept) => kept,
+                        // Its watcher ended it meanwhile: the next one, or a new connection.
+                        None => continue,
+                    },
+                    Got::Fresh(slot) => {
+                        let Ok(permit) = Arc::clone(&self.sessions).acquire_owned().await else {
+                            return Contact::Stopped;
+                        };
+                        match self
+                            .open(target, &server, slot, permit, &rcpts, &mut unreached)
+                            .await
+                        {
+                            Opened::Ran(contact) => return contact,
+                            Opened::PassedOver => continue 'servers,
+                            Opened::Stop => return Contact::NoServer(unreached),
+                        }
+                    }
+                };
+                match self.run_on_kept(kept, target, &server, &host, &rcpts).await {
+                    Some(contact) => return contact,
+                    // The connection had gone stale: not the server's fault, nothing counted.
+                    None => continue,
+                }
             }
-            return Contact::Ran {
-                session: Box::new(session),
-                stop,
-                server,
-                ip,
-                started,
-                host,
-            };
         }
         Contact::NoServer(unreached)
+    }
+
+    /// Takes a parked connection from its watcher; None when the watcher has ended it.
+    async fn take_parked(&self, parked: Parked) -> Option<Kept> {
+        let (give, taken) = oneshot::channel();
+        parked.take.send(give).ok()?;
+        taken.await.ok()
+    }
+
+    /// A new connection for one session: connect, greeting, EHLO, STARTTLS, the session.
+    async fn open(
+        &self,
+        target: &ServerAddress,
+        server: &str,
+        slot: HostSlot,
+        permit: OwnedSemaphorePermit,
+        rcpts: &[String],
+        unreached: &mut Unreached,
+    ) -> Opened {
+        let host = Arc::clone(&slot.host);
+        let tls = if host.lock().tls_broken && self.config.tls == TlsPolicy::Opportunistic {
+            TlsPolicy::Never
+        } else {
+            self.config.tls
+        };
+        let session = match Session::new(self.config.session_config(tls), rcpts.to_vec()) {
+            Ok(s) => s,
+            Err(e) => {
+                unreached.skipped(e.to_string());
+                return Opened::Stop;
+            }
+        };
+        let started = Instant::now();
+        let Some(stream) = self
+            .connect(target.ip, server, &host, started, unreached)
+            .await
+        else {
+            return Opened::PassedOver;
+        };
+        bump(&self.counters.sessions, 1);
+        let conn = Conn::Plain(stream);
+        let (conn, session, stop) = self
+            .drive(
+                conn,
+                session,
+                &target.name,
+                &host,
+                self.config.banner_timeout,
+            )
+            .await;
+        if self.passed_over(&session, &stop, server, &host, started, unreached) {
+            return Opened::PassedOver;
+        }
+        let report = self.after_session(
+            Kept {
+                conn,
+                session,
+                slot,
+                _permit: permit,
+                opened: started,
+            },
+            0,
+        );
+        Opened::Ran(Contact::Ran {
+            report,
+            stop,
+            server: server.to_owned(),
+            ip: target.ip,
+            started,
+            host,
+        })
+    }
+
+    /// One session on a parked connection; None when the connection turned out stale (closed
+    /// by the server before it answered anything of this session).
+    async fn run_on_kept(
+        &self,
+        mut kept: Kept,
+        target: &ServerAddress,
+        server: &str,
+        host: &Arc<Host>,
+        rcpts: &[String],
+    ) -> Option<Contact> {
+        let (replies, rcpts_before) = (kept.session.replies_received(), kept.session.rcpts_sent());
+        if kept.session.start_job(rcpts.to_vec()).is_err() {
+            return None;
+        }
+        let started = Instant::now();
+        let (conn, session, stop) = self
+            .drive(
+                kept.conn,
+                kept.session,
+                &target.name,
+                host,
+                self.config.command_timeout,
+            )
+            .await;
+        if matches!(stop, Stop::Dropped(_)) && session.replies_received() == replies {
+            return None;
+        }
+        bump(&self.counters.sessions_on_kept_connections, 1);
+        kept.conn = conn;
+        kept.session = session;
+        let report = self.after_session(kept, rcpts_before);
+        Some(Contact::Ran {
+            report,
+            stop,
+            server: server.to_owned(),
+            ip: target.ip,
+            started,
+            host: Arc::clone(host),
+        })
+    }
+
+    /// The session's report; its connection parked for the next session when it may serve
+    /// one, closed politely (in the background) when it may not.
+    fn after_session(&self, kept: Kept, rcpts_before: usize) -> SessionReport {
+        let session = &kept.session;
+        let report = SessionReport {
+            outcomes: session.results().into_iter().map(|r| r.outcome).collect(),
+            end: session.end().cloned(),
+            rcpts_sent: session.rcpts_sent() - rcpts_before,
+        };
+        if !session.is_idle() {
+            return report;
+        }
+        let host = Arc::clone(&kept.slot.host);
+        let reusable = !self.halted()
+            && session.refusals_left() > 0
+            && session.rcpts_sent() < self.config.rcpt_per_connection
+            && kept.opened.elapsed() < MAX_CONNECTION_AGE
+            && {
+                let s = host.lock();
+                // A 421 lowered the limit: shed connections above it.
+                s.given_up.is_none() && s.active <= s.limit
+            };
+        if reusable {
+            self.park(host, kept);
+        } else {
+            self.background.spawn(quit_politely(kept));
+        }
+        report
+    }
+
+    /// Hands a connection between sessions to a watcher task, listed at its host.
+    fn park(&self, host: Arc<Host>, kept: Kept) {
+        let id = self.next_parked.fetch_add(1, Ordering::Relaxed);
+        let (take, mut taken) = oneshot::channel::<oneshot::Sender<Kept>>();
+        host.lock().parked.push(Parked { id, take });
+        host.changed.notify_waiters();
+        let mut closing = self.closing.subscribe();
+        let idle_limit = self.config.idle_limit;
+        self.background.spawn(async move {
+            let mut kept = kept;
+            let mut byte = [0u8; 512];
+            enum Wake {
+                Taken(Option<oneshot::Sender<Kept>>),
+                Spoke,
+                Expired,
+            }
+            let wake = tokio::select! {
+                biased;
+                give = &mut taken => Wake::Taken(give.ok()),
+                // Anything at all while idle (an idle-timeout 421, a close): it is done.
+                _ = kept.conn.read(&mut byte) => Wake::Spoke,
+                _ = tokio::time::sleep(idle_limit) => Wake::Expired,
+                _ = closing.wait_for(|c| *c) => Wake::Expired,
+            };
+            match wake {
+                Wake::Taken(Some(give)) => {
+                    if let Err(kept) = give.send(kept) {
+                        quit_politely(kept).await;
+                    }
+                }
+                Wake::Taken(None) => quit_politely(kept).await,
+                Wake::Spoke => host.unpark(id),
+                Wake::Expired => {
+                    host.unpark(id);
+                    quit_politely(kept).await;
+                }
+            }
+        });
     }
 
     /// A TCP connection to `ip`, or None after counting the failure against the host.
@@ -935,16 +1250,16 @@ impl Prober {
     /// trickles bytes or never finishes a reply costs bounded time; the session bounds memory.
     async fn drive(
         &self,
-        stream: TcpStream,
+        mut conn: Conn,
         mut session: Session,
         server_name: &str,
         host: &Host,
-    ) -> (Session, Stop) {
+        first_reply_within: Duration,
+    ) -> (Conn, Session, Stop) {
         let cfg = &self.config;
-        let mut conn = Conn::Plain(stream);
         let mut buf = vec![0u8; 16 * 1024];
-        let mut replies = 0;
-        let mut deadline = Instant::now() + cfg.banner_timeout;
+        let mut replies = session.replies_received();
+        let mut deadline = Instant::now() + first_reply_within;
         let stop = loop {
             match session.next_action() {
                 Action::Write(bytes) => {
@@ -966,7 +1281,7 @@ impl Prober {
                         Ok(Ok(n)) => n,
                         Ok(Err(e)) => break Stop::Dropped(e.to_string()),
                         Err(_) => {
-                            break Stop::Timeout(if replies == 0 {
+                            break Stop::Timeout(if session.replies_received() == 0 {
                                 "the greeting"
                             } else {
                                 "a command"
@@ -987,7 +1302,14 @@ impl Prober {
                     };
                     let name = tls::server_name(server_name, tcp.peer_addr().ok());
                     match timeout(cfg.command_timeout, self.tls.connect(name, tcp)).await {
-                        Ok(Ok(tls)) => conn = Conn::Tls(Box::new(tls)),
+                        Ok(Ok(tls)) => {
+                            if tls.get_ref().1.handshake_kind()
+                                == Some(rustls::HandshakeKind::Resumed)
+                            {
+                                bump(&self.counters.tls_resumed, 1);
+                            }
+                            conn = Conn::Tls(Box::new(tls));
+                        }
                         Ok(Err(e)) => {
                             host.lock().tls_broken = true;
                             break Stop::TlsFailed(e.to_string());
@@ -1004,8 +1326,11 @@ impl Prober {
                 }
                 Action::Finished => {
                     let _ = timeout(Duration::from_secs(1), conn.shutdown()).await;
+                    conn = Conn::Gone;
                     break Stop::Finished;
                 }
+                // The connection stays open for the next session.
+                Action::Idle => break Stop::Finished,
             }
         };
         if !matches!(stop, Stop::Finished) {
@@ -1016,8 +1341,49 @@ impl Prober {
             (Stop::Dropped(_) | Stop::Timeout(_), Some(_)) => Stop::Finished,
             _ => stop,
         };
-        (session, stop)
+        (conn, session, stop)
     }
+}
+
+/// A connection is not given new sessions after this long (Postfix's
+/// smtp_connection_reuse_time_limit).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
+/// How opening a new connection for a session went.
+enum Opened {
+    Ran(Contact),
+    /// The server would not talk: try the next one.
+    PassedOver,
+    /// The session could not even be set up.
+    Stop,
+}
+
+/// QUIT on a connection that is done, waiting briefly for the 221 (which confirms that the
+/// last session's replies were in step); then the connection closes, freeing its slot.
+async fn quit_politely(mut kept: Kept) {
+    kept.session.close();
+    let mut buf = [0u8; 1024];
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        match kept.session.next_action() {
+            Action::Write(bytes) => {
+                if timeout_at(until, kept.conn.write_all(&bytes))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Action::ReadMore => match timeout_at(until, kept.conn.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let _ = kept.session.feed(&buf[..n]);
+                }
+                _ => break,
+            },
+            Action::StartTls | Action::Idle | Action::Finished => break,
+        }
+    }
+    let _ = timeout(Duration::from_secs(1), kept.conn.shutdown()).await;
 }
 
 /// What a failed connection says about port 25: a refusal (a reset, or a local firewall's
@@ -1032,14 +1398,6 @@ fn connect_error_outcome(e: &std::io::Error) -> ConnectOutcome {
         ErrorKind::TimedOut => ConnectOutcome::TimedOut,
         _ => ConnectOutcome::Refused,
     }
-}
-
-/// Whether any RCPT of the session was answered with a rate limit (4xx).
-fn rate_limited(session: &Session) -> bool {
-    session.results().iter().any(|r| {
-        matches!(&r.outcome, RcptOutcome::Probed(reply)
-            if reply.code / 100 == 4 && classify(reply).reason == Reason::RateLimited)
-    })
 }
 
 /// A local part no one has: letters only (some servers treat digits specially), long.

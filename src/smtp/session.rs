@@ -6,6 +6,18 @@
 //! greeting → EHLO (HELO on a 5xx) → optional STARTTLS and EHLO again → per batch
 //! `MAIL FROM` + `RCPT TO`… → `RSET` between batches → `QUIT`.
 //!
+//! With [`Config::keep_open`] the connection outlives its recipients, as in a sending MTA's
+//! connection cache: the last RCPTs go out with an `EHLO` (which resets the transaction, RFC
+//! 5321 §4.1.4), and once it is answered the machine says [`Action::Idle`];
+//! [`Session::start_job`] then runs a new set of recipients (another domain's, say) on the
+//! same connection, and [`Session::close`] ends it. The refusal cap counts over the whole
+//! connection.
+//!
+//! Why EHLO and not RSET: the reply that ends a job must be one no RCPT reply can pass for,
+//! or a reply too many (a stray line, a duplicate) shifts every answer of the job by one
+//! unnoticed. RSET's "250 Ok" looks like an RCPT's; QUIT's 221 cannot be taken for one, and
+//! neither can EHLO's "250 <the server's name>" (no enhanced code; the name it gave before).
+//!
 //! Safety: the machine can only build the commands of a private `Verb` enum, which has no `DATA`, so a probe
 //! can never turn into a delivery. Every argument is checked before it is sent (no CR, LF, NUL or
 //! other control character; no non-ASCII unless SMTPUTF8 was negotiated for the transaction), and
@@ -52,6 +64,9 @@ pub struct Config {
     pub max_rejections: usize,
     /// Use PIPELINING when the server offers it (off only to measure what it saves).
     pub pipelining: bool,
+    /// When the recipients are done, EHLO again and wait for more ([`Action::Idle`]) instead
+    /// of QUIT.
+    pub keep_open: bool,
 }
 
 impl Config {
@@ -64,6 +79,7 @@ impl Config {
             rcpt_per_session: 100,
             max_rejections: 9,
             pipelining: true,
+            keep_open: false,
         }
     }
 }
@@ -132,6 +148,10 @@ pub enum Action {
     StartTls,
     /// Close the connection; [`Session::results`] and [`Session::end`] are final.
     Finished,
+    /// ([`Config::keep_open`] only.) The recipients are done and the connection is between
+    /// transactions: [`Session::results`] and [`Session::end`] are final for them. Read
+    /// nothing until [`Session::start_job`] or [`Session::close`].
+    Idle,
 }
 
 /// Why a recipient was not probed in this session.
@@ -246,6 +266,11 @@ enum State {
         answered: usize,
     },
     Rset,
+    /// The EHLO (or HELO) that ends a job on a kept connection: its reply, which must name
+    /// the server as the first one did, is the check that the job's replies were in step.
+    Rehello,
+    /// The recipients are done and the EHLO was answered: waiting for a new job or a close.
+    Idle,
     /// QUIT sent; its 221 is the check that every earlier reply answered the command we
     /// took it for (a reply too many or too few shifts the last RCPT's answer onto QUIT).
     Quit,
@@ -276,6 +301,13 @@ pub struct Session {
     utf8_txn: bool,
     rcpt_sent: usize,
     rejections: usize,
+    /// The job-ending EHLO went out with the job's last RCPTs (`keep_open`): its reply
+    /// follows theirs.
+    rehello_in_flight: bool,
+    /// HELO, not EHLO, was accepted.
+    plain_helo: bool,
+    /// The first word of the server's reply to EHLO/HELO (its name), lowercased.
+    server_name: Option<String>,
     /// Complete replies read so far: the driver's per-reply deadline restarts on each.
     replies: usize,
     /// Replies owed: commands handed to the caller (on the wire) and not answered yet; the
@@ -304,30 +336,10 @@ impl Session {
             return Err(CommandError::Empty { field: Field::Helo }.into());
         }
         check_arg(Field::MailFrom, &config.mail_from, false)?;
-        let mut outcomes = Vec::with_capacity(recipients.len());
-        let mut queue = VecDeque::new();
-        for (i, r) in recipients.iter().enumerate() {
-            // Non-ASCII is decided per server (SMTPUTF8), control characters never pass.
-            match check_arg(Field::Recipient, r, true) {
-                Err(e) => outcomes.push(Some(RcptOutcome::Unsendable(e))),
-                Ok(()) if r.is_empty() => {
-                    outcomes.push(Some(RcptOutcome::Unsendable(CommandError::Empty {
-                        field: Field::Recipient,
-                    })))
-                }
-                Ok(()) => {
-                    outcomes.push(None);
-                    queue.push_back(i);
-                }
-            }
-        }
-        let named = recipients
-            .iter()
-            .map(|r| format!("<{}>", r.to_lowercase()))
-            .collect();
+        let (outcomes, queue) = checked_recipients(&recipients);
         Ok(Session {
             config,
-            named,
+            named: named(&recipients),
             recipients,
             outcomes,
             queue,
@@ -338,6 +350,9 @@ impl Session {
             utf8_txn: false,
             rcpt_sent: 0,
             rejections: 0,
+            rehello_in_flight: false,
+            plain_helo: false,
+            server_name: None,
             replies: 0,
             owed: 1,
             queued: 0,
@@ -353,6 +368,15 @@ impl Session {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if self.state == State::Done {
             return Ok(()); // The 221 to QUIT, or anything after the end: nothing to act on.
+        }
+        if self.state == State::Idle && !bytes.is_empty() {
+            // Owed nothing (an idle-timeout 421, a stray reply): the connection cannot be
+            // trusted with another job. The finished job's answers were confirmed by its RSET.
+            self.inbuf.clear();
+            self.state = State::Done;
+            return Err(SessionError::OutOfStep(
+                "the server spoke while the connection was idle".into(),
+            ));
         }
         self.inbuf.extend_from_slice(bytes);
         let result = if self.state == State::AwaitingTls && !self.inbuf.is_empty() {
@@ -394,6 +418,49 @@ impl Session {
         }
     }
 
+    /// A new set of recipients on a connection that is [`Action::Idle`], checked like those
+    /// given to [`Session::new`]. The refusals counted so far still count.
+    pub fn start_job(&mut self, recipients: Vec<String>) -> Result<(), SessionError> {
+        if self.state != State::Idle {
+            return Err(SessionError::Unexpected(
+                "start_job on a session that is not idle".into(),
+            ));
+        }
+        let (outcomes, queue) = checked_recipients(&recipients);
+        self.named = named(&recipients);
+        self.recipients = recipients;
+        self.outcomes = outcomes;
+        self.queue = queue;
+        self.unconfirmed.clear();
+        self.end = None;
+        self.start_first_batch()?;
+        Ok(())
+    }
+
+    /// Ends an [`Action::Idle`] connection with QUIT (whose 221 still checks the last replies).
+    pub fn close(&mut self) {
+        if self.state == State::Idle && self.command(Verb::Quit, None).is_ok() {
+            self.state = State::Quit;
+        } else if self.state != State::Quit {
+            self.state = State::Done;
+        }
+    }
+
+    /// Between jobs ([`Action::Idle`]): the connection may take another.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// Refusals (4xx or 5xx RCPT replies) this connection may still take before the cap.
+    pub fn refusals_left(&self) -> usize {
+        self.config.max_rejections.saturating_sub(self.rejections)
+    }
+
+    /// Refused RCPTs over the whole connection.
+    pub fn refusals(&self) -> usize {
+        self.rejections
+    }
+
     /// The caller upgraded the connection after [`Action::StartTls`]: EHLO again (RFC 3207
     /// says to forget what was learnt before the upgrade).
     pub fn tls_established(&mut self) -> Result<(), SessionError> {
@@ -418,6 +485,7 @@ impl Session {
         }
         match self.state {
             State::AwaitingTls => Action::StartTls,
+            State::Idle => Action::Idle,
             State::Done => Action::Finished,
             State::Quit => Action::ReadMore,
             _ => Action::ReadMore,
@@ -543,6 +611,7 @@ impl Session {
             }
             State::Ehlo if code / 100 == 2 => {
                 self.caps = capabilities(lines);
+                self.server_name = first_word(&reply);
                 self.after_hello()?;
             }
             State::Ehlo if code / 100 == 5 => {
@@ -552,6 +621,8 @@ impl Session {
             }
             State::Helo if code / 100 == 2 => {
                 self.caps = Caps::default();
+                self.plain_helo = true;
+                self.server_name = first_word(&reply);
                 self.after_hello()?;
             }
             State::Ehlo | State::Helo => {
@@ -571,7 +642,7 @@ impl Session {
             }
             State::Mail { sent, .. } => {
                 self.state = State::Drain {
-                    remaining: sent,
+                    remaining: sent + usize::from(self.rehello_in_flight),
                     end: SessionEnd::SenderRejected(reply),
                 };
             }
@@ -587,6 +658,12 @@ impl Session {
                 sent,
                 answered,
             } => self.on_rcpt_reply(reply, batch, sent, answered)?,
+            State::Rehello => {
+                if !self.plain_helo {
+                    self.caps = capabilities(lines);
+                }
+                self.idle();
+            }
             State::Rset if code / 100 == 2 => self.send_mail()?,
             State::Rset => self.quit(
                 SessionEnd::ProtocolError(format!("RSET refused: {reply}")),
@@ -594,7 +671,7 @@ impl Session {
             )?,
             // `out_of_step` let only a 221 through.
             State::Quit => {}
-            State::AwaitingTls | State::Done => {
+            State::AwaitingTls | State::Idle | State::Done => {
                 return Err(SessionError::OutOfStep(format!(
                     "unsolicited reply {reply}"
                 )));
@@ -619,6 +696,7 @@ impl Session {
             State::Ehlo => ("EHLO", ordinary),
             State::Helo => ("HELO", ordinary),
             State::Rset => ("RSET", ordinary),
+            State::Rehello => ("EHLO", code / 100 == 2 && self.names_the_server(reply)),
             State::Mail { .. } => ("MAIL FROM", ordinary && self.names_other(reply, None)),
             State::Drain { .. } => ("RCPT", ordinary),
             State::Rcpt {
@@ -627,7 +705,7 @@ impl Session {
                 "RCPT",
                 ordinary && self.names_other(reply, Some(batch[*answered])),
             ),
-            State::AwaitingTls | State::Done => ("no command", false),
+            State::AwaitingTls | State::Idle | State::Done => ("no command", false),
         };
         (!fits).then(|| format!("{command} was answered with {reply}"))
     }
@@ -697,9 +775,25 @@ impl Session {
     fn start_first_batch(&mut self) -> Result<(), CommandError> {
         self.next_batch = self.take_batch();
         if self.next_batch.is_empty() {
+            if self.config.keep_open {
+                // No transaction was opened: nothing to reset.
+                self.idle();
+                return Ok(());
+            }
             return self.quit(SessionEnd::Completed, NotProbedWhy::SessionLimit);
         }
         self.send_mail()
+    }
+
+    /// The job is over and the connection is between transactions.
+    fn idle(&mut self) {
+        self.rehello_in_flight = false;
+        self.unconfirmed.clear();
+        for o in self.outcomes.iter_mut().filter(|o| o.is_none()) {
+            *o = Some(RcptOutcome::NotProbed(NotProbedWhy::SessionLimit));
+        }
+        self.end.get_or_insert(SessionEnd::Completed);
+        self.state = State::Idle;
     }
 
     /// The next transaction's recipients, marking non-ASCII ones the server cannot take.
@@ -780,6 +874,14 @@ impl Session {
         for &i in &batch[from..from + n.min(left)] {
             self.send_rcpt(i)?;
         }
+        // On a kept connection the job's last RCPTs take the EHLO along (last in the group,
+        // as RFC 2920 asks): the next job needs no round trip of its own to reset, and the
+        // EHLO's reply checks the job's replies were in step, as QUIT's 221 does.
+        let job_ends = from + n >= batch.len()
+            && (self.queue.is_empty() || self.rcpt_sent >= self.config.rcpt_per_session);
+        if self.config.keep_open && self.pipelines() && job_ends {
+            self.rehello()?;
+        }
         Ok(n.min(left))
     }
 
@@ -806,7 +908,10 @@ impl Session {
             self.unconfirmed.clear();
         }
         answered += 1;
-        let capped = self.rejections >= self.config.max_rejections;
+        // The cap reached on the job's last reply, with the RSET already behind it: the job
+        // ends as usual, and the caller does not reuse a connection with no refusals left.
+        let capped = self.rejections >= self.config.max_rejections
+            && !(self.rehello_in_flight && answered == batch.len());
         if answered < sent {
             // Pipelined replies still to come.
             self.state = State::Rcpt {
@@ -831,16 +936,48 @@ impl Session {
             };
             return Ok(());
         }
-        // Batch done. RSET only when another transaction follows; QUIT ends one anyway.
+        // Batch done. RSET only when another transaction follows or the connection is kept;
+        // QUIT ends one anyway.
         self.next_batch = self.take_batch();
         if self.next_batch.is_empty() {
-            return self.quit(SessionEnd::Completed, NotProbedWhy::SessionLimit);
+            if !self.config.keep_open {
+                return self.quit(SessionEnd::Completed, NotProbedWhy::SessionLimit);
+            }
+            if !self.rehello_in_flight {
+                self.rehello()?;
+            }
+            self.state = State::Rehello;
+            return Ok(());
         }
         self.state = State::Rset;
         self.command(Verb::Rset, None)
     }
 
+    /// The job-ending EHLO (HELO when that is what the server took).
+    fn rehello(&mut self) -> Result<(), CommandError> {
+        let helo = self.config.helo.clone();
+        let verb = if self.plain_helo {
+            Verb::Helo
+        } else {
+            Verb::Ehlo
+        };
+        self.command(verb, Some(&helo))?;
+        self.rehello_in_flight = true;
+        Ok(())
+    }
+
+    /// Whether a reply to the job-ending EHLO is one: no enhanced code, and the server's name
+    /// first, as in its first reply to EHLO.
+    fn names_the_server(&self, reply: &Reply) -> bool {
+        reply.enhanced.is_none()
+            && self
+                .server_name
+                .as_ref()
+                .is_none_or(|name| first_word(reply).as_ref() == Some(name))
+    }
+
     fn quit(&mut self, end: SessionEnd, rest: NotProbedWhy) -> Result<(), CommandError> {
+        self.rehello_in_flight = false;
         self.command(Verb::Quit, None)?;
         self.finish(end, rest);
         self.state = State::Quit;
@@ -871,6 +1008,45 @@ impl Session {
         self.out.extend_from_slice(b"\r\n");
         Ok(())
     }
+}
+
+/// The first word of a reply's text, lowercased (the server's name in a reply to EHLO).
+fn first_word(reply: &Reply) -> Option<String> {
+    reply
+        .text
+        .split_whitespace()
+        .next()
+        .map(str::to_ascii_lowercase)
+}
+
+/// Unsendable recipients get their outcome at once; the others queue, in order.
+fn checked_recipients(recipients: &[String]) -> (Vec<Option<RcptOutcome>>, VecDeque<usize>) {
+    let mut outcomes = Vec::with_capacity(recipients.len());
+    let mut queue = VecDeque::new();
+    for (i, r) in recipients.iter().enumerate() {
+        // Non-ASCII is decided per server (SMTPUTF8), control characters never pass.
+        match check_arg(Field::Recipient, r, true) {
+            Err(e) => outcomes.push(Some(RcptOutcome::Unsendable(e))),
+            Ok(()) if r.is_empty() => {
+                outcomes.push(Some(RcptOutcome::Unsendable(CommandError::Empty {
+                    field: Field::Recipient,
+                })))
+            }
+            Ok(()) => {
+                outcomes.push(None);
+                queue.push_back(i);
+            }
+        }
+    }
+    (outcomes, queue)
+}
+
+/// Each recipient as `<address>`, lowercased, as refusals name them.
+fn named(recipients: &[String]) -> Vec<String> {
+    recipients
+        .iter()
+        .map(|r| format!("<{}>", r.to_lowercase()))
+        .collect()
 }
 
 /// No control characters (CR, LF and NUL above all: they would end or split the command),
@@ -998,6 +1174,104 @@ mod tests {
                 RcptOutcome::NotProbed(NotProbedWhy::SessionEnded)
             );
         }
+    }
+
+    fn kept() -> Config {
+        Config {
+            keep_open: true,
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn a_kept_connection_serves_a_second_domain_in_its_own_transaction() {
+        let mut s = greeted(
+            kept(),
+            &["a@x.example", "b@x.example"],
+            "250-mx.y.example\r\n250 PIPELINING\r\n",
+        );
+        // EHLO goes last in the group with the job's RCPTs, in place of RSET and QUIT.
+        let (w, _) = drain(&mut s);
+        assert!(w.is_empty());
+        let (w, a) = step(&mut s, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+        assert_eq!((w.len(), a), (0, Action::ReadMore));
+        let (w, a) = step(
+            &mut s,
+            "550 5.1.1 <b@x.example>: User unknown\r\n250-mx.y.example\r\n250 PIPELINING\r\n",
+        );
+        assert_eq!((w.len(), a), (0, Action::Idle));
+        assert_eq!(s.end(), Some(&SessionEnd::Completed));
+        assert_eq!((code(&s, 0), code(&s, 1)), (250, 550));
+        assert_eq!((s.refusals(), s.refusals_left()), (1, 8));
+        // The next domain: MAIL FROM and its RCPT in one write, no RSET needed.
+        s.start_job(vec!["c@z.example".into()]).unwrap();
+        let (w, a) = drain(&mut s);
+        assert_eq!(
+            w,
+            vec![
+                "MAIL FROM:<check@probe.example>\r\nRCPT TO:<c@z.example>\r\nEHLO probe.example\r\n"
+                    .to_string()
+            ]
+        );
+        assert_eq!(a, Action::ReadMore);
+        let (_, a) = step(
+            &mut s,
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250-mx.y.example\r\n250 PIPELINING\r\n",
+        );
+        assert_eq!(a, Action::Idle);
+        assert_eq!(s.results().len(), 1);
+        assert_eq!(code(&s, 0), 250);
+        s.close();
+        let (w, a) = drain(&mut s);
+        assert_eq!((w, a), (vec!["QUIT\r\n".to_string()], Action::Finished));
+    }
+
+    #[test]
+    fn a_reply_too_many_is_caught_by_the_job_ending_ehlo() {
+        // A stray "550" before a@'s reply shifts every answer by one: a@ would be refused
+        // and b@ take a@'s "250". The EHLO is then answered with b@'s "250 2.1.5 Ok", which
+        // does not name the server: every answer of the job is void.
+        let mut s = greeted(
+            Config {
+                max_rejections: 2,
+                ..kept()
+            },
+            &["a@x.example", "b@x.example"],
+            "250-mx.y.example\r\n250 PIPELINING\r\n",
+        );
+        let stray =
+            "250 2.1.0 Ok\r\n550 5.1.1 Mailbox unavailable\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n";
+        assert!(s.feed(stray.as_bytes()).is_err());
+        let (w, a) = drain(&mut s);
+        assert_eq!((w, a), (vec!["QUIT\r\n".to_string()], Action::Finished));
+        assert!(matches!(s.end(), Some(SessionEnd::ProtocolError(_))));
+        for i in [0, 1] {
+            assert_eq!(
+                outcome(&s, i),
+                RcptOutcome::NotProbed(NotProbedWhy::ProtocolError)
+            );
+        }
+    }
+
+    #[test]
+    fn a_kept_connection_that_speaks_while_idle_is_not_reused() {
+        let mut s = greeted(
+            kept(),
+            &["a@x.example"],
+            "250-mx.y.example\r\n250 PIPELINING\r\n",
+        );
+        step(
+            &mut s,
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 mx.y.example\r\n",
+        );
+        assert!(s.is_idle());
+        assert!(
+            s.feed(b"421 4.4.2 mx.y.example Error: timeout exceeded\r\n")
+                .is_err()
+        );
+        // The finished job's answer stands; no new job starts on this connection.
+        assert_eq!(code(&s, 0), 250);
+        assert!(s.start_job(vec!["b@x.example".into()]).is_err());
     }
 
     #[test]
@@ -1873,7 +2147,8 @@ mod tests {
                             server.receive(&bytes);
                         }
                         Action::ReadMore => break,
-                        Action::Finished => {
+                        // A kept connection's job is over: its answers are final here.
+                        Action::Finished | Action::Idle => {
                             let outcomes = s.results().into_iter().map(|r| r.outcome).collect();
                             return (outcomes, s.end().cloned());
                         }
@@ -1927,25 +2202,33 @@ mod tests {
         }
 
         fn case() -> impl Strategy<Value = (Config, Script, Fault, Vec<Read>)> {
-            (vec(fate(), 1..=5), any::<bool>(), 1usize..=4, 1usize..=4).prop_flat_map(
-                |(fates, pipelining, batch_size, max_rejections)| {
-                    let n = fates.len();
-                    let config = Config {
-                        batch_size,
-                        max_rejections,
-                        ..cfg()
-                    };
-                    let script = Script {
-                        pipelining,
-                        rcpts: fates
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, f)| (format!("r{i}@x.example"), f))
-                            .collect(),
-                    };
-                    (Just(config), Just(script), fault(n), vec(read(), 1..8))
-                },
+            (
+                vec(fate(), 1..=5),
+                any::<bool>(),
+                1usize..=4,
+                1usize..=4,
+                any::<bool>(),
             )
+                .prop_flat_map(
+                    |(fates, pipelining, batch_size, max_rejections, keep_open)| {
+                        let n = fates.len();
+                        let config = Config {
+                            batch_size,
+                            max_rejections,
+                            keep_open,
+                            ..cfg()
+                        };
+                        let script = Script {
+                            pipelining,
+                            rcpts: fates
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, f)| (format!("r{i}@x.example"), f))
+                                .collect(),
+                        };
+                        (Just(config), Just(script), fault(n), vec(read(), 1..8))
+                    },
+                )
         }
 
         impl fmt::Debug for Script {
