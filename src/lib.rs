@@ -104,6 +104,9 @@ pub struct VerifyConfig {
     pub preload_domains: usize,
     /// The wall clock the store's timestamps and ages are read from (tests fix it).
     pub clock: Clock,
+    /// Which provider runs each domain's mail servers (the `prebounce_provider` column and
+    /// summary.json's `providers`; the SMTP probe's rules are in `smtp`'s copy).
+    pub providers: std::sync::Arc<model::provider::ProviderTable>,
 }
 
 impl VerifyConfig {
@@ -129,6 +132,7 @@ impl VerifyConfig {
             interrupt: None,
             preload_domains: DEFAULT_PRELOAD_DOMAINS,
             clock: Clock::System,
+            providers: std::sync::Arc::new(model::provider::ProviderTable::built_in().clone()),
         }
     }
 }

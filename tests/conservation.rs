@@ -7,7 +7,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-use common::{LISTS, read_records};
+use common::{APPENDED, LISTS, read_records};
 use prebounce::input::{InputOptions, InputSource};
 use prebounce::{Level, VerifyConfig};
 
@@ -29,7 +29,7 @@ fn run_lib(input: &[u8], options: InputOptions) -> Option<(tempfile::TempDir, pr
     }
 }
 
-/// Data rows of the four lists (original cells only: all but the last 8, the appended ones,
+/// Data rows of the four lists (original cells only: all but the appended ones at the end,
 /// which is where they are in a ragged row too), each tagged with its list and reason.
 fn output_rows(out: &Path) -> Vec<(usize, Vec<Vec<u8>>, String)> {
     let mut rows = Vec::new();
@@ -37,8 +37,11 @@ fn output_rows(out: &Path) -> Vec<(usize, Vec<Vec<u8>>, String)> {
         let mut recs = read_records(&out.join(list), b',');
         recs.remove(0);
         for r in recs {
-            assert!(r.len() > 8, "row without its own cells in {list}: {r:?}");
-            let own = r.len() - 8;
+            assert!(
+                r.len() > APPENDED,
+                "row without its own cells in {list}: {r:?}"
+            );
+            let own = r.len() - APPENDED;
             rows.push((
                 i,
                 r[..own].to_vec(),

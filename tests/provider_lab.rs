@@ -72,6 +72,26 @@ fn yahoo_is_not_probed_and_outlook_gets_one_recipient_a_session() {
             ("nobody@yahoo.smtp.test", "provider-accepts-all"),
         ]
     );
+    // Every row names its provider, and summary.json counts them.
+    for list in LISTS {
+        for (email, provider) in
+            column(&out, list, "email")
+                .into_iter()
+                .zip(column(&out, list, "prebounce_provider"))
+        {
+            let want = if email.ends_with("@yahoo.smtp.test") {
+                "yahoo"
+            } else {
+                "outlook"
+            };
+            assert_eq!(provider, want, "{email}");
+        }
+    }
+    let s = summary(&out);
+    assert_eq!(
+        s["providers"],
+        serde_json::json!({"outlook": 3, "yahoo": 3})
+    );
     let detail = column(&out, "catch-all.csv", "prebounce_detail");
     assert!(
         detail

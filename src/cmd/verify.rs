@@ -284,7 +284,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .out
         .clone()
         .unwrap_or_else(|| prebounce::output::default_out_dir(&input));
-    let smtp = smtp_config(&args).map_err(Failure::usage)?;
+    let providers = provider_table(&args).map_err(Failure::usage)?;
+    let smtp = smtp_config(&args, &providers).map_err(Failure::usage)?;
     let store = if args.no_store {
         None
     } else {
@@ -338,6 +339,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         interrupt: Some(interrupt),
         clock: args.store.clock(),
         preload_domains: args.preload_domains,
+        providers,
     };
     let summary = prebounce::verify(&config)?;
     if !args.quiet {
@@ -427,8 +429,25 @@ fn preflight_config(args: &Args, smtp: Option<&ProbeConfig>) -> Option<Preflight
     })
 }
 
+/// The built-in provider table, with --providers' entries over it.
+fn provider_table(args: &Args) -> anyhow::Result<std::sync::Arc<ProviderTable>> {
+    Ok(std::sync::Arc::new(match &args.providers {
+        None => ProviderTable::built_in().clone(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --providers {}: {e}", path.display()))?;
+            ProviderTable::built_in()
+                .with_overrides(&text)
+                .map_err(|e| anyhow::anyhow!("--providers {}: {e}", path.display()))?
+        }
+    }))
+}
+
 /// The probe's settings from the command line; None without --from (level smtp then refuses).
-fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
+fn smtp_config(
+    args: &Args,
+    providers: &std::sync::Arc<ProviderTable>,
+) -> anyhow::Result<Option<ProbeConfig>> {
     let Some(from) = &args.from else {
         return Ok(None);
     };
@@ -459,17 +478,7 @@ fn smtp_config(args: &Args) -> anyhow::Result<Option<ProbeConfig>> {
         retries: args.retries,
         port: args.smtp_port,
         pipelining: !args.no_pipelining,
-        providers: std::sync::Arc::new(match &args.providers {
-            None => ProviderTable::built_in().clone(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("cannot read --providers {}: {e}", path.display())
-                })?;
-                ProviderTable::built_in()
-                    .with_overrides(&text)
-                    .map_err(|e| anyhow::anyhow!("--providers {}: {e}", path.display()))?
-            }
-        }),
+        providers: std::sync::Arc::clone(providers),
         egress: match (&args.proxy, args.source_ip) {
             (Some(proxy), _) => proxy.clone(),
             (None, Some(ip)) => Egress::Source(ip),

@@ -130,6 +130,15 @@ impl ProviderTable {
         &self.providers
     }
 
+    /// The position in [`ProviderTable::providers`] of a mail server's provider.
+    pub fn index_of_host(&self, host: &str) -> Option<usize> {
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        self.providers.iter().position(|p| {
+            p.mx.iter()
+                .any(|pattern| glob(&pattern.to_ascii_lowercase(), &host))
+        })
+    }
+
     /// The provider of a mail server's host name.
     pub fn of_host(&self, host: &str) -> Option<&Provider> {
         let host = host.trim().trim_end_matches('.').to_ascii_lowercase();

@@ -15,7 +15,7 @@ use crate::input::InputSource;
 use crate::model::Status;
 
 /// Columns appended to every output row, in this order.
-pub const APPENDED_COLUMNS: [&str; 8] = [
+pub const APPENDED_COLUMNS: [&str; 9] = [
     "prebounce_status",
     "prebounce_reason",
     "prebounce_detail",
@@ -24,6 +24,7 @@ pub const APPENDED_COLUMNS: [&str; 8] = [
     "prebounce_flags",
     "prebounce_bounce_p",
     "prebounce_mx",
+    "prebounce_provider",
 ];
 
 pub const SUMMARY_FILE: &str = "summary.json";

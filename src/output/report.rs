@@ -937,6 +937,7 @@ mod tests {
             status,
             reasons: [("syntax-ok".to_owned(), 90), ("syntax".to_owned(), 10)].into(),
             flags: [("role".to_owned(), 3)].into(),
+            providers: [("google".to_owned(), 40)].into(),
             suggestions: 2,
             predicted_bounce_rate: forecast(90, 10),
             priors: "built-in".into(),

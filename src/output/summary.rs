@@ -77,6 +77,9 @@ pub struct Summary {
     pub predicted_bounce_rate: PredictedBounceRate,
     pub priors: String,
     pub input: InputShape,
+    /// Rows per provider id (by the domain's preferred mail server: `google`, `microsoft365`
+    /// …), for the rows whose provider is known.
+    pub providers: BTreeMap<String, u64>,
     /// DNS work (absent at --level syntax).
     pub dns: Option<crate::dns::DnsStats>,
     /// SMTP work (only at --level smtp).

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::forecast::PriorTable;
 use crate::grouping::{GroupIndex, PassThroughHasher, malformed_domain};
 use crate::input::{Chunk, Dialect, InputError};
+use crate::model::provider::ProviderTable;
 use crate::output::FieldEncoder;
 use crate::store::{DnsVerdicts, Record};
 use crate::syntax::{self, Address, DomainFacts, Flags};
@@ -270,6 +271,7 @@ pub(super) struct FormatContext<'a> {
     /// The run's clock, for the stored verdicts' timestamps.
     clock: Clock,
     domains_sent: DomainsSent,
+    providers: std::sync::Arc<ProviderTable>,
 }
 
 impl<'a> FormatContext<'a> {
@@ -292,6 +294,7 @@ impl<'a> FormatContext<'a> {
             run,
             clock: config.clock,
             domains_sent: DomainsSent::new(workers),
+            providers: std::sync::Arc::clone(&config.providers),
         }
     }
 }
@@ -386,6 +389,9 @@ struct BatchWriter<'a, 'c> {
     /// be reused for another domain while the batch runs. (Hashed with ahash: an address's low
     /// bits are all alignment zeros.)
     domain_slot: HashMap<usize, usize, ahash::RandomState>,
+    /// Each domain's provider (index in the table), found once per batch, keyed like
+    /// `domain_slot` (the chunk's rows hold the Arcs while the batch runs).
+    provider_slot: HashMap<usize, Option<usize>, ahash::RandomState>,
     detail: String,
     normalized: String,
     /// Probabilities repeat across rows (one per reason and flag floor): format each once.
@@ -407,6 +413,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
                 ..Serialized::default()
             },
             domain_slot: HashMap::default(),
+            provider_slot: HashMap::default(),
             detail: String::new(),
             normalized: String::new(),
             p_texts: Vec::new(),
@@ -418,12 +425,13 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
     /// Row `r` of `chunk`: its verdict, counted, formatted and recorded.
     fn add(&mut self, chunk: &Chunk, r: usize, row: &RowCheck) {
         let mut v = verdict::decide(&row.evidence, self.cx.policy);
-        let outcome = Outcome::of(row, v.reason, &self.cx.priors);
+        let provider = self.provider(row, &v);
+        let outcome = Outcome::of(row, v.reason, &self.cx.priors, provider);
         self.count(chunk, r, row, &v, &outcome);
         self.fill_detail_and_address(row, &v);
         let p_text = self.p_text(outcome.p);
         self.note_change(row, &v);
-        self.write_row(chunk, r, row, &v, outcome.flags, p_text);
+        self.write_row(chunk, r, row, &v, outcome.flags, p_text, provider);
         // Last: the store's record takes the verdict's detail and MX.
         self.record(row, &mut v);
     }
@@ -458,6 +466,17 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
                 }
             }
         }
+    }
+
+    /// The provider running the row's domain's preferred mail server, if the table knows it.
+    fn provider(&mut self, row: &RowCheck, v: &Verdict) -> Option<usize> {
+        let domain = &row.evidence.address()?.domain;
+        let mx = v.mx.as_deref()?;
+        let providers = &self.cx.providers;
+        *self
+            .provider_slot
+            .entry(Arc::as_ptr(domain) as usize)
+            .or_insert_with(|| providers.index_of_host(mx))
     }
 
     /// The detail cell (with how a ragged row's shape differs) and the normalised address.
@@ -541,6 +560,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         v: &Verdict,
         flags: Flags,
         p_text: usize,
+        provider: Option<usize>,
     ) {
         let delim = self.cx.dialect.delimiter;
         let format = &self.cx.row_format;
@@ -569,9 +589,13 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             enc.push(out, cell.as_bytes());
         }
         out.extend_from_slice(&format.flags[flags.bits() as usize]);
+        let provider = provider
+            .and_then(|i| self.cx.providers.providers().get(i))
+            .map_or("", |p| p.id.as_str());
         for cell in [
             self.p_texts[p_text].1.as_str(),
             v.mx.as_deref().unwrap_or(""),
+            provider,
         ] {
             out.push(delim);
             enc.push(out, cell.as_bytes());

@@ -66,6 +66,7 @@ pub(super) fn summarize(facts: RunFacts, written: Written) -> Summary {
         duplicates: tally.duplicates,
         reasons: reason_map(&tally),
         flags: flag_map(&tally),
+        providers: provider_map(&tally, &config.providers),
         status: tally.status,
         suggestions: tally.suggestions,
         predicted_bounce_rate: tally.forecast.result(),
@@ -167,6 +168,21 @@ fn group_summaries(index: &GroupIndex, tallies: &[Tally]) -> Vec<GroupSummary> {
             .then_with(|| a.value.cmp(&b.value))
     });
     groups
+}
+
+/// Rows per provider id; providers without rows are left out.
+fn provider_map(
+    tally: &Tally,
+    table: &crate::model::provider::ProviderTable,
+) -> BTreeMap<String, u64> {
+    tally
+        .providers
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, rows)| **rows > 0)
+        .filter_map(|(i, rows)| Some((table.providers().get(i - 1)?.id.clone(), *rows)))
+        .collect()
 }
 
 fn group_summary(index: &GroupIndex, id: usize, t: &Tally) -> GroupSummary {

@@ -21,11 +21,18 @@ pub(super) struct Outcome {
     cross_group: bool,
     has_address: bool,
     sendable: bool,
+    /// 1 + the index of the provider in the run's table; 0: none known.
+    pub(super) provider: u16,
     pub(super) p: f64,
 }
 
 impl Outcome {
-    pub(super) fn of(row: &RowCheck, reason: Reason, priors: &PriorTable) -> Outcome {
+    pub(super) fn of(
+        row: &RowCheck,
+        reason: Reason,
+        priors: &PriorTable,
+        provider: Option<usize>,
+    ) -> Outcome {
         let address = row.evidence.address();
         let mut flags = address.map_or(Flags::default(), |a| a.flags);
         if row.duplicate {
@@ -45,6 +52,7 @@ impl Outcome {
             cross_group: row.cross_group,
             has_address: address.is_some(),
             sendable: row.sendable,
+            provider: provider.map_or(0, |i| u16::try_from(i + 1).unwrap_or(0)),
             p: priors.bounce_p(reason, flags),
         }
     }
@@ -63,6 +71,8 @@ pub(super) struct Tally {
     pub(super) reasons: [u64; Reason::ALL.len()],
     pub(super) flags: [u64; Flags::ALL.len()],
     pub(super) forecast: Forecast,
+    /// Rows per provider, by 1 + its index in the run's table (0: none).
+    pub(super) providers: Vec<u64>,
 }
 
 impl Tally {
@@ -90,6 +100,11 @@ impl Tally {
         if o.sendable {
             self.forecast.add(status, o.reason, o.flags, o.p);
         }
+        let p = usize::from(o.provider);
+        if self.providers.len() <= p {
+            self.providers.resize(p + 1, 0);
+        }
+        self.providers[p] += 1;
     }
 
     pub(super) fn merge(&mut self, o: &Tally) {
@@ -106,6 +121,12 @@ impl Tally {
             *a += b;
         }
         self.forecast.merge(&o.forecast);
+        if self.providers.len() < o.providers.len() {
+            self.providers.resize(o.providers.len(), 0);
+        }
+        for (a, b) in self.providers.iter_mut().zip(&o.providers) {
+            *a += b;
+        }
     }
 }
 

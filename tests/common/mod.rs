@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const LISTS: [&str; 4] = ["valid.csv", "invalid.csv", "catch-all.csv", "unknown.csv"];
-pub const APPENDED: usize = 8;
+pub const APPENDED: usize = prebounce::output::APPENDED_COLUMNS.len();
 
 /// The binary, with its default store (under the cache folder) redirected to a folder of its
 /// own: a test never writes to the real home, and no two commands share a cache unless a test
