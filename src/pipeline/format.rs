@@ -431,7 +431,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         self.fill_detail_and_address(row, &v);
         let p_text = self.p_text(outcome.p);
         self.note_change(row, &v);
-        self.write_row(chunk, r, row, &v, outcome.flags, p_text, provider);
+        self.write_row(chunk, r, row, &v, &outcome, p_text);
         // Last: the store's record takes the verdict's detail and MX.
         self.record(row, &mut v);
     }
@@ -558,9 +558,8 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         r: usize,
         row: &RowCheck,
         v: &Verdict,
-        flags: Flags,
+        outcome: &Outcome,
         p_text: usize,
-        provider: Option<usize>,
     ) {
         let delim = self.cx.dialect.delimiter;
         let format = &self.cx.row_format;
@@ -588,8 +587,9 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             out.push(delim);
             enc.push(out, cell.as_bytes());
         }
-        out.extend_from_slice(&format.flags[flags.bits() as usize]);
-        let provider = provider
+        out.extend_from_slice(&format.flags[outcome.flags.bits() as usize]);
+        let provider = usize::from(outcome.provider)
+            .checked_sub(1)
             .and_then(|i| self.cx.providers.providers().get(i))
             .map_or("", |p| p.id.as_str());
         for cell in [
