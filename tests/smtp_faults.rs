@@ -1387,3 +1387,69 @@ async fn without_fast_fail_refusing_servers_are_only_unreachable() {
     assert_eq!(later.decided, [true]);
     assert_eq!(server.connections(), 1);
 }
+
+/// Google counts its limits per sender across its fleet: a 421 from one of its addresses holds
+/// back sessions at its other addresses until the backoff ends (here at least 1 s, the
+/// smallest backoff), not only at the address that said it.
+#[tokio::test]
+async fn a_rate_limit_at_one_google_address_backs_off_the_whole_fleet() {
+    let last_limit = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let noted = Arc::clone(&last_limit);
+    let limiting = Server::start(move |_| {
+        let noted = Arc::clone(&noted);
+        Behavior::new(Arc::new(move |_: &Rcpt| {
+            *noted.lock().unwrap() = Some(std::time::Instant::now());
+            Answer::Say("421 4.7.0 Try again later, closing connection.".into())
+        }))
+    })
+    .await;
+    let first_rcpt = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let seen = Arc::clone(&first_rcpt);
+    let other = Server::start_at(Ipv4Addr::new(127, 0, 0, 3), limiting.port(), move |_| {
+        let seen = Arc::clone(&seen);
+        Behavior::new(Arc::new(move |r: &Rcpt| {
+            seen.lock()
+                .unwrap()
+                .get_or_insert(std::time::Instant::now());
+            Answer::Say(verdict(&["b@d.test".to_owned()], &r.address))
+        }))
+    })
+    .await;
+    let prober = Prober::new(ProbeConfig {
+        retries: 0,
+        ..config(limiting.port())
+    })
+    .unwrap();
+    let at = |name: &str, ip: IpAddr| {
+        vec![MxTarget {
+            name: name.into(),
+            ips: vec![ip],
+        }]
+    };
+    probe(
+        &prober,
+        &at("aspmx.l.google.com", limiting.ip()),
+        &["a@d.test"],
+    )
+    .await;
+    let limited = last_limit
+        .lock()
+        .unwrap()
+        .expect("the first address was asked");
+    let got = probe(
+        &prober,
+        &at("alt1.aspmx.l.google.com", other.ip()),
+        &["b@d.test"],
+    )
+    .await;
+    assert_eq!(code(&got.results[0]), 250);
+    let asked = first_rcpt
+        .lock()
+        .unwrap()
+        .expect("the second address was asked");
+    assert!(
+        asked.duration_since(limited) >= Duration::from_millis(950),
+        "the other Google address was asked {:?} after the 421",
+        asked.duration_since(limited)
+    );
+}

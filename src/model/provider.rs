@@ -35,6 +35,10 @@ pub struct Provider {
     /// Its servers accept every recipient at RCPT and bounce later.
     #[serde(default)]
     pub accepts_all: bool,
+    /// A rate limit at one of its servers backs off all of them: its limits are counted per
+    /// sender across its whole fleet, so another address of it would only say the same.
+    #[serde(default)]
+    pub shared_backoff: bool,
 }
 
 fn default_connections() -> usize {

@@ -39,7 +39,7 @@ use super::session::{
     Action, Config as SessionConfig, RcptOutcome, Session, SessionEnd, TlsPolicy,
 };
 use crate::model::Reason;
-use crate::model::provider::ProviderTable;
+use crate::model::provider::{Provider, ProviderTable};
 pub use crate::model::smtp::{CatchAll, SmtpEvidence, SmtpOutcome, one_line};
 
 /// Everything the probe needs from the command line.
@@ -230,6 +230,10 @@ const FAILURE_SPACING: Duration = Duration::from_millis(500);
 struct Host {
     state: Mutex<HostState>,
     changed: Notify,
+    /// Pause between two opens here (the run's, or its provider's when longer).
+    pause: Duration,
+    /// The provider whose whole fleet backs off when this address rate-limits us.
+    fleet: Option<String>,
 }
 
 /// A session slot at one server; returned on drop.
@@ -249,8 +253,10 @@ impl Drop for HostSlot {
 }
 
 impl Host {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, pause: Duration, fleet: Option<String>) -> Self {
         Host {
+            pause,
+            fleet,
             state: Mutex::new(HostState {
                 limit: limit.max(1),
                 active: 0,
@@ -504,6 +510,8 @@ pub struct Prober {
     /// backup MX often accepts everything while the primary checks mailboxes.
     catch_all: Mutex<HashMap<String, HashMap<IpAddr, CatchAll>>>,
     sessions: Arc<Semaphore>,
+    /// Providers whose fleet is backed off (see `Provider::shared_backoff`): until when.
+    fleets: Mutex<HashMap<String, Instant>>,
     /// Set when the run ends or stops: parked connections QUIT.
     closing: watch::Sender<bool>,
     background: Arc<Background>,
@@ -537,6 +545,7 @@ impl Prober {
         let egress = EgressJudge::new(config.fast_fail.unwrap_or_default());
         Ok(Prober {
             sessions: Arc::new(Semaphore::new(config.connections)),
+            fleets: Mutex::new(HashMap::new()),
             closing: watch::Sender::new(false),
             background: Arc::new(Background::default()),
             next_parked: AtomicU64::new(0),
@@ -703,13 +712,61 @@ impl Prober {
             .unwrap_or_default()
     }
 
-    fn host(&self, ip: IpAddr) -> Arc<Host> {
+    /// The politeness state of a server address; a provider's limits (first met with it) only
+    /// ever lower the run's.
+    fn host(&self, ip: IpAddr, provider: Option<&Provider>) -> Arc<Host> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(
-            hosts
-                .entry(ip)
-                .or_insert_with(|| Arc::new(Host::new(self.config.per_host))),
-        )
+        Arc::clone(hosts.entry(ip).or_insert_with(|| {
+            let c = &self.config;
+            Arc::new(match provider {
+                None => Host::new(c.per_host, c.host_pause, None),
+                Some(p) => Host::new(
+                    c.per_host.min(p.connections),
+                    c.host_pause.max(Duration::from_millis(p.pause_ms)),
+                    p.shared_backoff.then(|| p.id.clone()),
+                ),
+            })
+        }))
+    }
+
+    /// Backs a server address off after a 421 or a rate-limit reply (its provider's whole
+    /// fleet too, when the provider counts limits fleet-wide). Returns when it may be asked
+    /// again.
+    fn throttle(&self, host: &Host, fewer_sessions: bool) -> Instant {
+        let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
+        let until = host.throttled(base, cap, fewer_sessions);
+        if let Some(fleet) = &host.fleet {
+            let mut fleets = self.fleets.lock().unwrap_or_else(|e| e.into_inner());
+            let at = fleets.entry(fleet.clone()).or_insert(until);
+            *at = (*at).max(until);
+        }
+        until
+    }
+
+    /// Waits while the provider's fleet is backed off; false when the run stops meanwhile.
+    async fn fleet_ready(&self, host: &Host) -> bool {
+        let Some(fleet) = &host.fleet else {
+            return true;
+        };
+        loop {
+            if self.halted() {
+                return false;
+            }
+            let until = self
+                .fleets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(fleet)
+                .copied();
+            match until {
+                Some(at) if at > Instant::now() => {
+                    // In slices, so a stop is noticed during a long backoff.
+                    tokio::time::sleep_until(at.min(Instant::now() + Duration::from_millis(200)))
+                        .await;
+                }
+                _ => return true,
+            }
+        }
     }
 
     /// Probes `mailboxes` (full addresses at `domain`) on the domain's servers. One result per
@@ -790,7 +847,7 @@ impl Prober {
             let contacts = futures::future::join_all(
                 requests
                     .iter()
-                    .map(|r| self.contact(&r.servers, r.recipients.clone())),
+                    .map(|r| self.contact(&r.servers, r.recipients.clone(), provider)),
             )
             .await;
             for (request, contact) in requests.iter().zip(contacts) {
@@ -836,9 +893,8 @@ impl Prober {
                 host,
             } => {
                 let ran = self.host_after_session(report, &stop, server, ip, started, &host);
-                let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
                 let deferred =
-                    plan.report_ran(id, ran, now, || host.throttled(base, cap, false).into_std());
+                    plan.report_ran(id, ran, now, || self.throttle(&host, false).into_std());
                 bump(&self.counters.deferred, deferred);
             }
         }
@@ -859,8 +915,7 @@ impl Prober {
         let end = session.end.clone();
         let mut backoff_until = None;
         if let Some(SessionEnd::ServerClosing(r)) = &end {
-            let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
-            backoff_until = Some(host.throttled(base, cap, false).into_std());
+            backoff_until = Some(self.throttle(host, false).into_std());
             if host.failed(
                 &format!("server closing: {r}"),
                 self.config.give_up_after + 2,
@@ -916,18 +971,26 @@ impl Prober {
 
     /// Runs one session for `rcpts` on the first of `servers` that talks: on a parked
     /// connection to it when there is one, else on a new connection.
-    async fn contact(&self, servers: &[ServerAddress], rcpts: Vec<String>) -> Contact {
+    async fn contact(
+        &self,
+        servers: &[ServerAddress],
+        rcpts: Vec<String>,
+        provider: Option<&Provider>,
+    ) -> Contact {
         let mut unreached = Unreached::new();
         'servers: for target in servers {
             let ip = target.ip;
-            let host = self.host(ip);
+            let host = self.host(ip, provider);
             let server = format!("{} [{ip}]", target.name);
             loop {
                 if let Some(r) = host.lock().refuses.clone() {
                     unreached.refused(format!("{server} refused the prober: {r}"), r);
                     continue 'servers;
                 }
-                let got = match host.slot(self.config.host_pause).await {
+                if !self.fleet_ready(&host).await {
+                    return Contact::Stopped;
+                }
+                let got = match host.slot(host.pause).await {
                     Ok(got) => got,
                     Err(given_up) => {
                         unreached.skipped(format!("{server}: {given_up}"));
@@ -1217,8 +1280,7 @@ impl Prober {
                 if r.code / 100 == 4 {
                     // 421 on connect: busy, or too many connections from us.
                     let busy = host.lock().active > 1;
-                    let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
-                    host.throttled(base, cap, busy);
+                    self.throttle(host, busy);
                     unreached.failed(why.clone(), false);
                 } else {
                     host.lock().refuses = Some(r.clone());
