@@ -330,3 +330,144 @@ fn starttls_required_only_where_offered() {
     );
     assert!(detail.contains("STARTTLS"), "{detail}");
 }
+
+/// One connection serves every domain at its server (issue #16): four domains behind the lab's
+/// delay proxy (one MX host, Postfix behind it) share connections, each domain in its own
+/// transaction. Postfix's log shows no connection took more than 9 refusals and that
+/// connections carried several domains; the proxy saw at most 4 open at once.
+#[test]
+fn one_connection_serves_several_domains_within_the_refusal_cap() {
+    lab_up();
+    let _turn = lab_turn();
+    let dir = tempfile::tempdir().expect("a folder");
+    let mut emails = Vec::new();
+    for d in 1..=4 {
+        emails.extend((1..=20).map(|i| format!("user{i:04}@bench0{d}.smtpbench.test")));
+        emails.extend((1..=10).map(|i| format!("nobody{i:02}@bench0{d}.smtpbench.test")));
+    }
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let out = dir.path().join("out");
+    let sender = fresh_sender("reuse");
+    let maillog = lab_dir().join("postfix/maillog");
+    let proxylog = lab_dir().join("smtp-delay-proxy.log");
+    let (log_from, proxy_from) = (offset(&maillog), offset(&proxylog));
+    let o = run(
+        &[
+            "verify",
+            list.to_str().expect("UTF-8"),
+            "--out",
+            out.to_str().expect("UTF-8"),
+            "--no-store",
+            "--no-preflight",
+            "--level",
+            "smtp",
+            "--from",
+            &sender,
+            "--dns-server",
+            "127.77.0.1",
+            "--allow-reserved-domains",
+            "--allow-private-mx",
+            "--progress",
+            "never",
+            "-q",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut valid = column(&out, "valid.csv", "email");
+    let mut invalid = column(&out, "invalid.csv", "email");
+    valid.sort();
+    invalid.sort();
+    let (mut want_valid, mut want_invalid): (Vec<String>, Vec<String>) =
+        emails.iter().cloned().partition(|e| e.starts_with("user"));
+    want_valid.sort();
+    want_invalid.sort();
+    assert_eq!((valid, invalid), (want_valid, want_invalid));
+    let s = summary(&out);
+    assert!(
+        s["smtp"]["sessions_on_kept_connections"].as_u64() > Some(0),
+        "{}",
+        s["smtp"]
+    );
+
+    // Each smtpd process serves one connection at a time: follow them by pid.
+    let mut log = read_since(&maillog, log_from);
+    for _ in 0..50 {
+        let ours = log.lines().filter(|l| l.contains(&sender)).count();
+        if ours > 0
+            && log.matches(" connect from ").count() == log.matches(" disconnect from ").count()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        log = read_since(&maillog, log_from);
+    }
+    #[derive(Default, Debug)]
+    struct Conn {
+        domains: std::collections::BTreeSet<String>,
+        mails: u32,
+        refused: u32,
+        ours: bool,
+    }
+    let mut open: HashMap<String, Conn> = HashMap::new();
+    let mut done = Vec::new();
+    for line in log.lines().filter(|l| l.contains("postfix/normal/smtpd[")) {
+        let pid = line
+            .split("smtpd[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .unwrap_or("");
+        if line.contains(": connect from ") {
+            open.insert(pid.to_owned(), Conn::default());
+        } else if line.contains("info: RCPT from") && line.contains(&sender) {
+            let to = line
+                .split(" to=<")
+                .nth(1)
+                .and_then(|r| r.split('>').next())
+                .unwrap_or("");
+            let c = open.entry(pid.to_owned()).or_default();
+            c.ours = true;
+            c.domains.insert(domain_of(to).to_owned());
+        } else if line.contains(": disconnect from ") {
+            let mut c = open.remove(pid).unwrap_or_default();
+            let count = |name: &str| -> (u32, u32) {
+                let v = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap_or("0");
+                let (ok, all) = v.split_once('/').unwrap_or((v, v));
+                (ok.parse().unwrap_or(0), all.parse().unwrap_or(0))
+            };
+            c.mails = count("mail").1;
+            let (accepted, sent) = count("rcpt");
+            c.refused = sent - accepted;
+            if c.ours {
+                done.push(c);
+            }
+        }
+    }
+    assert!(!done.is_empty(), "our connections are in the log:\n{log}");
+    for c in &done {
+        assert!(
+            c.refused <= 9,
+            "a connection took {} refusals: {c:?}",
+            c.refused
+        );
+    }
+    assert!(
+        done.iter().any(|c| c.domains.len() >= 2),
+        "no connection served two domains: {done:?}"
+    );
+    let transactions: u32 = done.iter().map(|c| c.mails).sum();
+    assert!(done.len() < transactions as usize, "{done:?}");
+    let most_open = read_since(&proxylog, proxy_from)
+        .lines()
+        .filter_map(|l| l.strip_prefix("open "))
+        .filter_map(|n| n.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (1..=4).contains(&most_open),
+        "{most_open} connections open at once"
+    );
+}
