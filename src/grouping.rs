@@ -108,16 +108,32 @@ impl GroupIndex {
         if let Some(&id) = self.ids.get(&key) {
             return id;
         }
-        if self.ids.len() >= MAX_GROUPS {
-            self.capped = true;
-            return self.special(GroupKind::Other);
-        }
         let cell = chunk
             .field(r, self.column)
             .map(<[u8]>::trim_ascii)
             .unwrap_or_default();
+        self.add_value(key, cell)
+    }
+
+    /// The group of a computed value (not an input cell: `--group-by prebounce_provider`),
+    /// whose key is `key`; [`EMPTY_KEY`] for none.
+    pub fn id_of_value(&mut self, key: u64, value: &[u8]) -> u32 {
+        if key == EMPTY_KEY {
+            return self.special(GroupKind::Empty);
+        }
+        match self.ids.get(&key) {
+            Some(&id) => id,
+            None => self.add_value(key, value),
+        }
+    }
+
+    fn add_value(&mut self, key: u64, value: &[u8]) -> u32 {
+        if self.ids.len() >= MAX_GROUPS {
+            self.capped = true;
+            return self.special(GroupKind::Other);
+        }
         let id = self.groups.len() as u32;
-        self.groups.push((GroupKind::Value, cell.into()));
+        self.groups.push((GroupKind::Value, value.into()));
         self.ids.insert(key, id);
         id
     }

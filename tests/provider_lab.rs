@@ -153,3 +153,63 @@ fn mail_and_rcpt_totals(log: &str) -> (u32, u32) {
             (m + command_count(l, "mail"), r + command_count(l, "rcpt"))
         })
 }
+
+/// `--group-by prebounce_provider` groups by the computed provider (at level dns: the MX name
+/// is enough), rows without one in "(empty)".
+#[test]
+fn rows_group_by_their_provider() {
+    lab_up();
+    let dir = tempfile::tempdir().expect("a folder");
+    let emails: Vec<String> = [
+        "alice@yahoo.smtp.test",
+        "bob@yahoo.smtp.test",
+        "alice@outlook.smtp.test",
+        "alice@ok.smtp.test",
+        "alice@yahoo.smtp.test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let out = dir.path().join("out");
+    let o = run(
+        &[
+            "verify",
+            list.to_str().expect("UTF-8"),
+            "--out",
+            out.to_str().expect("UTF-8"),
+            "--no-store",
+            "--dns-server",
+            "127.77.0.1",
+            "--allow-reserved-domains",
+            "--allow-private-mx",
+            "--group-by",
+            "prebounce_provider",
+            "-q",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = summary(&out);
+    assert_eq!(s["group_by"]["column"], "prebounce_provider");
+    let mut groups: Vec<(String, u64)> = s["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["value"].as_str().unwrap_or("").to_owned(),
+                g["rows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            ("(empty)".to_owned(), 1),
+            ("outlook".to_owned(), 1),
+            ("yahoo".to_owned(), 3)
+        ]
+    );
+}

@@ -195,7 +195,8 @@ pub struct Args {
     #[arg(long, hide = true)]
     no_pipelining: bool,
     /// Break every figure down by the values of this column (a header name or a 1-based
-    /// number), in summary.json, report.html and a table on stderr.
+    /// number), in summary.json, report.html and a table on stderr. `prebounce_provider`
+    /// groups by the provider of each domain's mail server.
     #[arg(long, value_name = "NAME|N")]
     group_by: Option<String>,
     #[command(flatten)]

@@ -833,7 +833,11 @@ fn flags_section(h: &mut String, s: &Summary) {
 
 fn settings_section(h: &mut String, s: &Summary) {
     let group_by = s.group_by.as_ref().map_or(String::from("–"), |g| {
-        format!("{} (column {})", esc(&g.column), g.column_number)
+        if g.column_number == 0 {
+            format!("{} (computed)", esc(&g.column))
+        } else {
+            format!("{} (column {})", esc(&g.column), g.column_number)
+        }
     });
     let _ = write!(
         h,

@@ -173,7 +173,7 @@ pub struct Changes {
 pub struct GroupBy {
     /// The column's header (or `column_N` for a headerless list).
     pub column: String,
-    /// 1-based.
+    /// 1-based; 0 for the computed `prebounce_provider`.
     pub column_number: usize,
     /// Distinct values kept as groups of their own (at most `max_groups`).
     pub distinct_values: u64,

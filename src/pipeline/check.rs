@@ -146,7 +146,11 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
                 sendable,
                 dedup_hash,
                 duplicate: false,
-                group_key: cx.group_column.map_or(0, |c| group_key(&chunk, r, c)),
+                // Provider groups are found after the DNS stage (format::Dedup).
+                group_key: cx
+                    .group_column
+                    .filter(|&c| c != super::format::PROVIDER_GROUPING)
+                    .map_or(0, |c| group_key(&chunk, r, c)),
                 group: 0,
                 cross_group: false,
                 previous: None,

@@ -87,6 +87,11 @@ fn shard_of(hash: u64) -> usize {
 /// With --group-by: each address's identity → the group it was first seen in.
 type FirstGroupMap = HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>;
 
+/// The "column" of `--group-by prebounce_provider` when the input has no column of that name:
+/// rows are grouped by the provider of their domain's mail server, found once the DNS (and
+/// SMTP) stages are done, not by an input cell.
+pub(super) const PROVIDER_GROUPING: usize = usize::MAX;
+
 /// Duplicate detection, in input order. With --group-by it also assigns each row its group and
 /// remembers where each address was first seen, to tell a repeat within a group from one
 /// across groups.
@@ -95,15 +100,19 @@ pub(super) enum Dedup {
     Grouped {
         index: GroupIndex,
         first_group: FirstGroupMap,
+        /// With [`PROVIDER_GROUPING`]: what finds each row's provider.
+        providers: Option<(std::sync::Arc<ProviderTable>, Policy)>,
     },
 }
 
 impl Dedup {
-    pub(super) fn new(group_column: Option<usize>) -> Dedup {
+    pub(super) fn new(group_column: Option<usize>, config: &VerifyConfig) -> Dedup {
         match group_column {
             Some(column) => Dedup::Grouped {
                 index: GroupIndex::new(column),
                 first_group: FirstGroupMap::default(),
+                providers: (column == PROVIDER_GROUPING)
+                    .then(|| (std::sync::Arc::clone(&config.providers), config.policy)),
             },
             None => Dedup::Plain(Box::new(ShardedSeen::new())),
         }
@@ -113,7 +122,36 @@ impl Dedup {
     fn mark(&mut self, checked: &mut Checked) {
         match self {
             Dedup::Plain(seen) => seen.mark(&mut checked.rows),
-            Dedup::Grouped { index, first_group } => {
+            Dedup::Grouped {
+                index,
+                first_group,
+                providers: Some((table, policy)),
+            } => {
+                for row in checked.rows.iter_mut() {
+                    let provider = verdict::decide(&row.evidence, *policy)
+                        .mx
+                        .and_then(|mx| table.index_of_host(&mx));
+                    row.group = match provider {
+                        // Keys 0 and 1 are the empty and unreadable groups.
+                        Some(i) => {
+                            index.id_of_value(i as u64 + 2, table.providers()[i].id.as_bytes())
+                        }
+                        None => index.id_of_value(crate::grouping::EMPTY_KEY, b""),
+                    };
+                    // A repeat has its first sighting's domain, hence its provider.
+                    if let Some(h) = row.dedup_hash {
+                        match first_group.entry(h) {
+                            Entry::Occupied(_) => row.duplicate = true,
+                            Entry::Vacant(e) => {
+                                e.insert(row.group);
+                            }
+                        }
+                    }
+                }
+            }
+            Dedup::Grouped {
+                index, first_group, ..
+            } => {
                 // Known groups in parallel; the sequential pass below only adds new values.
                 let known: &GroupIndex = index;
                 checked
@@ -156,6 +194,10 @@ pub(super) fn group_column(
         .iter()
         .map(|h| String::from_utf8_lossy(h).into_owned())
         .collect();
+    if wanted == "prebounce_provider" && !(dialect.has_header && names.iter().any(|n| n == wanted))
+    {
+        return Ok(Some(PROVIDER_GROUPING));
+    }
     let column = crate::input::find_column(wanted, dialect.has_header, &names).map_err(|e| {
         InputError::GroupByColumn {
             wanted: wanted.clone(),

@@ -131,7 +131,10 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
     let started_at = crate::model::time::rfc3339_utc(std::time::SystemTime::now());
     let (reader, mut dialect) = InputReader::open(&config.input, &config.input_options)?;
     let group_column = format::group_column(config.group_by.as_ref(), &dialect)?;
-    if let (Some(column), true) = (group_column, dialect.has_header) {
+    if let (Some(column), true) = (
+        group_column.filter(|&c| c != format::PROVIDER_GROUPING),
+        dialect.has_header,
+    ) {
         let names: Vec<String> = dialect
             .header
             .iter()
@@ -190,7 +193,7 @@ pub(crate) fn run(config: &VerifyConfig) -> Result<Summary, Error> {
         bar: &bar,
         failed: Failed::default(),
     };
-    let mut dedup = Dedup::new(group_column);
+    let mut dedup = Dedup::new(group_column, config);
     let streamed = wiring.stream(reader, lookup, store_tx, &mut dedup, &mut lists);
     bar.finish_and_clear();
     // Every sender is gone with the stages: what they sent is committed now.

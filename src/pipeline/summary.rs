@@ -125,9 +125,15 @@ fn header_name(dialect: &Dialect, column: usize) -> String {
 }
 
 fn group_by(index: &GroupIndex, column: usize, dialect: &Dialect) -> GroupBy {
+    let computed = column == super::format::PROVIDER_GROUPING;
     GroupBy {
-        column: header_name(dialect, column),
-        column_number: column + 1,
+        column: if computed {
+            "prebounce_provider".to_owned()
+        } else {
+            header_name(dialect, column)
+        },
+        // 0: a computed column, not one of the input's.
+        column_number: if computed { 0 } else { column + 1 },
         distinct_values: index.distinct_values() as u64,
         max_groups: MAX_GROUPS,
         capped: index.capped(),
