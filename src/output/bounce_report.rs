@@ -47,6 +47,17 @@ const COUNT_HEADS: &str = r#"<th class="n">sent</th><th class="n">hard</th><th c
 
 pub fn render(r: &BounceReport, store: &str) -> String {
     let mut h = String::with_capacity(32 * 1024);
+    head(&mut h, r, store);
+    totals(&mut h, r);
+    findings(&mut h, r);
+    groups(&mut h, r);
+    reasons(&mut h, r);
+    days(&mut h, r);
+    h.push_str("</main>\n</body>\n</html>\n");
+    h
+}
+
+fn head(h: &mut String, r: &BounceReport, store: &str) {
     let since = r.since.as_deref().unwrap_or("the first record");
     let _ = write!(
         h,
@@ -69,6 +80,9 @@ pub fn render(r: &BounceReport, store: &str) -> String {
         store = esc(store),
         since = esc(since),
     );
+}
+
+fn totals(h: &mut String, r: &BounceReport) {
     let t = &r.totals;
     let sent_note = match (r.sent, r.sent_from) {
         (Some(s), Some(from)) => format!(
@@ -107,6 +121,9 @@ pub fn render(r: &BounceReport, store: &str) -> String {
         bounce_rate = rate(t.bounce_rate),
         hard_rate = rate(t.hard_rate),
     );
+}
+
+fn findings(h: &mut String, r: &BounceReport) {
     if !r.findings.is_empty() {
         h.push_str("<section id=\"findings\" class=\"warning\">\n<h2>What to do</h2>\n<ul>\n");
         for f in &r.findings {
@@ -114,6 +131,9 @@ pub fn render(r: &BounceReport, store: &str) -> String {
         }
         h.push_str("</ul>\n</section>\n");
     }
+}
+
+fn groups(h: &mut String, r: &BounceReport) {
     let by = match r.group_by {
         GroupBy::Provider => "receiving provider",
         GroupBy::Domain => "recipient domain",
@@ -126,7 +146,7 @@ pub fn render(r: &BounceReport, store: &str) -> String {
     );
     for g in r.groups.iter().take(GROUPS_SHOWN) {
         let _ = write!(h, "<tr><td>{}</td>", esc(&g.group));
-        counts_cells(&mut h, &g.counts);
+        counts_cells(h, &g.counts);
         let _ = writeln!(
             h,
             "<td>{}</td></tr>",
@@ -142,6 +162,9 @@ pub fn render(r: &BounceReport, store: &str) -> String {
         );
     }
     h.push_str("</section>\n");
+}
+
+fn reasons(h: &mut String, r: &BounceReport) {
     h.push_str("<section id=\"reasons\">\n<h2>Top reasons</h2>\n<table>\n<tr><th>kind</th><th>reason</th><th class=\"n\">records</th><th>what it means</th><th>what to do</th></tr>\n");
     for x in &r.top_reasons {
         let _ = writeln!(
@@ -155,17 +178,19 @@ pub fn render(r: &BounceReport, store: &str) -> String {
         );
     }
     h.push_str("</table>\n</section>\n");
+}
+
+fn days(h: &mut String, r: &BounceReport) {
     let _ = write!(
         h,
         "<section id=\"days\">\n<h2>By day (UTC)</h2>\n<div class=\"scroll\"><table>\n<tr><th>day</th>{COUNT_HEADS}</tr>\n"
     );
     for d in &r.days {
         let _ = write!(h, "<tr><td class=\"nw\">{}</td>", esc(&d.date));
-        counts_cells(&mut h, &d.counts);
+        counts_cells(h, &d.counts);
         h.push_str("</tr>\n");
     }
-    h.push_str("</table></div>\n</section>\n</main>\n</body>\n</html>\n");
-    h
+    h.push_str("</table></div>\n</section>\n");
 }
 
 #[cfg(test)]
