@@ -13,7 +13,7 @@ mkdir -p "$dir"
 cargo build --release --quiet --bin prebounce --example gen_list --example csv_floor
 bin=${PREBOUNCE_BIN:-${CARGO_TARGET_DIR:-target}/release/prebounce}
 for rows in 1000000 5000000; do
-  [ -s "$dir/list-$rows.csv" ] || target/release/examples/gen_list --rows "$rows" --seed 42 --compact > "$dir/list-$rows.csv"
+  [ -s "$dir/list-$rows.csv" ] || ${CARGO_TARGET_DIR:-target}/release/examples/gen_list --rows "$rows" --seed 42 --compact > "$dir/list-$rows.csv"
 done
 
 best() { # best-of-5 wall seconds and peak RSS of a command
@@ -29,7 +29,7 @@ best() { # best-of-5 wall seconds and peak RSS of a command
 
 for rows in 1000000 5000000; do
   f="$dir/list-$rows.csv"
-  read -r ft fm < <(best target/release/examples/csv_floor "$f" "$dir/floor.csv")
+  read -r ft fm < <(best ${CARGO_TARGET_DIR:-target}/release/examples/csv_floor "$f" "$dir/floor.csv")
   # With a store (as a default run has one; a file of its own here) and without.
   for mode in store no-store; do
     if [ "$mode" = store ]; then

@@ -10,7 +10,7 @@ dir=${BENCH_DIR:-/tmp/prebounce-bench}
 mkdir -p "$dir"
 cargo build --release --quiet --bin prebounce --example gen_list
 f="$dir/groups-1000000.csv"
-[ -s "$f" ] || target/release/examples/gen_list --rows 1000000 --seed 42 --compact --groups 1000 > "$f"
+[ -s "$f" ] || ${CARGO_TARGET_DIR:-target}/release/examples/gen_list --rows 1000000 --seed 42 --compact --groups 1000 > "$f"
 
 best() { # best-of-3 wall seconds and peak RSS (KiB) of a command
   local best_t=999999 best_m=0
