@@ -145,11 +145,7 @@ impl ProviderTable {
 
     /// The provider of a mail server's host name.
     pub fn of_host(&self, host: &str) -> Option<&Provider> {
-        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-        self.providers.iter().find(|p| {
-            p.mx.iter()
-                .any(|pattern| glob(&pattern.to_ascii_lowercase(), &host))
-        })
+        self.index_of_host(host).map(|i| &self.providers[i])
     }
 
     /// The provider of an address's domain: by its mail server's name when one is known, else
@@ -250,6 +246,11 @@ mod tests {
             .of_host("x.olc.protection.outlook.com")
             .unwrap();
         assert_eq!(outlook.rcpt_per_transaction, 1);
+        let table = ProviderTable::built_in();
+        let google = table.index_of_host("aspmx.l.google.com").unwrap();
+        assert_eq!(table.providers()[google].id, "google");
+        assert!(table.providers()[google].shared_backoff);
+        assert!(!outlook.shared_backoff);
     }
 
     #[test]
