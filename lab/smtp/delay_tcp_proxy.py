@@ -3,10 +3,12 @@
 netem, and the SMTP benchmark needs a mail server with a realistic round trip. With 50 ms each
 way a command/reply exchange takes about 100 ms. Each accepted and closed connection is logged
 with the number open at that moment ("open 3", "close 2"), so a benchmark can tell the most
-connections a client held at once from the server side. Order is preserved: each direction is one FIFO
+connections a client held at once from the server side. With several listen addresses
+(comma-separated: one process stands for many mail servers) each line also names the listen
+address, and the count is that address's own ("open 3 127.77.4.12"). Order is preserved: each direction is one FIFO
 whose chunks are released at arrival time + delay, so delays never add up across chunks.
 
-Usage: delay_tcp_proxy.py LISTEN_IP:PORT UPSTREAM_IP:PORT DELAY_MS_EACH_WAY
+Usage: delay_tcp_proxy.py LISTEN_IP:PORT[,LISTEN_IP:PORT...] UPSTREAM_IP:PORT DELAY_MS_EACH_WAY
 (python3 standard library only; loopback addresses only)"""
 import asyncio
 import sys
@@ -55,21 +57,22 @@ async def pump(reader, writer, delay):
         reading.cancel()
 
 
-OPEN = 0
+OPEN = {}
+MANY = False
 
 
-def count(change, word):
-    global OPEN
-    OPEN += change
-    print(f"{word} {OPEN}", flush=True)
+def count(listen, change, word):
+    OPEN[listen] = OPEN.get(listen, 0) + change
+    suffix = f" {listen}" if MANY else ""
+    print(f"{word} {OPEN[listen]}{suffix}", flush=True)
 
 
-async def handle(client_reader, client_writer, upstream, delay):
-    count(1, "open")
+async def handle(client_reader, client_writer, upstream, delay, listen):
+    count(listen, 1, "open")
     try:
         await relay(client_reader, client_writer, upstream, delay)
     finally:
-        count(-1, "close")
+        count(listen, -1, "close")
 
 
 async def relay(client_reader, client_writer, upstream, delay):
@@ -90,15 +93,19 @@ async def relay(client_reader, client_writer, upstream, delay):
 
 
 async def main():
-    listen, upstream, delay_ms = parse(sys.argv[1]), parse(sys.argv[2]), float(sys.argv[3])
+    global MANY
+    listens = [parse(a) for a in sys.argv[1].split(",")]
+    upstream, delay_ms = parse(sys.argv[2]), float(sys.argv[3])
+    MANY = len(listens) > 1
     delay = delay_ms / 1000.0
-    server = await asyncio.start_server(
-        lambda r, w: handle(r, w, upstream, delay), listen[0], listen[1],
-        reuse_address=True, backlog=1024)
-    print(f"delay tcp proxy {listen[0]}:{listen[1]} -> {upstream[0]}:{upstream[1]} "
+    servers = []
+    for ip, port in listens:
+        servers.append(await asyncio.start_server(
+            lambda r, w, ip=ip: handle(r, w, upstream, delay, ip), ip, port,
+            reuse_address=True, backlog=1024))
+    print(f"delay tcp proxy {sys.argv[1]} -> {upstream[0]}:{upstream[1]} "
           f"+{delay_ms:g} ms each way", flush=True)
-    async with server:
-        await server.serve_forever()
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 if __name__ == "__main__":
