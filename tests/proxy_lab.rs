@@ -141,3 +141,92 @@ fn a_source_address_is_the_one_the_server_sees() {
     assert!(seen.iter().all(|c| c == "127.77.7.3"), "{seen:?}");
     assert_eq!(summary["smtp"]["egress"], "source 127.77.7.3");
 }
+
+/// A provider routed to a proxy of its own (`proxy` in `--providers`): its server's probes come
+/// from the proxy's address, every other domain's directly, in the same run.
+#[test]
+fn a_provider_with_its_own_proxy_is_probed_through_it() {
+    let _turn = lab_turn();
+    lab_up();
+    let dir = tempfile::tempdir().expect("a folder");
+    let table = dir.path().join("providers.toml");
+    std::fs::write(
+        &table,
+        format!(
+            "[[provider]]\nid = \"outlook\"\nname = \"Outlook.com\"\n\
+             mx = [\"*.olc.protection.outlook.com\"]\nconnections = 2\npause_ms = 100\n\
+             rcpt_per_transaction = 1\nproxy = \"{PROXY}\"\n"
+        ),
+    )
+    .expect("the table is written");
+    let list = write_list(
+        dir.path(),
+        "list.csv",
+        &[
+            "alice@outlook.smtp.test".to_owned(),
+            "nobody@outlook.smtp.test".to_owned(),
+            "alice@ok.smtp.test".to_owned(),
+        ],
+    );
+    let out = dir.path().join("out");
+    let sender = fresh_sender("routed");
+    let maillog = lab_dir().join("postfix/maillog");
+    let from = offset(&maillog);
+    let o = run(
+        &[
+            "verify",
+            list.to_str().expect("UTF-8"),
+            "--out",
+            out.to_str().expect("UTF-8"),
+            "--no-store",
+            "--no-preflight",
+            "--level",
+            "smtp",
+            "--from",
+            &sender,
+            "--dns-server",
+            DNS,
+            "--allow-reserved-domains",
+            "--allow-private-mx",
+            "--providers",
+            table.to_str().expect("UTF-8"),
+            "-q",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut valid = column(&out, "valid.csv", "email");
+    valid.sort();
+    assert_eq!(valid, ["alice@ok.smtp.test", "alice@outlook.smtp.test"]);
+    assert_eq!(
+        column(&out, "invalid.csv", "email"),
+        ["nobody@outlook.smtp.test"]
+    );
+    // Postfix's RCPT lines name the client: `RCPT from unknown[ADDR]: … to=<RECIPIENT>`.
+    let log = read_since(&maillog, from);
+    let mut by_domain: Vec<(String, String)> = log
+        .lines()
+        .filter(|l| l.contains("info: RCPT from") && l.contains(&sender))
+        .filter_map(|l| {
+            let client = l
+                .split("RCPT from ")
+                .nth(1)?
+                .split_once('[')?
+                .1
+                .split(']')
+                .next()?;
+            let to = l.split(" to=<").nth(1)?.split('>').next()?;
+            Some((to.rsplit('@').next()?.to_owned(), client.to_owned()))
+        })
+        .collect();
+    by_domain.sort();
+    by_domain.dedup();
+    assert_eq!(
+        by_domain,
+        [
+            ("ok.smtp.test".to_owned(), "127.0.0.1".to_owned()),
+            ("outlook.smtp.test".to_owned(), "127.77.7.2".to_owned()),
+        ],
+        "{log}"
+    );
+}

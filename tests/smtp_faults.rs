@@ -1453,3 +1453,25 @@ async fn a_rate_limit_at_one_google_address_backs_off_the_whole_fleet() {
         asked.duration_since(limited)
     );
 }
+
+/// A provider's proxy that is not a SOCKS5 URL stops the run before any connection.
+#[test]
+fn a_provider_proxy_that_is_not_socks5_is_refused_at_setup() {
+    let table = prebounce::model::provider::ProviderTable::built_in()
+        .with_overrides(
+            "[[provider]]\nid = \"google\"\nname = \"Google\"\nmx = [\"*.l.google.com\"]\n\
+             proxy = \"http://127.0.0.1:3128\"\n",
+        )
+        .unwrap();
+    let err = Prober::new(ProbeConfig {
+        providers: Arc::new(table),
+        ..config(25)
+    })
+    .err()
+    .expect("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("provider google") && message.contains("SOCKS5"),
+        "{message}"
+    );
+}

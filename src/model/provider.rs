@@ -39,6 +39,11 @@ pub struct Provider {
     /// sender across its whole fleet, so another address of it would only say the same.
     #[serde(default)]
     pub shared_backoff: bool,
+    /// Its servers are probed through this SOCKS5 proxy (`socks5://[user:pass@]host:port`)
+    /// instead of the run's egress: an address of its own for a provider that judges the
+    /// prober harshly.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 fn default_connections() -> usize {

@@ -230,6 +230,8 @@ const FAILURE_SPACING: Duration = Duration::from_millis(500);
 struct Host {
     state: Mutex<HostState>,
     changed: Notify,
+    /// Where connections to it come from (the run's egress, or its provider's proxy).
+    egress: Egress,
     /// Pause between two opens here (the run's, or its provider's when longer).
     pause: Duration,
     /// The provider whose whole fleet backs off when this address rate-limits us.
@@ -253,8 +255,9 @@ impl Drop for HostSlot {
 }
 
 impl Host {
-    fn new(limit: usize, pause: Duration, fleet: Option<String>) -> Self {
+    fn new(limit: usize, pause: Duration, fleet: Option<String>, egress: Egress) -> Self {
         Host {
+            egress,
             pause,
             fleet,
             state: Mutex::new(HostState {
@@ -505,7 +508,10 @@ enum Contact {
 /// One per run: the host table and the global session limit are shared by all domains.
 pub struct Prober {
     config: ProbeConfig,
-    hosts: Mutex<HashMap<IpAddr, Arc<Host>>>,
+    /// Politeness is counted per egress and server address: the address a server sees.
+    hosts: Mutex<HashMap<(Egress, IpAddr), Arc<Host>>>,
+    /// Providers routed through a proxy of their own, by id.
+    provider_egress: HashMap<String, Egress>,
     /// Decided catch-all verdicts, by domain and by the server that answered the canary: a
     /// backup MX often accepts everything while the primary checks mailboxes.
     catch_all: Mutex<HashMap<String, HashMap<IpAddr, CatchAll>>>,
@@ -539,6 +545,17 @@ impl Prober {
                 "--rcpt-per-session, --per-host and --connections must be at least 1".into(),
             ));
         }
+        let provider_egress = config
+            .providers
+            .providers()
+            .iter()
+            .filter_map(|p| Some((p, p.proxy.as_deref()?)))
+            .map(|(p, url)| {
+                Egress::parse_proxy(url)
+                    .map(|e| (p.id.clone(), e))
+                    .map_err(|e| ProbeSetupError(format!("provider {}: proxy {e}", p.id)))
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         let tls =
             tls::client_config().map_err(|e| ProbeSetupError(format!("cannot set up TLS: {e}")))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
@@ -551,6 +568,7 @@ impl Prober {
             next_parked: AtomicU64::new(0),
             config,
             hosts: Mutex::new(HashMap::new()),
+            provider_egress,
             catch_all: Mutex::new(HashMap::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
             egress: Mutex::new(egress),
@@ -715,15 +733,20 @@ impl Prober {
     /// The politeness state of a server address; a provider's limits (first met with it) only
     /// ever lower the run's.
     fn host(&self, ip: IpAddr, provider: Option<&Provider>) -> Arc<Host> {
+        let egress = provider
+            .and_then(|p| self.provider_egress.get(&p.id))
+            .unwrap_or(&self.config.egress)
+            .clone();
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(hosts.entry(ip).or_insert_with(|| {
+        Arc::clone(hosts.entry((egress.clone(), ip)).or_insert_with(|| {
             let c = &self.config;
             Arc::new(match provider {
-                None => Host::new(c.per_host, c.host_pause, None),
+                None => Host::new(c.per_host, c.host_pause, None, egress),
                 Some(p) => Host::new(
                     c.per_host.min(p.connections),
                     c.host_pause.max(Duration::from_millis(p.pause_ms)),
                     p.shared_backoff.then(|| p.id.clone()),
+                    egress,
                 ),
             })
         }))
@@ -1222,10 +1245,7 @@ impl Prober {
         unreached: &mut Unreached,
     ) -> Option<TcpStream> {
         let addr = SocketAddr::new(ip, self.config.port);
-        let attempt = timeout(
-            self.config.connect_timeout,
-            self.config.egress.connect(addr),
-        );
+        let attempt = timeout(self.config.connect_timeout, host.egress.connect(addr));
         let mut halt = self.halt.subscribe();
         let attempted = tokio::select! {
             attempted = attempt => attempted,
@@ -1235,18 +1255,24 @@ impl Prober {
                 return None;
             }
         };
+        // A provider's own proxy says nothing about this machine's port 25.
+        let judge = |outcome| {
+            if host.egress == self.config.egress {
+                self.judge_connect(ip, outcome);
+            }
+        };
         let (why, timed_out) = match attempted {
             Ok(Ok(stream)) => {
-                self.judge_connect(ip, ConnectOutcome::Connected);
+                judge(ConnectOutcome::Connected);
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
             }
             Ok(Err(e)) => {
-                self.judge_connect(ip, connect_error_outcome(&e));
+                judge(connect_error_outcome(&e));
                 (format!("{server}: {e}"), false)
             }
             Err(_) => {
-                self.judge_connect(ip, ConnectOutcome::TimedOut);
+                judge(ConnectOutcome::TimedOut);
                 let wait = self.config.connect_timeout.as_secs_f64();
                 (
                     format!("{server}: connection timed out after {wait}s"),
