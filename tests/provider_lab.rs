@@ -213,3 +213,60 @@ fn rows_group_by_their_provider() {
         ]
     );
 }
+
+/// A Microsoft 365 tenant with directory-based edge blocking (the lab's m365 listener, reached
+/// through a `*.mail.protection.outlook.com` MX name): its `550 5.4.1 … Access denied` means
+/// the recipient does not exist there, not that the prober is blocked, and its canary's
+/// refusal makes its acceptances worth something.
+#[test]
+fn microsoft_365_edge_blocking_means_no_such_recipient() {
+    lab_up();
+    let _turn = lab_turn();
+    let dir = tempfile::tempdir().expect("a folder");
+    let emails: Vec<String> = ["alice@m365.smtp.test", "nobody@m365.smtp.test"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let out = dir.path().join("out");
+    let sender = fresh_sender("m365");
+    let o = run(
+        &[
+            "verify",
+            list.to_str().expect("UTF-8"),
+            "--out",
+            out.to_str().expect("UTF-8"),
+            "--no-store",
+            "--no-preflight",
+            "--level",
+            "smtp",
+            "--from",
+            &sender,
+            "--dns-server",
+            "127.77.0.1",
+            "--allow-reserved-domains",
+            "--allow-private-mx",
+            "-q",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(column(&out, "valid.csv", "email"), ["alice@m365.smtp.test"]);
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_reason"),
+        ["mailbox-accepted"]
+    );
+    assert_eq!(
+        column(&out, "invalid.csv", "email"),
+        ["nobody@m365.smtp.test"]
+    );
+    assert_eq!(
+        column(&out, "invalid.csv", "prebounce_reason"),
+        ["mailbox-not-found"]
+    );
+    let detail = column(&out, "invalid.csv", "prebounce_detail");
+    assert!(detail[0].contains("550 5.4.1"), "{detail:?}");
+    for list in ["valid.csv", "invalid.csv"] {
+        assert_eq!(column(&out, list, "prebounce_provider"), ["microsoft365"]);
+    }
+}
