@@ -8,7 +8,11 @@ connections a client held at once from the server side. With several listen addr
 address, and the count is that address's own ("open 3 127.77.4.12"). Order is preserved: each direction is one FIFO
 whose chunks are released at arrival time + delay, so delays never add up across chunks.
 
-Usage: delay_tcp_proxy.py LISTEN_IP:PORT[,LISTEN_IP:PORT...] UPSTREAM_IP:PORT DELAY_MS_EACH_WAY
+--source-listen: each upstream connection is made from the address it was accepted on (not
+127.0.0.1), so when one upstream stands for many servers it counts each one's connections
+apart (Postfix's per-client connection limit applies per server address, as in the field).
+
+Usage: delay_tcp_proxy.py [--source-listen] LISTEN_IP:PORT[,LISTEN_IP:PORT...] UPSTREAM_IP:PORT DELAY_MS_EACH_WAY
 (python3 standard library only; loopback addresses only)"""
 import asyncio
 import sys
@@ -67,17 +71,18 @@ def count(listen, change, word):
     print(f"{word} {OPEN[listen]}{suffix}", flush=True)
 
 
-async def handle(client_reader, client_writer, upstream, delay, listen):
+async def handle(client_reader, client_writer, upstream, delay, listen, source):
     count(listen, 1, "open")
     try:
-        await relay(client_reader, client_writer, upstream, delay)
+        await relay(client_reader, client_writer, upstream, delay, source)
     finally:
         count(listen, -1, "close")
 
 
-async def relay(client_reader, client_writer, upstream, delay):
+async def relay(client_reader, client_writer, upstream, delay, source):
     try:
-        up_reader, up_writer = await asyncio.open_connection(*upstream)
+        up_reader, up_writer = await asyncio.open_connection(
+            *upstream, local_addr=(source, 0) if source else None)
     except OSError:
         client_writer.close()
         return
@@ -94,17 +99,23 @@ async def relay(client_reader, client_writer, upstream, delay):
 
 async def main():
     global MANY
-    listens = [parse(a) for a in sys.argv[1].split(",")]
-    upstream, delay_ms = parse(sys.argv[2]), float(sys.argv[3])
+    args = sys.argv[1:]
+    source_listen = args[0] == "--source-listen"
+    if source_listen:
+        args = args[1:]
+    listens = [parse(a) for a in args[0].split(",")]
+    upstream, delay_ms = parse(args[1]), float(args[2])
     MANY = len(listens) > 1
     delay = delay_ms / 1000.0
     servers = []
     for ip, port in listens:
         servers.append(await asyncio.start_server(
-            lambda r, w, ip=ip: handle(r, w, upstream, delay, ip), ip, port,
+            lambda r, w, ip=ip: handle(r, w, upstream, delay, ip, ip if source_listen else None),
+            ip, port,
             reuse_address=True, backlog=1024))
-    print(f"delay tcp proxy {sys.argv[1]} -> {upstream[0]}:{upstream[1]} "
-          f"+{delay_ms:g} ms each way", flush=True)
+    print(f"delay tcp proxy {args[0]} -> {upstream[0]}:{upstream[1]} "
+          f"+{delay_ms:g} ms each way{' (from each listen address)' if source_listen else ''}",
+          flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
