@@ -28,29 +28,7 @@ fn yahoo_is_not_probed_and_outlook_gets_one_recipient_a_session() {
     let sender = fresh_sender("providers");
     let maillog = lab_dir().join("postfix/maillog");
     let from = offset(&maillog);
-    let o = run(
-        &[
-            "verify",
-            list.to_str().expect("UTF-8"),
-            "--out",
-            out.to_str().expect("UTF-8"),
-            "--no-store",
-            "--no-preflight",
-            "--level",
-            "smtp",
-            "--from",
-            &sender,
-            "--dns-server",
-            "127.77.0.1",
-            "--allow-reserved-domains",
-            "--allow-private-mx",
-            "--progress",
-            "never",
-            "-q",
-        ],
-        b"",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    verify_in_lab(&list, &out, Some(&sender), &[]);
     let mut rows: Vec<(String, String)> = Vec::new();
     for list in LISTS {
         rows.extend(column(&out, list, "email").into_iter().zip(column(
@@ -121,7 +99,7 @@ fn yahoo_is_not_probed_and_outlook_gets_one_recipient_a_session() {
     let per_connection: Vec<(u32, u32)> = log
         .lines()
         .filter(|l| l.contains(" disconnect from "))
-        .map(|l| (command_count(l, "mail"), command_count(l, "rcpt")))
+        .map(|l| (smtpd_count(l, "mail").1, smtpd_count(l, "rcpt").1))
         .collect();
     assert!(
         !per_connection.is_empty(),
@@ -137,20 +115,11 @@ fn yahoo_is_not_probed_and_outlook_gets_one_recipient_a_session() {
     assert_eq!(mail_and_rcpt_totals(&log), (4, 4), "{per_connection:?}");
 }
 
-/// How many `name` commands smtpd's disconnect line counts (`rcpt=3`, or `rcpt=2/3`: the total).
-fn command_count(line: &str, name: &str) -> u32 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.rsplit('/').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn mail_and_rcpt_totals(log: &str) -> (u32, u32) {
     log.lines()
         .filter(|l| l.contains(" disconnect from "))
         .fold((0, 0), |(m, r), l| {
-            (m + command_count(l, "mail"), r + command_count(l, "rcpt"))
+            (m + smtpd_count(l, "mail").1, r + smtpd_count(l, "rcpt").1)
         })
 }
 
@@ -172,24 +141,7 @@ fn rows_group_by_their_provider() {
     .collect();
     let list = write_list(dir.path(), "list.csv", &emails);
     let out = dir.path().join("out");
-    let o = run(
-        &[
-            "verify",
-            list.to_str().expect("UTF-8"),
-            "--out",
-            out.to_str().expect("UTF-8"),
-            "--no-store",
-            "--dns-server",
-            "127.77.0.1",
-            "--allow-reserved-domains",
-            "--allow-private-mx",
-            "--group-by",
-            "prebounce_provider",
-            "-q",
-        ],
-        b"",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    verify_in_lab(&list, &out, None, &["--group-by", "prebounce_provider"]);
     let s = summary(&out);
     assert_eq!(s["group_by"]["column"], "prebounce_provider");
     let mut groups: Vec<(String, u64)> = s["groups"]
@@ -230,27 +182,7 @@ fn microsoft_365_edge_blocking_means_no_such_recipient() {
     let list = write_list(dir.path(), "list.csv", &emails);
     let out = dir.path().join("out");
     let sender = fresh_sender("m365");
-    let o = run(
-        &[
-            "verify",
-            list.to_str().expect("UTF-8"),
-            "--out",
-            out.to_str().expect("UTF-8"),
-            "--no-store",
-            "--no-preflight",
-            "--level",
-            "smtp",
-            "--from",
-            &sender,
-            "--dns-server",
-            "127.77.0.1",
-            "--allow-reserved-domains",
-            "--allow-private-mx",
-            "-q",
-        ],
-        b"",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    verify_in_lab(&list, &out, Some(&sender), &[]);
     assert_eq!(column(&out, "valid.csv", "email"), ["alice@m365.smtp.test"]);
     assert_eq!(
         column(&out, "valid.csv", "prebounce_reason"),

@@ -172,29 +172,12 @@ fn a_provider_with_its_own_proxy_is_probed_through_it() {
     let sender = fresh_sender("routed");
     let maillog = lab_dir().join("postfix/maillog");
     let from = offset(&maillog);
-    let o = run(
-        &[
-            "verify",
-            list.to_str().expect("UTF-8"),
-            "--out",
-            out.to_str().expect("UTF-8"),
-            "--no-store",
-            "--no-preflight",
-            "--level",
-            "smtp",
-            "--from",
-            &sender,
-            "--dns-server",
-            DNS,
-            "--allow-reserved-domains",
-            "--allow-private-mx",
-            "--providers",
-            table.to_str().expect("UTF-8"),
-            "-q",
-        ],
-        b"",
+    verify_in_lab(
+        &list,
+        &out,
+        Some(&sender),
+        &["--providers", table.to_str().expect("UTF-8")],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let mut valid = column(&out, "valid.csv", "email");
     valid.sort();
     assert_eq!(valid, ["alice@ok.smtp.test", "alice@outlook.smtp.test"]);

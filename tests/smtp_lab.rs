@@ -109,12 +109,7 @@ fn server_counts(log: &str) -> (u64, u64) {
     let (mut sessions, mut rcpts) = (0, 0);
     for line in log.lines().filter(|l| l.contains("]: disconnect from")) {
         sessions += 1;
-        rcpts += line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("rcpt="))
-            // `rcpt=6` when all were accepted, `rcpt=2/8` otherwise.
-            .and_then(|v| v.split('/').next_back())
-            .map_or(0, |n| n.parse::<u64>().expect("rcpt=a/b"));
+        rcpts += u64::from(smtpd_count(line, "rcpt").1);
     }
     (sessions, rcpts)
 }
@@ -351,29 +346,7 @@ fn one_connection_serves_several_domains_within_the_refusal_cap() {
     let maillog = lab_dir().join("postfix/maillog");
     let proxylog = lab_dir().join("smtp-delay-proxy.log");
     let (log_from, proxy_from) = (offset(&maillog), offset(&proxylog));
-    let o = run(
-        &[
-            "verify",
-            list.to_str().expect("UTF-8"),
-            "--out",
-            out.to_str().expect("UTF-8"),
-            "--no-store",
-            "--no-preflight",
-            "--level",
-            "smtp",
-            "--from",
-            &sender,
-            "--dns-server",
-            "127.77.0.1",
-            "--allow-reserved-domains",
-            "--allow-private-mx",
-            "--progress",
-            "never",
-            "-q",
-        ],
-        b"",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    verify_in_lab(&list, &out, Some(&sender), &[]);
     let mut valid = column(&out, "valid.csv", "email");
     let mut invalid = column(&out, "invalid.csv", "email");
     valid.sort();
@@ -430,16 +403,8 @@ fn one_connection_serves_several_domains_within_the_refusal_cap() {
             c.domains.insert(domain_of(to).to_owned());
         } else if line.contains(": disconnect from ") {
             let mut c = open.remove(pid).unwrap_or_default();
-            let count = |name: &str| -> (u32, u32) {
-                let v = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                    .unwrap_or("0");
-                let (ok, all) = v.split_once('/').unwrap_or((v, v));
-                (ok.parse().unwrap_or(0), all.parse().unwrap_or(0))
-            };
-            c.mails = count("mail").1;
-            let (accepted, sent) = count("rcpt");
+            c.mails = smtpd_count(line, "mail").1;
+            let (accepted, sent) = smtpd_count(line, "rcpt");
             c.refused = sent - accepted;
             if c.ours {
                 done.push(c);

@@ -298,3 +298,43 @@ pub fn write_list(dir: &Path, name: &str, emails: &[String]) -> PathBuf {
     std::fs::write(&path, text).expect("write the list");
     path
 }
+
+/// `verify` of a list against the lab (its DNS, private MX hosts and reserved test domains
+/// allowed, no store, quiet), at level smtp from `sender` without the preflight, or at level
+/// dns when `sender` is None; `extra` options last. A run that fails fails the test.
+pub fn verify_in_lab(list: &Path, out: &Path, sender: Option<&str>, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "verify",
+        list.to_str().expect("UTF-8"),
+        "--out",
+        out.to_str().expect("UTF-8"),
+        "--no-store",
+        "--dns-server",
+        "127.77.0.1",
+        "--allow-reserved-domains",
+        "--allow-private-mx",
+        "--progress",
+        "never",
+        "-q",
+    ];
+    if let Some(sender) = sender {
+        args.extend(["--level", "smtp", "--no-preflight", "--from", sender]);
+    }
+    args.extend_from_slice(extra);
+    let o = run(&args, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+/// A count on smtpd's `disconnect from` line, as (succeeded, sent): `rcpt=2/8`, or `rcpt=6`
+/// when all succeeded; (0, 0) when the command was not given.
+pub fn smtpd_count(line: &str, command: &str) -> (u32, u32) {
+    let Some(v) = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(command)?.strip_prefix('='))
+    else {
+        return (0, 0);
+    };
+    let (ok, all) = v.split_once('/').unwrap_or((v, v));
+    (ok.parse().unwrap_or(0), all.parse().unwrap_or(0))
+}
