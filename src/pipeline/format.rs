@@ -127,17 +127,31 @@ impl Dedup {
                 first_group,
                 providers: Some((table, policy)),
             } => {
+                // A domain's provider is decided once a chunk (its rows hold the domain's Arc,
+                // so the pointer names it while the chunk is here).
+                let mut by_domain: HashMap<usize, u32, ahash::RandomState> = HashMap::default();
                 for row in checked.rows.iter_mut() {
-                    let provider = verdict::decide(&row.evidence, *policy)
-                        .mx
-                        .and_then(|mx| table.index_of_host(&mx));
-                    row.group = match provider {
-                        // Keys 0 and 1 are the empty and unreadable groups.
-                        Some(i) => {
-                            index.id_of_value(i as u64 + 2, table.providers()[i].id.as_bytes())
+                    let domain = row
+                        .evidence
+                        .address()
+                        .map(|a| Arc::as_ptr(&a.domain) as usize);
+                    let known = domain.and_then(|d| by_domain.get(&d).copied());
+                    row.group = known.unwrap_or_else(|| {
+                        let provider = verdict::decide(&row.evidence, *policy)
+                            .mx
+                            .and_then(|mx| table.index_of_host(&mx));
+                        let group = match provider {
+                            // Keys 0 and 1 are the empty and unreadable groups.
+                            Some(i) => {
+                                index.id_of_value(i as u64 + 2, table.providers()[i].id.as_bytes())
+                            }
+                            None => index.id_of_value(crate::grouping::EMPTY_KEY, b""),
+                        };
+                        if let Some(d) = domain {
+                            by_domain.insert(d, group);
                         }
-                        None => index.id_of_value(crate::grouping::EMPTY_KEY, b""),
-                    };
+                        group
+                    });
                     // A repeat has its first sighting's domain, hence its provider.
                     if let Some(h) = row.dedup_hash {
                         match first_group.entry(h) {
