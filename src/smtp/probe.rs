@@ -238,17 +238,16 @@ struct Host {
     fleet: Option<String>,
 }
 
-/// A session slot at one server; returned on drop.
+/// An open connection's place at one server; given back (with the pause) when it closes.
 struct HostSlot {
     host: Arc<Host>,
-    pause: Duration,
 }
 
 impl Drop for HostSlot {
     fn drop(&mut self) {
         if let Ok(mut s) = self.host.state.lock() {
             s.active = s.active.saturating_sub(1);
-            s.not_before = s.not_before.max(Instant::now() + self.pause);
+            s.not_before = s.not_before.max(Instant::now() + self.host.pause);
         }
         self.host.changed.notify_waiters();
     }
@@ -283,7 +282,8 @@ impl Host {
 
     /// Waits for a parked connection or room for a new one; Err(why) when the host was given
     /// up on. The pause between opens does not delay a parked connection.
-    async fn slot(self: &Arc<Self>, pause: Duration) -> Result<Got, String> {
+    async fn slot(self: &Arc<Self>) -> Result<Got, String> {
+        let pause = self.pause;
         loop {
             let wait = {
                 let mut s = self.lock();
@@ -300,7 +300,6 @@ impl Host {
                     s.not_before = now + pause;
                     return Ok(Got::Fresh(HostSlot {
                         host: Arc::clone(self),
-                        pause,
                     }));
                 }
                 if s.active >= s.limit {
@@ -1013,7 +1012,7 @@ impl Prober {
                 if !self.fleet_ready(&host).await {
                     return Contact::Stopped;
                 }
-                let got = match host.slot(host.pause).await {
+                let got = match host.slot().await {
                     Ok(got) => got,
                     Err(given_up) => {
                         unreached.skipped(format!("{server}: {given_up}"));
