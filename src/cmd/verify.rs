@@ -43,7 +43,7 @@ enum ProgressArg {
     Never,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// A CSV file, or - for standard input.
     input: String,
@@ -272,6 +272,88 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut config = config(&args)?;
+    config.interrupt = Some(interrupt_on_signals().map_err(Failure::other)?);
+    let summary = prebounce::verify(&config)?;
+    print_summary(&args, &summary)
+}
+
+/// `verify`'s arguments alone, parsed from `argv` (its first item the command's name): a
+/// distributed job keeps the options it was submitted with as text, and its workers and its
+/// collect read them back with the same parser.
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, clap::Error> {
+    #[derive(clap::Parser)]
+    #[command(no_binary_name = false)]
+    struct Alone {
+        #[command(flatten)]
+        args: Args,
+    }
+    <Alone as clap::Parser>::try_parse_from(argv).map(|a| a.args)
+}
+
+impl Args {
+    /// The list as given (a path, or - for standard input).
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// Options that say where and how this machine writes, not what the verdicts are: a job
+    /// refuses them at submit (its collect has its own).
+    pub fn local_only_options(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        if self.out.is_some() {
+            found.push("--out");
+        }
+        if self.force {
+            found.push("--force");
+        }
+        if self.json {
+            found.push("--json");
+        }
+        if self.no_store {
+            found.push("--no-store");
+        }
+        found
+    }
+
+    /// The explicit --store, if any.
+    pub fn store_path(&self) -> Option<&std::path::Path> {
+        self.store.store.as_deref()
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+}
+
+/// The summary on stderr (unless --quiet) and, with --json, on stdout.
+pub fn print_summary(
+    args: &Args,
+    summary: &prebounce::output::summary::Summary,
+) -> Result<(), Failure> {
+    if !args.quiet {
+        // A closed or full stderr must not turn a finished run into a failure.
+        let mut text = summary.human();
+        if let Some(table) = prebounce::output::table::group_table(summary) {
+            text.push_str(&table);
+        }
+        let _ = write!(std::io::stderr(), "{text}");
+    }
+    if args.json {
+        let printed = serde_json::to_string_pretty(summary)
+            .context("cannot encode the summary")
+            .and_then(|json| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{json}").context("cannot write to standard output")
+            });
+        printed.map_err(Failure::other)?;
+    }
+    Ok(())
+}
+
+/// The run's settings from the command line (without a signal handler: the caller installs
+/// one).
+pub fn config(args: &Args) -> Result<VerifyConfig, Failure> {
     let priors = match &args.priors {
         Some(path) => prebounce::input::read_priors(path).map_err(Failure::usage)?,
         None => Priors::default(),
@@ -296,10 +378,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             fresh: args.fresh,
             suppress_invalid: args.suppress_invalid,
             busy_timeout: args.store.store_wait,
+            job_run: None,
         })
     };
-    let interrupt = interrupt_on_signals().map_err(Failure::other)?;
-    let config = VerifyConfig {
+    Ok(VerifyConfig {
         input,
         input_options: InputOptions {
             column: args.column.clone(),
@@ -337,30 +419,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         smtp,
         group_by: args.group_by.clone(),
         store,
-        interrupt: Some(interrupt),
+        interrupt: None,
         clock: args.store.clock(),
         preload_domains: args.preload_domains,
         providers,
-    };
-    let summary = prebounce::verify(&config)?;
-    if !args.quiet {
-        // A closed or full stderr must not turn a finished run into a failure.
-        let mut text = summary.human();
-        if let Some(table) = prebounce::output::table::group_table(&summary) {
-            text.push_str(&table);
-        }
-        let _ = write!(std::io::stderr(), "{text}");
-    }
-    if args.json {
-        let printed = serde_json::to_string_pretty(&summary)
-            .context("cannot encode the summary")
-            .and_then(|json| {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{json}").context("cannot write to standard output")
-            });
-        printed.map_err(Failure::other)?;
-    }
-    Ok(())
+    })
 }
 
 /// How long a requested stop may take before the process quits regardless.
@@ -368,7 +431,7 @@ const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Ctrl-C and SIGTERM request a stop (the run ends within about a second, keeps what it
 /// decided in the store and says how to resume); a second one ends the process at once.
-fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
+pub fn interrupt_on_signals() -> anyhow::Result<std::sync::Arc<Interrupt>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let interrupt = std::sync::Arc::new(Interrupt::default());
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])

@@ -126,6 +126,8 @@ pub(super) struct RunStore {
     /// Moved into the store stage's thread (none when the store has nothing to look up).
     pub(super) lookup: Option<StoreLookup>,
     writer: Option<StoreWriter>,
+    /// A unit of a distributed job: the job's run stays open when the unit's lists are written.
+    job_unit: bool,
 }
 
 impl RunStore {
@@ -146,16 +148,19 @@ impl RunStore {
         let under = decided_under(config);
         // The same command, started again after an interruption, resumes its run; the same
         // list under other options is another run (its verdicts would not be this one's).
-        let fingerprint = format!(
-            "verify|{}|{}|{}|fresh={}|private-mx={}|reserved-domains={}|sender={}",
-            config.level.as_str(),
-            config.input.describe(),
-            config.out_dir.display(),
-            opts.fresh,
-            config.policy.allow_private_mx,
-            config.syntax.allow_reserved_domains,
-            under.sender.as_deref().unwrap_or("")
-        );
+        let fingerprint = match &opts.job_run {
+            Some(job) => job.fingerprint.clone(),
+            None => format!(
+                "verify|{}|{}|{}|fresh={}|private-mx={}|reserved-domains={}|sender={}",
+                config.level.as_str(),
+                config.input.describe(),
+                config.out_dir.display(),
+                opts.fresh,
+                config.policy.allow_private_mx,
+                config.syntax.allow_reserved_domains,
+                under.sender.as_deref().unwrap_or("")
+            ),
+        };
         let run = main.begin_run(&fingerprint, now.saturating_sub(max_age))?;
         if let Some(prober) = prober {
             let domain_age = max_age.min(crate::store::DOMAIN_MAX_AGE.as_secs() as i64);
@@ -178,6 +183,7 @@ impl RunStore {
                     max_age,
                     // --fresh: only what this run (or the interrupted run it resumes) decided.
                     fresh: opts.fresh.then_some(run.id),
+                    job_run: opts.job_run.as_ref().map(|_| run.id),
                     under: under.clone(),
                 },
             )),
@@ -211,6 +217,7 @@ impl RunStore {
             .then_some(early),
             lookup,
             writer: Some(writer),
+            job_unit: opts.job_run.as_ref().is_some_and(|j| !j.finish),
         })
     }
 
@@ -228,6 +235,9 @@ impl RunStore {
     /// Marks the run finished: only a run whose lists are written is; the same command
     /// otherwise resumes it.
     pub(super) fn finish_run(&self) -> Result<(), StoreError> {
+        if self.job_unit {
+            return Ok(());
+        }
         self.main.finish_run(self.run.id)
     }
 }

@@ -8,8 +8,10 @@
 //! the probe, `prebounce explain`, and tests. [`session`] is the sans-IO client state machine of
 //! one RCPT-only probe session: the caller feeds reply bytes and writes what it returns.
 //! [`egress`] judges, from the first servers' connection outcomes, whether this machine can
-//! reach port 25 at all (pure; the prober feeds it).
+//! reach port 25 at all (pure; the prober feeds it). [`budget`] is the interface of a
+//! politeness budget shared with other processes (the distributed mode's workers).
 
+pub mod budget;
 pub mod egress;
 pub mod outbound;
 pub mod plan;

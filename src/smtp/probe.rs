@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use super::budget::{SharedBudget, SharedPermit};
 use super::egress::{BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement};
 pub use super::outbound::Egress;
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
@@ -87,6 +88,9 @@ pub struct ProbeConfig {
     pub egress: Egress,
     /// What the big providers' servers need and what their answers mean.
     pub providers: Arc<ProviderTable>,
+    /// Per-server limits shared with other processes (the distributed mode's workers), on
+    /// top of this prober's own.
+    pub shared_budget: Option<Arc<dyn SharedBudget>>,
 }
 
 impl ProbeConfig {
@@ -114,6 +118,7 @@ impl ProbeConfig {
             fast_fail: Some(JudgeConfig::default()),
             egress: Egress::Direct,
             providers: Arc::new(ProviderTable::built_in().clone()),
+            shared_budget: None,
         }
     }
 
@@ -232,6 +237,7 @@ struct Host {
     changed: Notify,
     /// Where connections to it come from (the run's egress, or its provider's proxy).
     egress: Egress,
+    ip: IpAddr,
     /// Pause between two opens here (the run's, or its provider's when longer).
     pause: Duration,
     /// The provider whose whole fleet backs off when this address rate-limits us.
@@ -241,6 +247,8 @@ struct Host {
 /// An open connection's place at one server; given back (with the pause) when it closes.
 struct HostSlot {
     host: Arc<Host>,
+    /// Its place in the budget shared with other processes, if there is one.
+    shared: Option<SharedPermit>,
 }
 
 impl Drop for HostSlot {
@@ -254,9 +262,16 @@ impl Drop for HostSlot {
 }
 
 impl Host {
-    fn new(limit: usize, pause: Duration, fleet: Option<String>, egress: Egress) -> Self {
+    fn new(
+        limit: usize,
+        pause: Duration,
+        fleet: Option<String>,
+        egress: Egress,
+        ip: IpAddr,
+    ) -> Self {
         Host {
             egress,
+            ip,
             pause,
             fleet,
             state: Mutex::new(HostState {
@@ -300,6 +315,7 @@ impl Host {
                     s.not_before = now + pause;
                     return Ok(Got::Fresh(HostSlot {
                         host: Arc::clone(self),
+                        shared: None,
                     }));
                 }
                 if s.active >= s.limit {
@@ -740,12 +756,13 @@ impl Prober {
         Arc::clone(hosts.entry((egress.clone(), ip)).or_insert_with(|| {
             let c = &self.config;
             Arc::new(match provider {
-                None => Host::new(c.per_host, c.host_pause, None, egress),
+                None => Host::new(c.per_host, c.host_pause, None, egress, ip),
                 Some(p) => Host::new(
                     c.per_host.min(p.connections),
                     c.host_pause.max(Duration::from_millis(p.pause_ms)),
                     p.shared_backoff.then(|| p.id.clone()),
                     egress,
+                    ip,
                 ),
             })
         }))
@@ -757,6 +774,13 @@ impl Prober {
     fn throttle(&self, host: &Host, fewer_sessions: bool) -> Instant {
         let (base, cap) = (self.config.backoff_base(), self.config.greylist_wait);
         let until = host.throttled(base, cap, fewer_sessions);
+        if let Some(budget) = &self.config.shared_budget {
+            budget.back_off(
+                &host.egress,
+                host.ip,
+                until.saturating_duration_since(Instant::now()),
+            );
+        }
         if let Some(fleet) = &host.fleet {
             let mut fleets = self.fleets.lock().unwrap_or_else(|e| e.into_inner());
             let at = fleets.entry(fleet.clone()).or_insert(until);
@@ -1028,10 +1052,23 @@ impl Prober {
                         // Its watcher ended it meanwhile: the next one, or a new connection.
                         None => continue,
                     },
-                    Got::Fresh(slot) => {
+                    Got::Fresh(mut slot) => {
                         let Ok(permit) = Arc::clone(&self.sessions).acquire_owned().await else {
                             return Contact::Stopped;
                         };
+                        if let Some(budget) = &self.config.shared_budget {
+                            match self.shared_place(budget.as_ref(), &host, ip).await {
+                                Some(Ok(shared)) => slot.shared = Some(shared),
+                                Some(Err(why)) => {
+                                    unreached.failed(
+                                        format!("{server}: the shared politeness budget: {why}"),
+                                        false,
+                                    );
+                                    continue 'servers;
+                                }
+                                None => return Contact::Stopped,
+                            }
+                        }
                         match self
                             .open(target, &server, slot, permit, &rcpts, &mut unreached)
                             .await
@@ -1050,6 +1087,29 @@ impl Prober {
             }
         }
         Contact::NoServer(unreached)
+    }
+
+    /// Waits for a place in the budget shared with other processes; None when the run stops
+    /// meanwhile (checked between polls: the wait may be long when other workers hold the
+    /// server's places).
+    async fn shared_place(
+        &self,
+        budget: &dyn SharedBudget,
+        host: &Host,
+        ip: IpAddr,
+    ) -> Option<Result<SharedPermit, String>> {
+        let limit = host.lock().limit;
+        let wait = budget.open(&host.egress, ip, limit, host.pause);
+        tokio::pin!(wait);
+        loop {
+            if self.halted() {
+                return None;
+            }
+            match timeout(Duration::from_millis(200), &mut wait).await {
+                Ok(got) => return Some(got),
+                Err(_) => continue,
+            }
+        }
     }
 
     /// Takes a parked connection from its watcher; None when the watcher has ended it.

@@ -171,6 +171,20 @@ pub struct StoreOptions {
     pub suppress_invalid: bool,
     /// How long to wait for another run's write lock.
     pub busy_timeout: Duration,
+    /// The run this one belongs to, when it is not the command's own: a distributed job's
+    /// (src/queue), whose units and whose collect are one run, so each answers from the
+    /// verdicts the others decided as from its own.
+    pub job_run: Option<JobRun>,
+}
+
+/// A distributed job's run in the store (see [`StoreOptions::job_run`]).
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    /// Names the run, instead of the command line.
+    pub fingerprint: String,
+    /// Marks the run finished when the lists are written: a worker's unit leaves it open (the
+    /// job goes on), the collect finishes it.
+    pub finish: bool,
 }
 
 impl StoreOptions {
@@ -181,6 +195,7 @@ impl StoreOptions {
             fresh: false,
             suppress_invalid: false,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            job_run: None,
         }
     }
 }

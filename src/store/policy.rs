@@ -24,6 +24,10 @@ pub struct CachePolicy {
     /// --fresh: only the verdicts of this run (or of the interrupted run it resumes), by its
     /// id. By id and not by time: a run of the same second wrote the others.
     pub fresh: Option<i64>,
+    /// A distributed job's run (`StoreOptions::job_run`): its own verdicts answer it whatever
+    /// their age, as the workers decided them for this job (an unknown an hour old is still
+    /// the job's answer when it is collected).
+    pub job_run: Option<i64>,
     /// The options this run decides under (and at level smtp, its sender).
     pub under: DecidedUnder,
 }
@@ -33,6 +37,9 @@ impl CachePolicy {
     /// A dns-level verdict is a domain's (its MX result), which has the shorter domain age.
     /// Only a verdict decided under this run's options serves it (see [`Self::same_options`]).
     pub fn serves(&self, p: &Prior) -> bool {
+        if self.job_run.is_some() && p.run == self.job_run {
+            return p.level >= self.level && self.same_options(&p.under);
+        }
         let mut max_age = self.max_age;
         if p.level == Level::Dns {
             max_age = max_age.min(DOMAIN_MAX_AGE.as_secs() as i64);
@@ -225,6 +232,7 @@ mod tests {
             now,
             max_age,
             fresh: None,
+            job_run: None,
             under: DecidedUnder::default(),
         }
     }
@@ -236,6 +244,7 @@ mod tests {
             now: 100_000,
             max_age: 50_000,
             fresh: None,
+            job_run: None,
             under: DecidedUnder::default(),
         };
         assert!(p.serves(&prior(Reason::MailboxAccepted, Level::Smtp, 90_000)));
@@ -261,10 +270,45 @@ mod tests {
         // --fresh: only this run's verdicts, even one of the same second from another run.
         let fresh = CachePolicy {
             fresh: Some(RUN),
+            job_run: None,
             ..p.clone()
         };
         assert!(!fresh.serves(&prior(Reason::DomainAcceptsMail, Level::Dns, 99_000)));
         assert!(fresh.serves(&ours(prior(Reason::DomainAcceptsMail, Level::Dns, 99_000))));
+    }
+
+    #[test]
+    fn a_jobs_own_verdicts_answer_it_whatever_their_age() {
+        let p = CachePolicy {
+            job_run: Some(RUN),
+            ..dns_policy(10 * DAY, DAY)
+        };
+        // An unknown the job's worker decided two days ago is still the job's answer…
+        assert!(p.serves(&ours(prior(Reason::DnsTimeout, Level::Dns, 8 * DAY))));
+        assert!(p.serves(&ours(prior(Reason::Greylisted, Level::Smtp, 0))));
+        // …another run's is not, and the level and options still count for the job's own.
+        assert!(!p.serves(&prior(Reason::DnsTimeout, Level::Dns, 8 * DAY)));
+        let smtp = CachePolicy {
+            level: Level::Smtp,
+            ..p.clone()
+        };
+        assert!(!smtp.serves(&ours(prior(
+            Reason::DomainAcceptsMail,
+            Level::Dns,
+            10 * DAY
+        ))));
+        let private = CachePolicy {
+            under: DecidedUnder {
+                allow_private_mx: true,
+                ..DecidedUnder::default()
+            },
+            ..p.clone()
+        };
+        assert!(!private.serves(&ours(prior(
+            Reason::DomainAcceptsMail,
+            Level::Dns,
+            10 * DAY
+        ))));
     }
 
     #[test]
