@@ -22,6 +22,8 @@
 //! - `preflight`: before probing, can this machine probe (egress, reverse DNS, HELO,
 //!   blocklists, port 25: I/O) and is the sender set up (MX, SPF, DKIM, DMARC); the record
 //!   parsers and what answers mean are its pure submodules.
+//! - `queue`: the distributed mode — jobs, units and the politeness budget shared by workers
+//!   in PostgreSQL (I/O), with the pure cutting and grouping of units.
 //! - `grouping`: the bounded tallies behind `--group-by`.
 //! - `bounce`: bounce messages, mboxes and ESP event JSON → one record per recipient, classified
 //!   by the reply decoder of `smtp::reply` (pure).
@@ -44,6 +46,7 @@ pub mod model;
 pub mod output;
 mod pipeline;
 pub mod preflight;
+pub mod queue;
 pub mod smtp;
 pub mod store;
 pub mod syntax;

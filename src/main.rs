@@ -42,6 +42,15 @@ enum Command {
     /// blocklists, port 25), and is the sender domain set up (MX, SPF, DKIM, DMARC, the
     /// bulk-sender rules)? Exit 1 when a check failed.
     Preflight(Box<cmd::preflight::Args>),
+    /// Queue a list for workers on many machines (PostgreSQL): prints the job's id. Takes
+    /// verify's options after the list.
+    Submit(cmd::submit::Args),
+    /// Take and do units of the queue's jobs until stopped (or idle, with --exit-when-idle).
+    Worker(cmd::worker::Args),
+    /// Where a queued job stands: state, rows, domains, servers, units, time left.
+    Status(cmd::status::Args),
+    /// Write a finished job's lists, summary.json and report.html.
+    Collect(cmd::collect::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +60,10 @@ fn main() -> ExitCode {
         Command::Suppress(args) => cmd::suppress::run(args),
         Command::Bounces(args) => cmd::bounces::run(args),
         Command::Preflight(args) => cmd::preflight::run(*args),
+        Command::Submit(args) => cmd::submit::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Collect(args) => cmd::collect::run(args),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

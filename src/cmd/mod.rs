@@ -5,10 +5,15 @@
 //! `StoreError::exit_code`, so each is decided in one place.
 
 pub mod bounces;
+pub mod collect;
 pub mod explain;
+mod job;
 pub mod preflight;
+pub mod status;
+pub mod submit;
 pub mod suppress;
 pub mod verify;
+pub mod worker;
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -275,7 +275,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut config = config(&args)?;
     config.interrupt = Some(interrupt_on_signals().map_err(Failure::other)?);
     let summary = prebounce::verify(&config)?;
-    print_summary(&args, &summary)
+    print_summary(args.quiet, args.json, &summary)
 }
 
 /// `verify`'s arguments alone, parsed from `argv` (its first item the command's name): a
@@ -292,11 +292,6 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, clap::Error
 }
 
 impl Args {
-    /// The list as given (a path, or - for standard input).
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-
     /// Options that say where and how this machine writes, not what the verdicts are: a job
     /// refuses them at submit (its collect has its own).
     pub fn local_only_options(&self) -> Vec<&'static str> {
@@ -320,18 +315,15 @@ impl Args {
     pub fn store_path(&self) -> Option<&std::path::Path> {
         self.store.store.as_deref()
     }
-
-    pub fn quiet(&self) -> bool {
-        self.quiet
-    }
 }
 
 /// The summary on stderr (unless --quiet) and, with --json, on stdout.
 pub fn print_summary(
-    args: &Args,
+    quiet: bool,
+    json: bool,
     summary: &prebounce::output::summary::Summary,
 ) -> Result<(), Failure> {
-    if !args.quiet {
+    if !quiet {
         // A closed or full stderr must not turn a finished run into a failure.
         let mut text = summary.human();
         if let Some(table) = prebounce::output::table::group_table(summary) {
@@ -339,7 +331,7 @@ pub fn print_summary(
         }
         let _ = write!(std::io::stderr(), "{text}");
     }
-    if args.json {
+    if json {
         let printed = serde_json::to_string_pretty(summary)
             .context("cannot encode the summary")
             .and_then(|json| {

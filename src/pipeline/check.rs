@@ -114,6 +114,29 @@ fn shifted_address(
     found
 }
 
+/// Every row's well-formed address, as the check stage reads it (a shifted row's moved cell
+/// included), in input order, with the number of rows: what a distributed job queues. Reads
+/// the list once, one chunk at a time.
+pub(crate) fn well_formed_addresses(
+    config: &crate::VerifyConfig,
+    mut each: impl FnMut(crate::syntax::Address),
+) -> Result<u64, crate::Error> {
+    let (mut reader, dialect) =
+        crate::input::InputReader::open(&config.input, &config.input_options)?;
+    let mut rows = 0;
+    while let Some(chunk) = reader.next_chunk(4096)? {
+        for r in 0..chunk.len() {
+            rows += 1;
+            if let (Evidence::Syntax(Ok(address)), _) =
+                gather_evidence(&chunk, r, &dialect, config.syntax)
+            {
+                each(address);
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// One chunk, in parallel; returns the rows answered from the store too.
 fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
     let dialect = cx.dialect;

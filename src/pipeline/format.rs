@@ -324,6 +324,8 @@ pub(super) struct FormatContext<'a> {
     store_level: Option<Level>,
     /// With a store: this run's id (or the interrupted run's it resumes).
     run: Option<i64>,
+    /// The run is a distributed job's (`StoreOptions::job_run`).
+    job_run: bool,
     /// The run's clock, for the stored verdicts' timestamps.
     clock: Clock,
     domains_sent: DomainsSent,
@@ -348,6 +350,7 @@ impl<'a> FormatContext<'a> {
             grouping,
             store_level: (run.is_some() && config.level >= Level::Dns).then_some(config.level),
             run,
+            job_run: config.store.as_ref().is_some_and(|s| s.job_run.is_some()),
             clock: config.clock,
             domains_sent: DomainsSent::new(workers),
             providers: std::sync::Arc::clone(&config.providers),
@@ -481,6 +484,14 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
     /// Row `r` of `chunk`: its verdict, counted, formatted and recorded.
     fn add(&mut self, chunk: &Chunk, r: usize, row: &RowCheck) {
         let mut v = verdict::decide(&row.evidence, self.cx.policy);
+        // A distributed job's rows answered by its own workers are its own verdicts, as one
+        // machine's run would have written them: not "cached".
+        if let (Evidence::Stored { prior, .. }, true) = (&row.evidence, self.cx.job_run)
+            && prior.run.is_some()
+            && prior.run == self.cx.run
+        {
+            v.detail = std::borrow::Cow::Borrowed(prior.detail.as_str());
+        }
         let provider = self.provider(row, &v);
         let outcome = Outcome::of(row, v.reason, &self.cx.priors, provider);
         self.count(chunk, r, row, &v, &outcome);

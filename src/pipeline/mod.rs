@@ -50,6 +50,8 @@ use crate::store::{Previous, Write};
 use crate::verdict::Evidence;
 use crate::{Error, VerifyConfig};
 
+pub(crate) use check::well_formed_addresses;
+
 use cache::{RunStore, StoreLookup};
 use check::CheckContext;
 use format::{Dedup, FormatContext};

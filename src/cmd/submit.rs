@@ -1,0 +1,91 @@
+//! `prebounce submit LIST.csv --queue postgres://… [verify's options]`: reads and checks the list
+//! here, queues its network work for the workers, and prints the job's id alone on stdout.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use prebounce::queue::db::NewJob;
+use prebounce::queue::work::list_addresses;
+
+use super::Failure;
+use super::job::QueueArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The CSV list (a file: the job keeps a copy for `collect`).
+    input: PathBuf,
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// verify's options (level, sender, store, DNS servers, probe settings …): the job keeps
+    /// them, so a worker needs only --queue. Not --out, --force, --json or --no-store.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "VERIFY OPTIONS"
+    )]
+    options: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let input = args.input.display().to_string();
+    if input == "-" {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "submit needs a file, not standard input: the job keeps a copy of the list"
+        )));
+    }
+    let argv = ["verify".to_owned(), input.clone()]
+        .into_iter()
+        .chain(args.options.iter().cloned());
+    let verify = super::verify::parse(argv).map_err(|e| {
+        Failure::usage(anyhow::anyhow!(
+            "{}",
+            e.to_string().trim_end().trim_start_matches("error: ")
+        ))
+    })?;
+    let local = verify.local_only_options();
+    if !local.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} is for this machine's output, not a job's: `prebounce collect JOB -o DIR` writes the lists",
+            local.join(", ")
+        )));
+    }
+    let config = super::verify::config(&verify)?;
+    if config.level == prebounce::Level::Smtp && config.smtp.is_none() {
+        return Err(prebounce::Error::SmtpNeedsSender.into());
+    }
+    let list = list_addresses(&config)?;
+    let store = verify
+        .store_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| args.queue.queue.clone());
+    let file = std::fs::File::open(&args.input).map_err(|e| {
+        Failure::usage(anyhow::anyhow!("cannot read {}: {e}", args.input.display()))
+    })?;
+    let job = NewJob {
+        input_name: args
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| input.clone()),
+        args: args.options.clone(),
+        level: config.level.as_str().to_owned(),
+        store,
+        rows: list.rows,
+        domains: list.domains,
+    };
+    let addresses: usize = job.domains.iter().map(|(_, a)| a.len()).sum();
+    let mut queue = args.queue.connect()?;
+    let id = queue
+        .submit(&job, std::io::BufReader::new(file))
+        .map_err(super::job::queue_failure)?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "prebounce: job {id}: {} rows, {addresses} distinct addresses at {} domains, level {}; \
+         start workers with `prebounce worker --queue URL`, follow it with `prebounce status {id} --queue URL`",
+        job.rows,
+        job.domains.len(),
+        job.level
+    );
+    writeln!(std::io::stdout(), "{id}")
+        .map_err(|e| Failure::other(anyhow::anyhow!("cannot write to standard output: {e}")))
+}
