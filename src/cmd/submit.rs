@@ -16,6 +16,10 @@ pub struct Args {
     input: PathBuf,
     #[command(flatten)]
     queue: QueueArgs,
+    /// Addresses per unit of work at most: smaller units spread one big mail server over more
+    /// workers, larger ones keep more of it on one worker's connections.
+    #[arg(long, value_name = "N", default_value_t = prebounce::queue::ADDRESSES_PER_UNIT, value_parser = parse_unit_size)]
+    unit_size: usize,
     /// verify's options (level, sender, store, DNS servers, probe settings …): the job keeps
     /// them, so a worker needs only --queue. Not --out, --force, --json or --no-store.
     #[arg(
@@ -24,6 +28,13 @@ pub struct Args {
         value_name = "VERIFY OPTIONS"
     )]
     options: Vec<String>,
+}
+
+fn parse_unit_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("a number of addresses from 1 to 1000000".into()),
+    }
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -72,6 +83,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         store,
         rows: list.rows,
         domains: list.domains,
+        unit_size: args.unit_size,
     };
     let addresses: usize = job.domains.iter().map(|(_, a)| a.len()).sum();
     let mut queue = args.queue.connect()?;

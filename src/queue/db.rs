@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS prebounce.jobs (
     rows_total  BIGINT NOT NULL,
     addresses   BIGINT NOT NULL,
     domains     BIGINT NOT NULL,
+    unit_size   INTEGER NOT NULL,       -- addresses per unit at most
     finished_at TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS prebounce.job_input (
@@ -147,6 +148,9 @@ pub struct NewJob {
     pub rows: u64,
     /// Distinct well-formed addresses by domain (ASCII), in first-seen order.
     pub domains: Vec<(String, Vec<String>)>,
+    /// Addresses per unit at most (smaller units spread one big server over more workers;
+    /// larger ones keep more of its work on one worker's connections).
+    pub unit_size: usize,
 }
 
 /// A job as the workers and `collect` read it.
@@ -284,8 +288,8 @@ impl Queue {
         let id: i64 = tx
             .query_one(
                 "INSERT INTO prebounce.jobs (input_name, args, level, store, state, rows_total,
-                   addresses, domains)
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7) RETURNING id",
+                   addresses, domains, unit_size)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8) RETURNING id",
                 &[
                     &job.input_name,
                     &job.args,
@@ -294,6 +298,7 @@ impl Queue {
                     &(job.rows as i64),
                     &(addresses as i64),
                     &(job.domains.len() as i64),
+                    &(job.unit_size.clamp(1, i32::MAX as usize) as i32),
                 ],
             )
             .map_err(err)?
@@ -344,11 +349,7 @@ impl Queue {
             _ => None,
         };
         if let Some(kind) = kind {
-            for unit in super::cut_domains(
-                &job.domains,
-                super::DOMAINS_PER_UNIT,
-                super::ADDRESSES_PER_UNIT,
-            ) {
+            for unit in super::cut_domains(&job.domains, super::DOMAINS_PER_UNIT, job.unit_size) {
                 let domains: Vec<String> = unit.iter().map(|(d, _)| d.clone()).collect();
                 let addresses: Vec<String> = match kind {
                     // An mx unit needs the domains only.
@@ -713,6 +714,12 @@ fn lock_job(tx: &mut Transaction, job: i64) -> Result<(), postgres::Error> {
 
 /// The job's `smtp` units, from its addresses and their domains' servers.
 fn plan_server_groups(tx: &mut Transaction, job: i64) -> Result<(), postgres::Error> {
+    let unit_size: i32 = tx
+        .query_one(
+            "SELECT unit_size FROM prebounce.jobs WHERE id = $1",
+            &[&job],
+        )?
+        .get(0);
     let rows = tx.query(
         "SELECT coalesce(d.server, ''), a.domain, a.address FROM prebounce.job_addresses a
          LEFT JOIN prebounce.job_domains d ON d.job = a.job AND d.domain = a.domain
@@ -721,7 +728,7 @@ fn plan_server_groups(tx: &mut Transaction, job: i64) -> Result<(), postgres::Er
     )?;
     let groups: Vec<ServerGroup> = group_by_server(
         rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))),
-        super::ADDRESSES_PER_UNIT,
+        unit_size as usize,
     );
     for g in groups {
         let label = if g.server.is_empty() {
