@@ -36,7 +36,7 @@ impl QueueArgs {
 pub fn queue_failure(e: QueueError) -> Failure {
     match &e {
         QueueError::Job(_) => Failure::usage(e),
-        QueueError::Db { .. } if e.is_connection() => Failure::usage(e),
+        QueueError::Db { .. } if e.is_connection() || e.is_access() => Failure::usage(e),
         QueueError::Db { .. } => Failure::other(e),
     }
 }

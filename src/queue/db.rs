@@ -114,6 +114,19 @@ pub fn describe(e: &postgres::Error) -> String {
     }
 }
 
+impl QueueError {
+    /// Refused access: a wrong password or user, no such database (the user fixes the URL).
+    pub fn is_access(&self) -> bool {
+        match self {
+            QueueError::Db { source, .. } => source.as_db_error().is_some_and(|e| {
+                let code = e.code().code();
+                code.starts_with("28") || code == "3D000"
+            }),
+            QueueError::Job(_) => false,
+        }
+    }
+}
+
 /// `url` with its password masked, for messages.
 pub fn masked(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
