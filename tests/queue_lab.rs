@@ -452,6 +452,15 @@ fn collect_waits_for_nothing_and_submit_refuses_local_options() {
     let dir = tempfile::tempdir().unwrap();
     let list = write_list(dir.path(), "list.csv", &queue_list(1, 1, 2, 0));
     let store = dir.path().join("store.sqlite3");
+    // A provider table this machine has and the workers' machines do not: the job carries it.
+    let providers = dir.path().join("providers.toml");
+    std::fs::write(
+        &providers,
+        "[[provider]]\nid = \"queuelab\"\nname = \"Queue lab\"\nmx = [\"mx.queue.test\"]\n\
+         domains = []\nconnections = 2\npause_ms = 100\nrcpt_per_transaction = 20\n\
+         accepts_all = false\nshared_backoff = false\n",
+    )
+    .unwrap();
     let options = [
         "--dns-server",
         DNS,
@@ -459,9 +468,12 @@ fn collect_waits_for_nothing_and_submit_refuses_local_options() {
         "--allow-private-mx",
         "--store",
         store.to_str().unwrap(),
+        "--providers",
+        providers.to_str().unwrap(),
     ]
     .map(String::from);
     let job = submit(&db, &list, 100, &options);
+    std::fs::remove_file(&providers).unwrap();
     // No worker yet: the job is not finished.
     let out = dir.path().join("out");
     let o = run(
@@ -516,4 +528,15 @@ fn collect_waits_for_nothing_and_submit_refuses_local_options() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(list_rows(&out, "valid.csv").len(), 2);
+    assert_eq!(
+        column(&out, "valid.csv", "prebounce_provider"),
+        ["queuelab", "queuelab"]
+    );
+    // The job's network work, summed over its units.
+    assert!(
+        status(&db, &job)["network"]["dns_queries"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
 }

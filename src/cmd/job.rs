@@ -56,9 +56,20 @@ pub fn job_config(
     out: PathBuf,
     finish_run: bool,
 ) -> Result<(super::verify::Args, VerifyConfig), Failure> {
+    // The files the job carries, written beside the list and named again.
+    let folder = input.parent().map(PathBuf::from).unwrap_or_default();
+    let mut files = Vec::new();
+    for (flag, text) in &job.files {
+        let path = folder.join(format!("job-{}{}.toml", job.id, flag.replace('-', "_")));
+        std::fs::write(&path, text)
+            .map_err(|e| Failure::other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+        files.push(flag.clone());
+        files.push(path.display().to_string());
+    }
     let argv = std::iter::once("verify".to_owned())
         .chain(std::iter::once(input.display().to_string()))
-        .chain(job.args.iter().cloned());
+        .chain(job.args.iter().cloned())
+        .chain(files);
     let args = super::verify::parse(argv).map_err(|e| {
         Failure::other(anyhow::anyhow!(
             "job {}: its options no longer parse: {}",

@@ -40,6 +40,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 c.done, c.running, c.queued, c.failed
             ));
         }
+        let n = &s.network;
+        t.push_str(&format!(
+            "  network: {} DNS queries, {} SMTP sessions, {} RCPT, {} deferred\n",
+            n.dns_queries, n.smtp_sessions, n.rcpt_commands, n.deferred
+        ));
         if !s.workers.is_empty() {
             t.push_str(&format!("  workers: {}\n", s.workers.join(", ")));
         }

@@ -30,6 +30,27 @@ pub struct Args {
     options: Vec<String>,
 }
 
+/// `options` without the file options the job carries as contents (`--flag VALUE` or
+/// `--flag=VALUE`).
+fn without_options(options: &[String], files: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for o in options {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        let named = files
+            .iter()
+            .any(|(flag, _)| o == flag || o.starts_with(&format!("{flag}=")));
+        if named {
+            skip_next = !o.contains('=');
+            continue;
+        }
+        out.push(o.clone());
+    }
+    out
+}
+
 fn parse_unit_size(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
@@ -61,6 +82,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
         )));
     }
     let config = super::verify::config(&verify)?;
+    let mut files = Vec::new();
+    for (flag, path) in verify.file_options() {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Failure::usage(anyhow::anyhow!(
+                "cannot read {flag} {}: {e}",
+                path.display()
+            ))
+        })?;
+        files.push((flag.to_owned(), text));
+    }
     if config.level == prebounce::Level::Smtp && config.smtp.is_none() {
         return Err(prebounce::Error::SmtpNeedsSender.into());
     }
@@ -78,12 +109,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| input.clone()),
-        args: args.options.clone(),
+        args: without_options(&args.options, &files),
         level: config.level.as_str().to_owned(),
         store,
         rows: list.rows,
         domains: list.domains,
         unit_size: args.unit_size,
+        files,
     };
     let addresses: usize = job.domains.iter().map(|(_, a)| a.len()).sum();
     let mut queue = args.queue.connect()?;

@@ -311,6 +311,19 @@ impl Args {
         found
     }
 
+    /// Options naming a file this machine reads (--providers, --priors): a job carries the
+    /// files' contents, as its workers' machines do not have them.
+    pub fn file_options(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.providers {
+            out.push(("--providers", p.clone()));
+        }
+        if let Some(p) = &self.priors {
+            out.push(("--priors", p.clone()));
+        }
+        out
+    }
+
     /// The explicit --store, if any.
     pub fn store_path(&self) -> Option<&std::path::Path> {
         self.store.store.as_deref()
@@ -359,8 +372,8 @@ pub fn config(args: &Args) -> Result<VerifyConfig, Failure> {
         .out
         .clone()
         .unwrap_or_else(|| prebounce::output::default_out_dir(&input));
-    let providers = provider_table(&args).map_err(Failure::usage)?;
-    let smtp = smtp_config(&args, &providers).map_err(Failure::usage)?;
+    let providers = provider_table(args).map_err(Failure::usage)?;
+    let smtp = smtp_config(args, &providers).map_err(Failure::usage)?;
     let store = if args.no_store {
         None
     } else {
@@ -407,7 +420,7 @@ pub fn config(args: &Args) -> Result<VerifyConfig, Failure> {
         policy: Policy {
             allow_private_mx: args.allow_private_mx,
         },
-        preflight: preflight_config(&args, smtp.as_ref()),
+        preflight: preflight_config(args, smtp.as_ref()),
         smtp,
         group_by: args.group_by.clone(),
         store,

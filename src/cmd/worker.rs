@@ -132,17 +132,19 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 say(format!("unit {}: lease lost to another worker", unit.id));
                 Ok(Outcome::Done)
             }
-            Ok(UnitResult::Finished(servers)) => match queue.complete(&unit, &name, &servers) {
-                Ok(Ended::Recorded) => {
-                    units_done += 1;
-                    Ok(Outcome::Done)
+            Ok(UnitResult::Finished(servers, stats)) => {
+                match queue.complete(&unit, &name, &servers, stats.as_ref()) {
+                    Ok(Ended::Recorded) => {
+                        units_done += 1;
+                        Ok(Outcome::Done)
+                    }
+                    Ok(Ended::LeaseLost) => {
+                        say(format!("unit {}: lease lost to another worker", unit.id));
+                        Ok(Outcome::Done)
+                    }
+                    Err(e) => Err(e),
                 }
-                Ok(Ended::LeaseLost) => {
-                    say(format!("unit {}: lease lost to another worker", unit.id));
-                    Ok(Outcome::Done)
-                }
-                Err(e) => Err(e),
-            },
+            }
             Ok(UnitResult::Interrupted) => {
                 queue.hand_back(unit.id, &name).map(|()| Outcome::Stopped)
             }
@@ -180,8 +182,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
 }
 
 enum UnitResult {
-    /// Done; for an `mx` unit, each domain's server.
-    Finished(Vec<(String, String)>),
+    /// Done; for an `mx` unit, each domain's server; the run's network work.
+    Finished(Vec<(String, String)>, Option<serde_json::Value>),
     Interrupted,
     CannotProbe(String),
 }
@@ -215,7 +217,7 @@ fn do_unit(
     config.interrupt = Some(Arc::clone(interrupt));
     if unit.kind == UnitKind::Mx {
         return first_servers(&config, &unit.domains)
-            .map(UnitResult::Finished)
+            .map(|servers| UnitResult::Finished(servers, None))
             .map_err(|e| UnitError::Failed(e.to_string()));
     }
     if let Some(smtp) = config.smtp.as_mut() {
@@ -239,14 +241,13 @@ fn do_unit(
     }
     match prebounce::verify(&config) {
         Ok(summary) => match &summary.mailboxes_not_checked {
-            Some(n) => Err(UnitError::NotTheUnits(format!(
+            Some(n) => Ok(UnitResult::CannotProbe(format!(
                 "port 25 looks blocked from here: {n:?}"
-            )))
-            .or_else(|e| match e {
-                UnitError::NotTheUnits(why) => Ok(UnitResult::CannotProbe(why)),
-                other => Err(other),
-            }),
-            None => Ok(UnitResult::Finished(Vec::new())),
+            ))),
+            None => Ok(UnitResult::Finished(
+                Vec::new(),
+                Some(serde_json::json!({ "dns": summary.dns, "smtp": summary.smtp })),
+            )),
         },
         Err(prebounce::Error::Interrupted { .. }) => Ok(UnitResult::Interrupted),
         Err(e @ prebounce::Error::Store(_)) => Err(UnitError::NotTheUnits(e.to_string())),

@@ -36,6 +36,9 @@ pub(super) struct EarlyAnswers {
     soft_bounced: HashMap<String, SoftBounced>,
     /// Level dns: every domain of the store (read whole when the run started).
     domains: Option<Arc<DomainStates>>,
+    /// A distributed job's run: rows answered from its own verdicts are not counted as
+    /// answered from the store (its workers decided them for it).
+    pub(super) job_run: Option<i64>,
 }
 
 /// The window of the soft counts a run flags: the one `bounces import` applies by default.
@@ -161,7 +164,11 @@ impl RunStore {
                 under.sender.as_deref().unwrap_or("")
             ),
         };
-        let run = main.begin_run(&fingerprint, now.saturating_sub(max_age))?;
+        let mut run = main.begin_run(&fingerprint, now.saturating_sub(max_age))?;
+        // A job's units and its collect are one run by design, not a resumed interruption.
+        if opts.job_run.is_some() {
+            run.resumed = false;
+        }
         if let Some(prober) = prober {
             let domain_age = max_age.min(crate::store::DOMAIN_MAX_AGE.as_secs() as i64);
             for (domain, server, catch_all) in
@@ -201,6 +208,7 @@ impl RunStore {
             suppressions: main.suppression_set()?,
             soft_bounced: soft_bounced(&main, now)?,
             domains: preloaded,
+            job_run: opts.job_run.as_ref().map(|_| run.id),
         };
         let writer = StoreWriter::spawn(
             Store::open(&opts.path, access)?,
@@ -378,7 +386,9 @@ fn look_up_rows(
         let Some(prior) = answer.verdict else {
             continue;
         };
-        hits += 1;
+        if policy.job_run.is_none() || prior.run != policy.job_run {
+            hits += 1;
+        }
         // Moved, not cloned: the row's syntax evidence becomes its stored verdict.
         let placeholder = Evidence::Syntax(Err(syntax::SyntaxError::Empty));
         if let Evidence::Syntax(Ok(address)) = std::mem::replace(&mut row.evidence, placeholder) {

@@ -183,9 +183,14 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
         })
         .collect();
     let hits = match cx.early {
-        Some(_) => rows
+        Some(early) => rows
             .iter()
-            .filter(|row| matches!(row.evidence, Evidence::Stored { .. }))
+            .filter(|row| match &row.evidence {
+                Evidence::Stored { prior, .. } => {
+                    early.job_run.is_none() || prior.run != early.job_run
+                }
+                _ => false,
+            })
             .count() as u64,
         None => 0,
     };

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS prebounce.jobs (
     addresses   BIGINT NOT NULL,
     domains     BIGINT NOT NULL,
     unit_size   INTEGER NOT NULL,       -- addresses per unit at most
+    files       JSONB NOT NULL DEFAULT '{}',  -- option → the contents of the file it named
     finished_at TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS prebounce.job_input (
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS prebounce.units (
     lease_until TIMESTAMPTZ,
     started_at  TIMESTAMPTZ,
     done_at     TIMESTAMPTZ,
-    error       TEXT
+    error       TEXT,
+    stats       JSONB                   -- the unit's network work (summary.json's dns, smtp)
 );
 CREATE INDEX IF NOT EXISTS units_open ON prebounce.units (id) WHERE state IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS units_by_job ON prebounce.units (job, kind, state);
@@ -164,6 +166,9 @@ pub struct NewJob {
     /// Addresses per unit at most (smaller units spread one big server over more workers;
     /// larger ones keep more of its work on one worker's connections).
     pub unit_size: usize,
+    /// Options that named a file (--providers, --priors) with the file's contents: the
+    /// workers' machines do not have the file.
+    pub files: Vec<(String, String)>,
 }
 
 /// A job as the workers and `collect` read it.
@@ -178,6 +183,8 @@ pub struct Job {
     pub rows: i64,
     pub addresses: i64,
     pub domains: i64,
+    /// See [`NewJob::files`].
+    pub files: Vec<(String, String)>,
 }
 
 /// A claimed unit.
@@ -221,8 +228,19 @@ pub struct JobStatus {
     /// Seconds since the first unit was claimed.
     pub elapsed_seconds: Option<f64>,
     pub eta_seconds: Option<f64>,
+    /// The network work of the units done, summed: what one machine's summary.json counts in
+    /// `dns` and `smtp` (collect's own summary counts only collect's, which is none).
+    pub network: NetworkWork,
     /// Units given up on, with their last error.
     pub failed_units: Vec<FailedUnit>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NetworkWork {
+    pub dns_queries: i64,
+    pub smtp_sessions: i64,
+    pub rcpt_commands: i64,
+    pub deferred: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -301,8 +319,8 @@ impl Queue {
         let id: i64 = tx
             .query_one(
                 "INSERT INTO prebounce.jobs (input_name, args, level, store, state, rows_total,
-                   addresses, domains, unit_size)
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8) RETURNING id",
+                   addresses, domains, unit_size, files)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9::text::jsonb) RETURNING id",
                 &[
                     &job.input_name,
                     &job.args,
@@ -312,6 +330,13 @@ impl Queue {
                     &(addresses as i64),
                     &(job.domains.len() as i64),
                     &(job.unit_size.clamp(1, i32::MAX as usize) as i32),
+                    &serde_json::Value::Object(
+                        job.files
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                            .collect(),
+                    )
+                    .to_string(),
                 ],
             )
             .map_err(err)?
@@ -381,7 +406,8 @@ impl Queue {
         let row = self
             .client
             .query_opt(
-                "SELECT id, input_name, args, level, store, state, rows_total, addresses, domains
+                "SELECT id, input_name, args, level, store, state, rows_total, addresses, domains,
+                   files::text
                  FROM prebounce.jobs WHERE id = $1",
                 &[&id],
             )
@@ -397,6 +423,12 @@ impl Queue {
             rows: row.get(6),
             addresses: row.get(7),
             domains: row.get(8),
+            files: serde_json::from_str::<std::collections::BTreeMap<String, String>>(
+                row.get::<_, &str>(9),
+            )
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         })
     }
 
@@ -538,6 +570,7 @@ impl Queue {
         unit: &Unit,
         worker: &str,
         servers: &[(String, String)],
+        stats: Option<&serde_json::Value>,
     ) -> Result<Ended, QueueError> {
         let url = self.url.clone();
         let err = |source| QueueError::Db {
@@ -549,9 +582,10 @@ impl Queue {
         lock_job(&mut tx, unit.job).map_err(err)?;
         let n = tx
             .execute(
-                "UPDATE prebounce.units SET state = 'done', done_at = now(), lease_until = NULL
+                "UPDATE prebounce.units SET state = 'done', done_at = now(), lease_until = NULL,
+                   stats = $3::text::jsonb
                  WHERE id = $1 AND worker = $2 AND state = 'running'",
-                &[&unit.id, &worker],
+                &[&unit.id, &worker, &stats.map(|s| s.to_string())],
             )
             .map_err(err)?;
         if n == 0 {
@@ -619,11 +653,25 @@ impl Queue {
                       FROM prebounce.units u JOIN prebounce.jobs j ON j.id = u.job
                       WHERE u.job = $1 GROUP BY j.finished_at),
                    (SELECT coalesce(array_agg(DISTINCT worker), '{}') FROM prebounce.units
-                      WHERE job = $1 AND state = 'running' AND lease_until > now())",
+                      WHERE job = $1 AND state = 'running' AND lease_until > now()),
+                   (SELECT jsonb_build_array(
+                      coalesce(sum((stats->'dns'->>'queries')::bigint), 0),
+                      coalesce(sum((stats->'smtp'->>'sessions')::bigint), 0),
+                      coalesce(sum((stats->'smtp'->>'rcpt_commands')::bigint), 0),
+                      coalesce(sum((stats->'smtp'->>'deferred')::bigint), 0))::text
+                      FROM prebounce.units WHERE job = $1 AND state = 'done')",
                 &[&id],
             )
             .map_err(|e| self.err(e))?;
         let addresses_done: i64 = row.get(1);
+        let sums: Vec<i64> = serde_json::from_str(row.get::<_, &str>(4)).unwrap_or_default();
+        let sum = |i: usize| sums.get(i).copied().unwrap_or(0);
+        let network = NetworkWork {
+            dns_queries: sum(0),
+            smtp_sessions: sum(1),
+            rcpt_commands: sum(2),
+            deferred: sum(3),
+        };
         let elapsed: Option<f64> = row.get(2);
         let failed_units = self
             .client
@@ -666,6 +714,7 @@ impl Queue {
             workers: row.get(3),
             elapsed_seconds: elapsed,
             eta_seconds: eta.map(|d| d.as_secs_f64()),
+            network,
             failed_units,
         })
     }
