@@ -396,12 +396,12 @@ fn a_unit_that_keeps_failing_is_given_up_and_reported() {
     let _turn = lab_turn();
     let db = Db::new("poison");
     let dir = tempfile::tempdir().unwrap();
-    let list = write_list(dir.path(), "list.csv", &queue_list(1, 2, 3, 1));
+    let list = write_list(dir.path(), "list.csv", &queue_list(1, 4, 3, 1));
     let store = dir.path().join("store.sqlite3");
     let job = submit(
         &db,
         &list,
-        100,
+        4,
         &[
             "--dns-server",
             DNS,
@@ -412,22 +412,32 @@ fn a_unit_that_keeps_failing_is_given_up_and_reported() {
         ]
         .map(String::from),
     );
-    // Poison: the unit's run fails every time (its priors file is gone when it runs).
-    db.client()
-        .execute(
-            "UPDATE prebounce.jobs SET args = args || '{--priors,/nonexistent/priors.toml}'::text[] WHERE id = $1",
+    // Poison: one unit of a kind no worker can do (as a newer prebounce might queue).
+    let poisoned: i64 = db
+        .client()
+        .query_one(
+            "UPDATE prebounce.units SET kind = 'from-the-future'
+             WHERE id = (SELECT min(id) FROM prebounce.units WHERE job = $1) RETURNING id",
             &[&job.parse::<i64>().unwrap()],
         )
-        .unwrap();
+        .unwrap()
+        .get(0);
     finish(worker(&db, 8, &["--exit-when-idle"]));
     let s = status(&db, &job);
     assert_eq!(s["state"], "failed", "{s}");
+    // Tried 3 times, then reported; the other units were done.
+    assert_eq!(s["failed_units"].as_array().unwrap().len(), 1, "{s}");
     let failed = &s["failed_units"][0];
+    assert_eq!(failed["unit"], poisoned);
     assert_eq!(failed["attempts"], 3, "{s}");
     assert!(
-        failed["error"].as_str().unwrap().contains("priors"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("from-the-future"),
         "{failed}"
     );
+    assert_eq!(s["units"]["dns"]["done"], 3, "{s}");
     // collect says so instead of writing lists.
     let out = dir.path().join("out");
     let o = run(
@@ -442,8 +452,53 @@ fn a_unit_that_keeps_failing_is_given_up_and_reported() {
         b"",
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("failed"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from-the-future"), "{}", stderr(&o));
     assert!(!out.join("valid.csv").exists());
+}
+
+#[test]
+fn a_stopped_worker_hands_its_unit_back_and_exits_0() {
+    let _turn = lab_turn();
+    let db = Db::new("sigterm");
+    let dir = tempfile::tempdir().unwrap();
+    let sender = fresh_sender("queueterm");
+    let emails = queue_list(1, 8, 20, 5);
+    let list = write_list(dir.path(), "list.csv", &emails);
+    let job = submit(
+        &db,
+        &list,
+        200,
+        &job_options(&sender, &dir.path().join("store.sqlite3")),
+    );
+    let from = offset(&maillog());
+    let mut w = worker(&db, 10, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tail(&maillog(), from).contains("[127.77.9.10]: rcpt;") {
+        assert!(Instant::now() < deadline, "the worker never probed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status_of_worker = w.wait().unwrap();
+    assert!(status_of_worker.success(), "{status_of_worker}");
+    // Its unit is queued again, the attempt not counted, and another worker finishes the job.
+    let s = status(&db, &job);
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["units"]["smtp"]["queued"], 1, "{s}");
+    let attempts: i32 = db
+        .client()
+        .query_one(
+            "SELECT attempts FROM prebounce.units WHERE kind = 'smtp'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 0);
+    finish(worker(&db, 11, &["--exit-when-idle"]));
+    assert_eq!(status(&db, &job)["state"], "done");
 }
 
 #[test]

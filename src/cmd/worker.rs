@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "job {} unit {} ({} {}, {} addresses, attempt {})",
             unit.job,
             unit.id,
-            unit.kind.as_str(),
+            unit.kind_name,
             unit.label,
             unit.addresses.len(),
             unit.attempts
@@ -215,7 +215,13 @@ fn do_unit(
     config.group_by = None;
     config.progress = prebounce::ProgressMode::Never;
     config.interrupt = Some(Arc::clone(interrupt));
-    if unit.kind == UnitKind::Mx {
+    let Some(kind) = unit.kind else {
+        return Err(UnitError::Failed(format!(
+            "a unit of kind {:?}, which this prebounce does not know (a newer one queued it?)",
+            unit.kind_name
+        )));
+    };
+    if kind == UnitKind::Mx {
         return first_servers(&config, &unit.domains)
             .map(|servers| UnitResult::Finished(servers, None))
             .map_err(|e| UnitError::Failed(e.to_string()));

@@ -192,7 +192,10 @@ pub struct Job {
 pub struct Unit {
     pub id: i64,
     pub job: i64,
-    pub kind: UnitKind,
+    /// None: a kind this build does not know (a newer prebounce queued it); the attempt fails.
+    pub kind: Option<UnitKind>,
+    /// The kind as stored.
+    pub kind_name: String,
     pub label: String,
     pub domains: Vec<String>,
     pub addresses: Vec<String>,
@@ -483,7 +486,8 @@ impl Queue {
             let unit = Unit {
                 id: row.get(0),
                 job: row.get(1),
-                kind: UnitKind::parse(row.get(2)).unwrap_or(UnitKind::Dns),
+                kind: UnitKind::parse(row.get(2)),
+                kind_name: row.get(2),
                 label: row.get(3),
                 domains: row.get(4),
                 addresses: row.get(5),
@@ -591,7 +595,7 @@ impl Queue {
         if n == 0 {
             return Ok(Ended::LeaseLost);
         }
-        if unit.kind == UnitKind::Mx {
+        if unit.kind == Some(UnitKind::Mx) {
             let (domains, found): (Vec<&str>, Vec<&str>) = servers
                 .iter()
                 .map(|(d, s)| (d.as_str(), s.as_str()))

@@ -48,7 +48,12 @@ pub fn cut_domains(
     let mut current: Vec<(String, Vec<String>)> = Vec::new();
     let mut in_current = 0;
     for (domain, addresses) in domains {
-        for piece in addresses.chunks(max_addresses) {
+        // A domain without addresses still gets its lookup: one empty piece.
+        let pieces: Vec<&[String]> = match addresses.is_empty() {
+            true => vec![&[]],
+            false => addresses.chunks(max_addresses).collect(),
+        };
+        for piece in pieces {
             if !current.is_empty()
                 && (current.len() >= max_domains || in_current + piece.len() > max_addresses)
             {
