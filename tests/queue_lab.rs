@@ -81,8 +81,9 @@ fn queue_list(from: u32, to: u32, users: u32, unknown: u32) -> Vec<String> {
     out
 }
 
-fn job_options(sender: &str, store: &Path) -> Vec<String> {
-    [
+/// A job's options at level smtp; `store` None: the queue's database is the job's store.
+fn job_options(sender: &str, store: Option<&Path>) -> Vec<String> {
+    let mut options = [
         "--level",
         "smtp",
         "--from",
@@ -91,11 +92,13 @@ fn job_options(sender: &str, store: &Path) -> Vec<String> {
         DNS,
         "--allow-reserved-domains",
         "--allow-private-mx",
-        "--store",
-        store.to_str().unwrap(),
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if let Some(store) = store {
+        options.extend(["--store".to_owned(), store.display().to_string()]);
+    }
+    options
 }
 
 fn submit(db: &Db, list: &Path, unit_size: u32, options: &[String]) -> String {
@@ -230,7 +233,7 @@ fn three_workers_two_jobs_one_budget_per_server() {
     let db = Db::new("budget");
     let dir = tempfile::tempdir().unwrap();
     let sender = fresh_sender("queue");
-    let options = job_options(&sender, &dir.path().join("store.sqlite3"));
+    let options = job_options(&sender, Some(&dir.path().join("store.sqlite3")));
     // Two jobs at once, both at the one server: its budget (4 connections, the default
     // --per-host) is shared by every worker of both.
     let first = write_list(dir.path(), "first.csv", &queue_list(1, 12, 20, 5));
@@ -275,7 +278,9 @@ fn a_killed_worker_costs_at_most_its_sessions_in_flight() {
     let db = Db::new("kill");
     let dir = tempfile::tempdir().unwrap();
     let sender = fresh_sender("queuekill");
-    let mut options = job_options(&sender, &dir.path().join("store.sqlite3"));
+    // The job's store is the queue's database (no --store): the killed worker's committed
+    // sessions are there for the one that takes its unit over.
+    let mut options = job_options(&sender, None);
     // Slow RCPTs are not needed: a session is 20 recipients, and the kill comes once the
     // first sessions of the worker's unit are in Postfix's log.
     options.extend(["--rcpt-per-session".to_owned(), "20".to_owned()]);
@@ -349,7 +354,8 @@ fn workers_carry_on_after_postgres_restarts() {
     let db = Db::new("restart");
     let dir = tempfile::tempdir().unwrap();
     let sender = fresh_sender("queuerestart");
-    let options = job_options(&sender, &dir.path().join("store.sqlite3"));
+    // The queue is the job's store too: both connections of each worker are cut.
+    let options = job_options(&sender, None);
     let emails = queue_list(33, 40, 20, 5);
     let list = write_list(dir.path(), "list.csv", &emails);
     let job = submit(&db, &list, 25, &options);
@@ -389,6 +395,24 @@ fn workers_carry_on_after_postgres_restarts() {
     expected.sort();
     assert_eq!(rows, expected);
     assert_eq!(list_rows(&out, "valid.csv").len(), 160);
+    // The verdicts are in the queue's database, under one run for the job, and the job does
+    // not keep the URL (with its password) of the store it is.
+    let mut c = db.client();
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM prebounce.addresses", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, expected.len() as i64);
+    let runs: i64 = c
+        .query_one("SELECT count(DISTINCT run) FROM prebounce.addresses", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+    let store: String = c
+        .query_one("SELECT store FROM prebounce.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(store, "");
 }
 
 #[test]
@@ -468,7 +492,7 @@ fn a_stopped_worker_hands_its_unit_back_and_exits_0() {
         &db,
         &list,
         200,
-        &job_options(&sender, &dir.path().join("store.sqlite3")),
+        &job_options(&sender, Some(&dir.path().join("store.sqlite3"))),
     );
     let from = offset(&maillog());
     let mut w = worker(&db, 10, &[]);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use prebounce::VerifyConfig;
-use prebounce::queue::db::{Job, Queue, QueueError, is_postgres_url, masked};
+use prebounce::queue::db::{Job, Queue, QueueError, is_postgres_url};
 use prebounce::store::JobRun;
 
 use super::Failure;
@@ -41,9 +41,10 @@ pub fn queue_failure(e: QueueError) -> Failure {
     }
 }
 
-/// The job's run in its store: every unit and the collect are this one run.
-pub fn job_fingerprint(job: &Job, queue_url: &str) -> String {
-    format!("job {} of {}", job.id, masked(queue_url))
+/// The job's run in its store: every unit and the collect are this one run, whatever URL each
+/// worker reaches the queue by.
+pub fn job_fingerprint(job: &Job) -> String {
+    format!("job {} submitted at {} µs", job.id, job.submitted_us)
 }
 
 /// A job's verify settings over `input`, writing to `out`: its submitted options, its store
@@ -84,9 +85,12 @@ pub fn job_config(
         .store
         .take()
         .unwrap_or_else(|| prebounce::store::StoreOptions::new(PathBuf::new()));
-    store.path = PathBuf::from(&job.store);
+    store.path = PathBuf::from(match job.store.as_str() {
+        "" => queue_url,
+        other => other,
+    });
     store.job_run = Some(JobRun {
-        fingerprint: job_fingerprint(job, queue_url),
+        fingerprint: job_fingerprint(job),
         finish: finish_run,
     });
     config.store = Some(store);

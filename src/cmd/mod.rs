@@ -75,9 +75,10 @@ impl From<prebounce::Error> for Failure {
 /// The store's options shared by the commands that open it.
 #[derive(clap::Args, Clone)]
 pub struct StoreArgs {
-    /// The store: cached verdicts, resume, suppression list [default: the user's cache folder,
-    /// prebounce/store.sqlite3].
-    #[arg(long, value_name = "PATH", global = true, help_heading = "Store")]
+    /// The store: cached verdicts, resume, suppression list. An SQLite file, or a PostgreSQL
+    /// database shared by a team's machines (postgres://user:password@host:port/database)
+    /// [default: the user's cache folder, prebounce/store.sqlite3].
+    #[arg(long, value_name = "PATH|URL", global = true, help_heading = "Store")]
     pub store: Option<PathBuf>,
     /// How long to wait for another prebounce run holding the store's write lock, e.g. 30s or
     /// 2m; then the command stops with exit code 2.

@@ -96,10 +96,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(prebounce::Error::SmtpNeedsSender.into());
     }
     let list = list_addresses(&config)?;
+    // The queue's own database is named by none: each worker reaches it by its own --queue
+    // URL (its own host name, role and password), which the jobs table must not keep.
     let store = verify
         .store_path()
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| args.queue.queue.clone());
+        .unwrap_or_default();
     let file = std::fs::File::open(&args.input).map_err(|e| {
         Failure::usage(anyhow::anyhow!("cannot read {}: {e}", args.input.display()))
     })?;

@@ -241,7 +241,7 @@ fn check_complete(
 ) -> Result<(), Error> {
     if config.interrupt.as_ref().is_some_and(|i| i.is_requested()) {
         return Err(Error::Interrupted {
-            store: config.store.as_ref().map(|o| o.path.display().to_string()),
+            store: config.store.as_ref().map(|o| o.shown()),
             saved,
         });
     }

@@ -84,7 +84,7 @@ pub(super) fn summarize(facts: RunFacts, written: Written) -> Summary {
         groups,
         store: match (facts.resumed, &config.store) {
             (Some(resumed), Some(opts)) => Some(StoreSummary {
-                path: opts.path.display().to_string(),
+                path: opts.shown(),
                 cached_rows: facts.cached_rows,
                 saved: facts.saved,
                 resumed,

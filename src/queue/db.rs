@@ -14,6 +14,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls, Transaction};
 
 use super::{ServerGroup, UnitKind, group_by_server};
+pub use crate::store::postgres::{SCHEMA_LOCK, describe, is_postgres_url, masked};
 
 const SCHEMA: &str = "
 CREATE SCHEMA IF NOT EXISTS prebounce;
@@ -23,7 +24,7 @@ CREATE TABLE IF NOT EXISTS prebounce.jobs (
     input_name  TEXT NOT NULL,
     args        TEXT[] NOT NULL,
     level       TEXT NOT NULL,
-    store       TEXT NOT NULL,
+    store       TEXT NOT NULL,          -- '': the queue's own database
     state       TEXT NOT NULL,          -- running | done | failed
     rows_total  BIGINT NOT NULL,
     addresses   BIGINT NOT NULL,
@@ -105,17 +106,6 @@ impl QueueError {
     }
 }
 
-/// A database error in one line: the server's message when it sent one, else the cause.
-pub fn describe(e: &postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!("{} ({})", db.message(), db.code().code());
-    }
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    }
-}
-
 impl QueueError {
     /// Refused access: a wrong password or user, no such database (the user fixes the URL).
     pub fn is_access(&self) -> bool {
@@ -127,30 +117,6 @@ impl QueueError {
             QueueError::Job(_) => false,
         }
     }
-}
-
-/// `url` with its password masked, for messages.
-pub fn masked(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Whether `s` names a PostgreSQL database.
-pub fn is_postgres_url(s: &str) -> bool {
-    s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
 /// A job as submitted.
@@ -175,6 +141,9 @@ pub struct NewJob {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
+    /// When it was submitted, in microseconds: with the id, names the job's run in a store
+    /// that several queues share.
+    pub submitted_us: i64,
     pub input_name: String,
     pub args: Vec<String>,
     pub level: String,
@@ -280,7 +249,7 @@ impl Queue {
         })?;
         let q = |client: &mut Client| -> Result<(), postgres::Error> {
             let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock(7072657062001)", &[])?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
             tx.batch_execute(SCHEMA)?;
             tx.commit()
         };
@@ -410,7 +379,7 @@ impl Queue {
             .client
             .query_opt(
                 "SELECT id, input_name, args, level, store, state, rows_total, addresses, domains,
-                   files::text
+                   files::text, (extract(epoch FROM created_at) * 1000000)::int8
                  FROM prebounce.jobs WHERE id = $1",
                 &[&id],
             )
@@ -426,6 +395,7 @@ impl Queue {
             rows: row.get(6),
             addresses: row.get(7),
             domains: row.get(8),
+            submitted_us: row.get(10),
             files: serde_json::from_str::<std::collections::BTreeMap<String, String>>(
                 row.get::<_, &str>(9),
             )

@@ -15,7 +15,9 @@
 //! never block the writer, and a busy timeout so two runs on one store take turns instead of
 //! corrupting it.
 
+mod codes;
 mod policy;
+pub mod postgres;
 pub mod sqlite;
 mod writer;
 
@@ -188,6 +190,14 @@ pub struct JobRun {
 }
 
 impl StoreOptions {
+    /// The store for messages: a PostgreSQL URL with its password masked.
+    pub fn shown(&self) -> String {
+        match postgres_url(&self.path) {
+            Some(url) => postgres::masked(url),
+            None => self.path.display().to_string(),
+        }
+    }
+
     pub fn new(path: PathBuf) -> Self {
         StoreOptions {
             path,
@@ -354,9 +364,17 @@ pub trait Backend: Send + Sized {
     ) -> Result<u64, StoreError>;
 }
 
+/// The PostgreSQL URL `path` is, if it is one.
+fn postgres_url(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| postgres::is_postgres_url(s))
+}
+
 /// One connection to the store, whichever backend holds it.
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    /// Boxed: a connection's state is larger than SQLite's handle, and a store is moved
+    /// between stages.
+    Postgres(Box<postgres::PgStore>),
 }
 
 /// Call the same method on whichever backend `$store` is.
@@ -364,20 +382,28 @@ macro_rules! on_backend {
     ($store:expr, $backend:ident => $call:expr) => {
         match $store {
             Store::Sqlite($backend) => $call,
+            Store::Postgres($backend) => $call,
         }
     };
 }
 
 impl Store {
     /// Open (creating it and its folder if needed) and migrate to the current schema.
+    /// A `postgres://` URL opens the PostgreSQL backend; anything else is an SQLite file.
     pub fn open(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
-        sqlite::SqliteStore::open(path, access).map(Store::Sqlite)
+        match postgres_url(path) {
+            Some(url) => postgres::PgStore::open(url, access).map(|s| Store::Postgres(Box::new(s))),
+            None => sqlite::SqliteStore::open(path, access).map(Store::Sqlite),
+        }
     }
 
     /// Open for a command that only reads (`suppress list`, `suppress export`): as
     /// [`Store::open`] when the store can be written, else read-only, as it is (not migrated),
     /// so a store shared read-only still answers.
     pub fn open_to_read(path: &Path, access: StoreAccess) -> Result<Store, StoreError> {
+        if postgres_url(path).is_some() {
+            return Store::open(path, access);
+        }
         match sqlite::SqliteStore::open(path, access) {
             Err(StoreError::ReadOnly { .. }) => {
                 sqlite::SqliteStore::open_read_only(path, access).map(Store::Sqlite)

@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
+use super::codes::{domain_prior, level_of, status_of};
 use super::{
     Backend, DecidedUnder, Previous, Prior, RunStamp, RunStart, StoreAccess, StoreError,
     StoredBounce, StoredDomain, Suppression, Write,
 };
 use crate::bounce::{Action, Kind};
 use crate::clock::Clock;
+use crate::model::Reason;
 use crate::model::smtp::CatchAll;
-use crate::model::{Level, Reason, Status};
 
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use schema::version_1_sql;
@@ -678,42 +679,6 @@ impl Backend for SqliteStore {
     ) -> Result<u64, StoreError> {
         writer::commit(self, batch, stamp, suppress_invalid)
     }
-}
-
-fn level_of(n: i64) -> Option<Level> {
-    match n {
-        0 => Some(Level::Syntax),
-        1 => Some(Level::Dns),
-        2 => Some(Level::Smtp),
-        _ => None,
-    }
-}
-
-pub(super) fn level_index(l: Level) -> i64 {
-    match l {
-        Level::Syntax => 0,
-        Level::Dns => 1,
-        Level::Smtp => 2,
-    }
-}
-
-fn status_of(s: &str) -> Option<Status> {
-    Status::ALL.into_iter().find(|x| x.as_str() == s)
-}
-
-/// A domain's stored dns-level verdict as a [`Prior`] (None for a reason or options this build
-/// does not know: a newer prebounce wrote it).
-fn domain_prior(
-    reason: &str,
-    detail: String,
-    mx: Option<String>,
-    at: i64,
-    options: &str,
-    run: Option<i64>,
-) -> Option<Prior> {
-    let under = DecidedUnder::from_codes(options, None)?;
-    Reason::from_code(reason)
-        .map(|reason| Prior::new(reason, detail, mx, Level::Dns, at, None).decided(under, run))
 }
 
 /// The columns [`bounce_row`] reads, in its order.

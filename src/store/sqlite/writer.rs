@@ -3,10 +3,10 @@
 
 use rusqlite::{TransactionBehavior, params};
 
-use super::level_index;
 use super::{SqliteStore, store_error};
 use crate::model::smtp::CatchAll;
 use crate::model::{Level, Reason};
+use crate::store::codes::level_index;
 use crate::store::writer::permanent;
 use crate::store::{RunStamp, StoreError, Write};
 
