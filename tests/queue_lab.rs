@@ -12,44 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ADMIN: &str = "postgres://prebounce:lab-pg-pass@127.77.8.1:5432/postgres";
 const DNS: &str = "127.77.0.1";
-
-/// A database of the test's own, dropped at the end.
-struct Db {
-    name: String,
-    url: String,
-}
-
-impl Db {
-    fn new(test: &str) -> Db {
-        lab_up();
-        let admin = std::env::var("PREBOUNCE_PG_URL").unwrap_or_else(|_| ADMIN.to_owned());
-        let name = format!("pbq_{test}_{}", std::process::id());
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("lab postgres");
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .unwrap();
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-        Db { name, url }
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let admin = std::env::var("PREBOUNCE_PG_URL").unwrap_or_else(|_| ADMIN.to_owned());
-        if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
 
 /// What `path` gained since `from`, read from there (the lab's log is large).
 fn tail(path: &Path, from: usize) -> String {

@@ -85,6 +85,11 @@ pub enum StoreError {
         /// The backend's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "cannot connect to the store {}: {detail}; check the URL, that the server runs and lets this role in, or pass another --store",
+        path.display()
+    )]
+    Unreachable { path: PathBuf, detail: String },
     #[error("cannot create the folder of the store {}: {source}", path.display())]
     Folder {
         path: PathBuf,
@@ -127,7 +132,8 @@ impl StoreError {
             | StoreError::Link { .. }
             | StoreError::IsFolder { .. }
             | StoreError::NotAStore { .. }
-            | StoreError::ReadOnly { .. } => 2,
+            | StoreError::ReadOnly { .. }
+            | StoreError::Unreachable { .. } => 2,
         }
     }
 }

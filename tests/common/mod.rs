@@ -338,3 +338,41 @@ pub fn smtpd_count(line: &str, command: &str) -> (u32, u32) {
     let (ok, all) = v.split_once('/').unwrap_or((v, v));
     (ok.parse().unwrap_or(0), all.parse().unwrap_or(0))
 }
+
+pub const PG_ADMIN: &str = "postgres://prebounce:lab-pg-pass@127.77.8.1:5432/postgres";
+
+/// A database of the test's own in the lab's PostgreSQL (lab/pg), dropped at the end.
+pub struct Db {
+    pub name: String,
+    pub url: String,
+}
+
+impl Db {
+    pub fn new(test: &str) -> Db {
+        lab_up();
+        let admin = std::env::var("PREBOUNCE_PG_URL").unwrap_or_else(|_| PG_ADMIN.to_owned());
+        let name = format!("pbq_{test}_{}", std::process::id());
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("lab postgres");
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        Db { name, url }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let admin = std::env::var("PREBOUNCE_PG_URL").unwrap_or_else(|_| PG_ADMIN.to_owned());
+        if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}

@@ -122,7 +122,10 @@ impl PgStore {
         // An unreachable server fails the run within seconds, not after the kernel's minutes.
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("prebounce");
-        let mut client = config.connect(NoTls).map_err(err)?;
+        let mut client = config.connect(NoTls).map_err(|e| StoreError::Unreachable {
+            path: path.clone(),
+            detail: describe(&e),
+        })?;
         // A run waits for another's row locks as long as it would for SQLite's write lock,
         // then stops with "locked" (exit 2).
         let wait_ms = access.busy_timeout.as_millis().clamp(1, i32::MAX as u128);
