@@ -95,7 +95,7 @@ fn session(store: &str, dir: &Path) -> Vec<(String, String)> {
         args.extend(strings(extra));
         run_with(&args)
     };
-    let mut outputs = |step: &str, out: &str, o: Output| {
+    let outputs = |step: &str, out: &str, o: Output| {
         assert!(o.status.success(), "{step}: {}", stderr(&o));
         let folder = dir.join(out);
         let mut files = String::new();
