@@ -4,7 +4,7 @@
 # smtp_figures.sh) verified by one `verify`, then through the queue by 1, 2 and 3 workers on
 # their own source addresses (127.77.9.N), with the shared per-server budget and with
 # `--per-source`. Wall time from the workers' start to the last one's exit (the mx units
-# included), then `collect`. Needs the lab (lab/up, root the first time) with its PostgreSQL.
+# included), then `collect`. The job's store is the queue's database. Needs the lab (lab/up, root the first time) with its PostgreSQL.
 # PREBOUNCE_BIN=/path/to/prebounce measures that binary instead of building one.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,8 +48,7 @@ for mode in shared per-source; do
     dbs+=("$db")
     PGPASSWORD=lab-pg-pass psql -h 127.77.8.1 -U prebounce -d postgres -qc "CREATE DATABASE $db" >/dev/null
     q="$base/$db"
-    job=$("$bin" submit "$work/spread.csv" --queue "$q" --unit-size 250 "${opts[@]}" \
-      --store "$work/store-$mode-$n.sqlite3" 2>/dev/null)
+    job=$("$bin" submit "$work/spread.csv" --queue "$q" --unit-size 250 "${opts[@]}" 2>/dev/null)
     extra=()
     [ "$mode" = per-source ] && extra=(--per-source)
     t0=$(date +%s.%N)
