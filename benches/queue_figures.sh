@@ -67,7 +67,7 @@ for mode in shared per-source; do
     net=$("$bin" status "$job" --queue "$q" --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)["network"]
-print(f"{s[\"smtp_sessions\"]} sessions, {s[\"rcpt_commands\"]} RCPT")')
+print("%d sessions, %d RCPT" % (s["smtp_sessions"], s["rcpt_commands"]))')
     echo "$mode, $n worker(s): $(echo "$t1 - $t0" | bc) s; $net; lists $(counts "$work/out-$mode-$n")($same rows as one verify)"
   done
 done

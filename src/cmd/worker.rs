@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -38,6 +38,11 @@ pub struct Args {
     /// Probe connections this worker opens at once in all [default: the job's --connections].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
     connections: Option<u16>,
+    /// Units this worker takes at once (each one mail server's addresses, or a batch of
+    /// domains). Every server stays within its limits whatever the number: the budget is
+    /// shared.
+    #[arg(long, value_name = "N", default_value = "4", value_parser = parse_units)]
+    units: std::num::NonZeroU16,
     /// Count the per-server limits per source address (each worker's address gets the job's
     /// --per-host at each server), not across all workers: only where you know the servers
     /// judge each source on its own.
@@ -58,6 +63,13 @@ pub struct Args {
     quiet: bool,
 }
 
+fn parse_units(s: &str) -> Result<std::num::NonZeroU16, String> {
+    match s.parse::<u16>() {
+        Ok(n @ 1..=64) => Ok(std::num::NonZeroU16::new(n).expect("at least 1")),
+        _ => Err("a number of units from 1 to 64".into()),
+    }
+}
+
 /// How a unit ended, for the loop.
 enum Outcome {
     Done,
@@ -75,16 +87,70 @@ pub fn run(args: Args) -> Result<(), Failure> {
         format!("{host}-{}", std::process::id())
     });
     let stop = stop_on_signals().map_err(Failure::other)?;
-    let mut queue = args.queue.connect()?;
-    let mut budget: Option<PgBudget> = None;
-    let mut jobs: std::collections::HashMap<i64, Job> = std::collections::HashMap::new();
     let say = |text: String| {
         if !args.quiet {
             let _ = writeln!(std::io::stderr(), "prebounce worker {name}: {text}");
         }
     };
+    let units_done = AtomicU64::new(0);
+    // A unit is one mail server's addresses (or a batch of domains), and a server is probed
+    // by a few connections at most: one unit at a time would leave the worker waiting on one
+    // server's round trips. Its slots take units side by side, each with its own connections
+    // to the queue; the shared budget keeps every server within its limits whatever the slots.
+    let ended: Vec<Result<(), Failure>> = std::thread::scope(|scope| {
+        let slots: Vec<_> = (1..=args.units.get())
+            .map(|slot| {
+                let slot_name = if args.units.get() == 1 {
+                    name.clone()
+                } else {
+                    format!("{name}/{slot}")
+                };
+                let (args, stop, say, units_done) = (&args, &stop, &say, &units_done);
+                scope.spawn(move || {
+                    let ended = take_units(args, &slot_name, stop, say, units_done);
+                    // One slot's end for a reason other than a stop (port 25 blocked, the
+                    // queue refused) ends the others: they hand their units back.
+                    if ended.is_err() {
+                        stop.request();
+                    }
+                    ended
+                })
+            })
+            .collect();
+        slots
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Failure::other(anyhow::anyhow!("a unit slot panicked")))
+                })
+            })
+            .collect()
+    });
+    let units_done = units_done.load(Ordering::SeqCst);
+    if let Some(failure) = ended.into_iter().find_map(Result::err) {
+        return Err(failure);
+    }
+    if stop.is_requested() {
+        say(format!("stopped; {units_done} units done"));
+    } else {
+        say(format!("no work left; {units_done} units done"));
+    }
+    Ok(())
+}
+
+/// One slot's loop: claim a unit, do it, record it, until stopped (or idle with
+/// --exit-when-idle).
+fn take_units(
+    args: &Args,
+    name: &str,
+    stop: &Arc<Interrupt>,
+    say: &(impl Fn(String) + Sync),
+    units_done: &AtomicU64,
+) -> Result<(), Failure> {
+    let mut queue = args.queue.connect()?;
+    let mut budget: Option<PgBudget> = None;
+    let mut jobs: std::collections::HashMap<i64, Job> = std::collections::HashMap::new();
     let lease = args.lease.max(Duration::from_secs(3));
-    let mut units_done = 0u64;
     while !stop.is_requested() {
         let claimed = match queue.claim(&name, lease) {
             Ok(c) => c,
@@ -101,7 +167,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 Err(e) => return Err(super::job::queue_failure(e)),
             };
             if args.exit_when_idle && idle {
-                say(format!("no work left; {units_done} units done"));
                 return Ok(());
             }
             pause(&stop, Duration::from_millis(500));
@@ -133,9 +198,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 Ok(Outcome::Done)
             }
             Ok(UnitResult::Finished(servers, stats)) => {
-                match queue.complete(&unit, &name, &servers, stats.as_ref()) {
+                match queue.complete(&unit, name, &servers, stats.as_ref()) {
                     Ok(Ended::Recorded) => {
-                        units_done += 1;
+                        units_done.fetch_add(1, Ordering::SeqCst);
                         Ok(Outcome::Done)
                     }
                     Ok(Ended::LeaseLost) => {
@@ -177,7 +242,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Err(e) => return Err(super::job::queue_failure(e)),
         }
     }
-    say(format!("stopped; {units_done} units done"));
     Ok(())
 }
 
