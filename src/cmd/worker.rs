@@ -152,10 +152,10 @@ fn take_units(
     let mut jobs: std::collections::HashMap<i64, Job> = std::collections::HashMap::new();
     let lease = args.lease.max(Duration::from_secs(3));
     while !stop.is_requested() {
-        let claimed = match queue.claim(&name, lease) {
+        let claimed = match queue.claim(name, lease) {
             Ok(c) => c,
             Err(e) if e.is_connection() => {
-                queue = reconnect(&args.queue.queue, &stop, &say, e)?;
+                queue = reconnect(&args.queue.queue, stop, say, e)?;
                 continue;
             }
             Err(e) => return Err(super::job::queue_failure(e)),
@@ -169,7 +169,7 @@ fn take_units(
             if args.exit_when_idle && idle {
                 return Ok(());
             }
-            pause(&stop, Duration::from_millis(500));
+            pause(stop, Duration::from_millis(500));
             continue;
         };
         let job = match jobs.get(&unit.job) {
@@ -189,8 +189,8 @@ fn take_units(
             unit.addresses.len(),
             unit.attempts
         ));
-        let keeper = LeaseKeeper::start(&args.queue.queue, &unit, &name, lease, &stop);
-        let result = do_unit(&args, &job, &unit, &keeper.interrupt, &mut budget);
+        let keeper = LeaseKeeper::start(&args.queue.queue, &unit, name, lease, stop);
+        let result = do_unit(args, &job, &unit, &keeper.interrupt, &mut budget);
         let lost = keeper.finish();
         let outcome = match result {
             _ if lost => {
@@ -211,20 +211,18 @@ fn take_units(
                 }
             }
             Ok(UnitResult::Interrupted) => {
-                queue.hand_back(unit.id, &name).map(|()| Outcome::Stopped)
+                queue.hand_back(unit.id, name).map(|()| Outcome::Stopped)
             }
             Ok(UnitResult::CannotProbe(why)) => queue
-                .hand_back(unit.id, &name)
+                .hand_back(unit.id, name)
                 .map(|()| Outcome::CannotProbe(why)),
             Err(UnitError::NotTheUnits(why)) => {
                 say(format!("unit {}: {why}; handed back", unit.id));
-                queue.hand_back(unit.id, &name).map(|()| Outcome::Done)
+                queue.hand_back(unit.id, name).map(|()| Outcome::Done)
             }
             Err(UnitError::Failed(why)) => {
                 say(format!("unit {} failed: {why}", unit.id));
-                queue
-                    .fail(&unit, &name, &why, false)
-                    .map(|()| Outcome::Done)
+                queue.fail(&unit, name, &why, false).map(|()| Outcome::Done)
             }
         };
         match outcome {
@@ -237,7 +235,7 @@ fn take_units(
             }
             Err(e) if e.is_connection() => {
                 // The lease runs out and another worker takes the unit over.
-                queue = reconnect(&args.queue.queue, &stop, &say, e)?;
+                queue = reconnect(&args.queue.queue, stop, say, e)?;
             }
             Err(e) => return Err(super::job::queue_failure(e)),
         }
