@@ -41,7 +41,7 @@ pub struct Args {
     /// Units this worker takes at once (each one mail server's addresses, or a batch of
     /// domains). Every server stays within its limits whatever the number: the budget is
     /// shared.
-    #[arg(long, value_name = "N", default_value = "4", value_parser = parse_units)]
+    #[arg(long, value_name = "N", default_value = "8", value_parser = parse_units)]
     units: std::num::NonZeroU16,
     /// Count the per-server limits per source address (each worker's address gets the job's
     /// --per-host at each server), not across all workers: only where you know the servers
