@@ -592,3 +592,67 @@ fn collect_waits_for_nothing_and_submit_refuses_local_options() {
             > 0
     );
 }
+
+/// A server one worker gave up on (it failed every session) is skipped by the others for a
+/// while, instead of each failing there in turn; other servers are not affected, and with
+/// `--per-source` another source address still tries it.
+#[test]
+fn a_server_one_worker_gave_up_is_skipped_by_the_others() {
+    use prebounce::queue::budget::PgBudget;
+    use prebounce::smtp::budget::{BudgetRefusal, SharedBudget};
+    use prebounce::smtp::outbound::Egress;
+    use std::net::IpAddr;
+
+    let db = Db::new("giveup");
+    drop(prebounce::queue::db::Queue::connect(&db.url).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dead, alive): (IpAddr, IpAddr) = (
+        "127.77.3.99".parse().unwrap(),
+        "127.77.3.1".parse().unwrap(),
+    );
+    let (one, other) = (
+        Egress::Source("127.77.9.1".parse().unwrap()),
+        Egress::Source("127.77.9.2".parse().unwrap()),
+    );
+    // Asks `budget` for a place at `server` from `egress` until `done` says yes (the give-up
+    // is recorded in the background).
+    let ask_until = |budget: &PgBudget,
+                     egress: &Egress,
+                     server: IpAddr,
+                     done: &dyn Fn(&Result<_, BudgetRefusal>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = runtime.block_on(budget.open(egress, server, 4, Duration::ZERO));
+            if done(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{got:?}");
+            drop(got);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = PgBudget::connect(&db.url, false).unwrap();
+    let second = PgBudget::connect(&db.url, false).unwrap();
+    assert!(ask_until(&second, &other, dead, &|g| g.is_ok()).is_ok());
+    first.give_up(
+        &one,
+        dead,
+        "connection refused 3 times",
+        Duration::from_secs(60),
+    );
+    let refused = ask_until(&second, &other, dead, &|g| g.is_err());
+    assert_eq!(
+        refused.err(),
+        Some(BudgetRefusal::GivenUp("connection refused 3 times".into()))
+    );
+    assert!(ask_until(&second, &other, alive, &|g| g.is_ok()).is_ok());
+    // Counted per source: the source that gave up skips it, another still asks.
+    let per_one = PgBudget::connect(&db.url, true).unwrap();
+    let per_other = PgBudget::connect(&db.url, true).unwrap();
+    per_one.give_up(&one, alive, "timeouts", Duration::from_secs(60));
+    assert!(ask_until(&per_one, &one, alive, &|g| g.is_err()).is_err());
+    assert!(ask_until(&per_other, &other, alive, &|g| g.is_ok()).is_ok());
+}

@@ -6,7 +6,8 @@
 //!   partition) gives its places back by dying: nothing to expire or clean up.
 //! - **Pause between opens and backoff:** one row per server in `server_pace`, updated
 //!   atomically: each open reserves the next instant (`next_open`, pushed on by the pause) and
-//!   waits for it; a 421 or a rate limit pushes `backoff_until` for every worker.
+//!   waits for it; a 421 or a rate limit pushes `backoff_until` for every worker, and a server
+//!   a worker gave up on (`given_up_until`) is skipped by the others.
 //!
 //! A server is counted by its address, whichever worker and source address connect to it
 //! (it is the server's tolerance), unless `per_source` says to count per source too.
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::smtp::budget::{BudgetFuture, SharedBudget, SharedPermit};
+use crate::smtp::budget::{BudgetFuture, BudgetRefusal, SharedBudget, SharedPermit};
 use crate::smtp::outbound::Egress;
 
 /// How often a full server is asked again.
@@ -218,6 +219,23 @@ impl Inner {
         Ok(None)
     }
 
+    /// Why another worker gave the server up, while it stays given up.
+    async fn given_up(&self, server: String) -> Result<Option<String>, String> {
+        self.with_client(move |c| {
+            let server = server.clone();
+            Box::pin(async move {
+                c.query_opt(
+                    "SELECT coalesce(given_up_why, '') FROM prebounce.server_pace
+                     WHERE server = $1 AND given_up_until > clock_timestamp()",
+                    &[&server],
+                )
+                .await
+                .map(|r| r.map(|r| r.get::<_, String>(0)))
+            })
+        })
+        .await
+    }
+
     /// Reserves the next open at a server: returns how long to wait for it.
     async fn reserve_open(&self, server: String, pause: Duration) -> Result<Duration, String> {
         let pause = pause.as_secs_f64();
@@ -248,14 +266,28 @@ impl Inner {
         pace: String,
         limit: usize,
         pause: Duration,
-    ) -> Result<SharedPermit, String> {
+    ) -> Result<SharedPermit, BudgetRefusal> {
         loop {
-            if let Some(slot) = self.try_place(key, limit).await? {
+            if let Some(why) = self
+                .given_up(pace.clone())
+                .await
+                .map_err(BudgetRefusal::Unreachable)?
+            {
+                return Err(BudgetRefusal::GivenUp(why));
+            }
+            if let Some(slot) = self
+                .try_place(key, limit)
+                .await
+                .map_err(BudgetRefusal::Unreachable)?
+            {
                 let place = Place {
                     key: (key, slot),
                     releases: self.releases.clone(),
                 };
-                let wait = self.reserve_open(pace, pause).await?;
+                let wait = self
+                    .reserve_open(pace, pause)
+                    .await
+                    .map_err(BudgetRefusal::Unreachable)?;
                 tokio::time::sleep(wait).await;
                 return Ok(SharedPermit::new(place));
             }
@@ -297,7 +329,9 @@ impl SharedBudget for PgBudget {
         Box::pin(async move {
             let mut task = task;
             let _abort = AbortOnDrop(task.abort_handle());
-            (&mut task).await.map_err(|e| e.to_string())?
+            (&mut task)
+                .await
+                .map_err(|e| BudgetRefusal::Unreachable(e.to_string()))?
         })
     }
 
@@ -316,6 +350,32 @@ impl SharedBudget for PgBudget {
                              ON CONFLICT (server) DO UPDATE SET backoff_until =
                                greatest(p.backoff_until, clock_timestamp() + make_interval(secs => $2))",
                             &[&pace, &secs],
+                        )
+                        .await
+                    })
+                })
+                .await;
+        });
+    }
+
+    fn give_up(&self, egress: &Egress, server: IpAddr, why: &str, wait: Duration) {
+        let pace = self.inner.pace_key(egress, server);
+        let me = Arc::clone(&self.inner);
+        let (why, secs) = (why.replace('\0', ""), wait.as_secs_f64());
+        self.inner.handle.spawn(async move {
+            let _ = me
+                .with_client(move |c| {
+                    let (pace, why) = (pace.clone(), why.clone());
+                    Box::pin(async move {
+                        c.execute(
+                            "INSERT INTO prebounce.server_pace AS p
+                               (server, next_open, given_up_until, given_up_why)
+                             VALUES ($1, clock_timestamp(),
+                               clock_timestamp() + make_interval(secs => $2), $3)
+                             ON CONFLICT (server) DO UPDATE SET
+                               given_up_until = greatest(p.given_up_until, excluded.given_up_until),
+                               given_up_why = excluded.given_up_why",
+                            &[&pace, &secs, &why],
                         )
                         .await
                     })

@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS prebounce.server_pace (
     next_open     TIMESTAMPTZ NOT NULL,
     backoff_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
 );
+-- A server a worker gave up on (it failed every session): the others skip it until then.
+ALTER TABLE prebounce.server_pace
+    ADD COLUMN IF NOT EXISTS given_up_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    ADD COLUMN IF NOT EXISTS given_up_why TEXT;
 ";
 
 /// Bytes of the list per `job_input` row.

@@ -30,15 +30,37 @@ impl fmt::Debug for SharedPermit {
     }
 }
 
-pub type BudgetFuture<'a> = Pin<Box<dyn Future<Output = Result<SharedPermit, String>> + Send + 'a>>;
+/// Why a shared budget gives no place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetRefusal {
+    /// Another process gave the server up (it kept failing there): this one does not ask it
+    /// again either, for now.
+    GivenUp(String),
+    /// The budget cannot be reached: the server is unreached for now, never a verdict.
+    Unreachable(String),
+}
+
+impl fmt::Display for BudgetRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BudgetRefusal::GivenUp(why) => write!(f, "given up by another worker: {why}"),
+            BudgetRefusal::Unreachable(why) => {
+                write!(f, "the shared politeness budget: {why}")
+            }
+        }
+    }
+}
+
+pub type BudgetFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<SharedPermit, BudgetRefusal>> + Send + 'a>>;
 
 /// Per-server limits counted across processes.
 pub trait SharedBudget: Send + Sync + fmt::Debug {
     /// Waits until one more connection from `egress` to `server` keeps every process sharing
     /// the budget within the server's limits: fewer than `limit` open at once, `pause` since
     /// the last one opened anywhere, no backoff in force. The permit counts the connection
-    /// while it is open. Err: the budget cannot be reached (the caller treats the server as
-    /// unreached for now, never as a verdict).
+    /// while it is open. Err: another process gave the server up, or the budget cannot be
+    /// reached (either way the caller treats the server as unreached, never as a verdict).
     fn open<'a>(
         &'a self,
         egress: &'a Egress,
@@ -49,4 +71,8 @@ pub trait SharedBudget: Send + Sync + fmt::Debug {
 
     /// `server` answered 421 or a rate limit: no process opens a connection to it for `wait`.
     fn back_off(&self, egress: &Egress, server: IpAddr, wait: Duration);
+
+    /// This process gave `server` up (`why`): no process asks it again for `wait`, so a
+    /// server that fails every session is not tried again by each worker in turn.
+    fn give_up(&self, egress: &Egress, server: IpAddr, why: &str, wait: Duration);
 }

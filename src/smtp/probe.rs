@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::budget::{SharedBudget, SharedPermit};
+use super::budget::{BudgetRefusal, SharedBudget, SharedPermit};
 use super::egress::{BlockedBy, ConnectOutcome, EgressBlock, EgressJudge, JudgeConfig, Judgement};
 pub use super::outbound::Egress;
 use super::plan::{DomainPlan, PlanConfig, ServerAddress, SessionRan, Step, Unreached};
@@ -232,6 +232,11 @@ struct HostState {
 /// A failure counts only when its session began this long after the last counted one.
 const FAILURE_SPACING: Duration = Duration::from_millis(500);
 
+/// How long a server one process gave up on is given up by every process sharing the budget:
+/// long enough that the other workers of a job do not each try it in turn, short enough that
+/// a server back from an outage is asked again by a later job.
+const SHARED_GIVE_UP: Duration = Duration::from_secs(30 * 60);
+
 struct Host {
     state: Mutex<HostState>,
     changed: Notify,
@@ -340,6 +345,16 @@ impl Host {
         let mut s = self.lock();
         s.failures = 0;
         s.backoff_level = 0;
+    }
+
+    /// Another process sharing the budget gave the host up: so does this one.
+    fn given_up_elsewhere(&self, why: &str) {
+        let mut s = self.lock();
+        if s.given_up.is_none() {
+            s.given_up = Some(why.to_owned());
+            drop(s);
+            self.changed.notify_waiters();
+        }
     }
 
     /// Counts a failure; true when the host is given up on because of it.
@@ -768,6 +783,15 @@ impl Prober {
         }))
     }
 
+    /// Counts a host given up on, and tells the processes sharing the budget.
+    fn gave_up(&self, host: &Host) {
+        bump(&self.counters.hosts_given_up, 1);
+        if let Some(budget) = &self.config.shared_budget {
+            let why = host.lock().given_up.clone().unwrap_or_default();
+            budget.give_up(&host.egress, host.ip, &why, SHARED_GIVE_UP);
+        }
+    }
+
     /// Backs a server address off after a 421 or a rate-limit reply (its provider's whole
     /// fleet too, when the provider counts limits fleet-wide). Returns when it may be asked
     /// again.
@@ -967,7 +991,7 @@ impl Prober {
                 self.config.give_up_after + 2,
                 started,
             ) {
-                bump(&self.counters.hosts_given_up, 1);
+                self.gave_up(host);
             }
         } else if matches!(stop, Stop::Finished)
             && !matches!(end, Some(SessionEnd::ProtocolError(_)))
@@ -985,7 +1009,7 @@ impl Prober {
             && host.failed(why, self.config.give_up_after, started)
         {
             // A server that breaks the dialogue every time is not asked forever.
-            bump(&self.counters.hosts_given_up, 1);
+            self.gave_up(host);
         }
         let interrupted = match stop {
             Stop::Finished => None,
@@ -1003,7 +1027,7 @@ impl Prober {
         if let Some(why) = &interrupted
             && host.failed(&format!("{why:?}"), self.config.give_up_after, started)
         {
-            bump(&self.counters.hosts_given_up, 1);
+            self.gave_up(host);
         }
         SessionRan {
             server,
@@ -1059,11 +1083,14 @@ impl Prober {
                         if let Some(budget) = &self.config.shared_budget {
                             match self.shared_place(budget.as_ref(), &host, ip).await {
                                 Some(Ok(shared)) => slot.shared = Some(shared),
-                                Some(Err(why)) => {
-                                    unreached.failed(
-                                        format!("{server}: the shared politeness budget: {why}"),
-                                        false,
-                                    );
+                                Some(Err(BudgetRefusal::GivenUp(why))) => {
+                                    let why = format!("given up by another worker: {why}");
+                                    host.given_up_elsewhere(&why);
+                                    unreached.skipped(format!("{server}: {why}"));
+                                    continue 'servers;
+                                }
+                                Some(Err(refusal)) => {
+                                    unreached.failed(format!("{server}: {refusal}"), false);
                                     continue 'servers;
                                 }
                                 None => return Contact::Stopped,
@@ -1097,7 +1124,7 @@ impl Prober {
         budget: &dyn SharedBudget,
         host: &Host,
         ip: IpAddr,
-    ) -> Option<Result<SharedPermit, String>> {
+    ) -> Option<Result<SharedPermit, BudgetRefusal>> {
         let limit = host.lock().limit;
         let wait = budget.open(&host.egress, ip, limit, host.pause);
         tokio::pin!(wait);
@@ -1341,7 +1368,7 @@ impl Prober {
         };
         bump(&self.counters.connect_failures, 1);
         if host.failed(&why, self.config.give_up_after, started) {
-            bump(&self.counters.hosts_given_up, 1);
+            self.gave_up(host);
         }
         unreached.failed(why, timed_out);
         None
@@ -1387,7 +1414,7 @@ impl Prober {
             _ => return false,
         };
         if host.failed(&why, give_up_after, started) {
-            bump(&self.counters.hosts_given_up, 1);
+            self.gave_up(host);
         }
         true
     }
