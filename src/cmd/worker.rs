@@ -93,6 +93,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
     };
     let units_done = AtomicU64::new(0);
+    let budget = std::sync::Mutex::new(None);
     // A unit is one mail server's addresses (or a batch of domains), and a server is probed
     // by a few connections at most: one unit at a time would leave the worker waiting on one
     // server's round trips. Its slots take units side by side, each with its own connections
@@ -105,9 +106,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 } else {
                     format!("{name}/{slot}")
                 };
-                let (args, stop, say, units_done) = (&args, &stop, &say, &units_done);
+                let (args, stop, say, units_done, budget) =
+                    (&args, &stop, &say, &units_done, &budget);
                 scope.spawn(move || {
-                    let ended = take_units(args, &slot_name, stop, say, units_done);
+                    let ended = take_units(args, &slot_name, stop, say, units_done, budget);
                     // One slot's end for a reason other than a stop (port 25 blocked, the
                     // queue refused) ends the others: they hand their units back.
                     if ended.is_err() {
@@ -146,9 +148,9 @@ fn take_units(
     stop: &Arc<Interrupt>,
     say: &(impl Fn(String) + Sync),
     units_done: &AtomicU64,
+    budget: &std::sync::Mutex<Option<PgBudget>>,
 ) -> Result<(), Failure> {
     let mut queue = args.queue.connect()?;
-    let mut budget: Option<PgBudget> = None;
     let mut jobs: std::collections::HashMap<i64, Job> = std::collections::HashMap::new();
     let lease = args.lease.max(Duration::from_secs(3));
     while !stop.is_requested() {
@@ -190,7 +192,7 @@ fn take_units(
             unit.attempts
         ));
         let keeper = LeaseKeeper::start(&args.queue.queue, &unit, name, lease, stop);
-        let result = do_unit(args, &job, &unit, &keeper.interrupt, &mut budget);
+        let result = do_unit(args, &job, &unit, &keeper.interrupt, budget);
         let lost = keeper.finish();
         let outcome = match result {
             _ if lost => {
@@ -263,7 +265,7 @@ fn do_unit(
     job: &Job,
     unit: &Unit,
     interrupt: &Arc<Interrupt>,
-    budget: &mut Option<PgBudget>,
+    budget: &std::sync::Mutex<Option<PgBudget>>,
 ) -> Result<UnitResult, UnitError> {
     let dir = tempfile::Builder::new()
         .prefix("prebounce-unit-")
@@ -297,15 +299,21 @@ fn do_unit(
         if let Some(n) = args.connections {
             smtp.connections = usize::from(n);
         }
-        if budget.is_none() {
-            *budget = Some(
-                PgBudget::connect(&args.queue.queue, args.per_source)
-                    .map_err(UnitError::NotTheUnits)?,
-            );
-        }
-        smtp.shared_budget = budget
-            .clone()
-            .map(|b| Arc::new(b) as Arc<dyn prebounce::smtp::budget::SharedBudget>);
+        // One budget connection for all the worker's slots: it knows the places each holds
+        // (an advisory lock is re-entrant within a session), so they count as separate
+        // connections.
+        let shared = {
+            let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
+            if budget.is_none() {
+                *budget = Some(
+                    PgBudget::connect(&args.queue.queue, args.per_source)
+                        .map_err(UnitError::NotTheUnits)?,
+                );
+            }
+            budget.clone()
+        };
+        smtp.shared_budget =
+            shared.map(|b| Arc::new(b) as Arc<dyn prebounce::smtp::budget::SharedBudget>);
     }
     match prebounce::verify(&config) {
         Ok(summary) => match &summary.mailboxes_not_checked {
