@@ -92,6 +92,7 @@ pub fn job_config(
     store.job_run = Some(JobRun {
         fingerprint: job_fingerprint(job),
         finish: finish_run,
+        as_of: job.submitted_us.div_euclid(1_000_000),
     });
     config.store = Some(store);
     Ok((args, config))

@@ -164,7 +164,9 @@ impl RunStore {
                 under.sender.as_deref().unwrap_or("")
             ),
         };
-        let mut run = main.begin_run(&fingerprint, now.saturating_sub(max_age))?;
+        // A job's stored verdicts are judged as of its submission (see `JobRun::as_of`).
+        let judged_at = opts.job_run.as_ref().map_or(now, |j| j.as_of.min(now));
+        let mut run = main.begin_run(&fingerprint, judged_at.saturating_sub(max_age))?;
         // A job's units and its collect are one run by design, not a resumed interruption.
         if opts.job_run.is_some() {
             run.resumed = false;
@@ -186,7 +188,7 @@ impl RunStore {
                 Store::open(&opts.path, access)?,
                 CachePolicy {
                     level,
-                    now,
+                    now: judged_at,
                     max_age,
                     // --fresh: only what this run (or the interrupted run it resumes) decided.
                     fresh: opts.fresh.then_some(run.id),

@@ -193,6 +193,11 @@ pub struct JobRun {
     /// Marks the run finished when the lists are written: a worker's unit leaves it open (the
     /// job goes on), the collect finishes it.
     pub finish: bool,
+    /// When the job was submitted (unix seconds): the ages of stored verdicts are read as of
+    /// then, by every unit and by the collect alike. A verdict one unit answered from the
+    /// store must still answer the collect days later, which would otherwise verify it again
+    /// itself, from its own machine and outside the shared politeness budget.
+    pub as_of: i64,
 }
 
 impl StoreOptions {
