@@ -396,3 +396,56 @@ fn a_store_that_cannot_be_used_is_said_clearly_without_its_password() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("newer prebounce"), "{}", stderr(&o));
 }
+
+/// A role that may read the store and not change it (a team's dashboards): `suppress list`
+/// works, a write is refused in one line (exit 2), and opening the store changes nothing.
+#[test]
+fn a_role_that_may_only_read_lists_and_is_refused_writes() {
+    let _turn = lab_turn();
+    let db = Db::new("reader");
+    let o = run(
+        &["suppress", "add", "gone@example.test", "--store", &db.url],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let role = format!("pb_reader_{}", std::process::id());
+    let mut c = db.client();
+    c.batch_execute(&format!(
+        "DROP ROLE IF EXISTS {role};
+         CREATE ROLE {role} LOGIN PASSWORD 'reader-pass';
+         GRANT CONNECT ON DATABASE {db} TO {role};
+         GRANT USAGE ON SCHEMA prebounce TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA prebounce TO {role};",
+        db = db.name
+    ))
+    .unwrap();
+    let (_, host) = db.url.split_once('@').unwrap();
+    let reader = format!("postgres://{role}:reader-pass@{host}");
+    let o = run(&["suppress", "list", "--store", &reader], b"");
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let refused = run(
+        &["suppress", "add", "other@example.test", "--store", &reader],
+        b"",
+    );
+    // The role's grants go with the database; then the role itself.
+    drop(c);
+    drop(db);
+    let admin = std::env::var("PREBOUNCE_PG_URL").unwrap_or_else(|_| PG_ADMIN.to_owned());
+    postgres::Client::connect(&admin, postgres::NoTls)
+        .unwrap()
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(listed.contains("gone@example.test"), "{listed}");
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("read-only"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !stderr(&refused).contains("reader-pass"),
+        "{}",
+        stderr(&refused)
+    );
+}

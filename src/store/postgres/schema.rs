@@ -106,46 +106,53 @@ pub enum Migrated {
 }
 
 /// Create or migrate the store's tables, under [`SCHEMA_LOCK`], in the caller's transaction.
+/// A store already at this version is only read: a role that may read it and not change it
+/// (a team's dashboards, `suppress list`) can open it.
 pub fn migrate(tx: &mut Transaction<'_>) -> Result<Migrated, postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-    tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS prebounce;
-         CREATE TABLE IF NOT EXISTS prebounce.store_version (version INTEGER NOT NULL)",
-    )?;
-    let found: Option<i32> = tx
-        .query_opt("SELECT max(version) FROM prebounce.store_version", &[])?
-        .and_then(|r| r.get(0));
-    let found = match found {
-        Some(v) => v as u32,
-        None => {
-            let foreign: bool = tx
-                .query_one(
-                    "SELECT to_regclass('prebounce.addresses') IS NOT NULL
-                        OR to_regclass('prebounce.suppressions') IS NOT NULL",
-                    &[],
-                )?
-                .get(0);
-            if foreign {
-                return Ok(Migrated::Foreign);
-            }
-            FIRST - 1
+    let versioned: bool = tx
+        .query_one(
+            "SELECT to_regclass('prebounce.store_version') IS NOT NULL",
+            &[],
+        )?
+        .get(0);
+    let found = if versioned {
+        let v: Option<i32> = tx
+            .query_one("SELECT max(version) FROM prebounce.store_version", &[])?
+            .get(0);
+        v.map_or(FIRST - 1, |v| v as u32)
+    } else {
+        let foreign: bool = tx
+            .query_one(
+                "SELECT to_regclass('prebounce.addresses') IS NOT NULL
+                    OR to_regclass('prebounce.suppressions') IS NOT NULL",
+                &[],
+            )?
+            .get(0);
+        if foreign {
+            return Ok(Migrated::Foreign);
         }
+        FIRST - 1
     };
     if found > VERSION {
         return Ok(Migrated::Newer(found));
     }
+    if found == VERSION {
+        return Ok(Migrated::Current);
+    }
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS prebounce;
+         CREATE TABLE IF NOT EXISTS prebounce.store_version (version INTEGER NOT NULL)",
+    )?;
     for (i, sql) in MIGRATIONS.iter().enumerate() {
-        let to = FIRST + i as u32;
-        if to > found {
+        if FIRST + i as u32 > found {
             tx.batch_execute(sql)?;
         }
     }
-    if found < VERSION {
-        tx.execute("DELETE FROM prebounce.store_version", &[])?;
-        tx.execute(
-            "INSERT INTO prebounce.store_version (version) VALUES ($1)",
-            &[&(VERSION as i32)],
-        )?;
-    }
+    tx.execute("DELETE FROM prebounce.store_version", &[])?;
+    tx.execute(
+        "INSERT INTO prebounce.store_version (version) VALUES ($1)",
+        &[&(VERSION as i32)],
+    )?;
     Ok(Migrated::Current)
 }
