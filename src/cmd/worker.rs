@@ -70,6 +70,10 @@ fn parse_units(s: &str) -> Result<std::num::NonZeroU16, String> {
     }
 }
 
+/// The pause after a unit handed back for a reason not its own, doubled each time in a row.
+const FIRST_SETBACK: Duration = Duration::from_secs(1);
+const MAX_SETBACK: Duration = Duration::from_secs(30);
+
 /// How a unit ended, for the loop.
 enum Outcome {
     Done,
@@ -153,6 +157,7 @@ fn take_units(
     let mut queue = args.queue.connect()?;
     let mut jobs: std::collections::HashMap<i64, Job> = std::collections::HashMap::new();
     let lease = args.lease.max(Duration::from_secs(3));
+    let mut setback = FIRST_SETBACK;
     while !stop.is_requested() {
         let claimed = match queue.claim(name, lease) {
             Ok(c) => c,
@@ -200,6 +205,7 @@ fn take_units(
                 Ok(Outcome::Done)
             }
             Ok(UnitResult::Finished(servers, stats)) => {
+                setback = FIRST_SETBACK;
                 match queue.complete(&unit, name, &servers, stats.as_ref()) {
                     Ok(Ended::Recorded) => {
                         units_done.fetch_add(1, Ordering::SeqCst);
@@ -219,8 +225,17 @@ fn take_units(
                 .hand_back(unit.id, name)
                 .map(|()| Outcome::CannotProbe(why)),
             Err(UnitError::NotTheUnits(why)) => {
-                say(format!("unit {}: {why}; handed back", unit.id));
-                queue.hand_back(unit.id, name).map(|()| Outcome::Done)
+                say(format!(
+                    "unit {}: {why}; handed back, trying again in {}s",
+                    unit.id,
+                    setback.as_secs()
+                ));
+                let handed = queue.hand_back(unit.id, name).map(|()| Outcome::Done);
+                // What failed (the store, a full database) is this machine's or the
+                // database's: taking the unit again at once would only fail again, faster.
+                pause(stop, setback);
+                setback = (setback * 2).min(MAX_SETBACK);
+                handed
             }
             Err(UnitError::Failed(why)) => {
                 say(format!("unit {} failed: {why}", unit.id));
