@@ -657,11 +657,12 @@ fn a_server_one_worker_gave_up_is_skipped_by_the_others() {
     assert!(ask_until(&per_other, &other, alive, &|g| g.is_ok()).is_ok());
 }
 
-/// A verdict a unit answered from the store still answers the collect after it has aged past
-/// `--max-age`: the job judges stored verdicts as of its submission, so the collect never
-/// verifies anything again itself (from its own machine, outside the shared budget).
+/// Submit queues only what the store does not answer; the collect, however late it comes,
+/// answers those addresses as submit judged them (as of the job's submission) and the rest
+/// from the units' verdicts, so it never verifies anything itself (from its own machine,
+/// outside the shared budget), even past `--max-age` of what was stored.
 #[test]
-fn the_collect_answers_what_the_units_answered_however_late_it_comes() {
+fn the_collect_answers_what_submit_and_the_units_answered_however_late_it_comes() {
     let _turn = lab_turn();
     let db = Db::new("asof");
     let dir = tempfile::tempdir().unwrap();
@@ -678,37 +679,39 @@ fn the_collect_answers_what_the_units_answered_however_late_it_comes() {
         "--allow-reserved-domains",
         "--allow-private-mx",
     ]);
-    // Verdicts stored a moment before the job, in the queue's database (the job's store).
-    let mut verify = strings_of(&["verify", list.to_str().unwrap(), "-q", "--force", "-o"]);
-    verify.push(dir.path().join("before").display().to_string());
-    verify.extend(["--store".to_owned(), db.url.clone()]);
-    verify.extend(options.iter().cloned());
-    let o = run(&verify.iter().map(String::as_str).collect::<Vec<_>>(), b"");
-    assert!(o.status.success(), "{}", stderr(&o));
+    let verify = |list: &Path, out: &str, store: &[&str]| {
+        let mut args = strings_of(&["verify", list.to_str().unwrap(), "-q", "--force", "-o"]);
+        args.push(dir.path().join(out).display().to_string());
+        args.extend(strings_of(store));
+        args.extend(options.iter().cloned());
+        let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    // Half the list's verdicts stored a moment before the job, in the queue's database (the
+    // job's store).
+    let half = write_list(dir.path(), "half.csv", &emails[..3]);
+    verify(&half, "half", &["--store", &db.url]);
     let stored_at = Instant::now();
     let mut job_options = options.clone();
     job_options.extend(strings_of(&["--max-age", "4s"]));
     let job = submit(&db, &list, 100, &job_options);
+    let s = status(&db, &job);
+    assert_eq!(s["addresses"], 3, "only the rest is queued: {s}");
     finish(worker(&db, 12, &["--exit-when-idle"]));
     let s = status(&db, &job);
     assert_eq!(s["state"], "done", "{s}");
-    // The units answered every address from the store.
-    assert_eq!(s["network"]["dns_queries"], 0, "{s}");
-    // Past --max-age of those verdicts: the collect still answers from them.
+    // Past --max-age of the stored verdicts: the collect still answers from them.
     std::thread::sleep(Duration::from_secs(5).saturating_sub(stored_at.elapsed()));
     let out = dir.path().join("out");
     collect(&db, &job, &out);
     let collected = summary(&out);
     assert_eq!(collected["dns"]["queries"], 0, "{collected}");
-    assert_eq!(
-        collected["store"]["cached_rows"],
-        emails.len(),
-        "{collected}"
-    );
+    assert_eq!(collected["store"]["cached_rows"], 3, "{collected}");
+    verify(&list, "single", &["--no-store"]);
     for list in LISTS {
         assert_eq!(
             column(&out, list, "email"),
-            column(&dir.path().join("before"), list, "email"),
+            column(&dir.path().join("single"), list, "email"),
             "{list}"
         );
     }

@@ -81,7 +81,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
             local.join(", ")
         )));
     }
-    let config = super::verify::config(&verify)?;
+    let mut config = super::verify::config(&verify)?;
+    // The job's store, which submit consults: the one --store names, else the queue's own.
+    if let Some(opts) = config.store.as_mut() {
+        opts.path = match verify.store_path() {
+            Some(path) => path.to_owned(),
+            None => std::path::PathBuf::from(&args.queue.queue),
+        };
+    }
     let mut files = Vec::new();
     for (flag, path) in verify.file_options() {
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -95,7 +102,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if config.level == prebounce::Level::Smtp && config.smtp.is_none() {
         return Err(prebounce::Error::SmtpNeedsSender.into());
     }
-    let list = list_addresses(&config)?;
+    let mut list = list_addresses(&config)?;
+    // What the store or the suppression list answers needs no unit: the job's collect answers
+    // it as of this same moment.
+    let submitted_at = config.clock.now();
+    let answered = prebounce::queue::work::drop_answered(&config, &mut list, submitted_at)
+        .map_err(prebounce::Error::Store)?;
     // The queue's own database is named by none: each worker reaches it by its own --queue
     // URL (its own host name, role and password), which the jobs table must not keep.
     let store = verify
@@ -118,6 +130,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         domains: list.domains,
         unit_size: args.unit_size,
         files,
+        submitted_at,
     };
     let addresses: usize = job.domains.iter().map(|(_, a)| a.len()).sum();
     let mut queue = args.queue.connect()?;
@@ -126,7 +139,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .map_err(super::job::queue_failure)?;
     let _ = writeln!(
         std::io::stderr(),
-        "prebounce: job {id}: {} rows, {addresses} distinct addresses at {} domains, level {}; \
+        "prebounce: job {id}: {} rows, {addresses} distinct addresses at {} domains to verify \
+         ({answered} more answered by the store or the suppression list), level {}; \
          start workers with `prebounce worker --queue URL`, follow it with `prebounce status {id} --queue URL`",
         job.rows,
         job.domains.len(),

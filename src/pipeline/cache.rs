@@ -438,3 +438,80 @@ fn domain_state<'a>(
         .insert_entry((Arc::clone(&address.domain), state));
     Ok(&entry.into_mut().1)
 }
+
+/// Of `addresses` (as the list wrote them, all well-formed), those a run of `config` would
+/// answer without any network work, judged at `now`: on the suppression list, or with a stored
+/// verdict that serves the run (the same rules as the store stage's). A distributed job
+/// queues only the rest; its collect judges the store as of the same moment (`JobRun::as_of`)
+/// and so answers these as submit did. Nothing when the run has no store, or an SQLite store
+/// not there yet (submit must not create one on its own machine).
+pub(crate) fn answered_without_network(
+    config: &VerifyConfig,
+    addresses: &[String],
+    now: i64,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut answered = std::collections::HashSet::new();
+    let Some(opts) = &config.store else {
+        return Ok(answered);
+    };
+    let postgres = opts
+        .path
+        .to_str()
+        .is_some_and(crate::store::postgres::is_postgres_url);
+    if !postgres && !opts.path.is_file() {
+        return Ok(answered);
+    }
+    let access = StoreAccess {
+        busy_timeout: opts.busy_timeout,
+        clock: config.clock,
+    };
+    let store = Store::open(&opts.path, access)?;
+    let suppressions = store.suppression_set()?;
+    let max_age = i64::try_from(opts.max_age.as_secs()).unwrap_or(i64::MAX);
+    // No run yet: -1 is no run's id, so no verdict is this run's own, and --fresh serves none.
+    let run = -1;
+    let policy = CachePolicy {
+        level: config.level,
+        now,
+        max_age,
+        fresh: opts.fresh.then_some(run),
+        job_run: None,
+        under: decided_under(config),
+    };
+    let looks_up = config.level != Level::Syntax && store.has_verdicts()?;
+    let mut domains: HashMap<String, DomainState> = HashMap::new();
+    store.reading(|store| {
+        for text in addresses {
+            let Ok(address) = syntax::check(text, config.syntax) else {
+                continue;
+            };
+            if suppressions.of(&address).is_some() {
+                answered.insert(text.clone());
+                continue;
+            }
+            if !looks_up {
+                continue;
+            }
+            let domain = match policy.level {
+                Level::Dns => {
+                    let name = address.domain_ascii();
+                    if !domains.contains_key(name) {
+                        let state = DomainState::of(store.lookup_domain(name)?, &policy, run);
+                        domains.insert(name.to_owned(), state);
+                    }
+                    &domains[name]
+                }
+                _ => DomainState::NOTHING,
+            };
+            let own = match domain.needs_own_verdict() {
+                true => store.lookup(&address.dedup_key())?,
+                false => None,
+            };
+            if answer_row(&policy, domain, own, run).verdict.is_some() {
+                answered.insert(text.clone());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(answered)
+}

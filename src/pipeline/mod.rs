@@ -50,6 +50,7 @@ use crate::store::{Previous, Write};
 use crate::verdict::Evidence;
 use crate::{Error, VerifyConfig};
 
+pub(crate) use cache::answered_without_network;
 pub(crate) use check::well_formed_addresses;
 
 use cache::{RunStore, StoreLookup};

@@ -139,6 +139,8 @@ pub struct NewJob {
     /// Options that named a file (--providers, --priors) with the file's contents: the
     /// workers' machines do not have the file.
     pub files: Vec<(String, String)>,
+    /// When it was submitted (unix seconds): the moment its stored verdicts are judged as of.
+    pub submitted_at: i64,
 }
 
 /// A job as the workers and `collect` read it.
@@ -295,8 +297,9 @@ impl Queue {
         let id: i64 = tx
             .query_one(
                 "INSERT INTO prebounce.jobs (input_name, args, level, store, state, rows_total,
-                   addresses, domains, unit_size, files)
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9::text::jsonb) RETURNING id",
+                   addresses, domains, unit_size, files, created_at)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9::text::jsonb,
+                   to_timestamp($10::int8)) RETURNING id",
                 &[
                     &job.input_name,
                     &job.args,
@@ -313,6 +316,7 @@ impl Queue {
                             .collect(),
                     )
                     .to_string(),
+                    &job.submitted_at,
                 ],
             )
             .map_err(err)?

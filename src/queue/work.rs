@@ -37,6 +37,26 @@ pub fn list_addresses(config: &VerifyConfig) -> Result<ListAddresses, Error> {
     Ok(ListAddresses { rows, domains })
 }
 
+/// Takes out of `list` the addresses the job's store or suppression list answers as of `now`
+/// (the job's submission: its collect answers them the same way), and the domains left with
+/// none; returns how many addresses it took out. They need no unit.
+pub fn drop_answered(
+    config: &VerifyConfig,
+    list: &mut ListAddresses,
+    now: i64,
+) -> Result<usize, crate::store::StoreError> {
+    let all: Vec<String> = list.domains.iter().flat_map(|(_, a)| a.clone()).collect();
+    let answered = crate::pipeline::answered_without_network(config, &all, now)?;
+    if answered.is_empty() {
+        return Ok(0);
+    }
+    for (_, addresses) in &mut list.domains {
+        addresses.retain(|a| !answered.contains(a));
+    }
+    list.domains.retain(|(_, a)| !a.is_empty());
+    Ok(answered.len())
+}
+
 /// Writes a unit's addresses as a one-column list (`email`) in `dir`, for the pipeline.
 pub fn write_unit_list(dir: &Path, addresses: &[String]) -> std::io::Result<PathBuf> {
     let path = dir.join("unit.csv");
