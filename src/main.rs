@@ -54,6 +54,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    silence_caught_mime_panics();
     let done = match Cli::parse().command {
         Command::Verify(args) => cmd::verify::run(*args),
         Command::Explain(args) => cmd::explain::run(&args),
@@ -69,4 +70,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     }
+}
+
+/// The bounce decoder catches the MIME parser's panics on malformed messages (it counts them
+/// unparseable); their message is not the user's business. Every other panic is reported as
+/// before.
+fn silence_caught_mime_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let from_mime_parser = info
+            .location()
+            .is_some_and(|l| l.file().contains(prebounce::bounce::MIME_PARSER_SOURCE));
+        if !from_mime_parser {
+            report(info);
+        }
+    }));
 }

@@ -1062,3 +1062,47 @@ fn dry_run_writes_nothing_and_a_foreign_database_is_refused() {
         "{summary}"
     );
 }
+
+/// mail-parser 0.11 panics on this message (a message/rfc822 part whose header block ends at
+/// a soft line break); found by `arbitrary_mime_never_panics`. It is unparseable, not a crash,
+/// and `bounces import` goes on with the other files and says nothing of the parser's panic.
+#[test]
+fn a_message_the_mime_parser_panics_on_is_unparseable() {
+    let text = [
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"X\"",
+        "",
+        "--X",
+        "Content-Type: message/rfc822",
+        "=E2=80=94=\r",
+        "Content-Type: message/rfc822",
+        "",
+        "",
+        "--X--",
+    ]
+    .join("\r\n");
+    assert!(matches!(
+        bounce::decode(text.as_bytes()).as_slice(),
+        [Decoded::Unparseable]
+    ));
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(dir.path().join("bad.eml"), &text).unwrap();
+    let good = std::fs::read_dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bounces/eml"),
+    )
+    .unwrap()
+    .filter_map(Result::ok)
+    .map(|e| e.path())
+    .find(|p| p.to_string_lossy().contains("lhost-postfix-06"))
+    .expect("a Postfix bounce in the corpus");
+    std::fs::copy(&good, dir.path().join("good.eml")).unwrap();
+    let out = prebounce(&[
+        "bounces".as_ref(),
+        "import".as_ref(),
+        dir.path().as_os_str(),
+        "--dry-run".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("unparseable 1"), "{err}");
+}

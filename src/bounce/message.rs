@@ -30,6 +30,19 @@ struct Parts {
 
 /// Decode one message. Never panics; reads at most [`MAX_MESSAGE_BYTES`].
 pub fn decode_message(bytes: &[u8]) -> Decoded {
+    // mail-parser 0.11 panics on some malformed multiparts (a message/rfc822 part whose
+    // headers end at a soft line break: "Invalid part ID, could not find multipart", found by
+    // tests/bounces.rs `arbitrary_mime_never_panics`). Such a message is unparseable, and the
+    // other messages of the import go on. The binary keeps the crate's panic message off
+    // stderr (`MIME_PARSER_SOURCE`).
+    std::panic::catch_unwind(|| decode_unguarded(bytes)).unwrap_or(Decoded::Unparseable)
+}
+
+/// The path fragment of the MIME parser's sources, for a panic hook that silences the panics
+/// [`decode_message`] catches.
+pub const MIME_PARSER_SOURCE: &str = "mail-parser-";
+
+fn decode_unguarded(bytes: &[u8]) -> Decoded {
     let bytes = &bytes[..bytes.len().min(MAX_MESSAGE_BYTES)];
     let normalized = lone_cr_to_lf(bytes);
     let bytes: &[u8] = normalized.as_deref().unwrap_or(bytes);

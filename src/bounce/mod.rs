@@ -24,6 +24,7 @@ mod dsn;
 mod esp;
 mod mbox;
 mod message;
+pub use message::MIME_PARSER_SOURCE;
 pub mod report;
 mod soft;
 mod text;
