@@ -176,6 +176,56 @@ impl Chunk {
         });
     }
 
+    /// Quote-free, LF-terminated lines ([`RecordSplitter::buffered_plain_lines`]) as rows, at
+    /// most `max_rows`, in one pass: blank lines are skipped, and it stops before a line of
+    /// `max_record` bytes or more (the full rules cut that one). Returns the rows pushed and the
+    /// bytes and lines they took.
+    fn push_plain_lines(
+        &mut self,
+        lines: &[u8],
+        delimiter: u8,
+        first_line: u64,
+        max_rows: usize,
+        max_record: usize,
+    ) -> (usize, usize, u64) {
+        let base = self.data.len();
+        self.data.extend_from_slice(lines);
+        let (mut rows, mut line, mut used) = (0, first_line, 0);
+        let (mut row_start, mut field_start, mut first_field) = (0, 0, self.bounds.len());
+        for at in memchr::memchr2_iter(delimiter, b'\n', lines) {
+            if lines[at] == delimiter {
+                self.bounds.push((base + field_start, base + at));
+                field_start = at + 1;
+                continue;
+            }
+            let len = at - row_start;
+            if len >= max_record {
+                self.bounds.truncate(first_field);
+                break;
+            }
+            line += 1;
+            if len > 0 {
+                self.bounds.push((base + field_start, base + at));
+                self.rows.push(RowSlot {
+                    first_field,
+                    raw: Some((base + row_start, base + at)),
+                    field_count: self.bounds.len() - first_field,
+                    line: line - 1,
+                    problem: None,
+                });
+                rows += 1;
+                first_field = self.bounds.len();
+            }
+            (row_start, field_start, used) = (at + 1, at + 1, at + 1);
+            if rows == max_rows {
+                break;
+            }
+        }
+        self.bounds.truncate(first_field);
+        self.data.truncate(base + used);
+        (rows, used, line - first_line)
+    }
+
     /// The fields of row `r`, exactly as parsed.
     pub fn fields(&self, r: usize) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         let slot = self.rows[r];
@@ -371,6 +421,8 @@ pub struct InputReader {
     last_full: Option<(usize, usize)>,
     /// Size of the input when known, for progress.
     pub total_bytes: Option<u64>,
+    /// Plain lines are taken a buffer at a time (off only in tests, as the reference).
+    block_reads: bool,
 }
 
 /// Rows sampled to detect the email column.
@@ -398,6 +450,18 @@ impl InputReader {
                 (Box::new(file), Some(meta.len()))
             }
         };
+        Self::from_reader(reader, total_bytes, opts, true, MAX_RECORD_BYTES)
+    }
+
+    /// `block_reads` and `max_record` are other than `true` and [`MAX_RECORD_BYTES`] only in
+    /// tests.
+    fn from_reader(
+        reader: Box<dyn Read + Send>,
+        total_bytes: Option<u64>,
+        opts: &InputOptions,
+        block_reads: bool,
+        max_record: usize,
+    ) -> Result<(InputReader, Dialect), InputError> {
         let mut splitter = RecordSplitter::new(reader, b',');
         let head = splitter.peek(SAMPLE_BYTES)?;
         if looks_like_utf16(head) {
@@ -418,6 +482,7 @@ impl InputReader {
             pending: None,
             last_full: None,
             total_bytes,
+            block_reads,
         };
 
         let mut first = Chunk::default();
@@ -427,7 +492,7 @@ impl InputReader {
             input.splitter.set_limit(MAX_HEADER_BYTES);
         }
         input.read_into(&mut first, 1)?;
-        input.splitter.set_limit(MAX_RECORD_BYTES);
+        input.splitter.set_limit(max_record);
         if let (false, Some(RowProblem::TooLong { bytes })) =
             (opts.no_header, first.rows.first().and_then(|r| r.problem))
         {
@@ -490,6 +555,12 @@ impl InputReader {
     fn read_into(&mut self, chunk: &mut Chunk, max_rows: usize) -> Result<(), InputError> {
         let mut n = 0;
         while n < max_rows {
+            if self.block_reads {
+                n += self.read_buffered_plain_lines(chunk, max_rows - n);
+                if n == max_rows {
+                    break;
+                }
+            }
             let Some(rec) = self.splitter.next_record()? else {
                 break;
             };
@@ -502,6 +573,16 @@ impl InputReader {
             n += parser.push_record(chunk, &rec, rec.line);
         }
         Ok(())
+    }
+
+    /// The rows the splitter's buffer holds as plain lines, at most `max_rows`.
+    fn read_buffered_plain_lines(&mut self, chunk: &mut Chunk, max_rows: usize) -> usize {
+        let (lines, first_line) = self.splitter.buffered_plain_lines();
+        let max_record = self.splitter.max_record();
+        let (rows, bytes, line_count) =
+            chunk.push_plain_lines(lines, self.delimiter, first_line, max_rows, max_record);
+        self.splitter.consume_plain_lines(bytes, line_count);
+        rows
     }
 
     /// The next batch of at most `max_rows` rows (None at end of input).
@@ -657,6 +738,62 @@ mod tests {
             }
         }
         Ok((dialect, rows))
+    }
+
+    /// Every row as the chunk holds it: cells, raw bytes, line and problem.
+    type RowDump = (Vec<Vec<u8>>, Option<Vec<u8>>, u64, Option<RowProblem>);
+
+    /// Reads `bytes` handed out `step` bytes at a time, in chunks of `chunk_rows`.
+    fn read_all(
+        bytes: &[u8],
+        step: usize,
+        chunk_rows: usize,
+        limit: usize,
+        block: bool,
+    ) -> Vec<RowDump> {
+        struct Trickle(Vec<u8>, usize, usize);
+        impl Read for Trickle {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = (self.0.len() - self.1).min(self.2).min(out.len());
+                out[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let source = Box::new(Trickle([b"email,name\n", bytes].concat(), 0, step));
+        let opts = InputOptions {
+            delimiter: Some(b','),
+            column: Some("email".into()),
+            ..InputOptions::default()
+        };
+        let (mut reader, _) = InputReader::from_reader(source, None, &opts, block, limit).unwrap();
+        let mut rows = Vec::new();
+        while let Some(chunk) = reader.next_chunk(chunk_rows).unwrap() {
+            for r in 0..chunk.len() {
+                let cells = chunk.fields(r).map(<[u8]>::to_vec).collect();
+                let raw = chunk.raw(r).map(<[u8]>::to_vec);
+                rows.push((cells, raw, chunk.rows[r].line, chunk.rows[r].problem));
+            }
+        }
+        rows
+    }
+
+    proptest::proptest! {
+        /// Plain lines taken a buffer at a time give the rows a record at a time gives, at any
+        /// read size, chunk size and record limit, among quotes, CRs and blank lines.
+        #[test]
+        fn buffered_plain_lines_read_as_records_do(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"ab,,\n\n\n\"\r@".to_vec()), 0..400),
+            step in 1usize..500,
+            chunk_rows in 1usize..9,
+            limit in 16usize..40,
+        ) {
+            proptest::prop_assert_eq!(
+                read_all(&bytes, step, chunk_rows, limit, true),
+                read_all(&bytes, step, chunk_rows, limit, false)
+            );
+        }
     }
 
     #[test]

@@ -203,6 +203,36 @@ impl<R: Read> RecordSplitter<R> {
         }
     }
 
+    /// The complete lines at the reader's position that are already buffered and need no
+    /// quoting rules: LF-terminated, no quote and no CR anywhere (the caller still skips blank
+    /// lines and stops before one too long). With the line number of the first. Most of a
+    /// typical list is read this way, a buffer at a time, instead of a record at a time.
+    pub fn buffered_plain_lines(&self) -> (&[u8], u64) {
+        if self.skip_lf || self.saw_quote || self.scan_at != self.start {
+            return (&[], self.line);
+        }
+        let mut region = &self.buf[self.start..self.filled];
+        if let Some(special) = memchr::memchr2(b'"', b'\r', region) {
+            region = &region[..special];
+        }
+        let end = memchr::memrchr(b'\n', region).map_or(0, |nl| nl + 1);
+        (&region[..end], self.line)
+    }
+
+    /// Moves past `bytes` bytes of [`Self::buffered_plain_lines`], `lines` lines.
+    pub fn consume_plain_lines(&mut self, bytes: usize, lines: u64) {
+        debug_assert!(self.start + bytes <= self.filled);
+        self.start += bytes;
+        self.scan_at = self.start;
+        self.consumed += bytes as u64;
+        self.line += lines;
+    }
+
+    /// The limit on a record's bytes.
+    pub fn max_record(&self) -> usize {
+        self.max_record
+    }
+
     /// Most rows hold no quote: find their end with one vectorised search. Returns None when the
     /// record has a quote (or is too long) and must be scanned byte by byte.
     fn next_plain(&mut self) -> io::Result<PlainScan> {
