@@ -204,8 +204,9 @@ const FREE_PROVIDERS: &[&str] = &[
     "mailbox.org",
 ];
 
-static ROLES: LazyLock<AHashSet<&'static str>> =
-    LazyLock::new(|| ROLE_LOCAL_PARTS.iter().copied().collect());
+/// By bytes: the lookup runs on every address, and needs no UTF-8 check this way.
+static ROLES: LazyLock<AHashSet<&'static [u8]>> =
+    LazyLock::new(|| ROLE_LOCAL_PARTS.iter().map(|r| r.as_bytes()).collect());
 static FREE: LazyLock<AHashSet<&'static str>> =
     LazyLock::new(|| FREE_PROVIDERS.iter().copied().collect());
 /// mailchecker's list (≈56k domains, MIT, maintained): its own check scans the list linearly
@@ -248,7 +249,7 @@ pub fn is_role(local: &str) -> bool {
     for (dst, src) in buf.iter_mut().zip(&bytes[..end]) {
         *dst = src.to_ascii_lowercase();
     }
-    std::str::from_utf8(&buf[..end]).is_ok_and(|base| ROLES.contains(base))
+    ROLES.contains(&buf[..end])
 }
 
 /// Longest entry of the role list.

@@ -243,25 +243,25 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
     if s.is_empty() {
         return Err(SyntaxError::Empty);
     }
+    let scan = CellScan::of(s.as_bytes());
     // "John <j@x.com>" is the common case; name it rather than blaming the space. Before the
     // quote test: exports write `"Smith, John" <j@x.com>`, whose local part is not quoted.
-    if s.contains('<') && s.ends_with('>') {
+    if scan.angle_bracket && s.ends_with('>') {
         return Err(SyntaxError::DisplayText);
     }
     if s.starts_with('"') {
         // Name the real problem: a quoted local part may hold spaces legitimately.
         return Err(LocalError::Quoted.into());
     }
-    let blank_or_control = if s.is_ascii() {
-        s.bytes().any(|b| b <= b' ' || b == 0x7f)
+    let blank_or_control = if scan.ascii {
+        scan.blank_or_control
     } else {
         s.chars().any(|c| c.is_whitespace() || c.is_control())
     };
     if blank_or_control {
         return Err(SyntaxError::Whitespace);
     }
-    // A plain loop beats memrchr on strings this short.
-    let Some(at) = s.bytes().rposition(|b| b == b'@') else {
+    let Some(at) = scan.last_at else {
         return Err(SyntaxError::NoAtSign);
     };
     let (local, domain) = (&s[..at], &s[at + 1..]);
@@ -273,7 +273,7 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
     }
 
     let mut flags = facts.flags;
-    if !local.is_ascii() {
+    if !scan.ascii && !local.is_ascii() {
         flags.insert(Flags::SMTPUTF8);
     }
     if lists::is_role(local) {
@@ -284,6 +284,54 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
         domain: facts,
         flags,
     })
+}
+
+/// What [`check`] needs to know about a cell's bytes before it splits it, from one pass: this
+/// runs on every row, and separate searches for each were a tenth of a syntax-level run.
+struct CellScan {
+    ascii: bool,
+    angle_bracket: bool,
+    /// A byte at or below the space, or DEL (meaningful when `ascii`).
+    blank_or_control: bool,
+    last_at: Option<usize>,
+}
+
+/// Byte classes for [`CellScan`]: 0 is a byte of no interest.
+const SCAN_CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'@' => 1,
+            b'<' => 2,
+            0..=b' ' | 0x7f => 3,
+            0x80..=0xff => 4,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
+
+impl CellScan {
+    fn of(bytes: &[u8]) -> CellScan {
+        let mut scan = CellScan {
+            ascii: true,
+            angle_bracket: false,
+            blank_or_control: false,
+            last_at: None,
+        };
+        for (i, &b) in bytes.iter().enumerate() {
+            match SCAN_CLASSES[b as usize] {
+                0 => {}
+                1 => scan.last_at = Some(i),
+                2 => scan.angle_bracket = true,
+                3 => scan.blank_or_control = true,
+                _ => scan.ascii = false,
+            }
+        }
+        scan
+    }
 }
 
 /// Per-thread memo of domain analysis. Bounded: when full it is simply cleared, which costs a
