@@ -235,6 +235,9 @@ struct RowFormat {
     status_and_reason: Vec<Vec<u8>>,
     /// `<delim>flags`, by flag bits.
     flags: Vec<Vec<u8>>,
+    /// The delimiter cannot occur in a well-formed address: the normalised address is copied
+    /// as it is.
+    addresses_need_no_quotes: bool,
 }
 
 impl RowFormat {
@@ -260,6 +263,7 @@ impl RowFormat {
             changes_encoder: FieldEncoder::new(b','),
             status_and_reason,
             flags,
+            addresses_need_no_quotes: !syntax::may_occur_in_address(delimiter),
         }
     }
 }
@@ -453,8 +457,10 @@ struct BatchWriter<'a, 'c> {
     provider_slot: HashMap<usize, Option<usize>, ahash::RandomState>,
     detail: String,
     normalized: String,
-    /// Probabilities repeat across rows (one per reason and flag floor): format each once.
-    p_texts: Vec<(u64, String)>,
+    /// The flags and probability cells repeat across rows (a probability per reason and flag
+    /// floor): each pair is formatted once, `<delim>flags<delim>p`, by flag bits and the
+    /// probability's bits.
+    flag_and_p_cells: Vec<((u8, u64), Vec<u8>)>,
     /// The store's clock for the batch's records (0 without a store).
     now: i64,
     /// The worker's [`DomainsSent`], locked at the batch's first dns-level verdict.
@@ -475,7 +481,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             provider_slot: HashMap::default(),
             detail: String::new(),
             normalized: String::new(),
-            p_texts: Vec::new(),
+            flag_and_p_cells: Vec::new(),
             now,
             sent: None,
         }
@@ -495,10 +501,10 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         let provider = self.provider(row, &v);
         let outcome = Outcome::of(row, v.reason, &self.cx.priors, provider);
         self.count(chunk, r, row, &v, &outcome);
-        self.fill_detail_and_address(row, &v);
-        let p_text = self.p_text(outcome.p);
+        self.fill_detail(row, &v);
+        let flag_and_p = self.flag_and_p_cells(&outcome);
         self.note_change(row, &v);
-        self.write_row(chunk, r, row, &v, &outcome, p_text);
+        self.write_row(chunk, r, row, &v, &outcome, flag_and_p);
         // Last: the store's record takes the verdict's detail and MX.
         self.record(row, &mut v);
     }
@@ -546,8 +552,8 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             .or_insert_with(|| providers.index_of_host(mx))
     }
 
-    /// The detail cell (with how a ragged row's shape differs) and the normalised address.
-    fn fill_detail_and_address(&mut self, row: &RowCheck, v: &Verdict) {
+    /// The detail cell (with how a ragged row's shape differs).
+    fn fill_detail(&mut self, row: &RowCheck, v: &Verdict) {
         self.detail.clear();
         self.detail.push_str(&v.detail);
         if let Some(ragged) = &row.ragged {
@@ -562,6 +568,10 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             }
             let _ = write!(self.detail, "{soft}");
         }
+    }
+
+    /// The row's normalised address in `self.normalized` (empty without one).
+    fn fill_normalized(&mut self, row: &RowCheck) {
         self.normalized.clear();
         if let Some(a) = row.evidence.address() {
             self.normalized.push_str(&a.local);
@@ -570,14 +580,19 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         }
     }
 
-    /// The index of `p`'s text in `p_texts`.
-    fn p_text(&mut self, p: f64) -> usize {
-        let bits = p.to_bits();
-        match self.p_texts.iter().position(|(b, _)| *b == bits) {
+    /// The index of the outcome's flags and probability cells in `flag_and_p_cells`.
+    fn flag_and_p_cells(&mut self, outcome: &Outcome) -> usize {
+        let key = (outcome.flags.bits(), outcome.p.to_bits());
+        match self.flag_and_p_cells.iter().position(|(k, _)| *k == key) {
             Some(k) => k,
             None => {
-                self.p_texts.push((bits, format!("{p:.4}")));
-                self.p_texts.len() - 1
+                let format = &self.cx.row_format;
+                let mut cells = format.flags[usize::from(key.0)].clone();
+                cells.push(self.cx.dialect.delimiter);
+                let p = format!("{:.4}", outcome.p);
+                format.encoder.push(&mut cells, p.as_bytes());
+                self.flag_and_p_cells.push((key, cells));
+                self.flag_and_p_cells.len() - 1
             }
         }
     }
@@ -590,6 +605,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         if prev.status == v.status {
             return;
         }
+        self.fill_normalized(row);
         let changes = &mut self.out.changes;
         self.out.transitions.push((prev.status, v.status));
         let verified_at =
@@ -626,7 +642,7 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         row: &RowCheck,
         v: &Verdict,
         outcome: &Outcome,
-        p_text: usize,
+        flag_and_p: usize,
     ) {
         let delim = self.cx.dialect.delimiter;
         let format = &self.cx.row_format;
@@ -644,28 +660,38 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
                 }
             }
         }
+        // Each cell costs a call or two: most of the appended ones are empty or from a small
+        // set formatted once, and the address is copied without a search for quotes where it
+        // cannot need any.
         out.extend_from_slice(&format.status_and_reason[v.reason.index()]);
-        let suggestion = row.evidence.address().and_then(Address::suggestion);
-        for cell in [
-            self.detail.as_str(),
-            self.normalized.as_str(),
-            suggestion.unwrap_or(""),
-        ] {
-            out.push(delim);
-            enc.push(out, cell.as_bytes());
+        out.push(delim);
+        enc.push(out, self.detail.as_bytes());
+        out.push(delim);
+        let address = row.evidence.address();
+        if let Some(a) = address {
+            if format.addresses_need_no_quotes {
+                out.extend_from_slice(a.local.as_bytes());
+                out.push(b'@');
+                out.extend_from_slice(a.domain_unicode().as_bytes());
+            } else {
+                enc.push(out, a.normalized().as_bytes());
+            }
         }
-        out.extend_from_slice(&format.flags[outcome.flags.bits() as usize]);
+        out.push(delim);
+        if let Some(suggestion) = address.and_then(Address::suggestion) {
+            enc.push(out, suggestion.as_bytes());
+        }
+        out.extend_from_slice(&self.flag_and_p_cells[flag_and_p].1);
+        out.push(delim);
+        if let Some(mx) = v.mx.as_deref() {
+            enc.push(out, mx.as_bytes());
+        }
+        out.push(delim);
         let provider = usize::from(outcome.provider)
             .checked_sub(1)
-            .and_then(|i| self.cx.providers.providers().get(i))
-            .map_or("", |p| p.id.as_str());
-        for cell in [
-            self.p_texts[p_text].1.as_str(),
-            v.mx.as_deref().unwrap_or(""),
-            provider,
-        ] {
-            out.push(delim);
-            enc.push(out, cell.as_bytes());
+            .and_then(|i| self.cx.providers.providers().get(i));
+        if let Some(p) = provider {
+            enc.push(out, p.id.as_bytes());
         }
         out.push(b'\n');
     }

@@ -52,7 +52,7 @@ const ATEXT: [bool; 256] = {
     t
 };
 
-fn is_atext(b: u8) -> bool {
+pub(crate) fn is_atext(b: u8) -> bool {
     ATEXT[b as usize]
 }
 

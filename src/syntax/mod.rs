@@ -286,6 +286,13 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
     })
 }
 
+/// Whether the ASCII byte `b` can occur in a well-formed address as [`Address::normalized`]
+/// writes it (bytes of 0x80 and up always can): when a list's delimiter cannot, the output
+/// writes that cell without looking for characters to quote.
+pub fn may_occur_in_address(b: u8) -> bool {
+    b >= 0x80 || b == b'.' || b == b'@' || local::is_atext(b)
+}
+
 /// What [`check`] needs to know about a cell's bytes before it splits it, from one pass: this
 /// runs on every row, and separate searches for each were a tenth of a syntax-level run.
 struct CellScan {
@@ -566,6 +573,25 @@ mod tests {
             "ä@ö.ü",
         ] {
             let _ = check(s, SyntaxOptions::default());
+        }
+    }
+
+    proptest::proptest! {
+        /// The output relies on it to copy the normalised address unquoted.
+        #[test]
+        fn a_well_formed_address_holds_only_bytes_that_may_occur_in_one(
+            cell in "[ -~]{0,30}|[a-zA-Z0-9.@\"<>,;|\t\r\n -]{1,30}|[a-z.+_é伊\u{301}@-]{1,20}|\\PC{1,20}@\\PC{1,20}"
+        ) {
+            for allow_reserved_domains in [false, true] {
+                let opts = SyntaxOptions { allow_reserved_domains, ..SyntaxOptions::default() };
+                if let Ok(address) = check(&cell, opts) {
+                    let normalized = address.normalized();
+                    proptest::prop_assert!(
+                        normalized.bytes().all(may_occur_in_address),
+                        "{:?} normalised as {:?}", cell, normalized
+                    );
+                }
+            }
         }
     }
 
