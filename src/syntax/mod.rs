@@ -583,7 +583,7 @@ mod tests {
             cell in "[ -~]{0,30}|[a-zA-Z0-9.@\"<>,;|\t\r\n -]{1,30}|[a-z.+_é伊\u{301}@-]{1,20}|\\PC{1,20}@\\PC{1,20}"
         ) {
             for allow_reserved_domains in [false, true] {
-                let opts = SyntaxOptions { allow_reserved_domains, ..SyntaxOptions::default() };
+                let opts = SyntaxOptions { allow_reserved_domains };
                 if let Ok(address) = check(&cell, opts) {
                     let normalized = address.normalized();
                     proptest::prop_assert!(
