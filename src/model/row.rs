@@ -38,11 +38,19 @@ impl std::fmt::Display for RowProblem {
 /// other; this says how it differs, for the `ragged-row` flag and the detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ragged {
-    pub found: usize,
-    pub expected: usize,
+    /// (u32: a row's cells are bounded by its bytes, and every checked row carries this.)
+    pub found: u32,
+    pub expected: u32,
     /// Set when the email column's cell held no address and exactly one other cell did (the
     /// cells were shifted): the 0-based column the address was taken from.
-    pub shifted_to: Option<usize>,
+    pub shifted_to: Option<u32>,
+}
+
+impl Ragged {
+    /// The column the row's address was taken from, when its cells were shifted.
+    pub fn shifted_column(&self) -> Option<usize> {
+        self.shifted_to.map(|c| c as usize)
+    }
 }
 
 impl std::fmt::Display for Ragged {

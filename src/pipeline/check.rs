@@ -61,9 +61,12 @@ fn gather_evidence(
         return (Evidence::Unreadable(Unreadable::Row(problem)), None);
     }
     let found = chunk.fields(r).len();
+    // A record's cells are bounded by its bytes (MAX_RECORD_BYTES, a header's by
+    // MAX_HEADER_BYTES): they fit.
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let mut ragged = (found != dialect.width).then_some(Ragged {
-        found,
-        expected: dialect.width,
+        found: count(found),
+        expected: count(dialect.width),
         shifted_to: None,
     });
     let check = |cell: &[u8]| match std::str::from_utf8(cell) {
@@ -83,7 +86,7 @@ fn gather_evidence(
     {
         // An unquoted delimiter in a cell before the address pushed it right: the one cell
         // that holds an address is the address, and the detail says so.
-        shape.shifted_to = Some(column);
+        shape.shifted_to = Some(count(column));
         return (moved, ragged);
     }
     (evidence, ragged)
@@ -146,7 +149,7 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
         .map(|r| {
             let (mut evidence, ragged) = gather_evidence(&chunk, r, dialect, cx.syntax);
             let address_column = ragged
-                .and_then(|s| s.shifted_to)
+                .and_then(|s| s.shifted_column())
                 .unwrap_or(dialect.email_column);
             let sendable = !matches!(
                 evidence,

@@ -27,6 +27,10 @@ use crate::{Level, VerifyConfig};
 use super::tally::{DomainCounts, Outcome, Tally};
 use super::{Checked, RowCheck, StageResult, StageStats};
 
+/// About what the prebounce columns add to a row (`,valid,syntax-ok,,` the address, flags,
+/// probability): what a list buffer is sized with.
+const APPENDED_BYTES: usize = 80;
+
 /// Rows serialised by one rayon task.
 const SERIALIZE_BATCH: usize = 1024;
 
@@ -465,6 +469,10 @@ struct BatchWriter<'a, 'c> {
     now: i64,
     /// The worker's [`DomainsSent`], locked at the batch's first dns-level verdict.
     sent: Option<MutexGuard<'a, AnalysesSent>>,
+    /// Rows of the batch not written yet (the current one included).
+    rows_left: usize,
+    /// A list buffer has been sized for the batch.
+    sized_one_list: bool,
 }
 
 impl<'a, 'c> BatchWriter<'a, 'c> {
@@ -484,6 +492,8 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             flag_and_p_cells: Vec::new(),
             now,
             sent: None,
+            rows_left: rows,
+            sized_one_list: false,
         }
     }
 
@@ -648,6 +658,19 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         let format = &self.cx.row_format;
         let enc = &format.encoder;
         let out = &mut self.out.lists[v.status.index()];
+        if out.capacity() == 0 {
+            // Room for the rest of the batch at this row's size (most of a batch goes to one
+            // list; the others get an eighth), so that a buffer is not regrown and copied.
+            let row_bytes = chunk.raw(r).map_or(64, <[u8]>::len) + APPENDED_BYTES;
+            let rows = if self.sized_one_list {
+                self.rows_left.div_ceil(8)
+            } else {
+                self.rows_left
+            };
+            out.reserve(rows * row_bytes);
+            self.sized_one_list = true;
+        }
+        self.rows_left = self.rows_left.saturating_sub(1);
         match chunk.raw(r) {
             // A quote-free row is already its own CSV encoding.
             Some(raw) => out.extend_from_slice(raw),

@@ -90,7 +90,7 @@ impl RowCheck {
     /// were shifted.
     fn address_column(&self, email_column: usize) -> usize {
         self.ragged
-            .and_then(|r| r.shifted_to)
+            .and_then(|r| r.shifted_column())
             .unwrap_or(email_column)
     }
 }
