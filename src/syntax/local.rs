@@ -52,11 +52,35 @@ const ATEXT: [bool; 256] = {
     t
 };
 
-pub(crate) fn is_atext(b: u8) -> bool {
+pub(crate) const fn is_atext(b: u8) -> bool {
     ATEXT[b as usize]
 }
 
-pub fn check_local(local: &str) -> Result<(), LocalError> {
+/// Where, in an ASCII cell, the first byte is that no local part may hold (neither atext nor
+/// a dot) and the first `..` ends: found by the syntax check's one pass over the cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AsciiMarks {
+    pub(crate) first_not_local: Option<usize>,
+    pub(crate) first_double_dot: Option<usize>,
+}
+
+/// [`check_local`] of an ASCII local part that starts the cell `marks` were taken from, without
+/// another pass over its bytes.
+pub(crate) fn check_ascii_local(local: &str, marks: AsciiMarks) -> Result<(), LocalError> {
+    check_local_length_and_ends(local)?;
+    let end = local.len();
+    let not_local = marks.first_not_local.filter(|&i| i < end);
+    let double_dot = marks.first_double_dot.filter(|&i| i < end);
+    // check_local reports whichever it meets first.
+    match (double_dot, not_local) {
+        (Some(d), Some(c)) if d < c => Err(LocalError::Dots),
+        (_, Some(c)) => Err(LocalError::Char(char::from(local.as_bytes()[c]))),
+        (Some(_), None) => Err(LocalError::Dots),
+        (None, None) => Ok(()),
+    }
+}
+
+fn check_local_length_and_ends(local: &str) -> Result<(), LocalError> {
     if local.is_empty() {
         return Err(LocalError::Empty);
     }
@@ -70,6 +94,12 @@ pub fn check_local(local: &str) -> Result<(), LocalError> {
     if bytes[0] == b'.' || bytes[bytes.len() - 1] == b'.' {
         return Err(LocalError::Dots);
     }
+    Ok(())
+}
+
+pub fn check_local(local: &str) -> Result<(), LocalError> {
+    check_local_length_and_ends(local)?;
+    let bytes = local.as_bytes();
     if local.is_ascii() {
         // Fast path, one pass: the overwhelming majority of real addresses.
         let mut prev_dot = false;

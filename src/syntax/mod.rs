@@ -265,7 +265,11 @@ pub fn check(raw: &str, opts: SyntaxOptions) -> Result<Address, SyntaxError> {
         return Err(SyntaxError::NoAtSign);
     };
     let (local, domain) = (&s[..at], &s[at + 1..]);
-    local::check_local(local)?;
+    if scan.ascii {
+        local::check_ascii_local(local, scan.local_marks)?;
+    } else {
+        local::check_local(local)?;
+    }
     let facts = DOMAIN_MEMO.with(|memo| memo.borrow_mut().get(domain, opts))?;
     let octets = local.len() + 1 + facts.ascii.len();
     if octets > MAX_ADDRESS_OCTETS {
@@ -301,19 +305,35 @@ struct CellScan {
     /// A byte at or below the space, or DEL (meaningful when `ascii`).
     blank_or_control: bool,
     last_at: Option<usize>,
+    /// For the local part's rules (meaningful when `ascii`).
+    local_marks: local::AsciiMarks,
 }
 
-/// Byte classes for [`CellScan`]: 0 is a byte of no interest.
+/// Byte classes for [`CellScan`].
+mod class {
+    /// A local part's ordinary byte (RFC 5322 atext): the common case, nothing to note.
+    pub(super) const ATEXT: u8 = 0;
+    pub(super) const AT: u8 = 1;
+    pub(super) const ANGLE_BRACKET: u8 = 2;
+    pub(super) const BLANK_OR_CONTROL: u8 = 3;
+    pub(super) const NON_ASCII: u8 = 4;
+    pub(super) const DOT: u8 = 5;
+    /// Printable ASCII a local part may not hold unquoted.
+    pub(super) const OTHER: u8 = 6;
+}
+
 const SCAN_CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         t[b] = match b as u8 {
-            b'@' => 1,
-            b'<' => 2,
-            0..=b' ' | 0x7f => 3,
-            0x80..=0xff => 4,
-            _ => 0,
+            b'@' => class::AT,
+            b'<' => class::ANGLE_BRACKET,
+            0..=b' ' | 0x7f => class::BLANK_OR_CONTROL,
+            0x80..=0xff => class::NON_ASCII,
+            b'.' => class::DOT,
+            c if local::is_atext(c) => class::ATEXT,
+            _ => class::OTHER,
         };
         b += 1;
     }
@@ -327,15 +347,33 @@ impl CellScan {
             angle_bracket: false,
             blank_or_control: false,
             last_at: None,
+            local_marks: local::AsciiMarks::default(),
         };
+        let marks = &mut scan.local_marks;
+        let mut last_dot = None;
         for (i, &b) in bytes.iter().enumerate() {
-            match SCAN_CLASSES[b as usize] {
-                0 => {}
-                1 => scan.last_at = Some(i),
-                2 => scan.angle_bracket = true,
-                3 => scan.blank_or_control = true,
-                _ => scan.ascii = false,
+            let class = SCAN_CLASSES[b as usize];
+            if class == class::ATEXT {
+                continue;
             }
+            match class {
+                class::DOT => {
+                    if last_dot.is_some_and(|d| d + 1 == i) {
+                        marks.first_double_dot.get_or_insert(i);
+                    }
+                    last_dot = Some(i);
+                    continue;
+                }
+                class::NON_ASCII => {
+                    scan.ascii = false;
+                    continue;
+                }
+                class::AT => scan.last_at = Some(i),
+                class::ANGLE_BRACKET => scan.angle_bracket = true,
+                class::BLANK_OR_CONTROL => scan.blank_or_control = true,
+                _ => {}
+            }
+            marks.first_not_local.get_or_insert(i);
         }
         scan
     }
@@ -573,6 +611,25 @@ mod tests {
             "ä@ö.ü",
         ] {
             let _ = check(s, SyntaxOptions::default());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// The one-pass local-part verdict is check_local's, for every '@' of an ASCII cell.
+        #[test]
+        fn the_scanned_local_part_verdict_is_check_locals(
+            cell in "[a-z.@\"<>,;() \t!#|~-]{0,40}|[a-z.]{60,70}@[a-z]{1,3}"
+        ) {
+            let scan = CellScan::of(cell.as_bytes());
+            for (at, _) in cell.match_indices('@') {
+                let local = &cell[..at];
+                proptest::prop_assert_eq!(
+                    local::check_ascii_local(local, scan.local_marks),
+                    local::check_local(local),
+                    "{:?}", local
+                );
+            }
         }
     }
 
