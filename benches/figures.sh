@@ -44,6 +44,22 @@ for rows in 1000000 5000000; do
   done
 done
 
+# Instructions executed (valgrind's cachegrind, user space, all threads): the same on every run,
+# so a change too small for this machine's wall-clock noise still shows. INSTRUCTIONS=1 to run.
+if [ "${INSTRUCTIONS:-0}" = 1 ] && command -v valgrind > /dev/null; then
+  rows=200000
+  f="$dir/list-$rows.csv"
+  [ -s "$f" ] || ${CARGO_TARGET_DIR:-target}/release/examples/gen_list --rows "$rows" --seed 42 --compact > "$f"
+  instructions() { valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
+    awk '/I *refs:/ { gsub(",", "", $NF); print $NF }'; }
+  rm -rf "$dir/out" "$dir/figures.sqlite3" "$dir/figures.sqlite3-wal" "$dir/figures.sqlite3-shm"
+  pi=$(instructions "$bin" verify "$f" --level syntax -o "$dir/out" -q --store "$dir/figures.sqlite3")
+  fi=$(instructions ${CARGO_TARGET_DIR:-target}/release/examples/csv_floor "$f" "$dir/floor.csv")
+  awk -v r="$rows" -v p="$pi" -v f="$fi" 'BEGIN{
+    printf "%d rows, store: prebounce %.0f instructions = %.0f a row | csv floor %.0f a row | ratio %.2fx\n",
+      r, p, p/r, f/r, p/f }'
+fi
+
 if python3 -c "import email_validator" 2>/dev/null || pip install --quiet email-validator >/dev/null 2>&1; then
   python3 benches/compare_email_validator.py "$dir/list-1000000.csv"
 else
