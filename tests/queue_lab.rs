@@ -474,7 +474,8 @@ fn a_stopped_worker_hands_its_units_back_and_exits_0() {
     assert!(term.success());
     let status_of_worker = w.wait().unwrap();
     assert!(status_of_worker.success(), "{status_of_worker}");
-    // Its units are queued again, no attempt counted, and another worker finishes the job.
+    // Its units in flight are queued again, no attempt counted (a unit it finished before the
+    // signal keeps its one), and another worker finishes the job.
     let s = status(&db, &job);
     assert_eq!(s["state"], "running", "{s}");
     let smtp = &s["units"]["smtp"];
@@ -483,12 +484,23 @@ fn a_stopped_worker_hands_its_units_back_and_exits_0() {
     let attempts: i64 = db
         .client()
         .query_one(
-            "SELECT coalesce(sum(attempts), 0)::int8 FROM prebounce.units WHERE kind = 'smtp'",
+            "SELECT coalesce(sum(attempts), 0)::int8 FROM prebounce.units
+             WHERE kind = 'smtp' AND state = 'queued'",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(attempts, 0);
+    let units: Vec<(String, i32)> = db
+        .client()
+        .query(
+            "SELECT state, attempts FROM prebounce.units WHERE kind = 'smtp' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(attempts, 0, "units (state, attempts): {units:?}");
     finish(worker(&db, 11, &["--exit-when-idle"]));
     assert_eq!(status(&db, &job)["state"], "done");
     let (most, _) = most_open_at_once(&tail(&maillog(), from), "127.77.9.");
