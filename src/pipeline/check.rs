@@ -69,13 +69,13 @@ fn gather_evidence(
         expected: count(dialect.width),
         shifted_to: None,
     });
-    let check = |cell: &[u8]| match std::str::from_utf8(cell) {
+    let check = |cell: Result<&str, std::str::Utf8Error>| match cell {
         Ok(text) => Evidence::Syntax(syntax::check(text, opts)),
         Err(e) => Evidence::Unreadable(Unreadable::NotUtf8 {
             valid_up_to: e.valid_up_to(),
         }),
     };
-    let Some(cell) = chunk.field(r, dialect.email_column) else {
+    let Some(cell) = chunk.field_text(r, dialect.email_column) else {
         return (Evidence::Unreadable(Unreadable::MissingEmailCell), ragged);
     };
     let evidence = check(cell);
@@ -98,7 +98,7 @@ fn shifted_address(
     chunk: &Chunk,
     r: usize,
     email_column: usize,
-    check: &impl Fn(&[u8]) -> Evidence,
+    check: &impl Fn(Result<&str, std::str::Utf8Error>) -> Evidence,
 ) -> Option<(usize, Evidence)> {
     let mut found = None;
     for (column, cell) in chunk.fields(r).enumerate() {
@@ -106,7 +106,10 @@ fn shifted_address(
         if column == email_column || memchr::memchr(b'@', cell).is_none() {
             continue;
         }
-        let evidence = check(cell);
+        let Some(text) = chunk.field_text(r, column) else {
+            continue;
+        };
+        let evidence = check(text);
         if matches!(evidence, Evidence::Syntax(Ok(_))) {
             if found.is_some() {
                 return None;
