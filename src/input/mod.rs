@@ -142,9 +142,7 @@ impl Chunk {
 
     /// The text of cell `i` of row `r` (None when the row is shorter), or why it is not UTF-8.
     pub fn field_text(&self, r: usize, i: usize) -> Option<Result<&str, std::str::Utf8Error>> {
-        let slot = self.rows[r];
-        (i < slot.field_count).then(|| {
-            let (start, end) = self.bounds[slot.first_field + i];
+        self.field_range(r, i).map(|(start, end)| {
             // `get` is None in a chunk that is not all UTF-8, and for a range that splits a
             // character (two cells of a quoted row may join into one): validate the cell.
             match self.text.get(start..end) {
@@ -238,7 +236,6 @@ impl Chunk {
             }
             let len = at - row_start;
             if len >= max_record {
-                self.bounds.truncate(first_field);
                 break;
             }
             line += 1;
@@ -271,8 +268,14 @@ impl Chunk {
     }
 
     pub fn field(&self, r: usize, i: usize) -> Option<&[u8]> {
+        self.field_range(r, i)
+            .map(|(start, end)| &self.bytes()[start..end])
+    }
+
+    /// Where cell `i` of row `r` is in the chunk's bytes (None when the row is shorter).
+    fn field_range(&self, r: usize, i: usize) -> Option<(usize, usize)> {
         let slot = self.rows[r];
-        (i < slot.field_count).then(|| self.field_bytes(slot.first_field + i))
+        (i < slot.field_count).then(|| self.bounds[slot.first_field + i])
     }
 
     fn lossy_fields(&self, r: usize) -> Vec<String> {

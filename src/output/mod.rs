@@ -267,7 +267,6 @@ impl FieldEncoder {
         self.delimiter
     }
 
-    #[inline]
     pub fn push(&self, out: &mut Vec<u8>, field: &[u8]) {
         if !field.iter().any(|&b| self.special[b as usize]) {
             out.extend_from_slice(field);

@@ -160,8 +160,8 @@ fn check_chunk(chunk: Chunk, cx: &CheckContext) -> (Checked, u64) {
             );
             let dedup_hash = match &evidence {
                 Evidence::Syntax(Err(_)) if sendable => chunk
-                    .field(r, address_column)
-                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .field_text(r, address_column)
+                    .and_then(Result::ok)
                     .map(|text| malformed_identity_hash(syntax::normalize_input(text))),
                 _ => evidence.address().map(Address::identity_hash),
             };

@@ -460,7 +460,6 @@ struct BatchWriter<'a, 'c> {
     /// `domain_slot` (the chunk's rows hold the Arcs while the batch runs).
     provider_slot: HashMap<usize, Option<usize>, ahash::RandomState>,
     detail: String,
-    normalized: String,
     /// The flags and probability cells repeat across rows (a probability per reason and flag
     /// floor): each pair is formatted once, `<delim>flags<delim>p`, by flag bits and the
     /// probability's bits.
@@ -488,7 +487,6 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
             domain_slot: HashMap::default(),
             provider_slot: HashMap::default(),
             detail: String::new(),
-            normalized: String::new(),
             flag_and_p_cells: Vec::new(),
             now,
             sent: None,
@@ -529,8 +527,8 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         match &row.evidence {
             Evidence::Syntax(Err(e)) if !matches!(e, syntax::SyntaxError::Empty) => {
                 let malformed = chunk
-                    .field(r, row.address_column(self.cx.dialect.email_column))
-                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .field_text(r, row.address_column(self.cx.dialect.email_column))
+                    .and_then(Result::ok)
                     .and_then(malformed_domain);
                 if let Some(d) = malformed {
                     out.malformed_domains.push((d, v.status));
@@ -580,16 +578,6 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         }
     }
 
-    /// The row's normalised address in `self.normalized` (empty without one).
-    fn fill_normalized(&mut self, row: &RowCheck) {
-        self.normalized.clear();
-        if let Some(a) = row.evidence.address() {
-            self.normalized.push_str(&a.local);
-            self.normalized.push('@');
-            self.normalized.push_str(a.domain_unicode());
-        }
-    }
-
     /// The index of the outcome's flags and probability cells in `flag_and_p_cells`.
     fn flag_and_p_cells(&mut self, outcome: &Outcome) -> usize {
         let key = (outcome.flags.bits(), outcome.p.to_bits());
@@ -615,13 +603,17 @@ impl<'a, 'c> BatchWriter<'a, 'c> {
         if prev.status == v.status {
             return;
         }
-        self.fill_normalized(row);
+        let normalized = row
+            .evidence
+            .address()
+            .map(Address::normalized)
+            .unwrap_or_default();
         let changes = &mut self.out.changes;
         self.out.transitions.push((prev.status, v.status));
         let verified_at =
             std::time::UNIX_EPOCH + Duration::from_secs(prev.verified_at.max(0) as u64);
         for (k, cell) in [
-            self.normalized.as_str(),
+            normalized.as_str(),
             prev.status.as_str(),
             prev.reason.as_str(),
             &crate::model::time::rfc3339_utc(verified_at),

@@ -150,9 +150,9 @@ fn top_domains(config: &VerifyConfig) -> Vec<String> {
     let Ok(Some(chunk)) = reader.next_chunk(SAMPLE_ROWS) else {
         return Vec::new();
     };
-    let cells = (0..chunk.len()).filter_map(|r| chunk.field(r, dialect.email_column));
+    let cells = (0..chunk.len()).filter_map(|r| chunk.field_text(r, dialect.email_column));
     let domains = cells.filter_map(|cell| {
-        let text = std::str::from_utf8(cell).ok()?;
+        let text = cell.ok()?;
         let address = crate::syntax::check(text, config.syntax).ok()?;
         Some(address.domain_ascii().to_owned())
     });
