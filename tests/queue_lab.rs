@@ -683,7 +683,7 @@ fn the_collect_answers_what_submit_and_the_units_answered_however_late_it_comes(
         .map(|d| format!("someone@{d}.lab.test"))
         .collect();
     let list = write_list(dir.path(), "list.csv", &emails);
-    let options = strings_of(&[
+    let options = strings(&[
         "--level",
         "dns",
         "--dns-server",
@@ -692,9 +692,9 @@ fn the_collect_answers_what_submit_and_the_units_answered_however_late_it_comes(
         "--allow-private-mx",
     ]);
     let verify = |list: &Path, out: &str, store: &[&str]| {
-        let mut args = strings_of(&["verify", list.to_str().unwrap(), "-q", "--force", "-o"]);
+        let mut args = strings(&["verify", list.to_str().unwrap(), "-q", "--force", "-o"]);
         args.push(dir.path().join(out).display().to_string());
-        args.extend(strings_of(store));
+        args.extend(strings(store));
         args.extend(options.iter().cloned());
         let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
         assert!(o.status.success(), "{}", stderr(&o));
@@ -705,7 +705,7 @@ fn the_collect_answers_what_submit_and_the_units_answered_however_late_it_comes(
     verify(&half, "half", &["--store", &db.url]);
     let stored_at = Instant::now();
     let mut job_options = options.clone();
-    job_options.extend(strings_of(&["--max-age", "4s"]));
+    job_options.extend(strings(&["--max-age", "4s"]));
     let job = submit(&db, &list, 100, &job_options);
     let s = status(&db, &job);
     assert_eq!(s["addresses"], 3, "only the rest is queued: {s}");
@@ -727,8 +727,4 @@ fn the_collect_answers_what_submit_and_the_units_answered_however_late_it_comes(
             "{list}"
         );
     }
-}
-
-fn strings_of(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
 }

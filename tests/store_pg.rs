@@ -21,10 +21,6 @@ fn run_with(args: &[String]) -> Output {
     run(&args, b"")
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
 /// summary.json without what differs from run to run or names the store.
 fn comparable_summary(out: &Path) -> serde_json::Value {
     let mut s = summary(out);

@@ -376,3 +376,8 @@ impl Drop for Db {
         }
     }
 }
+
+/// Owned copies of command-line arguments.
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
